@@ -1,0 +1,33 @@
+# make run   — set up .venv and start aixsmit on this machine's real file systems
+# make test  — set up .venv (and, as root, the Debian tools the tests use) and run every test
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test deps bench screenshots clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/aixsmit $(ARGS)
+
+# Tools from Debian's packages that tests drive for real (installed only when missing, as root).
+deps:
+	@sh scripts/install-deps
+
+test: $(STAMP) deps
+	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+bench: $(STAMP) deps
+	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+screenshots: $(STAMP)
+	$(PY) -m aixsmit.tui.screenshots screenshots
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

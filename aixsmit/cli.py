@@ -1,0 +1,78 @@
+"""Entry point: ``aixsmit [FASTPATH]`` opens the menus; ``aixsmit cmd NAME …`` runs a command."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from . import __version__
+from .errors import AixsmitError
+
+EXIT_CODES = """exit status:
+  0  success (sysonly: only system file systems are mounted)
+  1  failure, with a one-line reason on stderr (sysonly: user file systems are mounted)
+  2  the command line is wrong
+  130 interrupted (Ctrl-C)
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="aixsmit cmd",
+        description="aixsmit commands: the same functions the menus use.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--version", action="version", version=f"aixsmit {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="NAME")
+    sub.required = True
+    from .commands import fs
+
+    fs.register(sub)
+    for name, parser in sub.choices.items():
+        parser.epilog = EXIT_CODES
+        parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    return p
+
+
+def run_cmd(argv: list[str]) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except AixsmitError as exc:
+        sys.stdout.flush()
+        print(str(exc), file=sys.stderr)
+        for line in exc.details:
+            print(line, file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        print("aixsmit: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:  # the operator gets one line; AIXSMIT_DEBUG=1 shows the traceback
+        if os.environ.get("AIXSMIT_DEBUG"):
+            raise
+        print(f"aixsmit: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["cmd"]:
+        return run_cmd(argv[1:])
+    if argv[:1] in (["--version"],):
+        print(f"aixsmit {__version__}")
+        return 0
+    try:
+        from .tui.app import run_tui
+    except ImportError:
+        print("aixsmit: the menus are not built yet; use 'aixsmit cmd --help'", file=sys.stderr)
+        return 1
+    return run_tui(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The non-interactive commands (``aixsmit cmd NAME …``): thin faces over the services."""

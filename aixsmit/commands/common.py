@@ -1,0 +1,32 @@
+"""What every command shares: --root, output helpers."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from ..fs.mounts import escape
+
+
+def add_root(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--root", metavar="DIR", default="/",
+                   help="treat DIR as / (a system mounted elsewhere, or a test tree): only mounts below it, shown relative to it")
+
+
+def add_json(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print JSON instead of the AIX-style text")
+
+
+def print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def shown(path: str) -> str:
+    """A path safe for one column of a table: whitespace and backslashes escaped as mountinfo does."""
+    out = escape(path)
+    if out.isascii():
+        return out
+    # Undecodable bytes (surrogates) would break the terminal's encoding: show them as \ooo too.
+    return "".join(("\\%03o" % (ord(c) - 0xDC00)) if 0xDC80 <= ord(c) <= 0xDCFF else c for c in out)

@@ -1,0 +1,200 @@
+"""File-system commands: lsmount, sysonly, holders, umount, mount."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .. import config as _config
+from ..errors import AixsmitError
+from ..fs.classify import REMOTE, SYSTEM, USER, VIRTUAL
+from ..fs.holders import LETTER
+from ..fs.mounts import parse_aix_mount, parse_mountinfo
+from ..fs.table import Entry, System
+from .common import add_json, add_root, print_json, shown
+
+AIX_HEADER = (
+    "  node       mounted        mounted over    vfs       date        options      \n"
+    "-------- ---------------  ---------------  ------ ------------ --------------- "
+)
+
+
+def _system(args, **kw) -> System:
+    fmt = getattr(args, "format", None)
+    src = getattr(args, "from_file", None)
+    if src:
+        try:
+            with open(src, "rb") as f:
+                import os
+
+                text = os.fsdecode(f.read())
+        except OSError as exc:
+            raise AixsmitError(f"--from {src}: {exc.strerror}")
+        if fmt is None:
+            fmt = "mountinfo" if text[:1].isdigit() else "aix"
+        try:
+            mounts = parse_mountinfo(text) if fmt == "mountinfo" else parse_aix_mount(text)
+        except AixsmitError as exc:
+            raise AixsmitError(f"{src}: {exc}") from None
+        # Output read from a file gets the defaults of the host it came from.
+        host = "aix" if fmt == "aix" else "linux"
+        return System(root=args.root, mounts=mounts, host_name=host, **kw)
+    return System(root=args.root, **kw)
+
+
+def _add_from(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--from", dest="from_file", metavar="FILE",
+                   help="read the mount table from FILE (saved AIX 'mount' output or a mountinfo file) instead of this host")
+    p.add_argument("--format", choices=("aix", "mountinfo"),
+                   help="what --from FILE holds (default: guessed from its first character)")
+
+
+def format_table(table: list[Entry]) -> str:
+    lines = [AIX_HEADER.rstrip("\n") + " class"]
+    for e in table:
+        m = e.mount
+        lines.append(
+            f"{m.node:<8.32} {shown(m.device):<16} {shown(m.mount_point):<16} {m.vfs:<6} {m.date:<12} "
+            f"{','.join(m.options):<15} {e.cls}"
+        )
+    return "\n".join(lines)
+
+
+def cmd_lsmount(args) -> int:
+    system = _system(args)
+    table = system.table()
+    if args.json:
+        print_json([e.to_json() for e in table])
+    else:
+        print(format_table(table))
+    return 0
+
+
+def cmd_sysonly(args) -> int:
+    system = _system(args)
+    table = system.table()
+    result = system.sysonly(table)
+    if args.json:
+        print_json(result.to_json())
+    else:
+        print(format_table([e for e in table if e.cls != VIRTUAL]))
+        print()
+        if result.ok:
+            print("Only system file systems are mounted: the system image will hold the operating system only.")
+        else:
+            print(f"User file systems are still mounted: {', '.join(map(shown, result.user))}.")
+            print("Unmount them (aixsmit cmd umount --all-user) before backing up the system.")
+        if result.remote:
+            print(f"Remote file systems mounted (never part of the image): {', '.join(map(shown, result.remote))}.")
+    return 0 if result.ok else 1
+
+
+def cmd_holders(args) -> int:
+    from ..fs.unmount import holder_lines
+
+    system = _system(args)
+    table = system.table()
+    mp = args.mount.rstrip("/") or "/"
+    here = [e for e in table if e.mount_point == mp]
+    if not here:
+        raise AixsmitError(f"holders: {args.mount}: 0506-347 Cannot find anything mounted there.")
+    all_mounts = system.all_mounts()
+    # A mount is also kept busy by what is mounted below it.
+    targets = [e.mount for e in table if e.mount_point == mp or e.mount_point.startswith(mp.rstrip("/") + "/")]
+    holders = system.host.holders(targets, all_mounts)
+    rel = [h for h in holders]
+    if args.json:
+        out = []
+        for h in rel:
+            d = h.to_json()
+            if system.root != "/" and d["path"].startswith(system.root + "/"):
+                d["path"] = d["path"][len(system.root):]
+            out.append(d)
+        print_json(out)
+        return 0
+    if not holders:
+        print(f"No process holds {shown(mp)}.")
+        return 0
+    print(f"{'PID':>7}  {'USER':<10} {'COMMAND':<16} {'ACCESS':<14} PATH")
+    for line in holder_lines(holders, system):
+        pid, rest = line.split(None, 1)[1], line.split(None, 2)[2]
+        print(f"{pid:>7}  {rest}")
+    return 0
+
+
+def cmd_umount(args) -> int:
+    from ..fs.unmount import Ledger, holder_lines, plan_unmount, unmount
+
+    if not args.mounts and not args.all_user:
+        raise AixsmitError("umount: name a mount point, or give --all-user", code=2)
+    system = _system(args)
+    plan = plan_unmount(system, args.mounts, all_user=args.all_user)
+    if plan.empty:
+        print("No user file system is mounted: nothing to unmount.")
+        return 0
+    if args.dry_run:
+        for e in plan.steps:
+            print(f"would unmount {shown(e.mount_point)} ({e.mount.device}, {e.mount.vfs}, {e.cls})")
+        holders = system.host.holders([e.mount for e in plan.steps], system.all_mounts())
+        if holders:
+            print("These processes would keep it busy:")
+            print("\n".join(holder_lines(holders, system)))
+            return 1
+        return 0
+    unmount(system, plan, Ledger(), force=args.force, progress=print)
+    return 0
+
+
+def cmd_mount(args) -> int:
+    from ..fs.unmount import Ledger, mount_again
+
+    if not args.mounts and not args.ledger:
+        raise AixsmitError("mount: name a mount point, or give --ledger", code=2)
+    system = _system(args)
+    ledger = Ledger()
+    if args.ledger and not args.mounts and not ledger.under(system.root):
+        print("The ledger is empty: aixsmit left no file system unmounted.")
+        return 0
+    mount_again(system, ledger, args.mounts, from_ledger=args.ledger, progress=print)
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("lsmount", help="list mounted file systems with their data class",
+                       description="The mounted file systems as AIX 'mount' prints them, with a data-class column "
+                                   "(system, user, virtual, remote).")
+    add_root(p); add_json(p); _add_from(p)
+    p.set_defaults(func=cmd_lsmount)
+
+    p = sub.add_parser("sysonly", help="the guide's check: is only the operating system mounted?",
+                       description="Exit 0 when no user file system is mounted, 1 when some are. "
+                                   "Remote and virtual mounts are reported but do not fail the check.")
+    add_root(p); add_json(p); _add_from(p)
+    p.set_defaults(func=cmd_sysonly)
+
+    p = sub.add_parser("holders", help="who keeps a mounted file system busy",
+                       description="Processes using MOUNT (or anything mounted below it): pid, user, command, "
+                                   "and how (cwd, root, executable, open file, memory map).")
+    add_root(p); add_json(p)
+    p.add_argument("mount", metavar="MOUNT")
+    p.set_defaults(func=cmd_holders)
+
+    p = sub.add_parser("umount", help="unmount user file systems, all-or-nothing, recorded in the ledger",
+                       description="Unmount MOUNT (and what is mounted below it) or every user file system. "
+                                   "System and virtual file systems are refused. A busy file system names its "
+                                   "holders and nothing is unmounted. If one of a group fails, the others are "
+                                   "mounted again.")
+    add_root(p)
+    p.add_argument("mounts", nargs="*", metavar="MOUNT")
+    p.add_argument("--all-user", action="store_true", help="every mounted user file system")
+    p.add_argument("--dry-run", action="store_true", help="show the plan and any holders; change nothing")
+    p.add_argument("--force", action="store_true", help="umount -f (network file systems only); skips the holder check")
+    p.set_defaults(func=cmd_umount)
+
+    p = sub.add_parser("mount", help="mount file systems again (from the ledger or fstab)",
+                       description="Mount MOUNT again from the ledger of what aixsmit unmounted (or from fstab), "
+                                   "or with --ledger everything aixsmit left unmounted, parents first.")
+    add_root(p)
+    p.add_argument("mounts", nargs="*", metavar="MOUNT")
+    p.add_argument("--ledger", action="store_true", help="everything the ledger records as unmounted by aixsmit")
+    p.set_defaults(func=cmd_mount)

@@ -1,0 +1,119 @@
+"""The configuration file: ``/etc/aixsmit/aixsmit.yaml``, or the file ``AIXSMIT_CONFIG`` names.
+
+Keys (all optional)::
+
+    system_filesystems: [/, /usr, /var, /tmp, /opt]   # replaces the host's default list
+    volume_groups:                                     # Linux without LVM: named groups
+      datavg: [/data, /srv/app]
+
+A missing file means the defaults. A broken file is a one-line error naming file and line.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ConfigError
+
+DEFAULT_CONFIG = "/etc/aixsmit/aixsmit.yaml"
+
+# The AIX guide's system file systems, and what Linux adds to them (issue #2).
+AIX_SYSTEM_FS = ("/", "/usr", "/var", "/tmp", "/opt", "/admin", "/var/adm/ras/livedump")
+LINUX_SYSTEM_FS = AIX_SYSTEM_FS + ("/boot", "/boot/efi", "/var/log", "/var/tmp")
+
+
+def default_system_fs(host: str) -> tuple[str, ...]:
+    return AIX_SYSTEM_FS if host == "aix" else LINUX_SYSTEM_FS
+
+
+@dataclass(frozen=True)
+class Config:
+    path: str | None = None
+    system_filesystems: tuple[str, ...] | None = None  # None: the host's default
+    volume_groups: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def system_fs(self, host: str) -> tuple[str, ...]:
+        return self.system_filesystems if self.system_filesystems is not None else default_system_fs(host)
+
+
+def config_path() -> str:
+    return os.environ.get("AIXSMIT_CONFIG") or DEFAULT_CONFIG
+
+
+def load(path: str | None = None) -> Config:
+    path = path or config_path()
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        if path == DEFAULT_CONFIG or not os.environ.get("AIXSMIT_CONFIG"):
+            return Config()
+        raise ConfigError(f"{path}: the configuration file does not exist")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the configuration file: {exc}")
+    return parse(text, path)
+
+
+def _line(node) -> int:
+    return node.start_mark.line + 1
+
+
+def _fail(path: str, node, message: str) -> ConfigError:
+    return ConfigError(f"{path}: line {_line(node)}: {message}")
+
+
+def _mount_point(path: str, node) -> str:
+    import yaml
+
+    if not isinstance(node, yaml.ScalarNode) or not isinstance(node.value, str) or not node.value.startswith("/"):
+        raise _fail(path, node, "a mount point must be an absolute path such as /home")
+    return posixpath.normpath(node.value) if node.value != "/" else "/"
+
+
+def _path_list(path: str, node, what: str) -> tuple[str, ...]:
+    import yaml
+
+    if not isinstance(node, yaml.SequenceNode):
+        raise _fail(path, node, f"{what} must be a list of mount points")
+    return tuple(_mount_point(path, item) for item in node.value)
+
+
+def parse(text: str, path: str = "<config>") -> Config:
+    import yaml  # only when there is a file to read: it costs start-up time
+
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = f"line {mark.line + 1}: " if mark else ""
+        problem = (exc.problem or exc.context or "not valid YAML").strip()
+        raise ConfigError(f"{path}: {line}{problem}")
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}")
+    if root is None:
+        return Config(path=path)
+    if not isinstance(root, yaml.MappingNode):
+        raise _fail(path, root, "the configuration must be a mapping of keys to values")
+    system: tuple[str, ...] | None = None
+    groups: dict[str, tuple[str, ...]] = {}
+    for key_node, value_node in root.value:
+        key = key_node.value
+        if key == "system_filesystems":
+            system = _path_list(path, value_node, "system_filesystems")
+        elif key == "volume_groups":
+            if not isinstance(value_node, yaml.MappingNode):
+                raise _fail(path, value_node, "volume_groups must map a group name to a list of mount points")
+            for name_node, fs_node in value_node.value:
+                name = str(name_node.value)
+                if not name or not name.replace("_", "").replace("-", "").isalnum():
+                    raise _fail(path, name_node, f"'{name}' is not a valid volume group name")
+                if name == "rootvg":
+                    raise _fail(path, name_node, "rootvg is every file system no other group claims; it cannot be configured")
+                groups[name] = _path_list(path, fs_node, f"volume group {name}")
+        elif key in ("schedules", "retention_weeks", "state_dir"):
+            continue  # read by the modules that own them
+        else:
+            raise _fail(path, key_node, f"unknown key '{key}' (known: system_filesystems, volume_groups)")
+    return Config(path=path, system_filesystems=system, volume_groups=groups)

@@ -1,0 +1,1 @@
+"""File systems: the mount table, data classes, holders, unmount and remount."""

@@ -1,0 +1,223 @@
+"""Mount tables: the AIX ``mount`` listing and Linux ``/proc/self/mountinfo``, parsed exactly.
+
+Both parsers return frozen :class:`Mount` values in file order. A line that does not have the
+expected form raises :class:`ParseError` naming its line number; nothing is skipped silently.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, replace
+from typing import Iterable
+
+from ..errors import ParseError
+
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+@dataclass(frozen=True, slots=True)
+class Mount:
+    """One mounted file system.
+
+    ``mount_point`` is as the operator sees it: relative to ``--root`` when one is given
+    (``/`` is the root itself); ``path`` is always the absolute path on this host.
+    """
+
+    node: str  # remote host (AIX node column); "" for a local mount
+    device: str  # the mounted object: /dev/hd4, /dev/loop3, server:/export, tmpfs
+    mount_point: str
+    vfs: str
+    date: str  # AIX "Mon DD HH:MM"; "" where the source has no date (Linux mountinfo)
+    options: tuple[str, ...]
+    # What only mountinfo knows (empty defaults for AIX rows):
+    mount_id: int = 0
+    parent_id: int = 0
+    dev: str = ""  # "major:minor", the st_dev of every file on it
+    fs_root: str = "/"  # root of the mount inside its file system; not "/" for bind mounts
+    super_options: tuple[str, ...] = ()
+    path: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.path:
+            object.__setattr__(self, "path", self.mount_point)
+
+    @property
+    def is_bind(self) -> bool:
+        return self.fs_root != "/"
+
+    def to_json(self, data_class: str | None = None) -> dict:
+        out = {
+            "node": self.node,
+            "device": self.device,
+            "mount_point": self.mount_point,
+            "vfs": self.vfs,
+            "date": self.date,
+            "options": list(self.options),
+        }
+        if data_class is not None:
+            out["class"] = data_class
+        return out
+
+
+# --- Linux mountinfo ---------------------------------------------------------------------
+
+_OCTAL = re.compile(r"\\([0-7]{3})")
+
+
+def _unoctal(match: re.Match[str]) -> str:
+    value = int(match.group(1), 8)
+    # Bytes above 127 map to the surrogate os.fsdecode would have produced for the raw byte.
+    return chr(value) if value < 0x80 else chr(0xDC00 + value)
+
+
+def unescape(field: str) -> str:
+    """Undo the kernel's octal escapes (``\\040`` space, ``\\011`` tab, ``\\012`` newline, ``\\134``)."""
+    return _OCTAL.sub(_unoctal, field) if "\\" in field else field
+
+
+_ESCAPES = str.maketrans({" ": "\\040", "\t": "\\011", "\n": "\\012", "\\": "\\134"})
+
+
+def escape(field: str) -> str:
+    """Escape as the kernel's ``seq_escape(m, s, " \\t\\n\\\\")`` does (used by tests and benches)."""
+    return field.translate(_ESCAPES)
+
+
+def parse_mountinfo(text: str) -> list[Mount]:
+    """Parse ``/proc/PID/mountinfo`` text (decode bytes with ``os.fsdecode`` first)."""
+    mounts: list[Mount] = []
+    for lineno, line in enumerate(text.split("\n"), 1):
+        if not line:
+            continue
+        fields = line.split(" ")
+        try:
+            sep = fields.index("-", 6)
+        except ValueError:
+            raise ParseError(f"line {lineno}: no ' - ' separator after the optional fields: {line[:80]!r}")
+        if sep < 6 or len(fields) - sep - 1 < 3:
+            raise ParseError(f"line {lineno}: expected 6 fields, ' - ', then type, source and options: {line[:80]!r}")
+        try:
+            mount_id = int(fields[0])
+            parent_id = int(fields[1])
+        except ValueError:
+            raise ParseError(f"line {lineno}: mount ID and parent ID must be numbers: {line[:80]!r}")
+        dev = fields[2]
+        major, _, minor = dev.partition(":")
+        if not (major.isdigit() and minor.isdigit()):
+            raise ParseError(f"line {lineno}: '{dev}' is not a major:minor device number")
+        mount_point = unescape(fields[4])
+        if not mount_point.startswith("/"):
+            raise ParseError(f"line {lineno}: mount point '{mount_point}' is not an absolute path")
+        vfs = unescape(fields[sep + 1])
+        source = unescape(fields[sep + 2])
+        # Super options cannot contain a raw space, but be lenient if a source did split them.
+        super_opts = " ".join(fields[sep + 3:])
+        mounts.append(
+            Mount(
+                node="",
+                device=source,
+                mount_point=mount_point,
+                vfs=vfs,
+                date="",
+                options=tuple(fields[5].split(",")),
+                mount_id=mount_id,
+                parent_id=parent_id,
+                dev=dev,
+                fs_root=unescape(fields[3]),
+                super_options=tuple(super_opts.split(",")) if super_opts else (),
+            )
+        )
+    return mounts
+
+
+def read_mountinfo(path: str = "/proc/self/mountinfo") -> list[Mount]:
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        return parse_mountinfo(os.fsdecode(data))
+    except ParseError as exc:
+        raise ParseError(f"{path}: {exc}") from None
+
+
+# --- AIX mount listing ---------------------------------------------------------------------
+
+def _is_date(tokens: list[str], i: int) -> bool:
+    if i + 3 > len(tokens):
+        return False
+    mon, day, hhmm = tokens[i : i + 3]
+    return (
+        mon in MONTHS
+        and day.isdigit()
+        and len(day) <= 2
+        and re.fullmatch(r"\d{1,2}:\d{2}", hhmm) is not None
+    )
+
+
+def parse_aix_mount(text: str) -> list[Mount]:
+    """Parse the output of AIX ``mount`` with no arguments (aix-smit.md §3.1).
+
+    The header and dashed line are optional. Columns overflow when a mount point is long, so
+    the row is split on white space and anchored on the three-token date: a row has node (or
+    not), mounted, mounted over, vfs, date (3 tokens) and at most one options token.
+    """
+    mounts: list[Mount] = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        if not stripped:
+            continue
+        tokens = stripped.split()
+        if lineno <= 2 and (tokens[:2] == ["node", "mounted"] or set(stripped) <= set("- ")):
+            continue
+        # The date sits at index 3 for a local row and 4 for a row with a node.
+        if _is_date(tokens, 3) and len(tokens) in (6, 7) and not (
+            _is_date(tokens, 4) and line[:1] != " "
+        ):
+            node, rest = "", tokens
+        elif _is_date(tokens, 4) and len(tokens) in (7, 8):
+            node, rest = tokens[0], tokens[1:]
+        else:
+            raise ParseError(
+                f"line {lineno}: expected [node] mounted 'mounted over' vfs 'Mon DD HH:MM' [options]: {stripped[:80]!r}"
+            )
+        options = tuple(o for o in rest[6].split(",") if o) if len(rest) == 7 else ()
+        mounts.append(
+            Mount(
+                node=node,
+                device=rest[0],
+                mount_point=rest[1],
+                vfs=rest[2],
+                date=" ".join(rest[3:6]),
+                options=options,
+            )
+        )
+    return mounts
+
+
+# --- --root ----------------------------------------------------------------------------
+
+def relative_to_root(mounts: Iterable[Mount], root: str) -> list[Mount]:
+    """Keep the mounts at or below ``root`` and show them relative to it (``root`` becomes ``/``)."""
+    root = os.path.normpath(root)
+    if root == "/":
+        return list(mounts)
+    out = []
+    prefix = root + "/"
+    for m in mounts:
+        if m.path == root:
+            out.append(replace(m, mount_point="/"))
+        elif m.path.startswith(prefix):
+            out.append(replace(m, mount_point=m.path[len(root):]))
+    return out
+
+
+def visible(mounts: list[Mount]) -> list[Mount]:
+    """Drop mounts hidden by a later mount at the same path (mountinfo lists them in order).
+
+    Over-mounted entries are shadowed: the top-most mount at a path is the last one listed.
+    """
+    last: dict[str, Mount] = {}
+    for m in mounts:
+        last[m.path] = m
+    keep = {id(m) for m in last.values()}
+    return [m for m in mounts if id(m) in keep]

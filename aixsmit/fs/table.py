@@ -1,0 +1,89 @@
+"""The classified mount table of one system, seen through ``--root``."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from .. import config as _config
+from ..errors import AixsmitError
+from .classify import REMOTE, SYSTEM, USER, VIRTUAL, classify
+from .mounts import Mount, relative_to_root
+
+
+@dataclass(frozen=True)
+class Entry:
+    mount: Mount
+    cls: str
+
+    @property
+    def mount_point(self) -> str:
+        return self.mount.mount_point
+
+    def to_json(self) -> dict:
+        return self.mount.to_json(self.cls)
+
+
+@dataclass(frozen=True)
+class SysOnly:
+    """The guide's check: is only the operating system mounted?"""
+
+    user: tuple[str, ...]
+    remote: tuple[str, ...]
+    virtual: tuple[str, ...]
+    system: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.user
+
+    def to_json(self) -> dict:
+        return {"ok": self.ok, "user": list(self.user), "remote": list(self.remote), "virtual": list(self.virtual)}
+
+
+def normalize_root(root: str | None) -> str:
+    root = root or "/"
+    real = os.path.realpath(root)
+    if not os.path.isdir(real):
+        raise AixsmitError(f"--root {root}: not a directory")
+    return real
+
+
+class System:
+    """A host, an alternate root and a configuration: everything the file-system services need."""
+
+    def __init__(self, host=None, root: str | None = "/", config: _config.Config | None = None,
+                 mounts: list[Mount] | None = None, host_name: str | None = None):
+        from ..host import get_host
+
+        self.host = host or get_host(host_name)
+        self.root = normalize_root(root) if mounts is None else (os.path.normpath(root or "/"))
+        self.config = config if config is not None else _config.load()
+        self._fixed = mounts
+
+    @property
+    def system_fs(self) -> tuple[str, ...]:
+        return self.config.system_fs(self.host.name)
+
+    def all_mounts(self) -> list[Mount]:
+        """Every mount of the host, absolute paths (no --root filtering)."""
+        return list(self._fixed) if self._fixed is not None else self.host.mounts()
+
+    def table(self, all_mounts: list[Mount] | None = None) -> list[Entry]:
+        mounts = relative_to_root(all_mounts if all_mounts is not None else self.all_mounts(), self.root)
+        system = self.system_fs
+        return [Entry(m, classify(m, system)) for m in mounts]
+
+    def sysonly(self, table: list[Entry] | None = None) -> SysOnly:
+        table = table if table is not None else self.table()
+        pick = lambda c: tuple(e.mount_point for e in table if e.cls == c)  # noqa: E731
+        return SysOnly(user=pick(USER), remote=pick(REMOTE), virtual=pick(VIRTUAL), system=pick(SYSTEM))
+
+    def abs_path(self, mount_point: str) -> str:
+        """The host path of ``mount_point`` as the operator names it (relative to --root)."""
+        if not mount_point.startswith("/"):
+            raise AixsmitError(f"{mount_point}: a mount point must be an absolute path such as /home")
+        mp = os.path.normpath(mount_point)
+        if self.root == "/":
+            return mp
+        return self.root if mp == "/" else self.root + mp

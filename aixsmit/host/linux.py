@@ -1,0 +1,89 @@
+"""Linux: mountinfo, util-linux ``umount``/``mount``, a /proc holder scan."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from ..fs import holders as _holders
+from ..fs.mounts import Mount, read_mountinfo
+from .common import Result, run
+
+
+class LinuxHost:
+    name = "linux"
+
+    def __init__(self, mountinfo: str = "/proc/self/mountinfo", proc: str = "/proc"):
+        self.mountinfo = mountinfo
+        self.proc = proc
+
+    def mounts(self) -> list[Mount]:
+        return read_mountinfo(self.mountinfo)
+
+    def holders(self, targets: Sequence[Mount], all_mounts: Iterable[Mount]) -> list[_holders.Holder]:
+        return _holders.scan_linux(targets, all_mounts, self.proc)
+
+    def umount_argv(self, mount: Mount, force: bool = False) -> list[str]:
+        # Never lazy (-l): a lazily detached file system is still in use, only invisible.
+        return ["umount", *(["-f"] if force else []), "--", mount.path]
+
+    def umount(self, mount: Mount, force: bool = False) -> Result:
+        return run(self.umount_argv(mount, force))
+
+    @staticmethod
+    def is_busy(result: Result) -> bool:
+        return result.rc == 32 and "busy" in (result.stderr + result.stdout)
+
+    def mount_argv(self, entry) -> list[str]:
+        if entry.bind_source:
+            return ["mount", "--bind", "--", entry.bind_source, entry.path]
+        source = entry.device
+        opts = [o for o in entry.options if o]
+        if entry.backing_file and not _loop_backs(entry.device, entry.backing_file):
+            # The loop device went away (autoclear on unmount, or a reboot): attach the file anew.
+            source = entry.backing_file
+            opts = ["loop", *opts]
+        elif entry.uuid and not os.path.exists(entry.device):
+            by_uuid = f"/dev/disk/by-uuid/{entry.uuid}"
+            source = by_uuid if os.path.exists(by_uuid) else f"UUID={entry.uuid}"
+        argv = ["mount", "-t", entry.vfs]
+        if opts:
+            argv += ["-o", ",".join(opts)]
+        return argv + ["--", source, entry.path]
+
+    def mount(self, entry) -> Result:
+        return run(self.mount_argv(entry))
+
+    def device_facts(self, mount: Mount) -> dict:
+        """What is needed to mount ``mount`` again after a crash or a reboot."""
+        facts: dict = {"uuid": "", "backing_file": ""}
+        dev = mount.device
+        if dev.startswith("/dev/"):
+            name = os.path.basename(os.path.realpath(dev))
+            backing = Path(f"/sys/block/{name}/loop/backing_file")
+            try:
+                facts["backing_file"] = backing.read_text().strip()
+            except OSError:
+                pass
+            try:
+                for link in os.scandir("/dev/disk/by-uuid"):
+                    if os.path.realpath(link.path) == os.path.realpath(dev):
+                        facts["uuid"] = link.name
+                        break
+            except OSError:
+                pass
+            if not facts["uuid"]:
+                res = run(["blkid", "-o", "value", "-s", "UUID", "--", dev], timeout=30)
+                if res.rc == 0:
+                    facts["uuid"] = res.stdout.strip()
+        return facts
+
+
+def _loop_backs(device: str, backing_file: str) -> bool:
+    name = os.path.basename(os.path.realpath(device))
+    try:
+        current = Path(f"/sys/block/{name}/loop/backing_file").read_text().strip()
+    except OSError:
+        return False
+    return os.path.realpath(current) == os.path.realpath(backing_file)

@@ -1,0 +1,50 @@
+"""Where aixsmit keeps what must survive a crash, and how it writes it safely."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+DEFAULT_STATE_DIR = "/var/lib/aixsmit"
+
+
+def state_dir() -> Path:
+    """The state directory (``AIXSMIT_STATE_DIR`` overrides ``/var/lib/aixsmit``), created 0700."""
+    path = Path(os.environ.get("AIXSMIT_STATE_DIR") or DEFAULT_STATE_DIR)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return path
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, mode: int = 0o600) -> None:
+    """Write ``data`` to a temporary name beside ``path``, fsync it, then rename over ``path``.
+
+    A reader never sees a half-written file: either the old content or the new one.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    # The rename is only durable once the directory entry is on disk too.
+    dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def atomic_write_json(path: str | os.PathLike[str], value: Any, mode: int = 0o600) -> None:
+    atomic_write_bytes(path, (json.dumps(value, indent=2, sort_keys=True) + "\n").encode(), mode)
