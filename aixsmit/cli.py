@@ -17,21 +17,35 @@ EXIT_CODES = """exit status:
 """
 
 
+class CmdParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors exit with the code the command documents
+    (AIX: mksysb 1, savevg 2)."""
+
+    def __init__(self, *a, usage_code: int = 2, **kw):
+        super().__init__(*a, **kw)
+        self.usage_code = usage_code
+
+    def error(self, message):
+        self.print_usage(sys.stderr)
+        self.exit(self.usage_code, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = CmdParser(
         prog="aixsmit cmd",
         description="aixsmit commands: the same functions the menus use.",
         epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--version", action="version", version=f"aixsmit {__version__}")
-    sub = p.add_subparsers(dest="command", metavar="NAME")
+    sub = p.add_subparsers(dest="command", metavar="NAME", parser_class=CmdParser)
     sub.required = True
-    from .commands import fs
+    from .commands import backup, fs
 
     fs.register(sub)
+    backup.register(sub)
     for name, parser in sub.choices.items():
-        parser.epilog = EXIT_CODES
+        parser.epilog = parser.epilog or EXIT_CODES
         parser.formatter_class = argparse.RawDescriptionHelpFormatter
     return p
 

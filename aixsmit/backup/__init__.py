@@ -1,0 +1,1 @@
+"""The image engine: mksysb and savevg on Linux (GNU tar), listing, verification, restore."""

@@ -1,0 +1,242 @@
+"""Reading images: information files, listings (lsmksysb, lsbackvg, restore -T),
+verification against the table of contents, and extraction (restore -x, restvg)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tarfile
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+from ..errors import AixsmitError
+from ..fs.mounts import unescape
+from . import image_data
+from .engine import TOC_VERSION
+
+Emit = Callable[[str, str], None]
+
+TAR_EXTRACT_OPTS = ["--numeric-owner", "--same-owner", "--preserve-permissions", "--xattrs",
+                    "--xattrs-include=*", "--acls", "--selinux"]
+
+
+def _norm(name: str) -> str:
+    name = name.rstrip("/")
+    if name in ("", "."):
+        return "."
+    if not name.startswith("./"):
+        name = "./" + name.lstrip("/")
+    return name
+
+
+def open_image(path: str, program: str = "listvgbackup") -> tarfile.TarFile:
+    try:
+        if os.path.getsize(path) == 0:
+            raise FileNotFoundError
+        return tarfile.open(path, "r:")
+    except (FileNotFoundError, IsADirectoryError):
+        raise AixsmitError(f"0512-054 {program}: File {path} does not exist or is empty.")
+    except (tarfile.TarError, OSError) as exc:
+        raise AixsmitError(f"{program}: {path} is not a backup image: {exc}")
+
+
+@dataclass
+class ImageInfo:
+    path: str
+    kind: str  # mksysb | savevg
+    vg: str
+    member: str
+    stanzas: image_data.Stanzas
+    toc_member: str
+
+
+def read_info(path: str, program: str = "listvgbackup") -> ImageInfo:
+    """The information file, found among the first members of the image."""
+    with open_image(path, program) as tf:
+        for i, m in enumerate(tf):
+            name = _norm(m.name)
+            if name == "./image.data" or (name.startswith("./tmp/vgdata/") and name.endswith(".data")
+                                          and name.count("/") == 4):
+                f = tf.extractfile(m)
+                text = f.read().decode("utf-8", "replace") if f else ""
+                stanzas = image_data.parse(text)
+                vg = image_data.first(stanzas, "vg_data").get("VGNAME", "rootvg")
+                kind = "mksysb" if name == "./image.data" else "savevg"
+                return ImageInfo(path, kind, vg, name, stanzas, f"./tmp/vgdata/{vg}/backup.toc")
+            if i > 8:
+                break
+    raise AixsmitError(f"{program}: {path} has no image.data or vgname.data: it is not a mksysb or savevg image")
+
+
+def members(path: str, program: str = "listvgbackup") -> Iterator[tarfile.TarInfo]:
+    with open_image(path, program) as tf:
+        yield from tf
+
+
+def long_header(info: ImageInfo) -> list[str]:
+    """``lsmksysb -l`` / ``listvgbackup -l`` (aix-smit.md §3.8), then the group's LV table."""
+    img = image_data.first(info.stanzas, "image_data")
+    fss = image_data.every(info.stanzas, "fs_data")
+    size = os.path.getsize(info.path)
+    used = sum(int(fs.get("FS_USED_BYTES", "0") or 0) for fs in fss)
+    lines = [
+        f"VOLUME GROUP:           {info.vg}",
+        f"BACKUP DATE/TIME:       {img.get('DATE_TIME', '')}",
+        f"UNAME INFO:             {img.get('UNAME_INFO', '')}",
+        f"BACKUP OSLEVEL:         {img.get('OSLEVEL', os.uname().release if img.get('PLATFORM') == 'linux' else '')}",
+        f"MAINTENANCE LEVEL:      {img.get('MAINTENANCE_LEVEL', '')}",
+        f"BACKUP SIZE (MB):       {max(1, round(size / (1024 * 1024)))}",
+        f"SHRINK SIZE (MB):       {max(1, round(used / (1024 * 1024)))}",
+        f"VG DATA ONLY:           {'yes' if img.get('BACKUP_FILES') == '0' else 'no'}",
+        "",
+        f"{info.vg}:",
+        "LV NAME             TYPE       LPs     PPs     PVs  LV STATE      MOUNT POINT",
+    ]
+    for lv in image_data.every(info.stanzas, "lv_data"):
+        lps = lv.get("LPs", "0")
+        lines.append(f"{lv.get('LOGICAL_VOLUME', ''):<19} {lv.get('TYPE', ''):<10} {lps:<7} {lps:<7} {'1':<4} "
+                     f"{'closed/syncd':<13} {lv.get('MOUNT_POINT', '')}")
+    return lines
+
+
+def list_names(path: str, program: str) -> Iterator[str]:
+    for m in members(path, program):
+        yield _norm(m.name)
+
+
+# --- verification ------------------------------------------------------------------------
+
+_KIND = {tarfile.DIRTYPE: "d", tarfile.SYMTYPE: "l", tarfile.REGTYPE: "f", tarfile.AREGTYPE: "f",
+         tarfile.CONTTYPE: "f", tarfile.LNKTYPE: "f", tarfile.CHRTYPE: "c", tarfile.BLKTYPE: "b",
+         tarfile.FIFOTYPE: "p", tarfile.GNUTYPE_SPARSE: "f"}
+
+
+@dataclass
+class Verification:
+    path: str
+    members: int = 0
+    bytes: int = 0
+    status: str = "OK"  # OK, WARN, FAILED
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def verify(path: str, program: str = "verify") -> Verification:
+    """Read every member of the image to its end and check it against the table of contents
+    recorded when the image was made. Truncation or corruption: FAILED. Entries that vanished
+    or changed type while the backup ran (tar warned about them then): WARN."""
+    start = time.monotonic()
+    result = Verification(path)
+    info = read_info(path, program)
+    toc: dict[str, str] | None = None
+    seen: dict[str, str] = {}
+    try:
+        with open_image(path, program) as tf:
+            for m in tf:
+                name = _norm(m.name)
+                result.members += 1
+                if m.isfile():
+                    f = tf.extractfile(m)
+                    if f is not None:
+                        n = 0
+                        while True:
+                            chunk = f.read(1 << 20)
+                            if not chunk:
+                                break
+                            n += len(chunk)
+                        if n != m.size:
+                            raise tarfile.ReadError(f"{name}: {n} of {m.size} bytes")
+                        result.bytes += n
+                if name == info.toc_member:
+                    f = tf.extractfile(m)
+                    toc = _parse_toc(f.read() if f else b"")
+                    continue
+                seen[name] = _KIND.get(m.type, "f")
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        result.status = "FAILED"
+        result.problems.append(f"the image is damaged or incomplete after {result.members} members: {exc}")
+        result.seconds = time.monotonic() - start
+        return result
+    if toc is None:
+        result.status = "FAILED"
+        result.problems.append("the table of contents (backup.toc) is missing: the image was not made by aixsmit or is incomplete")
+    else:
+        staged = {info.member, f"./tmp/vgdata/{info.vg}/fstab"}
+        for name, kind in toc.items():
+            got = seen.get(name)
+            if got is None:
+                result.warnings.append(f"{name}: recorded but not in the image (removed while the backup ran?)")
+            elif got != kind and not (kind == "f" and got in "fl"):
+                result.warnings.append(f"{name}: recorded as {kind}, archived as {got} (replaced while the backup ran?)")
+        extra = [n for n in seen if n not in toc and n not in staged]
+        for n in extra[:20]:
+            result.problems.append(f"{n}: in the image but not in its table of contents")
+        if extra:
+            result.status = "FAILED"
+        elif result.warnings:
+            result.status = "WARN"
+    result.seconds = time.monotonic() - start
+    return result
+
+
+def _parse_toc(data: bytes) -> dict[str, str]:
+    lines = data.split(b"\n")
+    if not lines or lines[0].decode(errors="replace") != TOC_VERSION:
+        return {}
+    out: dict[str, str] = {}
+    for line in lines[1:]:
+        if not line:
+            continue
+        kind, _, name = line.partition(b"\t")
+        out[_norm(unescape(os.fsdecode(name)))] = kind.decode()
+    return out
+
+
+# --- restore ----------------------------------------------------------------------------
+
+def unsafe_members(path: str, program: str) -> list[str]:
+    """Members that would land outside the target: absolute names, '..', or links pointing out."""
+    bad = []
+    for m in members(path, program):
+        name = m.name
+        parts = name.split("/")
+        if name.startswith("/") or ".." in parts:
+            bad.append(name)
+        elif m.islnk() and (m.linkname.startswith("/") or ".." in m.linkname.split("/")):
+            bad.append(f"{name} (hard link to {m.linkname})")
+    return bad
+
+
+def restore_argv(path: str, target: str, files: list[str], verbose: bool) -> list[str]:
+    argv = ["tar", "--extract", f"--file={path}", "-C", target, *TAR_EXTRACT_OPTS]
+    if verbose:
+        argv += ["--verbose", "--quoting-style=escape"]
+    if files:
+        argv += ["--"] + [_norm(f) for f in files]
+    return argv
+
+
+def restore(path: str, target: str, files: list[str], verbose: bool, emit: Emit, program: str = "restore") -> int:
+    """Extract into ``target``; refuses an image with members that would land outside it."""
+    if not os.path.isdir(target):
+        raise AixsmitError(f"{program}: {target} is not a directory")
+    bad = unsafe_members(path, program)
+    if bad:
+        raise AixsmitError(f"{program}: {path}: {len(bad)} member(s) would be restored outside {target} "
+                           f"(first: {bad[0]}); nothing was restored.")
+    if files:
+        names = set(list_names(path, program))
+        missing = [f for f in files if _norm(f) not in names and not any(n.startswith(_norm(f) + "/") for n in names)]
+        if missing:
+            raise AixsmitError(f"{program}: {missing[0]} is not in the image {path}; nothing was restored.")
+    proc = subprocess.run(restore_argv(path, target, files, verbose), capture_output=True, text=True,
+                          errors="surrogateescape")
+    for line in proc.stdout.splitlines():
+        emit(f"x {line}", "stdout")
+    for line in proc.stderr.splitlines():
+        emit(line, "stderr")
+    if proc.returncode != 0:
+        raise AixsmitError(f"{program}: restoring from {path} failed (tar exit status {proc.returncode}); see the messages above.")
+    return 0

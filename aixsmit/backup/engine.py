@@ -1,0 +1,510 @@
+"""mksysb and savevg on Linux: a file list like AIX builds, archived by GNU tar.
+
+The image is a POSIX (pax) tar archive. Its first members are aixsmit's information files
+(``./image.data`` or ``./tmp/vgdata/VG/VG.data``, a copy of fstab, and the table of contents
+``backup.toc``), then every file of the group's mounted file systems, as ``./path``.
+
+What makes it safe:
+* the walk crosses into every mounted file system of the group and into no other mount
+  (checked by path, so bind mounts and btrfs subvolumes do not fool it); the destination and
+  aixsmit's own work files are never archived;
+* tar writes to a hidden temporary name beside the destination, which is renamed over it only
+  when tar finished and the data is on disk — a killed or failed backup never leaves a file
+  that looks like a complete image;
+* files that changed or vanished while being read are warnings (0512-003, exit 0), anything
+  else tar reports is a failure (0512-005, exit 3), with tar's own messages on stderr.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import selectors
+import shutil
+import signal
+import stat
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ..errors import AixsmitError
+from ..fs.mounts import escape
+from ..fs.table import System
+from ..fs.volume_groups import VolumeGroup
+from . import image_data
+from .excludes import ExcludeList
+
+PARTIAL = ".aixsmit-partial-"
+TOC_VERSION = "aixsmit-toc 1"
+
+# Exit codes AIX documents for mksysb/savevg (aix-smit.md §3.5).
+EXIT_OK, EXIT_USAGE_MKSYSB, EXIT_USAGE_SAVEVG, EXIT_FAILED, EXIT_SIGNAL = 0, 1, 2, 3, 4
+
+TAR_CREATE_OPTS = [
+    "--format=posix", "--xattrs", "--xattrs-include=*", "--acls", "--selinux", "--sparse",
+    "--ignore-failed-read", "--no-recursion", "--null", "--verbatim-files-from",
+    "--quoting-style=escape", "--verbose",
+]
+# tar's warnings for files changing under it: the backup still completed (0512-003).
+WARNING_RE = re.compile(
+    r"file changed as we read it|File removed before we read it|Cannot stat: No such file|"
+    r"file shrank|socket ignored|Cannot open: No such file|Directory is new|Warning:"
+)
+
+
+Emit = Callable[[str, str], None]  # (line, "stdout" | "stderr")
+
+
+@dataclass
+class ImageRequest:
+    program: str  # mksysb | savevg
+    vg: VolumeGroup
+    system: System
+    destination: str  # host path (not re-rooted); a file or a device
+    new_data: bool = True  # -i: write the information file anew
+    maps: bool = False  # -m
+    excludes: ExcludeList = field(default_factory=ExcludeList)
+    exclude_fs: tuple[str, ...] = ()  # -x FILE: mount points to leave out
+    verbose: bool = False  # -v
+    blocks: int | None = None  # -b: 512-byte blocks per write
+    structure_only: bool = False  # savevg -r
+    check_space: bool = True
+
+
+@dataclass
+class ImageResult:
+    path: str
+    files: int
+    bytes: int
+    status: str  # OK, WARN
+    warnings: list[str]
+    seconds: float
+
+
+class BackupFailed(AixsmitError):
+    pass
+
+
+# --- the walk -----------------------------------------------------------------------------
+
+@dataclass
+class FileList:
+    path: str  # NUL-separated ./names for tar -T
+    count: int
+    toc: str  # path of the table of contents
+
+
+def _rel(root: bytes, path: bytes) -> bytes:
+    return b"." + path[len(root):] if root != b"/" else b"." + path
+
+
+def walk(root: str, include: list[str], prune: set[str], skip: set[str], excludes: ExcludeList,
+         list_path: str, toc_path: str, skip_names: tuple[bytes, ...] = ()) -> FileList:
+    """Write the backup list: every entry under the ``include`` mount points (absolute host
+    paths), not descending into ``prune`` (other mounts: their mount point directory is kept),
+    leaving out ``skip`` (the destination, work files) and what ``excludes`` matches."""
+    broot = os.fsencode(root.rstrip("/") or "/")
+    bprune = {os.fsencode(p) for p in prune}
+    bskip = {os.fsencode(p) for p in skip}
+    count = 0
+    seen_dirs: set[bytes] = set()
+    exclude = excludes.excludes if excludes else None
+    with open(list_path, "wb", buffering=1 << 20) as out, open(toc_path, "wb", buffering=1 << 20) as toc:
+        toc.write(TOC_VERSION.encode() + b"\n")
+
+        def add(kind: bytes, path: bytes) -> None:
+            nonlocal count
+            rel = _rel(broot, path)
+            out.write(rel + b"\0")
+            toc.write(kind + b"\t" + os.fsencode(escape(os.fsdecode(rel))) + b"\n")
+            count += 1
+
+        def excluded(path: bytes) -> bool:
+            if path in bskip:
+                return True
+            rel = _rel(broot, path)
+            if skip_names and any(rel == n or rel.startswith(n + b"/") for n in skip_names):
+                return True
+            return exclude is not None and exclude(os.fsdecode(rel))
+
+        # Walk each included mount point once (one below another is walked as part of it).
+        # Directories between the root and a mount point (./srv for a group holding /srv/app)
+        # are listed too, so a restore recreates them with their owner and mode.
+        walked: list[bytes] = []
+        for btop in sorted({os.fsencode(i) for i in include}, key=len):
+            if any(btop.startswith(t.rstrip(b"/") + b"/") for t in walked):
+                continue
+            walked.append(btop)
+            chain, parent = [], btop
+            while len(parent) > len(broot):
+                parent = os.path.dirname(parent)
+                if len(parent) > len(broot) and parent not in seen_dirs:
+                    chain.append(parent)
+            for d in reversed(chain):
+                seen_dirs.add(d)
+                add(b"d", d)
+            if not excluded(btop):
+                add(b"d", btop)
+            stack = [btop]
+            while stack:
+                d = stack.pop()
+                try:
+                    it = os.scandir(d)
+                except OSError:
+                    continue  # vanished or unreadable: tar will not see it either
+                with it:
+                    for ent in it:
+                        p = ent.path
+                        if excluded(p):
+                            continue
+                        try:
+                            if ent.is_dir(follow_symlinks=False):
+                                add(b"d", p)
+                                if p in bprune:
+                                    continue  # another mount: keep its mount point, not its contents
+                                stack.append(p)
+                            elif ent.is_symlink():
+                                add(b"l", p)
+                            elif ent.is_file(follow_symlinks=False):
+                                add(b"f", p)
+                            else:
+                                mode = ent.stat(follow_symlinks=False).st_mode
+                                if stat.S_ISSOCK(mode):
+                                    continue  # sockets cannot be archived (AIX skips them too)
+                                add(b"c" if stat.S_ISCHR(mode) else b"b" if stat.S_ISBLK(mode) else b"p", p)
+                        except OSError:
+                            continue
+    return FileList(list_path, count, toc_path)
+
+
+# --- information files -------------------------------------------------------------------
+
+def _uname() -> str:
+    u = os.uname()
+    return f"{u.sysname} {u.nodename} {u.release} {u.version} {u.machine}"
+
+
+def _fs_facts(path: str) -> tuple[int, int, int]:
+    """(size, used, block size) in bytes of the file system at ``path``."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return 0, 0, 0
+    return st.f_blocks * st.f_frsize, (st.f_blocks - st.f_bfree) * st.f_frsize, st.f_frsize
+
+
+def _uuid(system: System, device: str) -> str:
+    if system.host.name != "linux" or not device.startswith("/dev/"):
+        return ""
+    from ..host.linux import LinuxHost
+
+    facts = LinuxHost().device_facts(type("M", (), {"device": device})())  # only .device is read
+    return facts.get("uuid", "")
+
+
+def information_file(req: ImageRequest, files: int, when: str) -> str:
+    """``image.data`` (rootvg) or ``VG.data`` in AIX's stanza format, with Linux facts added."""
+    vg = req.vg
+    mounted = vg.mounted
+    uservgs = " ".join(g for g in req.system.config.volume_groups) or ""
+    stanzas: image_data.Stanzas = [
+        ("image_data", {
+            "IMAGE_TYPE": "tar",
+            "DATE_TIME": when,
+            "UNAME_INFO": _uname(),
+            "PRODUCT_TAPE": "no",
+            "USERVG_LIST": uservgs,
+            "PLATFORM": req.system.host.name,
+            "BACKUP_PROGRAM": f"aixsmit {req.program}",
+            "BACKUP_FILES": str(files),
+            "ROOT": req.system.root,
+        }),
+        ("logical_volume_policy", {"SHRINK": "no", "EXACT_FIT": "no"}),
+        ("ils_data", {"LANG": os.environ.get("LANG", "C")}),
+        ("vg_data", {
+            "VGNAME": vg.name,
+            "PPSIZE": str(vg.pp_size_mb),
+            "VARYON": "yes",
+            "VG_SOURCE_DISK_LIST": " ".join(sorted({lv.device for lv in mounted if lv.device})),
+            "LVM_VGNAME": vg.lvm_name,
+        }),
+    ]
+    for lv in mounted:
+        size, used, bsize = _fs_facts(lv.entry.mount.path)
+        stanzas.append(("lv_data", {
+            "VOLUME_GROUP": vg.name,
+            "LOGICAL_VOLUME": lv.name,
+            "TYPE": lv.type,
+            "LPs": str(lv.lps),
+            "MOUNT_POINT": lv.mount_point,
+            "MAPFILE": "",
+        }))
+        stanzas.append(("fs_data", {
+            "FS_NAME": lv.mount_point,
+            "FS_SIZE": str(size // 512),
+            "FS_MIN_SIZE": str(used // 512),
+            "FS_LV": lv.device,
+            "FS_FS": str(bsize),
+            "FS_VFS": lv.type,
+            "FS_UUID": _uuid(req.system, lv.device),
+            "FS_OPTIONS": ",".join(lv.entry.mount.options),
+            "FS_SIZE_BYTES": str(size),
+            "FS_USED_BYTES": str(used),
+        }))
+    if req.program == "savevg":
+        stanzas.append(("post_restvg", {"RESTVG_FILE": ""}))
+    else:
+        stanzas.append(("post_install_data", {"BOSINST_FILE": ""}))
+    cmd = "mkszfile" if req.program == "mksysb" else f"mkvgdata {vg.name}"
+    return image_data.dump(stanzas, header=f"Command used for {cmd}: aixsmit cmd {req.program}")
+
+
+def info_member(req: ImageRequest) -> str:
+    return "./image.data" if req.program == "mksysb" else f"./tmp/vgdata/{req.vg.name}/{req.vg.name}.data"
+
+
+def vgdata_dir(req: ImageRequest) -> str:
+    return f"./tmp/vgdata/{req.vg.name}"
+
+
+# --- running tar --------------------------------------------------------------------------
+
+def _fmt_kb(n: int) -> str:
+    return f"{n // 1024} ({n // (1024 * 1024)} MB)"
+
+
+def space_block(required: int, available: int) -> list[str]:
+    return [
+        "+---------------------------------------------------------------------+",
+        "                System Backup Image Space Information",
+        "              (Sizes are displayed in 1024-byte blocks.)",
+        "+---------------------------------------------------------------------+",
+        "",
+        f"Required = {_fmt_kb(required)}    Available = {_fmt_kb(available)}",
+        "",
+    ]
+
+
+def clean_stale_partials(directory: str) -> None:
+    """Remove temporary images of earlier runs whose process is gone."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in names:
+        if PARTIAL not in name:
+            continue
+        pid = name.rsplit("-", 1)[-1]
+        if pid.isdigit():
+            try:
+                os.kill(int(pid), 0)
+                continue  # still running
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                continue
+        try:
+            os.unlink(os.path.join(directory, name))
+        except OSError:
+            pass
+
+
+def _die_with_parent() -> None:
+    """In the tar child: get SIGKILL if aixsmit itself is killed, so no orphan keeps writing."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _kill_group(proc: subprocess.Popen, grace: float = 3.0) -> None:
+    if proc.poll() is not None:
+        return
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def create_image(req: ImageRequest, emit: Emit) -> ImageResult:
+    """Make the image; ``emit`` receives AIX-style output lines. Raises BackupFailed."""
+    start = time.monotonic()
+    prog = req.program
+    vg = req.vg
+    dest = os.path.abspath(req.destination)
+    if not req.destination.startswith("/"):
+        raise BackupFailed(f"0512-006 {prog}: Backup device or file name must start with a '/'.", EXIT_FAILED)
+    is_device = os.path.exists(dest) and (stat.S_ISCHR(os.stat(dest).st_mode) or stat.S_ISBLK(os.stat(dest).st_mode))
+    dest_dir = os.path.dirname(dest)
+    if not is_device and not os.path.isdir(dest_dir):
+        raise BackupFailed(f"0512-017 {prog}: Cannot write to the device {dest}.\n\t\t Either write protected or in use. "
+                           f"(The directory {dest_dir} does not exist.)", EXIT_FAILED)
+    mounted = vg.mounted
+    skip_fs = set(req.exclude_fs)
+    include_lvs = [lv for lv in mounted if lv.mount_point not in skip_fs]
+    if not include_lvs:
+        raise BackupFailed(f"0512-009 {prog}: Invalid or missing Volume Group Name. ({vg.name} has no mounted file system to back up.)",
+                           EXIT_FAILED)
+    include = [lv.entry.mount.path for lv in include_lvs]
+    include_set = set(include)
+    # Every other mount below the root is pruned: its mount point directory stays, its contents do not.
+    prune = {e.mount.path for e in req.system.table()} - include_set
+
+    when = time.strftime("%a %b %d %H:%M:%S %Z %Y")
+    work = tempfile.mkdtemp(prefix="aixsmit-work-")
+    stage = os.path.join(work, "stage")
+    os.mkdir(stage)
+    tmp = os.path.join(dest_dir, f".{os.path.basename(dest)}{PARTIAL}{os.getpid()}") if not is_device else dest
+    proc: subprocess.Popen | None = None
+    renamed = False
+    try:
+        if req.new_data:
+            what = "(/image.data) for rootvg" if prog == "mksysb" else f"for volume group {vg.name}"
+            if prog == "mksysb":
+                emit(f"Creating information file {what}.", "stdout")
+            else:
+                emit(f"Creating information file {what}.", "stdout")
+            emit("", "stdout")
+        elif prog == "mksysb" and not os.path.exists(os.path.join(req.system.root, "image.data")):
+            raise BackupFailed(f"0512-004 {prog}: The /image.data file does not exist.  Backup canceled.", EXIT_FAILED)
+        emit("Creating list of files to back up.", "stdout")
+        vgdir = os.path.join(stage, vgdata_dir(req)[2:])
+        os.makedirs(vgdir)
+        skip_names = (info_member(req).encode(), vgdata_dir(req).encode())
+        if req.structure_only:
+            flist = FileList(os.path.join(work, "list"), 0, os.path.join(vgdir, "backup.toc"))
+            Path(flist.path).write_bytes(b"")
+            Path(flist.toc).write_text(TOC_VERSION + "\n")
+        else:
+            skip = {dest, tmp, work}
+            flist = walk(req.system.root, include, prune, skip, req.excludes,
+                         os.path.join(work, "list"), os.path.join(vgdir, "backup.toc"), skip_names)
+        # The information files come first in the image, as on AIX.
+        info_rel = info_member(req)[2:]
+        info_path = os.path.join(stage, info_rel)
+        os.makedirs(os.path.dirname(info_path), exist_ok=True)
+        if req.new_data or prog == "savevg":
+            Path(info_path).write_text(information_file(req, flist.count, when))
+        else:
+            shutil.copyfile(os.path.join(req.system.root, "image.data"), info_path)
+        fstab = os.path.join(req.system.root, "etc", "fstab")
+        staged = [info_member(req)]
+        if os.path.isfile(fstab):
+            shutil.copyfile(fstab, os.path.join(vgdir, "fstab"))
+            staged.append(f"{vgdata_dir(req)}/fstab")
+        staged.append(f"{vgdata_dir(req)}/backup.toc")
+        total = flist.count + len(staged)
+
+        if not is_device:
+            clean_stale_partials(dest_dir)
+            required = sum(_fs_facts(p)[1] for p in include) + 1024 * total
+            if req.structure_only:
+                required = 1024 * total
+            st = os.statvfs(dest_dir)
+            available = st.f_bavail * st.f_frsize
+            # A destination file being replaced frees its space only after the rename.
+            for line in space_block(required, available):
+                emit(line, "stdout")
+            if req.check_space and required > available:
+                raise BackupFailed(
+                    f"{prog}: There is not enough space in {dest_dir} for the backup image: "
+                    f"{required // (1024 * 1024) + 1} MB are needed and {available // (1024 * 1024)} MB are available. "
+                    "Backup canceled.", EXIT_FAILED)
+            emit(f"0512-039 {prog}: WARNING: {dest} does not appear to be a tape device and", "stdout")
+            emit("\twill NOT have a bootable image.", "stdout")
+            emit("", "stdout")
+
+        emit(f"Backing up {total} files", "stdout")
+        argv = ["tar", "--create", f"--file={tmp}", *TAR_CREATE_OPTS]
+        if req.blocks:
+            argv.append(f"--blocking-factor={req.blocks}")
+        argv += ["-C", stage, *staged, "-C", req.system.root, "-T", flist.path]
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                start_new_session=True, preexec_fn=_die_with_parent)
+        warnings: list[str] = []
+        errors: list[str] = []
+        done = 0
+        last = time.monotonic()
+        sel = selectors.DefaultSelector()
+        sel.register(proc.stdout, selectors.EVENT_READ, "stdout")
+        sel.register(proc.stderr, selectors.EVENT_READ, "stderr")
+        pending = {"stdout": b"", "stderr": b""}
+        open_streams = 2
+        while open_streams:
+            for key, _ in sel.select(timeout=0.5):
+                chunk = os.read(key.fd, 1 << 16)
+                name = key.data
+                if not chunk:
+                    sel.unregister(key.fileobj)
+                    open_streams -= 1
+                    if pending[name]:
+                        chunk = b"\n"
+                    else:
+                        continue
+                data = pending[name] + chunk
+                lines = data.split(b"\n")
+                pending[name] = lines.pop()
+                if name == "stdout":
+                    done += len(lines)
+                    if req.verbose:
+                        for l in lines:
+                            emit("a " + l.decode("utf-8", "replace"), "stdout")
+                else:
+                    for l in lines:
+                        text = l.decode("utf-8", "replace")
+                        if not text:
+                            continue
+                        (warnings if WARNING_RE.search(text) else errors).append(text)
+                        emit(text, "stderr")
+            now = time.monotonic()
+            if now - last >= 1.0 and done < total:
+                last = now
+                emit(f"{done} of {total} files backed up ({done * 100 // max(total, 1)}%)", "stdout")
+        rc = proc.wait()
+        sel.close()
+        if rc > 1 or errors:
+            raise BackupFailed(
+                f"0512-005 {prog}: Backup Completed.\n\tThe backup command completed with errors.\n"
+                "\tThe messages displayed on Standard Error contained additional\n\tinformation.", EXIT_FAILED)
+        done = total
+        emit("", "stdout")
+        emit(f"{done} of {total} files backed up (100%)", "stdout")
+        if not is_device:
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, dest)
+            renamed = True
+            dfd = os.open(dest_dir, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        size = os.stat(dest).st_size if not is_device else 0
+        status = "WARN" if (rc == 1 or warnings) else "OK"
+        if status == "WARN":
+            emit(f"0512-003 {prog} may not have been able to archive some files.", "stdout")
+            emit("The messages displayed on the Standard Error contained additional", "stdout")
+            emit("information.", "stdout")
+        else:
+            emit(f"0512-038 {prog}: Backup Completed Successfully.", "stdout")
+        return ImageResult(dest, total, size, status, warnings, time.monotonic() - start)
+    finally:
+        if proc is not None:
+            _kill_group(proc)
+        if not is_device and not renamed:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+        shutil.rmtree(work, ignore_errors=True)

@@ -1,0 +1,330 @@
+"""Volume groups and images: lsvg, mksysb, savevg, lsmksysb, lsbackvg, restore, restvg, verify.
+
+On Linux these are aixsmit's own implementations; on AIX mksysb, savevg, lsmksysb, restvg and
+restore run the real commands with the same flags, their output streamed as it comes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+
+from ..backup import archive, excludes
+from ..backup.engine import (EXIT_FAILED, EXIT_SIGNAL, BackupFailed, ImageRequest, create_image)
+from ..errors import AixsmitError
+from ..fs.table import System
+from ..fs.volume_groups import find, format_lsvg_l, volume_groups
+from .common import add_json, add_root, print_json
+
+MKSYSB_CODES = """exit status (as AIX documents for mksysb/savevg):
+  0  success — also when some files changed while being read (0512-003 warning)
+  1  mksysb: the command line is wrong        2  savevg: the command line is wrong
+  3  the backup failed (0512-005 and others); no image is left behind
+  4  interrupted by a signal (0512-007); no image is left behind
+"""
+
+
+def emit(line: str, stream: str) -> None:
+    f = sys.stdout if stream == "stdout" else sys.stderr
+    f.write(line + "\n")
+    f.flush()
+
+
+class _Signalled(Exception):
+    pass
+
+
+def _trap_signals():
+    def handler(signum, frame):
+        raise _Signalled(signum)
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)}
+    return old
+
+
+def _restore_signals(old) -> None:
+    for s, h in old.items():
+        signal.signal(s, h)
+
+
+# --- AIX: the real commands ----------------------------------------------------------------
+
+def _aix_passthrough(argv: list[str]) -> int:
+    from ..jobs.progress import BackupProgress
+    from ..jobs.runner import Finished, Output, run
+
+    rc = 1
+    for ev in run(argv, progress=BackupProgress()):
+        if isinstance(ev, Output):
+            for line in ev.lines:
+                emit(line, ev.stream)
+        elif isinstance(ev, Finished):
+            rc = ev.returncode
+    return rc
+
+
+def aix_mksysb_argv(args) -> list[str]:
+    argv = ["mksysb"]
+    for flag in ("i", "m", "e", "v", "X", "p"):
+        if getattr(args, flag):
+            argv.append(f"-{flag}")
+    if args.b:
+        argv += ["-b", str(args.b)]
+    if args.x:
+        argv += ["-x", args.x]
+    return argv + [args.device]
+
+
+def aix_savevg_argv(args) -> list[str]:
+    argv = ["savevg"]
+    for flag in ("i", "m", "e", "v", "r"):
+        if getattr(args, flag):
+            argv.append(f"-{flag}")
+    if args.b:
+        argv += ["-b", str(args.b)]
+    return argv + ["-f", args.f, args.vg]
+
+
+# --- commands ------------------------------------------------------------------------------
+
+def cmd_lsvg(args) -> int:
+    system = System(root=args.root)
+    groups = volume_groups(system)
+    if args.l:
+        vg = find(system, args.l, groups)
+        if args.json:
+            print_json(vg.to_json())
+        else:
+            print(format_lsvg_l(vg))
+        return 0
+    shown = [g for g in groups if g.active or not args.o]
+    if args.json:
+        print_json([g.to_json() for g in shown])
+    else:
+        for g in shown:
+            print(g.name)
+    return 0
+
+
+def _image(args, program: str, vg_name: str, device: str, structure_only: bool = False) -> int:
+    system = System(root=args.root)
+    if system.host.name == "aix":
+        if args.root != "/":
+            raise AixsmitError(f"{program}: --root is not supported on AIX (the real {program} backs up the running system)")
+        return _aix_passthrough(aix_mksysb_argv(args) if program == "mksysb" else aix_savevg_argv(args))
+    vg = find(system, vg_name)
+    excl = excludes.ExcludeList()
+    if args.e:
+        excl = excludes.load(os.path.join(system.root, "etc", f"exclude.{vg.name}"))
+    fs_excl: tuple[str, ...] = ()
+    if getattr(args, "x", None):
+        fs_excl = tuple(excludes.load_fs_list(args.x))
+    req = ImageRequest(program=program, vg=vg, system=system, destination=device,
+                       new_data=args.i or args.m or program == "savevg", maps=args.m, excludes=excl,
+                       exclude_fs=fs_excl, verbose=args.v, blocks=args.b, structure_only=structure_only)
+    old = _trap_signals()
+    try:
+        result = create_image(req, emit)
+    except _Signalled:
+        emit(f"0512-007 {program}: Abnormal program termination.", "stderr")
+        return EXIT_SIGNAL
+    except BackupFailed as exc:
+        for line in str(exc).split("\n"):
+            emit(line, "stderr")
+        return exc.code or EXIT_FAILED
+    finally:
+        _restore_signals(old)
+    return 0 if result.status in ("OK", "WARN") else EXIT_FAILED
+
+
+def cmd_mksysb(args) -> int:
+    return _image(args, "mksysb", "rootvg", args.device)
+
+
+def cmd_savevg(args) -> int:
+    return _image(args, "savevg", args.vg, args.f, structure_only=args.r)
+
+
+def _listing(args, program: str, kind: str) -> int:
+    info = archive.read_info(args.f, program)
+    if info.kind != kind:
+        other = "lsbackvg" if kind == "mksysb" else "lsmksysb"
+        raise AixsmitError(f"{program}: {args.f} is a {info.kind} image of {info.vg}; use {other}")
+    if args.l:
+        print("\n".join(archive.long_header(info)))
+        return 0
+    out = sys.stdout
+    for name in archive.list_names(args.f, program):
+        out.write(name + "\n")
+    return 0
+
+
+def cmd_lsmksysb(args) -> int:
+    return _listing(args, "lsmksysb", "mksysb")
+
+
+def cmd_lsbackvg(args) -> int:
+    return _listing(args, "listvgbackup", "savevg")
+
+
+def cmd_restore(args) -> int:
+    if args.x == args.T:
+        raise AixsmitError("restore: give exactly one of -x (extract) and -T (list)", code=2)
+    system = System(root="/")
+    if system.host.name == "aix":
+        argv = ["restore", "-x" if args.x else "-T"] + (["-q"] if args.q else []) + (["-v"] if args.v else [])
+        argv += ["-f", args.f, *args.files]
+        return _aix_passthrough(argv) if not args.target else _aix_in_dir(argv, args.target)
+    if args.T:
+        import time as _t
+
+        total = count = 0
+        emit(f"New volume on {args.f}:", "stderr")
+        emit(" Cluster 51200 bytes (100 blocks).", "stderr")
+        emit("    Volume number 1", "stderr")
+        info = archive.read_info(args.f, "restore")
+        date = archive.image_data.first(info.stanzas, "image_data").get("DATE_TIME", "")
+        emit(f"    Date of backup: {date}", "stderr")
+        emit("    Files backed up by name", "stderr")
+        emit(f"    User {os.environ.get('USER', 'root')}", "stderr")
+        for m in archive.members(args.f, "restore"):
+            if m.isdir():
+                continue
+            name = archive._norm(m.name)
+            if args.files and not any(name == archive._norm(f) or name.startswith(archive._norm(f) + "/") for f in args.files):
+                continue
+            total += m.size
+            count += 1
+            emit(f"{m.size:>12} {name}", "stdout")
+        emit(f"The total size is {total} bytes.", "stdout")
+        emit(f"The number of archived files is {count}.", "stdout")
+        return 0
+    target = args.target or os.getcwd()
+    return archive.restore(args.f, target, args.files, args.v, emit)
+
+
+def _aix_in_dir(argv: list[str], target: str) -> int:
+    cwd = os.getcwd()
+    os.chdir(target)
+    try:
+        return _aix_passthrough(argv)
+    finally:
+        os.chdir(cwd)
+
+
+def cmd_restvg(args) -> int:
+    system = System(root=args.root)
+    if system.host.name == "aix":
+        return _aix_passthrough(["restvg", "-f", args.f] + (["-q"] if args.q else []))
+    info = archive.read_info(args.f, "restvg")
+    if info.kind != "savevg":
+        raise AixsmitError(f"restvg: {args.f} is a system image (mksysb) of rootvg; restvg restores volume group "
+                           "backups only. Restore of Volume Group canceled.")
+    mounted = {e.mount_point for e in system.table()}
+    fss = [fs.get("FS_NAME", "") for fs in archive.image_data.every(info.stanzas, "fs_data")]
+    missing = [fs for fs in fss if fs not in mounted]
+    if missing:
+        raise AixsmitError(f"restvg: {missing[0]} of volume group {info.vg} is not mounted under {system.root}; "
+                           "mount or create it first. Restore of Volume Group canceled.")
+    emit(f"Will restore the Volume Group:\t{info.vg}", "stderr")
+    emit(f"Target File Systems:\t{' '.join(fss)}", "stderr")
+    emit(f"Target Root:\t{system.root}", "stderr")
+    archive.restore(args.f, system.root, [], args.v, emit, program="restvg")
+    emit(f"restvg: Volume group {info.vg} was restored from {args.f}.", "stdout")
+    return 0
+
+
+def cmd_verify(args) -> int:
+    result = archive.verify(args.f)
+    if args.json:
+        print_json(result.__dict__)
+    else:
+        print(f"Verified {args.f}: {result.members} members, {result.bytes // (1024 * 1024)} MB of file data read "
+              f"in {result.seconds:.1f} s: {result.status}.")
+        for line in result.problems + result.warnings:
+            print(f"  {line}")
+    return 1 if result.status == "FAILED" else 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("lsvg", help="list volume groups (-o: active) or a group's file systems (-l VG)",
+                       description="Volume groups as AIX lsvg prints them. On Linux: LVM groups, groups named in "
+                                   "the config file, and rootvg (every other local file system).")
+    add_root(p); add_json(p)
+    p.add_argument("-o", action="store_true", help="only active (varied-on) groups")
+    p.add_argument("-l", metavar="VG", help="the logical volumes and mount points of VG")
+    p.set_defaults(func=cmd_lsvg)
+
+    common_flags = [
+        ("-i", "write a new information file (image.data / vgname.data) into the image"),
+        ("-m", "create map files (implies -i); on Linux the device layout is recorded in the information file"),
+        ("-e", "leave out what /etc/exclude.VG names (grep regular expressions matched against ./path)"),
+        ("-v", "list files as they are backed up"),
+    ]
+    p = sub.add_parser("mksysb", help="back up rootvg's mounted file systems to a file or device",
+                       description="An image of rootvg: every mounted file system of rootvg (user ones too — "
+                                   "unmount them first to keep user data out), never other volume groups, virtual "
+                                   "or remote mounts. Written to a temporary name, renamed only when complete.",
+                       epilog=MKSYSB_CODES, usage_code=1)
+    add_root(p)
+    for flag, text in common_flags:
+        p.add_argument(flag, action="store_true", help=text)
+    p.add_argument("-X", action="store_true", help="expand /tmp if needed (accepted; aixsmit needs no /tmp space on Linux)")
+    p.add_argument("-p", action="store_true", help="disable software packing (accepted; Linux images are never packed)")
+    p.add_argument("-b", type=int, metavar="N", help="512-byte blocks in a single write (tar blocking factor)")
+    p.add_argument("-x", metavar="FILE", help="leave out the file systems FILE names, one mount point per line")
+    p.add_argument("device", metavar="DEVICE_OR_FILE", help="where the image goes (absolute path; a host path, not under --root)")
+    p.set_defaults(func=cmd_mksysb)
+
+    p = sub.add_parser("savevg", help="back up one volume group's mounted file systems",
+                       description="An image of volume group VG with its VG.data information file.",
+                       epilog=MKSYSB_CODES, usage_code=2)
+    add_root(p)
+    for flag, text in common_flags:
+        p.add_argument(flag, action="store_true", help=text)
+    p.add_argument("-r", action="store_true", help="back up the volume group information files only")
+    p.add_argument("-b", type=int, metavar="N", help="512-byte blocks in a single write")
+    p.add_argument("-f", required=True, metavar="DEVICE_OR_FILE", help="where the image goes (absolute path)")
+    p.add_argument("vg", metavar="VG")
+    p.set_defaults(func=cmd_savevg)
+
+    for name, kind, text in (("lsmksysb", "mksysb", "list the files in a system image"),
+                             ("lsbackvg", "savevg", "list the files in a volume group backup")):
+        p = sub.add_parser(name, help=text, description=f"{text[0].upper()}{text[1:]}: one ./path per member, "
+                                                         "or with -l the image's header and logical volumes.")
+        p.add_argument("-f", required=True, metavar="IMAGE")
+        p.add_argument("-l", action="store_true", help="the image's information (VOLUME GROUP, BACKUP DATE/TIME, …)")
+        p.set_defaults(func=cmd_lsmksysb if kind == "mksysb" else cmd_lsbackvg)
+
+    p = sub.add_parser("restore", help="list (-T) or extract (-x) files of an image",
+                       description="Extract files of an image into the current directory or --target DIR "
+                                   "(all of it, or the FILEs named as ./path). Members that would land outside "
+                                   "the target are refused before anything is written.")
+    p.add_argument("-x", action="store_true", help="extract")
+    p.add_argument("-T", action="store_true", help="list, with sizes")
+    p.add_argument("-q", action="store_true", help="do not ask before starting (nothing is asked on Linux)")
+    p.add_argument("-v", action="store_true", help="name each file as it is restored")
+    p.add_argument("-f", required=True, metavar="IMAGE")
+    p.add_argument("--target", metavar="DIR", help="restore into DIR instead of the current directory")
+    p.add_argument("files", nargs="*", metavar="FILE")
+    p.set_defaults(func=cmd_restore)
+
+    p = sub.add_parser("restvg", help="put a volume group backup back onto its mounted file systems",
+                       description="Restore a savevg image onto the file systems of its group, which must be "
+                                   "mounted (under --root) at the mount points the image records.")
+    add_root(p)
+    p.add_argument("-f", required=True, metavar="IMAGE")
+    p.add_argument("-q", action="store_true", help="do not ask before starting")
+    p.add_argument("-v", action="store_true", help="name each file as it is restored")
+    p.set_defaults(func=cmd_restvg)
+
+    p = sub.add_parser("verify", help="read a whole image and check it against its table of contents",
+                       description="Reads every member to its end (a truncated or damaged image fails) and "
+                                   "compares the members with the table of contents recorded when the image was "
+                                   "made. Exit 0 when readable and complete (warnings for files that changed "
+                                   "while the backup ran), 1 otherwise.")
+    add_json(p)
+    p.add_argument("-f", required=True, metavar="IMAGE")
+    p.set_defaults(func=cmd_verify)

@@ -1,0 +1,1 @@
+"""Running commands as jobs: process groups, streamed output, progress, cancel."""
