@@ -18,7 +18,7 @@ from .engine import TOC_VERSION
 Emit = Callable[[str, str], None]
 
 TAR_EXTRACT_OPTS = ["--numeric-owner", "--same-owner", "--preserve-permissions", "--xattrs",
-                    "--xattrs-include=*", "--acls", "--selinux"]
+                    "--xattrs-include=*", "--acls", "--selinux", "--delay-directory-restore"]
 
 
 def _norm(name: str) -> str:

@@ -148,35 +148,39 @@ def walk(root: str, include: list[str], prune: set[str], skip: set[str], exclude
                 add(b"d", d)
             if not excluded(btop):
                 add(b"d", btop)
-            stack = [btop]
+            # Depth first, each directory's contents right after it (as tar's own recursion
+            # orders them), so a restore sets every directory's times after filling it.
+            try:
+                stack = [os.scandir(btop)]
+            except OSError:
+                continue
             while stack:
-                d = stack.pop()
+                ent = next(stack[-1], None)
+                if ent is None:
+                    stack.pop().close()
+                    continue
+                p = ent.path
+                if excluded(p):
+                    continue
                 try:
-                    it = os.scandir(d)
+                    if ent.is_dir(follow_symlinks=False):
+                        add(b"d", p)
+                        if p not in bprune:  # another mount: keep its mount point, not its contents
+                            try:
+                                stack.append(os.scandir(p))
+                            except OSError:
+                                pass  # vanished or unreadable: tar will say so
+                    elif ent.is_symlink():
+                        add(b"l", p)
+                    elif ent.is_file(follow_symlinks=False):
+                        add(b"f", p)
+                    else:
+                        mode = ent.stat(follow_symlinks=False).st_mode
+                        if stat.S_ISSOCK(mode):
+                            continue  # sockets cannot be archived (AIX skips them too)
+                        add(b"c" if stat.S_ISCHR(mode) else b"b" if stat.S_ISBLK(mode) else b"p", p)
                 except OSError:
-                    continue  # vanished or unreadable: tar will not see it either
-                with it:
-                    for ent in it:
-                        p = ent.path
-                        if excluded(p):
-                            continue
-                        try:
-                            if ent.is_dir(follow_symlinks=False):
-                                add(b"d", p)
-                                if p in bprune:
-                                    continue  # another mount: keep its mount point, not its contents
-                                stack.append(p)
-                            elif ent.is_symlink():
-                                add(b"l", p)
-                            elif ent.is_file(follow_symlinks=False):
-                                add(b"f", p)
-                            else:
-                                mode = ent.stat(follow_symlinks=False).st_mode
-                                if stat.S_ISSOCK(mode):
-                                    continue  # sockets cannot be archived (AIX skips them too)
-                                add(b"c" if stat.S_ISCHR(mode) else b"b" if stat.S_ISBLK(mode) else b"p", p)
-                        except OSError:
-                            continue
+                    continue
     return FileList(list_path, count, toc_path)
 
 
@@ -286,6 +290,14 @@ def space_block(required: int, available: int) -> list[str]:
         f"Required = {_fmt_kb(required)}    Available = {_fmt_kb(available)}",
         "",
     ]
+
+
+def _nearly_full(directory: str) -> bool:
+    try:
+        st = os.statvfs(directory)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < 64 * 1024
 
 
 def clean_stale_partials(directory: str) -> None:
@@ -474,6 +486,8 @@ def create_image(req: ImageRequest, emit: Emit) -> ImageResult:
         rc = proc.wait()
         sel.close()
         if rc > 1 or errors:
+            if not is_device and _nearly_full(dest_dir):
+                emit(f"{prog}: {dest_dir}: No space left on device: the image did not fit.", "stderr")
             raise BackupFailed(
                 f"0512-005 {prog}: Backup Completed.\n\tThe backup command completed with errors.\n"
                 "\tThe messages displayed on Standard Error contained additional\n\tinformation.", EXIT_FAILED)
