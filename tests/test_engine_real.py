@@ -296,11 +296,12 @@ def test_verify_and_restore_T_and_damage(system_root):
     assert f"{len('spaces'):>12} ./home/alice/with space and\ttab" in t.stdout.splitlines()
     assert t.stdout.splitlines()[-2].startswith("The total size is ")
     # A damaged (truncated) image fails verification and restore says so.
-    damaged = tr.out / "damaged.mksysb"
     data = img.read_bytes()
-    damaged.write_bytes(data[: len(data) // 2])
-    r = aixsmit("cmd", "verify", "-f", damaged)
-    assert r.returncode == 1 and "FAILED" in r.stdout
+    for cut in ((len(data) // 2) & ~511, len(data) // 2 + 7):  # at a block edge, and inside a block
+        damaged = tr.out / "damaged.mksysb"
+        damaged.write_bytes(data[:cut])
+        r = aixsmit("cmd", "verify", "-f", damaged)
+        assert r.returncode == 1 and "FAILED" in r.stdout, cut
 
 
 def test_restore_refuses_members_outside_target(tmp_path):

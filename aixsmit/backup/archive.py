@@ -11,14 +11,15 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 from ..errors import AixsmitError
-from ..fs.mounts import unescape
 from . import image_data
 from .engine import TOC_VERSION
 
 Emit = Callable[[str, str], None]
 
 TAR_EXTRACT_OPTS = ["--numeric-owner", "--same-owner", "--preserve-permissions", "--xattrs",
-                    "--xattrs-include=*", "--acls", "--selinux", "--delay-directory-restore"]
+                    "--xattrs-include=*", "--delay-directory-restore"]
+# ACLs and SELinux labels travel as the raw extended attributes the image holds; tar's own
+# --acls on extract would skip those attributes and look for its SCHILY.acl records instead.
 
 
 def _norm(name: str) -> str:
@@ -154,6 +155,12 @@ def verify(path: str, program: str = "verify") -> Verification:
                     toc = _parse_toc(f.read() if f else b"")
                     continue
                 seen[name] = _KIND.get(m.type, "f")
+            # A complete archive ends with two zero blocks; an image cut short at a member
+            # boundary reads like a shorter archive without them.
+            tf.fileobj.seek(tf.offset)
+            tail = tf.fileobj.read(2 * tarfile.BLOCKSIZE)
+            if len(tail) < 2 * tarfile.BLOCKSIZE or tail.strip(b"\0"):
+                raise tarfile.ReadError("no end-of-archive marker: the image stops in the middle")
     except (tarfile.TarError, OSError, EOFError) as exc:
         result.status = "FAILED"
         result.problems.append(f"the image is damaged or incomplete after {result.members} members: {exc}")
@@ -182,15 +189,13 @@ def verify(path: str, program: str = "verify") -> Verification:
 
 
 def _parse_toc(data: bytes) -> dict[str, str]:
-    lines = data.split(b"\n")
-    if not lines or lines[0].decode(errors="replace") != TOC_VERSION:
+    head, _, body = data.partition(b"\n")
+    if head.decode(errors="replace") != TOC_VERSION:
         return {}
     out: dict[str, str] = {}
-    for line in lines[1:]:
-        if not line:
-            continue
-        kind, _, name = line.partition(b"\t")
-        out[_norm(unescape(os.fsdecode(name)))] = kind.decode()
+    for rec in body.split(b"\0"):
+        if rec:
+            out[_norm(os.fsdecode(rec[1:]))] = chr(rec[0])
     return out
 
 

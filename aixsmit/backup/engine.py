@@ -38,13 +38,17 @@ from . import image_data
 from .excludes import ExcludeList
 
 PARTIAL = ".aixsmit-partial-"
-TOC_VERSION = "aixsmit-toc 1"
+TOC_VERSION = "aixsmit-toc 2"  # then kind letter + ./name + NUL, per entry
 
 # Exit codes AIX documents for mksysb/savevg (aix-smit.md §3.5).
 EXIT_OK, EXIT_USAGE_MKSYSB, EXIT_USAGE_SAVEVG, EXIT_FAILED, EXIT_SIGNAL = 0, 1, 2, 3, 4
 
+# ACLs (system.posix_acl_*) and SELinux labels (security.selinux) are extended attributes:
+# --xattrs-include=* stores them raw, numeric ids and all, at a third of what --acls and
+# --selinux cost per file (measured: bench/bench_mksysb.py). --selinux is added where SELinux
+# is enabled, for the label tar reads through libselinux.
 TAR_CREATE_OPTS = [
-    "--format=posix", "--xattrs", "--xattrs-include=*", "--acls", "--selinux", "--sparse",
+    "--format=posix", "--xattrs", "--xattrs-include=*", "--sparse",
     "--ignore-failed-read", "--no-recursion", "--null", "--verbatim-files-from",
     "--quoting-style=escape", "--verbose",
 ]
@@ -108,27 +112,29 @@ def walk(root: str, include: list[str], prune: set[str], skip: set[str], exclude
     leaving out ``skip`` (the destination, work files) and what ``excludes`` matches."""
     broot = os.fsencode(root.rstrip("/") or "/")
     bprune = {os.fsencode(p) for p in prune}
+    # Names to leave out are compared as absolute host paths: one set lookup per entry.
     bskip = {os.fsencode(p) for p in skip}
+    for n in skip_names:
+        bskip.add((broot.rstrip(b"/") + n[1:]) if n.startswith(b"./") else n)
     count = 0
     seen_dirs: set[bytes] = set()
     exclude = excludes.excludes if excludes else None
+    cut = len(broot) if broot != b"/" else 0
     with open(list_path, "wb", buffering=1 << 20) as out, open(toc_path, "wb", buffering=1 << 20) as toc:
         toc.write(TOC_VERSION.encode() + b"\n")
+        out_write, toc_write = out.write, toc.write
 
         def add(kind: bytes, path: bytes) -> None:
             nonlocal count
-            rel = _rel(broot, path)
-            out.write(rel + b"\0")
-            toc.write(kind + b"\t" + os.fsencode(escape(os.fsdecode(rel))) + b"\n")
+            rel = b"." + path[cut:]
+            out_write(rel + b"\0")
+            toc_write(kind + rel + b"\0")
             count += 1
 
         def excluded(path: bytes) -> bool:
             if path in bskip:
                 return True
-            rel = _rel(broot, path)
-            if skip_names and any(rel == n or rel.startswith(n + b"/") for n in skip_names):
-                return True
-            return exclude is not None and exclude(os.fsdecode(rel))
+            return exclude is not None and exclude(os.fsdecode(b"." + path[cut:]))
 
         # Walk each included mount point once (one below another is walked as part of it).
         # Directories between the root and a mount point (./srv for a group holding /srv/app)
@@ -439,11 +445,20 @@ def create_image(req: ImageRequest, emit: Emit) -> ImageResult:
 
         emit(f"Backing up {total} files", "stdout")
         argv = ["tar", "--create", f"--file={tmp}", *TAR_CREATE_OPTS]
+        if os.path.exists("/sys/fs/selinux/enforce"):
+            argv.append("--selinux")
         if req.blocks:
             argv.append(f"--blocking-factor={req.blocks}")
         argv += ["-C", stage, *staged, "-C", req.system.root, "-T", flist.path]
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 start_new_session=True, preexec_fn=_die_with_parent)
+        for pipe in (proc.stdout, proc.stderr):
+            try:
+                import fcntl
+
+                fcntl.fcntl(pipe.fileno(), 1031, 1 << 20)  # F_SETPIPE_SZ: room for many names
+            except OSError:
+                pass
         warnings: list[str] = []
         errors: list[str] = []
         done = 0
@@ -453,9 +468,16 @@ def create_image(req: ImageRequest, emit: Emit) -> ImageResult:
         sel.register(proc.stderr, selectors.EVENT_READ, "stderr")
         pending = {"stdout": b"", "stderr": b""}
         open_streams = 2
+        got = 0
         while open_streams:
+            # tar names each member on its own line; reading in batches (a pause while little
+            # is waiting), not once per line, keeps the progress exact and the cost negligible.
+            if got < (1 << 16) and proc.poll() is None:
+                time.sleep(0.03)
+            got = 0
             for key, _ in sel.select(timeout=0.5):
-                chunk = os.read(key.fd, 1 << 16)
+                chunk = os.read(key.fd, 1 << 20)
+                got += len(chunk)
                 name = key.data
                 if not chunk:
                     sel.unregister(key.fileobj)

@@ -1,0 +1,137 @@
+"""The progress grammar (both AIX wordings) and the job runner (events, status, cancel, speed)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import pytest
+
+from aixsmit.jobs.progress import BackupProgress
+from aixsmit.jobs.runner import FAILED, OK, WARN, Finished, Job, Output, Progress, run
+
+from conftest import FIXTURES
+
+
+def feed_all(text: str) -> BackupProgress:
+    p = BackupProgress()
+    for line in text.splitlines():
+        p.feed(line)
+    return p
+
+
+def test_modern_mksysb_capture():
+    # aix-smit.md §3.5: "Creating list of files to back up " with the trailing space, dots, "backed up".
+    p = feed_all((FIXTURES / "aix" / "mksysb.out").read_text())
+    assert (p.files_done, p.files_total, p.percent, p.succeeded, p.program) == (80239, 80239, 100.0, True, "mksysb")
+
+
+def test_nim_savevg_capture_counter_after_dots():
+    p = BackupProgress()
+    seen = []
+    for line in (FIXTURES / "aix" / "savevg-nim.out").read_text().splitlines():
+        if p.feed(line):
+            seen.append((p.files_done, p.files_total, p.percent))
+    assert seen[:3] == [(0, 102488, 0.0), (59969, 102488, 58.0), (86430, 102488, 84.0)]
+    assert p.succeeded is True and p.program == "savevg" and p.fraction == 1.0
+
+
+@pytest.mark.parametrize("line", [
+    "0512-005 mksysb: Backup Completed.",
+    "0512-007 mksysb: Abnormal program termination.",
+    "0512-006 mksysb: Backup device or file name must start with a '/'.",
+    "mksysb: 0512-017 mksysb: Cannot write to the device /dev/rmt0.",
+])
+def test_failure_messages(line):
+    p = BackupProgress()
+    assert p.feed(line) and p.succeeded is False
+
+
+def test_warning_is_not_failure():
+    p = feed_all("Backing up 10 files\n0512-003 mksysb may not have been able to archive some files.\n")
+    assert p.warning and p.succeeded is None
+
+
+def _events(argv, **kw):
+    return list(run(argv, **kw))
+
+
+def test_runner_tags_streams_and_ends_ok():
+    evs = _events([sys.executable, "-c", "import sys; print('out1'); print('err1', file=sys.stderr); print('out2')"])
+    out = [l for e in evs if isinstance(e, Output) and e.stream == "stdout" for l in e.lines]
+    err = [l for e in evs if isinstance(e, Output) and e.stream == "stderr" for l in e.lines]
+    assert out == ["out1", "out2"] and err == ["err1"]
+    assert isinstance(evs[-1], Finished) and evs[-1].status == OK and evs[-1].returncode == 0
+
+
+def test_runner_status_warn_and_failed():
+    ok_but_warned = "print('Backing up 2 files'); print('0512-003 mksysb may not have been able to archive some files.')"
+    evs = _events([sys.executable, "-c", ok_but_warned], progress=BackupProgress())
+    assert evs[-1].status == WARN
+    assert any(isinstance(e, Progress) and e.files_total == 2 for e in evs)
+    evs = _events([sys.executable, "-c", "import sys; print('0512-038 mksysb: Backup Completed Successfully.'); sys.exit(3)"],
+                  progress=BackupProgress())
+    assert evs[-1].status == FAILED and evs[-1].returncode == 3
+
+
+def test_runner_strips_escapes_and_carriage_returns():
+    evs = _events([sys.executable, "-c", r"print('\x1b[31mred\x1b[0m'); print('10%\r20%\r30%')"])
+    lines = [l for e in evs if isinstance(e, Output) for l in e.lines]
+    assert lines == ["red", "30%"]
+
+
+def test_cancel_kills_the_whole_group():
+    # A shell that starts a grandchild ignoring nothing: both must go.
+    job = Job(["sh", "-c", "sleep 600 & echo $!; wait"], grace=1.0)
+    job.start()
+    it = job.events()
+    first = next(it)
+    grandchild = int(first.lines[0])
+    t = time.monotonic()
+    job.cancel()
+    rest = list(it)
+    assert time.monotonic() - t < 5
+    assert rest[-1].status == FAILED
+    time.sleep(0.2)
+    assert not _alive(grandchild)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is dead, only not reaped
+    except FileNotFoundError:
+        return False
+
+
+def test_cancel_escalates_to_kill():
+    job = Job([sys.executable, "-c", "import signal,time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('x', flush=True); time.sleep(600)"],
+              grace=0.5)
+    job.start()
+    it = job.events()
+    next(it)
+    t = time.monotonic()
+    job.cancel()
+    assert list(it)[-1].returncode == -9
+    assert time.monotonic() - t < 5
+
+
+def test_runner_keeps_up_with_200k_lines_a_second():
+    n = 400_000
+    argv = [sys.executable, "-c", f"import sys; sys.stdout.write(''.join('%d of {n} files backed up (1%%)\\n' % i for i in range({n})))"]
+    # The producer alone, for reference, then through the runner with the progress parser on.
+    t = time.perf_counter()
+    import subprocess
+
+    subprocess.run(argv, stdout=subprocess.DEVNULL, check=True)
+    alone = time.perf_counter() - t
+    t = time.perf_counter()
+    count = 0
+    for ev in run(argv, progress=BackupProgress()):
+        if isinstance(ev, Output):
+            count += len(ev.lines)
+    took = time.perf_counter() - t
+    assert count == n
+    rate = n / max(took - alone, 1e-6)
+    assert rate > 200_000, f"{rate:.0f} lines/s through the runner"
