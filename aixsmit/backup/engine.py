@@ -298,6 +298,26 @@ def space_block(required: int, available: int) -> list[str]:
     ]
 
 
+BACKUP_LOG = "vgbackuplog"
+
+
+def _log_backup(dest: str, prog: str, vg: str, when: str, size: int, status: str) -> None:
+    """One line per image, ';'-separated as AIX's vgbackuplog: device or file, command, date,
+    shrink size (MB), full size (MB), and aixsmit's own: volume group and result."""
+    from ..state import state_dir
+
+    mb = max(1, size // (1024 * 1024)) if size else 0
+    line = f"{dest};{prog};{when};{mb};{mb};{vg};{status}\n"
+    try:
+        fd = os.open(state_dir() / BACKUP_LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, line.encode())
+        finally:
+            os.close(fd)
+    except OSError:
+        pass  # the image is what matters; a log that cannot be written is not a failed backup
+
+
 def _nearly_full(directory: str) -> bool:
     try:
         st = os.statvfs(directory)
@@ -528,6 +548,7 @@ def create_image(req: ImageRequest, emit: Emit) -> ImageResult:
                 os.close(dfd)
         size = os.stat(dest).st_size if not is_device else 0
         status = "WARN" if (rc == 1 or warnings) else "OK"
+        _log_backup(dest, prog, vg.name, when, size, status)
         if status == "WARN":
             emit(f"0512-003 {prog} may not have been able to archive some files.", "stdout")
             emit("The messages displayed on the Standard Error contained additional", "stdout")

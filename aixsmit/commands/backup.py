@@ -147,7 +147,31 @@ def cmd_savevg(args) -> int:
     return _image(args, "savevg", args.vg, args.f, structure_only=args.r)
 
 
+def _backup_log() -> int:
+    from ..backup.engine import BACKUP_LOG
+    from ..state import state_dir
+
+    path = state_dir() / BACKUP_LOG
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        text = ""
+    if not text:
+        print(f"No backup has been recorded yet ({path}).")
+        return 0
+    print(f"{'DEVICE OR FILE':<40} {'COMMAND':<8} {'DATE':<29} {'SIZE (MB)':>9}  {'VG':<10} RESULT")
+    for line in text.splitlines():
+        f = line.split(";")
+        if len(f) >= 7:
+            print(f"{f[0]:<40} {f[1]:<8} {f[2]:<29} {f[4]:>9}  {f[5]:<10} {f[6]}")
+    return 0
+
+
 def _listing(args, program: str, kind: str) -> int:
+    if getattr(args, "B", False):
+        return _backup_log()
+    if not args.f:
+        raise AixsmitError(f"{program}: -f IMAGE is required (or -B for the backup log)", code=2)
     info = archive.read_info(args.f, program)
     if info.kind != kind:
         other = "lsbackvg" if kind == "mksysb" else "lsmksysb"
@@ -294,8 +318,9 @@ def register(sub) -> None:
                              ("lsbackvg", "savevg", "list the files in a volume group backup")):
         p = sub.add_parser(name, help=text, description=f"{text[0].upper()}{text[1:]}: one ./path per member, "
                                                          "or with -l the image's header and logical volumes.")
-        p.add_argument("-f", required=True, metavar="IMAGE")
+        p.add_argument("-f", metavar="IMAGE")
         p.add_argument("-l", action="store_true", help="the image's information (VOLUME GROUP, BACKUP DATE/TIME, …)")
+        p.add_argument("-B", action="store_true", help="print the backup log: every image made, with its result")
         p.set_defaults(func=cmd_lsmksysb if kind == "mksysb" else cmd_lsbackvg)
 
     p = sub.add_parser("restore", help="list (-T) or extract (-x) files of an image",

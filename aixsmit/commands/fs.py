@@ -159,7 +159,54 @@ def cmd_mount(args) -> int:
     return 0
 
 
+def cmd_lsfs(args) -> int:
+    """Every file system fstab names (under --root), in AIX lsfs's columns."""
+    import os
+
+    from ..fs.mounts import unescape
+
+    system = _system(args)
+    mounted = {e.mount_point: e for e in system.table()}
+    path = os.path.join(system.root, "etc", "fstab")
+    try:
+        with open(path, errors="surrogateescape") as f:
+            lines = f.read().splitlines()
+    except OSError as exc:
+        raise AixsmitError(f"lsfs: {path}: {exc.strerror}")
+    rows = []
+    for line in lines:
+        parts = line.split()
+        if len(parts) < 3 or parts[0].startswith("#") or parts[2] in ("swap", "none"):
+            continue
+        mp = os.path.normpath(unescape(parts[1]))
+        opts = parts[3] if len(parts) > 3 else "defaults"
+        e = mounted.get(mp)
+        size = "--"
+        if e is not None:
+            try:
+                st = os.statvfs(e.mount.path)
+                size = str(st.f_blocks * st.f_frsize // 512)
+            except OSError:
+                pass
+        rows.append({"name": unescape(parts[0]), "nodename": "--", "mount_point": mp, "vfs": parts[2], "size": size,
+                     "options": opts, "auto": "no" if "noauto" in opts.split(",") else "yes", "mounted": e is not None})
+    if args.json:
+        print_json(rows)
+        return 0
+    print(f"{'Name':<15} {'Nodename':<10} {'Mount Pt':<22} {'VFS':<5} {'Size':<7} {'Options':<10} {'Auto':<4} Accounting")
+    for r in rows:
+        print(f"{shown(r['name']):<15} {r['nodename']:<10} {shown(r['mount_point']):<22} {r['vfs']:<5} {r['size']:<7} "
+              f"{r['options']:<10} {r['auto']:<4} no")
+    return 0
+
+
 def register(sub) -> None:
+    p = sub.add_parser("lsfs", help="list the file systems fstab names, mounted or not",
+                       description="The file systems of ROOT/etc/fstab in AIX lsfs's columns (Size in 512-byte "
+                                   "blocks when mounted, -- otherwise).")
+    add_root(p); add_json(p)
+    p.set_defaults(func=cmd_lsfs)
+
     p = sub.add_parser("lsmount", help="list mounted file systems with their data class",
                        description="The mounted file systems as AIX 'mount' prints them, with a data-class column "
                                    "(system, user, virtual, remote).")

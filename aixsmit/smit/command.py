@@ -1,0 +1,81 @@
+"""A dialog's values become an argv, by SMIT's rules (aix-smit.md §1.10).
+
+* flags first, in field order; positional arguments last;
+* a field is sent only when its value differs from the default, unless it is required (must be
+  filled, always sent) or marked ``always``;
+* ring values map to arguments through ``emit`` (yes -> -m, no -> nothing), or ``flag VALUE``;
+* with ``root: true`` and aixsmit running with ``--root DIR``, Linux commands get ``--root DIR``.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+
+from .model import Field, MenuError, Screen
+
+
+def _required_error(f: Field) -> MenuError:
+    if f.type == "path":
+        return MenuError(f'1820-035 A path or file name must be\nspecified in the entry field for:\n"{f.label}".')
+    return MenuError(f'1820-033 A value must be specified in the\nentry field for:\n"{f.label}".')
+
+
+def validate(f: Field, value: str) -> None:
+    if not value:
+        return
+    if f.type == "numeric" and not value.lstrip("-").isdigit():
+        raise MenuError(f'The value for this entry field must be a number:\n"{f.label}" = {value}')
+    if f.type == "hex":
+        try:
+            int(value, 16)
+        except ValueError:
+            raise MenuError(f'The value for this entry field must be hexadecimal:\n"{f.label}" = {value}')
+    if f.is_ring and value not in f.choices:
+        raise MenuError(f'"{value}" is not one of the values of\n"{f.label}": {", ".join(f.choices)}')
+
+
+def field_args(f: Field, value: str) -> list[str]:
+    if f.is_ring:
+        if f.emit:
+            return list(f.emit.get(value, []))
+        return [value] if f.positional else ([f.flag, value] if f.flag else [value])
+    if not value:
+        return []
+    if f.type == "multi":
+        vals = shlex.split(value)
+        if f.positional:
+            return vals
+        return [a for v in vals for a in (f.flag, v)]
+    return [value] if f.positional else [f.flag, value]
+
+
+def build(screen: Screen, values: dict[str, str], host: str, root: str = "/") -> list[str]:
+    if host not in screen.command:
+        raise MenuError(f"{screen.title}: this task is not available on {host.upper() if host == 'aix' else host.title()}.")
+    flags: list[str] = []
+    positionals: list[str] = []
+    for f in screen.fields:
+        value = values.get(f.name, f.default)
+        value = value.strip() if f.type != "path" else value
+        if f.required and not value:
+            raise _required_error(f)
+        validate(f, value)
+        if not (value != f.default or f.required or f.always):
+            continue
+        (positionals if f.positional else flags).extend(field_args(f, value))
+    argv = list(screen.command[host])
+    if screen.root and host == "linux" and root not in ("", "/"):
+        argv += ["--root", root]
+    return argv + flags + positionals
+
+
+def display(argv: list[str]) -> str:
+    return shlex.join(argv)
+
+
+def runnable(argv: list[str]) -> list[str]:
+    """The argv to execute: ``aixsmit`` is this very installation (the same interpreter)."""
+    if argv and argv[0] == "aixsmit":
+        return [sys.executable, "-m", "aixsmit", *argv[1:]]
+    return argv

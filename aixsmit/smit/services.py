@@ -1,0 +1,115 @@
+"""Where F4 lists and current values come from: the same services the commands use.
+
+Each service takes a :class:`System` and returns ``ListItem``s: the value put into the field,
+and the text shown in the list.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+from ..fs.classify import SYSTEM, USER
+from ..fs.table import System
+
+
+@dataclass(frozen=True)
+class ListItem:
+    value: str
+    text: str
+
+
+Service = Callable[[System], list[ListItem]]
+SERVICES: dict[str, Service] = {}
+
+IMAGE_PATTERNS = ("*.mksysb", "*.savevg", "*.img", "*.tar")
+
+
+def service(fn: Service) -> Service:
+    SERVICES[fn.__name__] = fn
+    return fn
+
+
+def _row(*cols: str) -> str:
+    return "  ".join(cols)
+
+
+@service
+def mounted_user_fs(system: System) -> list[ListItem]:
+    out, seen = [], set()
+    for e in reversed(system.table()):
+        if e.cls == USER and e.mount_point not in seen:
+            seen.add(e.mount_point)
+            out.append(ListItem(e.mount_point, _row(f"{e.mount.device:<18}", f"{e.mount_point:<24}", e.mount.vfs)))
+    return list(reversed(out))
+
+
+@service
+def mounted_fs(system: System) -> list[ListItem]:
+    return [ListItem(e.mount_point, _row(f"{e.mount.device:<18}", f"{e.mount_point:<24}", f"{e.mount.vfs:<8}", e.cls))
+            for e in system.table() if e.cls in (SYSTEM, USER)]
+
+
+@service
+def unmounted_fs(system: System) -> list[ListItem]:
+    """What aixsmit unmounted (the ledger) and what fstab names that is not mounted now."""
+    from ..fs.unmount import Ledger
+    from ..fs.volume_groups import _fstab
+
+    mounted = {e.mount_point for e in system.table()}
+    out: list[ListItem] = []
+    try:
+        entries = Ledger().under(system.root)
+    except Exception:  # noqa: BLE001 - an unreadable ledger must not break a list
+        entries = []
+    for e in entries:
+        out.append(ListItem(e.mount_point, _row(f"{e.device:<18}", f"{e.mount_point:<24}", f"{e.vfs:<8}", "(unmounted by aixsmit)")))
+    have = {i.value for i in out}
+    for mp, (dev, vfs) in sorted(_fstab(system).items()):
+        if mp not in mounted and mp not in have and mp.startswith("/") and vfs not in ("swap", "none"):
+            out.append(ListItem(mp, _row(f"{dev:<18}", f"{mp:<24}", f"{vfs:<8}", "(fstab)")))
+    return out
+
+
+@service
+def volume_groups(system: System) -> list[ListItem]:
+    from ..fs.volume_groups import volume_groups as vgs
+
+    return [ListItem(g.name, _row(f"{g.name:<12}", "active" if g.active else "inactive",
+                                  " ".join(lv.mount_point for lv in g.lvs)))
+            for g in vgs(system)]
+
+
+@service
+def user_volume_groups(system: System) -> list[ListItem]:
+    return [i for i in volume_groups(system) if i.value != "rootvg"]
+
+
+def image_dirs(system: System) -> list[str]:
+    dirs = [os.path.join(os.environ.get("AIXSMIT_STATE_DIR") or "/var/lib/aixsmit", "images"), "/backup", "/var/backups"]
+    if system.root != "/":
+        dirs.append(os.path.dirname(system.root))
+    return [d for d in dict.fromkeys(dirs) if os.path.isdir(d)]
+
+
+@service
+def backup_images(system: System) -> list[ListItem]:
+    out = []
+    for d in image_dirs(system):
+        for pat in IMAGE_PATTERNS:
+            for path in sorted(glob.glob(os.path.join(d, "**", pat), recursive=True))[:200]:
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    continue
+                out.append(ListItem(path, _row(f"{path:<48}", f"{st.st_size // (1024 * 1024):>8} MB")))
+    return out
+
+
+@service
+def backup_destinations(system: System) -> list[ListItem]:
+    """Tape devices, and the image files already there (to be replaced)."""
+    out = [ListItem(dev, _row(f"{dev:<48}", "tape device")) for dev in sorted(glob.glob("/dev/st[0-9]*") + glob.glob("/dev/rmt*"))]
+    return out + backup_images(system)
