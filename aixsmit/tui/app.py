@@ -1,0 +1,259 @@
+"""aixsmit's SMIT: ``aixsmit [-l FILE] [-s FILE] [-x] [-X] [--root DIR] [FASTPATH]``."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import subprocess
+import sys
+import time
+
+from rich.console import Console
+from textual import events
+from textual.app import App
+
+from ..errors import AixsmitError
+from ..smit import command as cmdbuild
+from ..smit.log import SmitLog
+from ..smit.model import MenuError, MenuTree, load_tree
+from ..smit.services import SERVICES
+from .keys import esc_labels_wanted
+from .popups import PRESS_RETURN, MessagePopup
+from .screens import CommandStatusScreen, DialogScreen, MenuScreen, TooSmallScreen
+
+ESC_WINDOW = 2.0  # seconds between Esc and the digit (SMIT's Esc+N)
+
+
+class AixsmitApp(App):
+    CSS_PATH = "smit.tcss"
+    TITLE = "aixsmit"
+    ENABLE_COMMAND_PALETTE = False
+
+    def __init__(self, tree: MenuTree, fastpath: str = "top_menu", root: str = "/", host_name: str | None = None,
+                 smit_log: SmitLog | None = None, no_run: bool = False, no_exec: bool = False,
+                 esc_labels: bool | None = None):
+        super().__init__()
+        from ..host import host_name as detect
+
+        self.menus = tree
+        self.start_fastpath = fastpath
+        self.root = os.path.realpath(root) if root else "/"
+        self.host_name = host_name or detect()
+        self.smit_log = smit_log or SmitLog.open()
+        self.no_run = no_run  # -x: log the command, do not run it
+        self.no_exec = no_exec  # -X: run nothing at all, lists included
+        self.esc_labels = esc_labels_wanted(esc_labels)
+        self._esc_at = 0.0
+        self._system = None
+        self._too_small = False
+
+    # --- services ----------------------------------------------------------------------
+    @property
+    def system(self):
+        if self._system is None:
+            from ..fs.table import System
+
+            self._system = System(root=self.root, host_name=self.host_name)
+        return self._system
+
+    def list_items(self, name: str) -> list[tuple[str, str]]:
+        if self.no_exec:
+            self.smit_log.not_run(f"(list) {name}")
+            return []
+        try:
+            return [(i.value, i.text) for i in SERVICES[name](self.system)]
+        except AixsmitError as exc:
+            self.push_screen(MessagePopup("ERROR MESSAGE", f"{exc}\n\n{PRESS_RETURN}"))
+            return []
+
+    # --- navigation --------------------------------------------------------------------
+    def on_mount(self) -> None:
+        self.smit_log.start()
+        self.open(self.start_fastpath, as_fastpath=True)
+        self._check_size()
+
+    def open(self, fastpath: str, preset: dict[str, str] | None = None, as_fastpath: bool = False) -> None:
+        try:
+            d = self.menus.get(fastpath)
+        except MenuError as exc:
+            self.push_screen(MessagePopup("ERROR MESSAGE", f"{exc}\n\n{PRESS_RETURN}"))
+            return
+        self.smit_log.screen(d.kind, d.id, d.title, fastpath=as_fastpath)
+        if d.kind == "menu":
+            self.push_screen(MenuScreen(d))
+        elif d.kind == "dialog" and d.direct:
+            try:
+                argv = cmdbuild.build(d, dict(preset or {}), self.host_name, self.root)
+            except AixsmitError as exc:
+                self.push_screen(MessagePopup("ERROR MESSAGE", f"{exc}\n\n{PRESS_RETURN}"))
+                return
+            self.run_command(d, argv)
+        else:
+            self.push_screen(DialogScreen(d, preset))
+
+    def go_back(self) -> None:
+        # The base screen and the first SMIT screen stay: F3 there leaves, as in smitty.
+        if len(self.screen_stack) <= 2:
+            self.exit_smit()
+        else:
+            self.pop_screen()
+
+    def run_command(self, d, argv: list[str]) -> None:
+        shown = cmdbuild.display(argv)
+        if self.no_exec:
+            self.smit_log.not_run(shown)
+            self.push_screen(MessagePopup("INFORMATION MESSAGE",
+                                          "**** internal command was not run. (SMIT -X CommandString flag set.) ****\n\n"
+                                          + shown + "\n\n" + PRESS_RETURN))
+            return
+        self.smit_log.command(shown, run=not self.no_run)
+        if self.no_run:
+            self.push_screen(MessagePopup("INFORMATION MESSAGE",
+                                          "(SMIT -x CommandString flag set)\nCommand has been logged to script file.\n\n"
+                                          + shown + "\n\n" + PRESS_RETURN))
+            return
+        self.push_screen(CommandStatusScreen(d, argv, progress=bool(d.progress)))
+
+    def command_finished(self, screen, final) -> None:
+        """Hook: the command shown by ``screen`` ended (tests and later features listen here)."""
+        self._system = None  # mounts may have changed: read them again next time
+
+    # --- SMIT keys ---------------------------------------------------------------------
+    async def on_event(self, event: events.Event) -> None:
+        # Esc then a digit (within ESC_WINDOW) is F1..F10 where function keys do not arrive;
+        # a terminal that sends them fast enough delivers "alt+digit" instead.
+        if isinstance(event, events.Key) and not getattr(event, "is_forwarded", False):
+            key = event.key
+            digit = None
+            if key.startswith("alt+") and key[4:].isdigit() and len(key) == 5:
+                digit = key[4:]
+            elif key.isdigit() and len(key) == 1 and time.monotonic() - self._esc_at < ESC_WINDOW:
+                digit = key
+            if digit is not None:
+                self._esc_at = 0.0
+                fkey = f"f{int(digit) or 10}"
+                if not await self._check_bindings(fkey, priority=True):
+                    await self._check_bindings(fkey)
+                return
+            if key == "escape":
+                self._esc_at = time.monotonic()
+                return
+            self._esc_at = 0.0
+        await super().on_event(event)
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._check_size()
+
+    def _check_size(self) -> None:
+        small = self.size.width < 80 or self.size.height < 24
+        if small and not isinstance(self.screen, TooSmallScreen):
+            self._drop_too_small(buried_only=True)
+            self.push_screen(TooSmallScreen())
+        elif not small:
+            self._drop_too_small()
+
+    def _drop_too_small(self, buried_only: bool = False) -> None:
+        for s in list(self.screen_stack):
+            if isinstance(s, TooSmallScreen):
+                if s is self.screen:
+                    if not buried_only:
+                        self.pop_screen()
+                else:
+                    self._screen_stack.remove(s)
+
+    def screen_text(self) -> str:
+        width, height = self.size
+        console = Console(width=width, height=height, file=io.StringIO(), force_terminal=True, color_system=None,
+                          record=True, legacy_windows=False, safe_box=False)
+        console.print(self.screen._compositor.render_update(full=True, screen_stack=self._background_screens,
+                                                            simplify=True))
+        return console.export_text(styles=False)
+
+    def current_fastpath(self) -> str:
+        for s in reversed(self.screen_stack):
+            fp = getattr(s, "fastpath", "")
+            if fp:
+                return fp
+        return ""
+
+    def action_image(self) -> None:
+        fp = self.current_fastpath()
+
+        def answer(ok):
+            if ok:
+                self.smit_log.image(text, fp)
+
+        text = self.screen_text()
+        self.push_screen(MessagePopup("PRINT SCREEN", "Press Enter to save the screen image  \n    in the log file.\n"
+                                      "Press Cancel to return to the application.\n\n"
+                                      f'Current fast path:\n    "{fp}"'), answer)
+
+    def action_shell(self) -> None:
+        if os.environ.get("SMIT_SHELL", "").lower() == "n":
+            self.push_screen(MessagePopup("ERROR MESSAGE", "The Shell function is not available for this\nsession.\n\n"
+                                          + PRESS_RETURN))
+            return
+
+        def answer(ok):
+            if ok:
+                shell = os.environ.get("SHELL") or "/bin/sh"
+                with self.suspend():
+                    print("Starting up new command shell ...", flush=True)
+                    subprocess.call([shell])
+
+        self.push_screen(MessagePopup("SHELL ESCAPE", "Press Enter to proceed to your shell.\n"
+                                      "    Once in the shell, normal exit will return\n    you to this application.\n"
+                                      "Press Cancel to return to the application."), answer)
+
+    def action_exit_smit(self) -> None:
+        def answer(ok):
+            if ok:
+                self.exit_smit()
+
+        self.push_screen(MessagePopup("EXIT", "Press Enter to exit the application.\n"
+                                      "Press Cancel to return to the application."), answer)
+
+    def exit_smit(self) -> None:
+        self.smit_log.exit()
+        self.exit(0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="aixsmit",
+        description="SMIT-style menus for the AIX backup strategy. 'aixsmit cmd --help' lists the commands.",
+        epilog="keys: F1 help, F2 refresh, F3 cancel, F4 list, F5 reset, F6 command, F7 edit/select, F8 image, "
+               "F9 shell, F10 exit; Esc then 1..0 does the same on terminals without function keys.\n"
+               "exit status: 0 normal exit; 1 an error (such as 1800-007 for an unknown fast path).")
+    p.add_argument("-l", metavar="FILE", help="write the log to FILE instead of $HOME/smit.log")
+    p.add_argument("-s", metavar="FILE", help="write the script to FILE instead of $HOME/smit.script")
+    p.add_argument("-x", action="store_true", help="do not run the task's command; log it to the script and log")
+    p.add_argument("-X", action="store_true", help="do not run any command (no lists either); for viewing screens")
+    p.add_argument("--root", metavar="DIR", default="/", help="treat DIR as / for everything run")
+    p.add_argument("--esc-keys", action="store_true", default=None,
+                   help="label the keys Esc+1..Esc+0 (automatic on vt100 and similar terminals)")
+    p.add_argument("fastpath", nargs="?", default="top_menu", metavar="FASTPATH",
+                   help="open this screen directly (for example mksysb, fs, backsys)")
+    return p
+
+
+def make_app(argv: list[str]) -> AixsmitApp:
+    args = build_parser().parse_args(argv)
+    tree = load_tree(services=set(SERVICES))
+    tree.get(args.fastpath)  # 1800-007 before the screen is taken over
+    if args.root != "/" and not os.path.isdir(args.root):
+        raise AixsmitError(f"--root {args.root}: not a directory")
+    log = SmitLog.open(args.l, args.s)
+    return AixsmitApp(tree, args.fastpath, args.root, smit_log=log, no_run=args.x, no_exec=args.X,
+                      esc_labels=args.esc_keys)
+
+
+def run_tui(argv: list[str]) -> int:
+    try:
+        app = make_app(argv)
+    except AixsmitError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    app.run()
+    return app.return_code or 0

@@ -1,0 +1,175 @@
+"""SMIT's pop-ups (aix-smit.md §1.9): messages, ARE YOU SURE?, lists (single and multi), find."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Input, OptionList, SelectionList, Static
+from textual.widgets.option_list import Option
+
+from .keys import LIST_KEYS, MULTI_KEYS, POPUP_KEYS, footer_text
+
+PRESS_RETURN = "Press Enter or Cancel to return to the\napplication."
+
+
+class Popup(ModalScreen):
+    """A box over the current screen. Enter answers True (or the chosen value), F3 cancels."""
+
+    BINDINGS = [
+        Binding("f3", "cancel", "Cancel", priority=True),
+        Binding("ctrl+g", "cancel", "Cancel", priority=True),
+        Binding("f10", "cancel", "Exit", priority=True),
+        Binding("f1", "help", "Help", priority=True),
+        Binding("f8", "image", "Image", priority=True),
+    ]
+    KEYS = POPUP_KEYS
+
+    def __init__(self, title: str, message: str = "", help_text: str = ""):
+        super().__init__()
+        self.popup_title = title
+        self.message = message
+        self.help_text = help_text
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="box"):
+            yield Static(self.popup_title, classes="title")
+            yield from self.body()
+            yield Static(footer_text(self.KEYS, self.app.esc_labels, 64), id="popup-footer")
+
+    def body(self) -> ComposeResult:
+        yield Static(self.message, id="message", markup=False)
+
+    def dismiss(self, result=None):
+        # Enter can reach both a list's own selection and the pop-up's key handler: answer once.
+        if getattr(self, "_answered", False):
+            return None
+        self._answered = True
+        return super().dismiss(result)
+
+    def on_key(self, event) -> None:
+        if event.key == "enter":
+            event.stop()
+            self.action_do()
+
+    def action_do(self) -> None:
+        self.dismiss(True)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+    def action_help(self) -> None:
+        text = self.help_text or "Press Enter to go on, or F3 (Esc+3) to cancel."
+        self.app.push_screen(Popup("CONTEXTUAL HELP", text + "\n\n" + PRESS_RETURN))
+
+    def action_image(self) -> None:
+        self.app.action_image()
+
+
+class MessagePopup(Popup):
+    pass
+
+
+class ListPopup(Popup):
+    """F4: single select (Enter picks), or multi select (F7 marks with '>', Enter commits)."""
+
+    BINDINGS = Popup.BINDINGS + [
+        Binding("f7", "toggle", "Select", priority=True),
+        Binding("slash", "find", "Find"),
+        Binding("n", "find_next", "Find Next"),
+    ]
+
+    def __init__(self, title: str, items: list[tuple[str, str]], multi: bool = False, selected: list[str] | None = None,
+                 help_text: str = ""):
+        super().__init__(title, help_text=help_text)
+        self.items = items
+        self.multi = multi
+        self.selected = set(selected or [])
+        self.pattern = ""
+        self.KEYS = MULTI_KEYS if multi else LIST_KEYS
+
+    def body(self) -> ComposeResult:
+        if self.multi:
+            yield Static("Move cursor to desired item and press F7.\n    ONE OR MORE items can be selected.\n"
+                         "Press Enter AFTER making all selections.", id="message")
+            yield SelectionList(*[(text, value, value in self.selected) for value, text in self.items], id="choices")
+        else:
+            yield Static("Move cursor to desired item and press Enter.", id="message")
+            yield OptionList(*[Option(text, id=str(i)) for i, (_, text) in enumerate(self.items)], id="choices")
+
+    def on_mount(self) -> None:
+        self.query_one("#choices").focus()
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        event.stop()
+        self.dismiss(self.items[int(event.option.id)][0])
+
+    def action_do(self) -> None:
+        if self.multi:
+            chosen = [v for v, _ in self.items if v in self.query_one(SelectionList).selected]
+            self.dismiss(chosen)
+        else:
+            ol = self.query_one(OptionList)
+            if ol.highlighted is not None:
+                self.dismiss(self.items[ol.highlighted][0])
+
+    def on_key(self, event) -> None:
+        if event.key == "enter" and self.multi:
+            event.stop()
+            self.action_do()
+        elif event.key == "enter":
+            event.stop()
+            self.action_do()
+
+    def action_toggle(self) -> None:
+        if self.multi:
+            sl = self.query_one(SelectionList)
+            if sl.highlighted is not None:
+                sl.toggle(sl.get_option_at_index(sl.highlighted).value)
+
+    def action_find(self) -> None:
+        def got(pattern):
+            if pattern:
+                self.pattern = pattern
+                self._find(0)
+
+        self.app.push_screen(PromptPopup("Enter Search Pattern."), got)
+
+    def action_find_next(self) -> None:
+        widget = self.query_one("#choices")
+        start = (widget.highlighted or 0) + 1
+        if self.pattern:
+            self._find(start)
+
+    def _find(self, start: int) -> None:
+        widget = self.query_one("#choices")
+        needle = self.pattern.lower()
+        n = len(self.items)
+        for k in range(n):
+            i = (start + k) % n
+            if needle in self.items[i][1].lower():
+                widget.highlighted = i
+                return
+        self.app.push_screen(MessagePopup("INFORMATION MESSAGE", "Pattern not found.\n\n" + PRESS_RETURN))
+
+
+class PromptPopup(Popup):
+    """One line of input (the / search pattern)."""
+
+    def __init__(self, title: str, value: str = ""):
+        super().__init__(title)
+        self.value = value
+
+    def body(self) -> ComposeResult:
+        yield Input(self.value, id="prompt")
+
+    def on_mount(self) -> None:
+        self.query_one(Input).focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.dismiss(event.value)
+
+    def action_do(self) -> None:
+        self.dismiss(self.query_one(Input).value)

@@ -1,0 +1,561 @@
+"""SMIT's screens: menu, selector and dialog, COMMAND STATUS (aix-smit.md §1.3-§1.8)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.screen import Screen
+from textual.widget import Widget
+from textual.widgets import Input, Log, OptionList, ProgressBar, Static
+from textual.widgets.option_list import Option
+
+from ..errors import AixsmitError
+from ..smit import command as cmdbuild
+from ..smit.model import Field, Screen as ScreenDef
+from .keys import DIALOG_KEYS, MENU_KEYS, STATUS_DONE_KEYS, STATUS_RUNNING_KEYS, footer_text
+from .popups import PRESS_RETURN, ListPopup, MessagePopup, PromptPopup
+
+FKEYS = [
+    Binding("f1", "help", "Help", priority=True),
+    Binding("f2", "refresh", "Refresh", priority=True),
+    Binding("ctrl+l", "refresh", "Refresh", show=False),
+    Binding("f3", "cancel", "Cancel", priority=True),
+    Binding("ctrl+g", "cancel", "Cancel", show=False, priority=True),
+    Binding("f8", "image", "Image", priority=True),
+    Binding("f9", "shell", "Shell", priority=True),
+    Binding("f10", "exit", "Exit", priority=True),
+]
+
+
+class SmitScreen(Screen):
+    """Title, instructions, body, and the function-key labels at the bottom."""
+
+    BINDINGS = FKEYS
+    KEYS = MENU_KEYS
+    INSTRUCTIONS = ""
+
+    def __init__(self, definition: ScreenDef | None = None, title: str = ""):
+        super().__init__()
+        self.definition = definition
+        self.screen_title = title or (definition.title if definition else "")
+
+    @property
+    def fastpath(self) -> str:
+        return self.definition.id if self.definition else ""
+
+    def compose(self) -> ComposeResult:
+        yield Static(self.screen_title, classes="title", id="title")
+        if self.INSTRUCTIONS:
+            yield Static(self.INSTRUCTIONS, classes="instructions")
+        yield from self.body()
+        yield Static(self.footer_keys(), classes="footer", id="footer")
+
+    def body(self) -> ComposeResult:
+        yield from ()
+
+    def on_resize(self, event) -> None:
+        self.app._check_size()
+
+    def on_screen_resume(self) -> None:
+        self.app.call_after_refresh(self.app._check_size)
+
+    def footer_keys(self) -> str:
+        return footer_text(self.KEYS, self.app.esc_labels, 80)
+
+    def set_keys(self, keys) -> None:
+        self.KEYS = keys
+        self.query_one("#footer", Static).update(self.footer_keys())
+
+    def help_text(self) -> str:
+        return (self.definition.help if self.definition else "") or "No help is available for this screen."
+
+    def action_help(self) -> None:
+        self.app.push_screen(MessagePopup("CONTEXTUAL HELP", self.help_text() + "\n\n" + PRESS_RETURN))
+
+    def action_refresh(self) -> None:
+        self.app.refresh(layout=True)
+
+    def action_cancel(self) -> None:
+        self.app.go_back()
+
+    def action_image(self) -> None:
+        self.app.action_image()
+
+    def action_shell(self) -> None:
+        self.app.action_shell()
+
+    def action_exit(self) -> None:
+        self.app.action_exit_smit()
+
+
+class MenuScreen(SmitScreen):
+    INSTRUCTIONS = "Move cursor to desired item and press Enter."
+
+    def body(self) -> ComposeResult:
+        items = [Option("  " + it.label, id=str(i)) for i, it in enumerate(self.definition.items)]
+        yield OptionList(*items, id="menu")
+
+    def on_mount(self) -> None:
+        self.query_one(OptionList).focus()
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        item = self.definition.items[int(event.option.id)]
+        self.app.open(item.next)
+
+    def help_text(self) -> str:
+        ol = self.query_one(OptionList)
+        if ol.highlighted is not None:
+            item = self.definition.items[ol.highlighted]
+            if item.help:
+                return f"{item.label}\n\n{item.help}"
+        return super().help_text()
+
+
+class RingValue(Static, can_focus=True):
+    """A ring field: its value without brackets; Tab / Shift-Tab (or arrows) cycle the choices."""
+
+    BINDINGS = [
+        Binding("tab", "cycle(1)", "Next value", show=False),
+        Binding("shift+tab", "cycle(-1)", "Previous value", show=False),
+        Binding("right", "cycle(1)", show=False),
+        Binding("left", "cycle(-1)", show=False),
+        Binding("enter", "do", show=False),
+    ]
+
+    def __init__(self, field: Field, value: str):
+        super().__init__(value, markup=False)
+        self.field = field
+        self.value = value
+
+    def set_value(self, value: str) -> None:
+        self.value = value
+        self.update(value)
+        self.set_class(value != self.field.default, "-changed")
+
+    def action_cycle(self, step: int) -> None:
+        choices = list(self.field.choices)
+        i = choices.index(self.value) if self.value in choices else 0
+        self.set_value(choices[(i + step) % len(choices)])
+
+    def action_do(self) -> None:
+        self.screen.action_do()
+
+
+class FieldRow(Widget):
+    def __init__(self, field: Field, value: str):
+        super().__init__()
+        self.field = field
+        self.initial = value
+
+    def compose(self) -> ComposeResult:
+        f = self.field
+        label = ("* " if f.required else "  ") + f.label
+        yield Static(label[:51], classes="label", markup=False)
+        if f.is_ring:
+            yield RingValue(f, self.initial)
+        else:
+            yield Static("[", classes="bracket")
+            yield Input(self.initial, id=f"in-{f.name}", select_on_focus=False)
+            yield Static("]", classes="bracket")
+        yield Static(" " + f.marker, classes="marker", markup=False)
+
+    def on_mount(self) -> None:
+        self.refresh_changed()
+
+    @property
+    def value(self) -> str:
+        if self.field.is_ring:
+            return self.query_one(RingValue).value
+        return self.query_one(Input).value
+
+    def set_value(self, value: str) -> None:
+        if self.field.is_ring:
+            self.query_one(RingValue).set_value(value)
+        else:
+            self.query_one(Input).value = value
+        self.refresh_changed()
+
+    def refresh_changed(self) -> None:
+        if not self.field.is_ring:
+            self.query_one(Input).set_class(self.value != self.field.default, "-changed")
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        self.refresh_changed()
+
+    def focus_value(self) -> None:
+        (self.query_one(RingValue) if self.field.is_ring else self.query_one(Input)).focus()
+
+
+class DialogScreen(SmitScreen):
+    """A dialog (fields → command), or a selector (one value → the next screen)."""
+
+    BINDINGS = FKEYS + [
+        Binding("f4", "list", "List", priority=True),
+        Binding("f5", "reset", "Reset", priority=True),
+        Binding("f6", "show_command", "Command", priority=True),
+        Binding("f7", "edit", "Edit", priority=True),
+        Binding("down", "app.focus_next", "Next field", show=False, priority=True),
+        Binding("up", "app.focus_previous", "Previous field", show=False, priority=True),
+    ]
+    KEYS = DIALOG_KEYS
+
+    def __init__(self, definition: ScreenDef, preset: dict[str, str] | None = None):
+        super().__init__(definition)
+        self.preset = dict(preset or {})
+        self.INSTRUCTIONS = ("Type or select a value for the entry field.\nPress Enter AFTER making all desired changes."
+                             if definition.kind == "selector" else
+                             "Type or select values in entry fields.\nPress Enter AFTER making all desired changes.")
+
+    def initial_value(self, f: Field) -> str:
+        if f.name in self.preset:
+            return self.preset[f.name]
+        if f.value:
+            items = self.app.list_items(f.value)
+            if items:
+                return items[0][0]
+        return f.default
+
+    def body(self) -> ComposeResult:
+        with VerticalScroll(id="body"):
+            yield Static("[Entry Fields]", classes="entry-header", markup=False)
+            if self.definition.warning:
+                yield Static(self.definition.warning, classes="warning", markup=False)
+            for f in self.definition.fields:
+                yield FieldRow(f, self.initial_value(f))
+                if f.note:
+                    yield Static(f.note, classes="note", markup=False)
+
+    def on_mount(self) -> None:
+        rows = list(self.query(FieldRow))
+        if rows:
+            rows[0].focus_value()
+
+    # --- values ------------------------------------------------------------------------
+    def rows(self) -> list[FieldRow]:
+        return list(self.query(FieldRow))
+
+    def values(self) -> dict[str, str]:
+        return {r.field.name: r.value for r in self.rows()}
+
+    def changed(self) -> bool:
+        return any(r.value != (self.preset.get(r.field.name, r.field.default)) for r in self.rows())
+
+    def focused_row(self) -> FieldRow | None:
+        w = self.focused
+        while w is not None and not isinstance(w, FieldRow):
+            w = w.parent
+        return w if isinstance(w, FieldRow) else None
+
+    def help_text(self) -> str:
+        row = self.focused_row()
+        if row and row.field.help:
+            return f"{row.field.label}\n\n{row.field.help}"
+        return super().help_text()
+
+    # --- keys --------------------------------------------------------------------------
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if isinstance(event.input.parent, FieldRow):
+            event.stop()
+            self.action_do()
+
+    def action_list(self) -> None:
+        row = self.focused_row()
+        if row is None:
+            return
+        f = row.field
+        if f.list:
+            items = self.app.list_items(f.list)
+        elif f.is_ring:
+            items = [(c, c) for c in f.choices]
+        else:
+            self.app.push_screen(MessagePopup("ERROR MESSAGE", "There is no list for this entry field.\n\n" + PRESS_RETURN))
+            return
+        if not items:
+            self.app.push_screen(MessagePopup("ERROR MESSAGE", "1800-051 There are no items of this type.\n\n" + PRESS_RETURN))
+            return
+        multi = f.type == "multi"
+
+        def chosen(value) -> None:
+            if value is None:
+                return
+            row.set_value(" ".join(value) if isinstance(value, list) else value)
+            row.focus_value()
+
+        current = row.value.split() if multi else []
+        self.app.push_screen(ListPopup(f.label, items, multi=multi, selected=current, help_text=f.help), chosen)
+
+    def action_reset(self) -> None:
+        row = self.focused_row()
+        if row is not None:
+            row.set_value(self.preset.get(row.field.name, row.field.default))
+
+    def action_edit(self) -> None:
+        row = self.focused_row()
+        if row is None or row.field.is_ring:
+            return
+
+        def done(value):
+            if value is not None:
+                row.set_value(value)
+                row.focus_value()
+
+        self.app.push_screen(PromptPopup(row.field.label, row.value), done)
+
+    def build(self) -> list[str] | None:
+        try:
+            return cmdbuild.build(self.definition, self.values(), self.app.host_name, self.app.root)
+        except AixsmitError as exc:
+            self.app.push_screen(MessagePopup("ERROR MESSAGE", f"{exc}\n\n{PRESS_RETURN}"))
+            return None
+
+    def action_show_command(self) -> None:
+        if self.definition.kind == "selector":
+            return
+        argv = self.build()
+        if argv is not None:
+            self.app.push_screen(MessagePopup("SHOW COMMAND STRING", PRESS_RETURN + "\n\n" + cmdbuild.display(argv)))
+
+    def action_cancel(self) -> None:
+        if self.changed():
+            def answer(ok):
+                if ok:
+                    self.app.go_back()
+
+            self.app.push_screen(MessagePopup(
+                "CANCEL", "WARNING: Cancellation will cause a loss of all\nthe values you have changed.\n"
+                          "    Press Enter to continue cancellation.\n    Press Cancel to return to the application."),
+                answer)
+        else:
+            self.app.go_back()
+
+    def action_do(self) -> None:
+        d = self.definition
+        if d.kind == "selector":
+            f = d.fields[0]
+            value = self.values()[f.name].strip()
+            if f.required and not value:
+                self.app.push_screen(MessagePopup(
+                    "ERROR MESSAGE", f'1820-033 A value must be specified in the\nentry field for:\n"{f.label}".\n\n{PRESS_RETURN}'))
+                return
+            self.app.open(d.next, preset={f.name: value})
+            return
+        argv = self.build()
+        if argv is None:
+            return
+        if d.ask:
+            def answer(ok):
+                if ok:
+                    self.app.run_command(d, argv)
+
+            self.app.push_screen(MessagePopup(
+                "ARE YOU SURE?", "Continuing may delete information you may want\nto keep.  This is your last chance to stop\n"
+                                 "before continuing.\n    Press Enter to continue.\n    Press Cancel to return to the application."),
+                answer)
+        else:
+            self.app.run_command(d, argv)
+
+
+def _clock(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+class CommandStatusScreen(SmitScreen):
+    """COMMAND STATUS: the command's state, a progress bar when it reports one, its output."""
+
+    BINDINGS = FKEYS + [
+        Binding("f6", "show_command", "Command", priority=True),
+        Binding("slash", "find", "Find"),
+        Binding("n", "find_next", "Find Next"),
+    ]
+    KEYS = STATUS_RUNNING_KEYS
+    MAX_LINES = 5000  # on screen; the whole output is in smit.log
+    MAX_BATCH = 1000  # lines written to the pane per 50 ms tick
+
+    def __init__(self, definition: ScreenDef, argv: list[str], progress: bool):
+        super().__init__(definition, "COMMAND STATUS")
+        self.argv = argv
+        self.with_progress = progress
+        self.status = "running"
+        self.stdout_seen = False
+        self.stderr_seen = False
+        self.job = None
+        self.started = time.monotonic()
+        self.finished_at: float | None = None
+        self._lock = threading.Lock()
+        self._pending: list[str] = []
+        self._progress = None
+        self._final = None
+        self.lines_total = 0
+        self.bytes_total = 0
+        self.pattern = ""
+        self.found_at = -1
+
+    def body(self) -> ComposeResult:
+        yield Static(self.status_text(), classes="status-line", id="status", markup=False)
+        yield Static("Before command completion, additional instructions may appear below.", classes="before",
+                     markup=False)
+        if self.with_progress:
+            with Horizontal(id="progress-row"):
+                yield ProgressBar(total=None, show_eta=False, id="bar")
+                yield Static("", id="progress-text", markup=False)
+        yield Log(max_lines=self.MAX_LINES, id="output")
+
+    def status_text(self) -> str:
+        yn = lambda b: "yes" if b else "no"  # noqa: E731
+        line = f"Command: {self.status:<14.14}stdout: {yn(self.stdout_seen):<14.14}stderr: {yn(self.stderr_seen):<14.14}"
+        return line + (f"[line {self.found_at + 1}]" if self.found_at >= 0 else "")
+
+    def on_mount(self) -> None:
+        self.set_interval(0.05, self.flush)
+        self.app.smit_log.output_start()
+        threading.Thread(target=self._run, name="aixsmit-job", daemon=True).start()
+
+    # Runs in a thread: reads the job's events and leaves them for the UI timer to pick up.
+    def _run(self) -> None:
+        from ..jobs.progress import BackupProgress
+        from ..jobs.runner import Finished, Job, Output, Progress
+
+        self.job = Job(cmdbuild.runnable(self.argv), progress=BackupProgress() if self.with_progress else None)
+        try:
+            self.job.start()
+            for ev in self.job.events():
+                if isinstance(ev, Output):
+                    self.app.smit_log.output(list(ev.lines))
+                    with self._lock:
+                        self._pending.extend(ev.lines)
+                        if ev.stream == "stdout":
+                            self.stdout_seen = True
+                        else:
+                            self.stderr_seen = True
+                        self.bytes_total += sum(len(l) + 1 for l in ev.lines)
+                elif isinstance(ev, Progress):
+                    with self._lock:
+                        self._progress = ev
+                elif isinstance(ev, Finished):
+                    with self._lock:
+                        self._final = ev
+        except OSError as exc:
+            from ..jobs.runner import Finished as F
+
+            with self._lock:
+                self._pending.append(f"{self.argv[0]}: {exc.strerror or exc}")
+                self.stderr_seen = True
+                self._final = F("FAILED", 127, 0.0)
+
+    def flush(self) -> None:
+        with self._lock:
+            lines, self._pending = self._pending, []
+            progress, final = self._progress, self._final
+        log = self.query_one(Log)
+        if lines:
+            self.lines_total += len(lines)
+            # Writing a huge batch at once would stall the screen; the pane shows the newest lines
+            # and says how many it skipped (all of them are in smit.log).
+            if len(lines) > self.MAX_BATCH:
+                skipped = len(lines) - self.MAX_BATCH
+                lines = [f"[... {skipped} more lines: the whole output is in {self.app.smit_log.log_path} ...]"] + lines[-self.MAX_BATCH:]
+            # Log.write_lines drops empty strings (it splits each into lines): keep blank lines.
+            log.write_lines([l or " " for l in lines])
+        if self.with_progress:
+            bar = self.query_one(ProgressBar)
+            text = self.query_one("#progress-text", Static)
+            elapsed = (self.finished_at or time.monotonic()) - self.started
+            if progress is not None and progress.files_total:
+                bar.update(total=progress.files_total, progress=progress.files_done)
+                rate = progress.files_done / elapsed if elapsed > 0 else 0
+                text.update(f" {progress.files_done} of {progress.files_total} files  {_clock(elapsed)}  {rate:,.0f} files/s")
+            elif final is None:
+                text.update(f" {_clock(elapsed)}")
+        if final is not None and self.status == "running":
+            self.finished_at = time.monotonic()
+            self.status = {"OK": "OK", "WARN": "OK", "FAILED": "failed"}[final.status]
+            if final.status == "WARN":
+                self.status = "OK (warnings)"
+            self.app.smit_log.output_end(self.bytes_total)
+            if self.with_progress and final.status != "FAILED":
+                bar = self.query_one(ProgressBar)
+                if bar.total:
+                    bar.update(progress=bar.total)
+            self.set_class(final.status == "FAILED", "-failed")
+            self.set_class(final.status == "WARN", "-warn")
+            self.set_keys(STATUS_DONE_KEYS)
+            # The longer footer shrinks the log: keep its last line in view.
+            if log.auto_scroll:
+                self.call_after_refresh(log.scroll_end, animate=False)
+            self.app.command_finished(self, final)
+        self.query_one("#status", Static).update(self.status_text())
+
+    @property
+    def running(self) -> bool:
+        return self.status == "running"
+
+    def action_cancel(self) -> None:
+        if self.running:
+            def answer(ok):
+                if ok and self.job is not None:
+                    threading.Thread(target=self.job.cancel, daemon=True).start()
+
+            self.app.push_screen(MessagePopup(
+                "CANCEL", "The command is still running.\n    Press Enter to stop it (its whole process group).\n"
+                          "    Press Cancel to let it run."), answer)
+        else:
+            self.app.go_back()
+
+    def action_exit(self) -> None:
+        if self.running:
+            def answer(ok):
+                if ok:
+                    if self.job is not None:
+                        self.job.cancel()
+                    self.app.exit_smit()
+
+            self.app.push_screen(MessagePopup(
+                "EXIT", "The command is still running. Leaving stops it.\n    Press Enter to stop it and exit.\n"
+                        "    Press Cancel to return to the application."), answer)
+        else:
+            super().action_exit()
+
+    def action_show_command(self) -> None:
+        self.app.push_screen(MessagePopup("SHOW COMMAND STRING", PRESS_RETURN + "\n\n" + cmdbuild.display(self.argv)))
+
+    def action_find(self) -> None:
+        def got(pattern):
+            if pattern:
+                self.pattern = pattern
+                self.found_at = -1
+                self.action_find_next()
+
+        self.app.push_screen(PromptPopup("Enter Search Pattern.", self.pattern), got)
+
+    def action_find_next(self) -> None:
+        if not self.pattern:
+            return
+        log = self.query_one(Log)
+        lines = log.lines
+        n = len(lines)
+        needle = self.pattern.lower()
+        for k in range(1, n + 1):
+            i = (self.found_at + k) % n if n else 0
+            if needle in lines[i].lower():
+                self.found_at = i
+                log.auto_scroll = False
+                log.scroll_to(y=max(0, i - 2), animate=False)
+                self.query_one("#status", Static).update(self.status_text())
+                return
+        self.app.push_screen(MessagePopup("INFORMATION MESSAGE", "Pattern not found.\n\n" + PRESS_RETURN))
+
+
+class TooSmallScreen(Screen):
+    """1800-005: smitty needs at least 80 columns by 24 lines."""
+
+    def on_resize(self, event) -> None:
+        self.app._check_size()
+
+    def compose(self) -> ComposeResult:
+        yield Static("1800-005 SMIT requires a minimum of 24 line by 80 column output display.\n"
+                     "\tCheck terminal or window size and try again.", id="toosmall", markup=False)

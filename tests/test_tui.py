@@ -1,0 +1,327 @@
+"""The TUI driven with Pilot: every screen type and key (aix-smit.md §1), COMMAND STATUS on a
+real mksysb, streaming without stalling the event loop."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import pytest
+
+from aixsmit.tui.popups import ListPopup, MessagePopup
+from aixsmit.tui.screens import CommandStatusScreen, DialogScreen, MenuScreen, TooSmallScreen
+
+from conftest import aixsmit, needs_root
+from tui_helpers import make, text, typed, until
+
+
+async def test_menu_screen_exact_texts_and_navigation(tmp_path):
+    app = make(tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        lines = text(app).splitlines()
+        assert lines[0].strip() == "System Management"
+        assert lines[2].strip() == "Move cursor to desired item and press Enter."
+        assert lines[4] == "  System Storage Management (Physical & Logical Storage)".ljust(80)
+        # aix-smit.md §1.6: the menu footer, four 20-column cells a row.
+        assert lines[-2].rstrip() == "F1=Help             F2=Refresh          F3=Cancel           F8=Image"
+        assert lines[-1].rstrip() == "F9=Shell            F10=Exit            Enter=Do"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.screen.definition.id == "storage"
+        await pilot.press("down", "down", "enter")
+        await pilot.pause()
+        assert app.screen.definition.id == "backsys"
+        await pilot.press("f3")
+        await pilot.pause()
+        assert app.screen.definition.id == "storage"
+        await pilot.press("f1")
+        await pilot.pause()
+        assert isinstance(app.screen, MessagePopup) and "CONTEXTUAL HELP" in text(app)
+        assert "Back up the system (mksysb)" in text(app)  # the item still highlighted
+        await pilot.press("f3")
+        await pilot.pause()
+        assert isinstance(app.screen, MenuScreen)
+
+
+async def test_esc_digit_equals_function_key(tmp_path):
+    app = make(tmp_path, "fs")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await pilot.press("escape", "1")  # Esc+1 = F1
+        await pilot.pause()
+        assert isinstance(app.screen, MessagePopup) and "CONTEXTUAL HELP" in text(app)
+        await pilot.press("escape", "3")  # Esc+3 = F3 closes the pop-up
+        await pilot.pause()
+        assert isinstance(app.screen, MenuScreen)
+        await pilot.press("alt+0")  # a fast Esc 0 arrives as alt+0: F10
+        await pilot.pause()
+        assert isinstance(app.screen, MessagePopup) and "EXIT" in text(app)
+        assert "Press Enter to exit the application." in text(app)
+        await pilot.press("f3")
+        await pilot.pause()
+        # A digit long after Esc is just a digit.
+        app._esc_at = time.monotonic() - 10
+        await pilot.press("1")
+        await pilot.pause()
+        assert isinstance(app.screen, MenuScreen)
+
+
+async def test_esc_footer_labels(tmp_path):
+    app = make(tmp_path, "mksysb", esc_labels=True)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        lines = text(app).splitlines()
+        assert lines[-3].rstrip() == "Esc+1=Help          Esc+2=Refresh       Esc+3=Cancel        Esc+4=List"
+        assert lines[-1].rstrip() == "Esc+9=Shell         Esc+0=Exit          Enter=Do"
+
+
+async def test_dialog_screen_texts_f6_f5_cancel(tmp_path):
+    app = make(tmp_path, "mksysb")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        t = text(app).splitlines()
+        assert t[2].strip() == "Type or select values in entry fields."
+        assert t[3].strip() == "Press Enter AFTER making all desired changes."
+        assert t[5].index("[Entry Fields]") == 55
+        row = next(l for l in t if "Backup DEVICE or FILE" in l)
+        # Typeable values in brackets from column 52, ring values without them from 53, markers last.
+        assert row.startswith("* Backup DEVICE or FILE") and row[52] == "[" and row.rstrip().endswith("+/")
+        assert next(l for l in t if "Create MAP files?" in l)[53:55] == "no"
+        await typed(pilot, "/backup/sys.mksysb")
+        await pilot.press("down", "tab")  # Tab cycles a ring: Create MAP files? yes
+        await pilot.press("f6")
+        await pilot.pause()
+        assert "SHOW COMMAND STRING" in text(app)
+        assert "aixsmit cmd mksysb -m -i /backup/sys.mksysb" in text(app)
+        await pilot.press("enter")
+        await pilot.pause()
+        await pilot.press("f5")  # reset the ring to its default
+        await pilot.press("f6")
+        await pilot.pause()
+        assert "aixsmit cmd mksysb -i /backup/sys.mksysb" in text(app)
+        await pilot.press("enter", "f3")  # values were changed: CANCEL asks first
+        await pilot.pause()
+        assert "WARNING: Cancellation will cause a loss of all" in text(app)
+        await pilot.press("f3")
+        await pilot.pause()
+        assert isinstance(app.screen, DialogScreen)
+
+
+async def test_required_field_error(tmp_path):
+    app = make(tmp_path, "mksysb")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await pilot.press("enter")
+        await pilot.pause()
+        assert "ERROR MESSAGE" in text(app)
+        assert "1820-035 A path or file name must be" in text(app)
+
+
+@needs_root
+async def test_f4_single_list_from_service_and_are_you_sure(troot, tmp_path):
+    troot.loop_mount("/home")
+    app = make(tmp_path, "umountfs", root=str(troot.path))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await pilot.press("f4")
+        await pilot.pause()
+        assert isinstance(app.screen, ListPopup)
+        assert "Move cursor to desired item and press Enter." in text(app)
+        assert "/home" in text(app) and "ext4" in text(app)
+        await pilot.press("enter")
+        await pilot.pause()
+        await pilot.press("f6")
+        await pilot.pause()
+        assert f"aixsmit cmd umount --root {troot.path} /home" in app.screen.message
+
+
+@needs_root
+async def test_f4_multi_select_with_f7(troot, tmp_path):
+    tr = troot
+    tr.p("/etc/fstab").write_text("/dev/nonexistent1 /srv/a ext4 defaults 0 2\n/dev/nonexistent2 /srv/b ext4 defaults 0 2\n")
+    app = make(tmp_path, "mountg", root=str(tr.path))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await pilot.press("down", "f4")
+        await pilot.pause()
+        assert "ONE OR MORE items can be selected." in text(app)
+        await pilot.press("f7", "down", "f7", "enter")
+        await pilot.pause()
+        await pilot.press("f6")
+        await pilot.pause()
+        assert f"aixsmit cmd mount --root {tr.path} --ledger /srv/a /srv/b" in app.screen.message
+
+
+async def test_ring_f4_and_list_find(tmp_path):
+    app = make(tmp_path, "mksysb")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await pilot.press("down", "f4")
+        await pilot.pause()
+        assert isinstance(app.screen, ListPopup)
+        await pilot.press("slash")
+        await pilot.pause()
+        assert "Enter Search Pattern." in text(app)
+        await typed(pilot, "no")
+        await pilot.press("enter")
+        await pilot.pause()
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, DialogScreen)
+        assert app.screen.values()["map"] == "no"
+
+
+async def test_are_you_sure_on_ask_dialog(tmp_path):
+    app = make(tmp_path, "umountg", no_run=True)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await pilot.press("enter")
+        await pilot.pause()
+        assert "ARE YOU SURE?" in text(app)
+        assert "Continuing may delete information you may want" in text(app)
+        await pilot.press("enter")
+        await pilot.pause()
+        # -x: logged, not run.
+        assert "Command has been logged to script file." in text(app)
+    assert "aixsmit cmd umount --all-user" in (tmp_path / "smit.script").read_text()
+    assert "(SMIT -x CommandString flag set)" in (tmp_path / "smit.log").read_text()
+
+
+async def test_f8_image_and_f9_disabled(tmp_path, monkeypatch):
+    monkeypatch.setenv("SMIT_SHELL", "n")
+    app = make(tmp_path, "backsys")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await pilot.press("f8")
+        await pilot.pause()
+        assert "PRINT SCREEN" in text(app) and '"backsys"' in text(app)
+        await pilot.press("enter")
+        await pilot.pause()
+        await pilot.press("f9")
+        await pilot.pause()
+        assert "The Shell function is not available for this" in text(app)
+    log = (tmp_path / "smit.log").read_text()
+    assert "\f---------- start of screen ----------" in log and "System Backup Manager" in log
+
+
+async def test_selector_leads_to_direct_dialog(tmp_path, monkeypatch):
+    monkeypatch.setenv("AIXSMIT_CONFIG", str(tmp_path / "none.yaml"))
+    (tmp_path / "none.yaml").write_text("")
+    app = make(tmp_path, "lsvg1")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        assert "Type or select a value for the entry field." in text(app)
+        await typed(pilot, "rootvg")
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, CommandStatusScreen) and not app.screen.running)
+        assert "Command: OK" in text(app)
+        assert "LV NAME             TYPE" in text(app)
+
+
+async def test_too_small_terminal(tmp_path):
+    app = make(tmp_path)
+    async with app.run_test(size=(70, 20)) as pilot:
+        await pilot.pause(0.2)
+        assert isinstance(app.screen, TooSmallScreen)
+        assert "1800-005 SMIT requires a minimum of 24 line by 80 column output" in text(app)  # wrapped at 70
+        await pilot.resize_terminal(80, 24)
+        await pilot.pause(0.2)
+        assert isinstance(app.screen, MenuScreen)
+
+
+def test_unknown_fastpath_cli():
+    r = aixsmit("nosuchpath")
+    assert r.returncode == 1
+    assert r.stderr.splitlines()[0] == "1800-007 There are currently no SMIT"
+
+
+@needs_root
+async def test_mksysb_from_the_dialog_to_command_ok(troot, tmp_path):
+    tr = troot
+    tr.loop_mount("/home")
+    for i in range(500):
+        tr.p(f"/home/f{i}").write_text(str(i))
+    out = tr.base / "out"
+    out.mkdir()
+    app = make(tmp_path, "mksysb", root=str(tr.path))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await typed(pilot, str(out / "sys.mksysb"))
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, CommandStatusScreen) and not app.screen.running)
+        screen = app.screen
+        t = text(app)
+        assert t.splitlines()[0].strip() == "COMMAND STATUS"
+        assert "Command: OK            stdout: yes           stderr: no" in t
+        assert "Before command completion, additional instructions may appear below." in t
+        assert "0512-038 mksysb: Backup Completed Successfully." in t
+        from textual.widgets import ProgressBar
+
+        bar = screen.query_one(ProgressBar)
+        assert bar.total and bar.progress == bar.total
+        assert "of" in t and "files" in t
+        await pilot.press("slash")
+        await pilot.pause()
+        await typed(pilot, "Completed")
+        await pilot.press("enter")
+        await pilot.pause()
+        assert "[line" in text(app)
+    assert (out / "sys.mksysb").exists()
+    script = (tmp_path / "smit.script").read_text()
+    assert f"aixsmit cmd mksysb --root {tr.path} -i {out / 'sys.mksysb'}" in script
+    log = (tmp_path / "smit.log").read_text()
+    assert "---- start ----" in log and "0512-038 mksysb: Backup Completed Successfully." in log
+
+
+async def test_f3_cancels_a_running_command(tmp_path):
+    """F3 on a running command asks, then stops its whole process group (the image side of a
+    cancelled mksysb - 0512-007 and no image - is tested in test_engine_real)."""
+    from aixsmit.smit.model import Screen as Def
+
+    app = make(tmp_path, "fs")
+    d = Def(kind="dialog", id="slow", title="Slow", command={"linux": ["sh"]})
+    argv = ["sh", "-c", "echo started; sleep 600 & wait"]
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        app.push_screen(CommandStatusScreen(d, argv, progress=False))
+        await until(pilot, lambda: isinstance(app.screen, CommandStatusScreen) and app.screen.stdout_seen)
+        screen = app.screen
+        assert screen.running and "Command: running" in text(app)
+        assert "F3=Cancel" in text(app) and "F6=Command" not in text(app)  # while running
+        await pilot.press("f3")
+        await pilot.pause()
+        assert "The command is still running." in text(app)
+        await pilot.press("enter")
+        await until(pilot, lambda: not screen.running, timeout=15)
+        await pilot.pause(0.1)
+        assert "Command: failed" in text(app)
+
+
+async def test_streaming_200k_lines_never_stalls_the_loop(tmp_path):
+    from aixsmit.smit.model import Screen as Def
+
+    app = make(tmp_path, "fs")
+    n = 200_000
+    d = Def(kind="dialog", id="flood", title="Flood", command={"linux": [sys.executable]})
+    argv = [sys.executable, "-c", f"import sys\nfor i in range({n}): sys.stdout.write(f'line {{i}} of output\\n')"]
+    gaps = []
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        last = [time.monotonic()]
+
+        def tick():
+            now = time.monotonic()
+            gaps.append(now - last[0])
+            last[0] = now
+
+        app.set_interval(0.01, tick)
+        app.push_screen(CommandStatusScreen(d, argv, progress=False))
+        await until(pilot, lambda: isinstance(app.screen, CommandStatusScreen) and not app.screen.running
+                    and app.screen.lines_total == n, timeout=120)
+        await pilot.pause(0.2)
+        assert "Command: OK" in text(app)
+        assert f"line {n - 1} of output" in text(app)
+    worst = max(gaps[5:])  # the first ticks include start-up
+    assert worst < 0.05 + 0.01, f"the event loop stalled for {worst * 1000:.0f} ms"
