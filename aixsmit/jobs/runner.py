@@ -47,16 +47,30 @@ class Finished:
 Event = Output | Progress | Finished
 
 
-def _decode(b: bytes) -> str:
-    # Carriage returns and terminal escapes never reach a log pane as such.
-    s = b.decode("utf-8", "replace")
+_ANSI = None
+
+
+def _clean(s: str) -> str:
+    """Carriage-return overwrites keep their last state; terminal escapes are removed."""
+    global _ANSI
     if "\r" in s:
         s = s.rsplit("\r", 1)[-1] if not s.endswith("\r") else s.rstrip("\r")
     if "\x1b" in s:
-        import re
+        if _ANSI is None:
+            import re
 
-        s = re.sub(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-_]", "", s)
+            _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-_]")
+        s = _ANSI.sub("", s)
     return s
+
+
+def _lines(block: bytes) -> tuple[str, ...]:
+    # One decode and one split per read, not per line: this is the hot path for big outputs.
+    text = block.decode("utf-8", "replace")
+    lines = text.split("\n")
+    if "\r" in text or "\x1b" in text:
+        lines = [_clean(l) for l in lines]
+    return tuple(lines)
 
 
 @dataclass
@@ -97,12 +111,15 @@ class Job:
                         sel.unregister(key.fileobj)
                         if pending[name]:
                             rest, pending[name] = pending[name], b""
-                            yield from self._emit(name, [rest], parser)
+                            yield from self._emit(name, _lines(rest), parser)
                         continue
-                    parts = (pending[name] + chunk).split(b"\n")
-                    pending[name] = parts.pop()
-                    if parts:
-                        yield from self._emit(name, parts, parser)
+                    data = pending[name] + chunk
+                    cut = data.rfind(b"\n")
+                    if cut < 0:
+                        pending[name] = data
+                        continue
+                    pending[name] = data[cut + 1:]
+                    yield from self._emit(name, _lines(data[:cut]), parser)
             rc = proc.wait()
         finally:
             sel.close()
@@ -117,8 +134,7 @@ class Job:
             self.status = OK
         yield Finished(self.status, rc, time.monotonic() - started)
 
-    def _emit(self, name: str, raw: list[bytes], parser: BackupProgress | None) -> Iterator[Event]:
-        lines = tuple(_decode(b) for b in raw)
+    def _emit(self, name: str, lines: tuple[str, ...], parser: BackupProgress | None) -> Iterator[Event]:
         if name == "stdout":
             self.stdout_seen = True
         else:

@@ -284,7 +284,8 @@ def _screen(src: str, node) -> Screen:
 
 def load_text(text: str, src: str) -> list[Screen]:
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        # libyaml's loader when present: the menus are read at every start.
+        root = yaml.compose(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         raise MenuError(f"{src}: line {mark.line + 1 if mark else '?'}: {(exc.problem or exc.context or 'invalid YAML').strip()}")

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 
-from rich.console import Console
 from textual import events
 from textual.app import App
 
@@ -163,6 +162,8 @@ class AixsmitApp(App):
                     self._screen_stack.remove(s)
 
     def screen_text(self) -> str:
+        from rich.console import Console
+
         width, height = self.size
         console = Console(width=width, height=height, file=io.StringIO(), force_terminal=True, color_system=None,
                           record=True, legacy_windows=False, safe_box=False)

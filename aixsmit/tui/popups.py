@@ -6,7 +6,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Input, OptionList, SelectionList, Static
+from textual.widgets import Input, OptionList, Static
 from textual.widgets.option_list import Option
 
 from .keys import LIST_KEYS, MULTI_KEYS, POPUP_KEYS, footer_text
@@ -90,6 +90,8 @@ class ListPopup(Popup):
         self.KEYS = MULTI_KEYS if multi else LIST_KEYS
 
     def body(self) -> ComposeResult:
+        from textual.widgets import SelectionList
+
         if self.multi:
             yield Static("Move cursor to desired item and press F7.\n    ONE OR MORE items can be selected.\n"
                          "Press Enter AFTER making all selections.", id="message")
@@ -106,6 +108,8 @@ class ListPopup(Popup):
         self.dismiss(self.items[int(event.option.id)][0])
 
     def action_do(self) -> None:
+        from textual.widgets import SelectionList
+
         if self.multi:
             chosen = [v for v, _ in self.items if v in self.query_one(SelectionList).selected]
             self.dismiss(chosen)
@@ -123,6 +127,8 @@ class ListPopup(Popup):
             self.action_do()
 
     def action_toggle(self) -> None:
+        from textual.widgets import SelectionList
+
         if self.multi:
             sl = self.query_one(SelectionList)
             if sl.highlighted is not None:

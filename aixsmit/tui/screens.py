@@ -10,7 +10,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import Input, Log, OptionList, ProgressBar, Static
+from textual.widgets import Input, OptionList, Static
 from textual.widgets.option_list import Option
 
 from ..errors import AixsmitError
@@ -396,6 +396,8 @@ class CommandStatusScreen(SmitScreen):
         self.found_at = -1
 
     def body(self) -> ComposeResult:
+        from textual.widgets import Log, ProgressBar
+
         yield Static(self.status_text(), classes="status-line", id="status", markup=False)
         yield Static("Before command completion, additional instructions may appear below.", classes="before",
                      markup=False)
@@ -448,6 +450,8 @@ class CommandStatusScreen(SmitScreen):
                 self._final = F("FAILED", 127, 0.0)
 
     def flush(self) -> None:
+        from textual.widgets import Log, ProgressBar
+
         with self._lock:
             lines, self._pending = self._pending, []
             progress, final = self._progress, self._final
@@ -468,7 +472,7 @@ class CommandStatusScreen(SmitScreen):
             if progress is not None and progress.files_total:
                 bar.update(total=progress.files_total, progress=progress.files_done)
                 rate = progress.files_done / elapsed if elapsed > 0 else 0
-                text.update(f" {progress.files_done} of {progress.files_total} files  {_clock(elapsed)}  {rate:,.0f} files/s")
+                text.update(f" {progress.files_done}/{progress.files_total} files  {_clock(elapsed)}  {rate:,.0f}/s")
             elif final is None:
                 text.update(f" {_clock(elapsed)}")
         if final is not None and self.status == "running":
@@ -533,6 +537,8 @@ class CommandStatusScreen(SmitScreen):
         self.app.push_screen(PromptPopup("Enter Search Pattern.", self.pattern), got)
 
     def action_find_next(self) -> None:
+        from textual.widgets import Log
+
         if not self.pattern:
             return
         log = self.query_one(Log)

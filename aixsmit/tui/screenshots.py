@@ -1,0 +1,106 @@
+"""``make screenshots``: SVG and PNG of the main screens, from the real app at 80x24.
+
+COMMAND STATUS is captured in the middle of a real mksysb of a generated tree on a tmpfs
+(root is needed for the mount; without it that screenshot is skipped with a note).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from ..smit.log import SmitLog
+from ..smit.model import load_tree
+from ..smit.services import SERVICES
+from .app import AixsmitApp
+from .screens import CommandStatusScreen
+
+SIZE = (80, 24)
+
+
+def _app(work: Path, fastpath: str, root: str = "/") -> AixsmitApp:
+    log = SmitLog.open(str(work / "smit.log"), str(work / "smit.script"))
+    return AixsmitApp(load_tree(services=set(SERVICES)), fastpath, root, host_name="linux", smit_log=log)
+
+
+def _png(svg_path: Path) -> None:
+    try:
+        import cairosvg
+    except ImportError:
+        print(f"  (no cairosvg: {svg_path.name} only as SVG)")
+        return
+    svg = svg_path.read_text().replace("Fira Code", "DejaVu Sans Mono")
+    cairosvg.svg2png(bytestring=svg.encode(), write_to=str(svg_path.with_suffix(".png")), output_width=1200)
+
+
+async def _shot(app: AixsmitApp, out: Path, name: str, keys=(), typed: str = "", until=None) -> None:
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        for ch in typed:
+            await pilot.press(ch)
+        for k in keys:
+            await pilot.press(k)
+            await pilot.pause()
+        if until is not None:
+            end = time.monotonic() + 120
+            while not until(app) and time.monotonic() < end:
+                await pilot.pause(0.02)
+        await pilot.pause(0.1)
+        svg = out / f"{name}.svg"
+        svg.write_text(app.export_screenshot(title=f"aixsmit - {name}"))
+        _png(svg)
+        print(f"  {svg}")
+
+
+def _mid_backup(app: AixsmitApp) -> bool:
+    s = app.screen
+    if not isinstance(s, CommandStatusScreen):
+        return False
+    from textual.widgets import ProgressBar
+
+    bar = s.query_one(ProgressBar)
+    return bool(bar.total) and 0.2 < (bar.progress / bar.total) < 0.9 or not s.running
+
+
+async def main(out: Path) -> int:
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="aixsmit-shots-"))
+    os.environ["AIXSMIT_STATE_DIR"] = str(work / "state")
+    os.environ["AIXSMIT_CONFIG"] = str(work / "aixsmit.yaml")
+    (work / "aixsmit.yaml").write_text("")
+    try:
+        await _shot(_app(work, "top_menu"), out, "top-menu")
+        await _shot(_app(work, "backsys"), out, "backsys-menu")
+        await _shot(_app(work, "mksysb"), out, "mksysb-dialog", typed="/backup/sys.mksysb", keys=("down", "down", "tab"))
+        await _shot(_app(work, "mksysb"), out, "f4-list", keys=("down", "down", "f4"))
+        await _shot(_app(work, "mksysb"), out, "f6-command", typed="/backup/sys.mksysb", keys=("down", "down", "tab", "f6"))
+        if os.geteuid() != 0:
+            print("  (not root: COMMAND STATUS during a backup needs a tmpfs mount; skipped)")
+            return 0
+        root, dest = work / "root", work / "out"
+        root.mkdir()
+        dest.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1g", "aixsmit-shots", str(root)], check=True)
+        try:
+            for d in range(600):
+                p = root / "home" / f"user{d // 60}" / f"project{d}"
+                p.mkdir(parents=True)
+                for f in range(200):
+                    (p / f"file{f}.txt").write_text("x" * (f * 7))
+            app = _app(work, "mksysb", str(root))
+            await _shot(app, out, "command-status", typed=str(dest / "sys.mksysb"), keys=("enter",), until=_mid_backup)
+        finally:
+            subprocess.run(["umount", "-l", str(root)])
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main(Path(sys.argv[1] if len(sys.argv) > 1 else "screenshots"))))

@@ -1,0 +1,104 @@
+"""The TUI's two measured costs:
+
+1. start-up: from launch to the first menu on screen, in a real terminal (tmux), against a bare
+   Textual app that shows one list - same interpreter, same terminal (goal: at most 1.3x);
+2. the log pane: a command printing 200,000 lines shown in COMMAND STATUS, against the same
+   command writing to /dev/null (goal: at most 1.3x).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _util import report  # noqa: E402
+
+BARE = '''
+from textual.app import App
+from textual.widgets import OptionList
+class Bare(App):
+    def compose(self):
+        yield OptionList("System Storage Management (Physical & Logical Storage)")
+Bare().run()
+'''
+
+
+def first_screen(cmd: str, marker: str, env: dict) -> float:
+    name = f"bench-{os.getpid()}-{time.monotonic_ns()}"
+    envs = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+    t = time.perf_counter()
+    subprocess.run(["tmux", "new-session", "-d", "-s", name, "-x", "80", "-y", "24", f"env {envs} {cmd}"], check=True)
+    try:
+        while time.perf_counter() - t < 30:
+            out = subprocess.run(["tmux", "capture-pane", "-t", name, "-p"], capture_output=True, text=True).stdout
+            if marker in out:
+                return time.perf_counter() - t
+            time.sleep(0.005)
+        raise SystemExit(f"{marker!r} never appeared")
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True)
+
+
+async def log_pane(n: int) -> float:
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
+    from tui_helpers import make  # noqa: E402
+
+    from aixsmit.smit.model import Screen as Def
+    from aixsmit.tui.screens import CommandStatusScreen
+
+    work = tempfile.mkdtemp()
+    from pathlib import Path
+
+    app = make(Path(work), "fs")
+    argv = [sys.executable, "-c", f"import sys\nfor i in range({n}): sys.stdout.write(f'line {{i}} of output\\n')"]
+    d = Def(kind="dialog", id="flood", title="Flood", command={"linux": argv})
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        t = time.perf_counter()
+        screen = CommandStatusScreen(d, argv, progress=False)
+        app.push_screen(screen)
+        while screen.running or screen.lines_total < n:
+            await pilot.pause(0.005)
+        took = time.perf_counter() - t
+    shutil.rmtree(work, ignore_errors=True)
+    return took
+
+
+def main() -> int:
+    env = {"TERM": "xterm-256color", "HOME": tempfile.mkdtemp(), "PATH": os.environ["PATH"], "LANG": "C.UTF-8",
+           "AIXSMIT_STATE_DIR": tempfile.mkdtemp()}
+    if shutil.which("tmux"):
+        bare_py = os.path.join(env["HOME"], "bare.py")
+        with open(bare_py, "w") as f:
+            f.write(BARE)
+        py = shlex.quote(sys.executable)
+        ours = min(first_screen(f"{py} -m aixsmit", "Move cursor to desired item", env) for _ in range(5))
+        bare = min(first_screen(f"{py} {bare_py}", "System Storage Management", env) for _ in range(5))
+        report("aixsmit: start to first menu", ours, bare, "bare Textual list", goal=1.3)
+    else:
+        print("tmux not installed; start-up benchmark skipped")
+    n = 200_000
+    argv = [sys.executable, "-c", f"import sys\nfor i in range({n}): sys.stdout.write(f'line {{i}} of output\\n')"]
+    t = time.perf_counter()
+    subprocess.run(argv, stdout=subprocess.DEVNULL, check=True)
+    devnull = time.perf_counter() - t
+    t = time.perf_counter()
+    p1 = subprocess.Popen(argv, stdout=subprocess.PIPE)
+    subprocess.run(["cat"], stdin=p1.stdout, stdout=subprocess.DEVNULL, check=True)
+    p1.wait()
+    piped = time.perf_counter() - t
+    pane = min(asyncio.run(log_pane(n)) for _ in range(3))
+    report("COMMAND STATUS, 200,000 lines", pane, devnull, "same command > /dev/null", goal=1.3)
+    report("COMMAND STATUS, 200,000 lines", pane, piped, "same command | cat >/dev/null")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""End to end in a real terminal: tmux runs aixsmit, keys are typed, the screen is read."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import need_tool, needs_root
+
+pytestmark = [needs_root, need_tool("tmux")]
+
+
+class Tmux:
+    def __init__(self, name: str, cmd: str, env: dict, width: int = 80, height: int = 24):
+        self.name = name
+        envs = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+        subprocess.run(["tmux", "new-session", "-d", "-s", name, "-x", str(width), "-y", str(height),
+                        f"env {envs} {cmd}; sleep 30"], check=True)
+
+    def keys(self, *keys: str) -> None:
+        subprocess.run(["tmux", "send-keys", "-t", self.name, *keys], check=True)
+
+    def type(self, text: str) -> None:
+        subprocess.run(["tmux", "send-keys", "-t", self.name, "-l", text], check=True)
+
+    def screen(self) -> str:
+        return subprocess.run(["tmux", "capture-pane", "-t", self.name, "-p"], capture_output=True, text=True).stdout
+
+    def wait_for(self, text: str, timeout: float = 60) -> str:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            s = self.screen()
+            if text in s:
+                return s
+            time.sleep(0.2)
+        raise AssertionError(f"{text!r} never appeared; the screen was:\n{self.screen()}")
+
+    def kill(self) -> None:
+        subprocess.run(["tmux", "kill-session", "-t", self.name], capture_output=True)
+
+
+@pytest.fixture
+def tmux_env(troot, tmp_path):
+    env = {k: v for k, v in troot.env().items() if k.startswith("AIXSMIT_")}
+    env.update(HOME=str(tmp_path), TERM="xterm-256color", PATH=os.environ["PATH"], LANG="C.UTF-8")
+    return env
+
+
+def test_mksysb_in_a_real_terminal(troot, tmp_path, tmux_env):
+    tr = troot
+    tr.loop_mount("/home")
+    for i in range(300):
+        tr.p(f"/home/file{i}").write_text(str(i))
+    out = tr.base / "out"
+    out.mkdir()
+    t = Tmux(f"aixsmit-e2e-{os.getpid()}", f"{shlex.quote(sys.executable)} -m aixsmit --root {shlex.quote(str(tr.path))} mksysb",
+             tmux_env)
+    try:
+        t.wait_for("Back Up This System to Tape/File")
+        t.wait_for("[Entry Fields]")
+        t.type(str(out / "sys.mksysb"))
+        t.keys("F6")
+        s = t.wait_for("SHOW COMMAND STRING")
+        assert "aixsmit cmd mksysb" in s
+        t.keys("Enter")
+        time.sleep(0.3)
+        t.keys("Enter")
+        s = t.wait_for("Command: OK")
+        assert "0512-038 mksysb: Backup Completed Successfully." in s
+        assert "100%" in s
+        t.keys("F10")
+        t.wait_for("Press Enter to exit the application.")
+        t.keys("Enter")
+        time.sleep(0.5)
+    finally:
+        t.kill()
+    assert (out / "sys.mksysb").exists()
+    script = (tmp_path / "smit.script").read_text()
+    assert f"aixsmit cmd mksysb --root {tr.path} -i {out / 'sys.mksysb'}" in script
+
+
+def test_esc_digit_in_a_real_terminal(troot, tmp_path, tmux_env):
+    """Esc, then a digit, as typed on a terminal without function keys (TERM=vt100)."""
+    env = dict(tmux_env, TERM="vt100")
+    t = Tmux(f"aixsmit-esc-{os.getpid()}", f"{shlex.quote(sys.executable)} -m aixsmit fs", env)
+    try:
+        s = t.wait_for("File Systems")
+        assert "Esc+1=Help" in s and "Esc+0=Exit" in s  # vt100: Esc+N labels
+        t.keys("Escape")
+        time.sleep(0.4)  # slower than a terminal's escape sequence: a person typing
+        t.keys("1")
+        t.wait_for("CONTEXTUAL HELP")
+        t.keys("Escape")
+        time.sleep(0.4)
+        t.keys("3")
+        time.sleep(0.5)
+        assert "CONTEXTUAL HELP" not in t.screen()
+        t.keys("Escape")
+        time.sleep(0.4)
+        t.keys("0")
+        t.wait_for("Press Enter to exit the application.")
+    finally:
+        t.kill()
