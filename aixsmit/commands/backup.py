@@ -260,6 +260,16 @@ def cmd_restvg(args) -> int:
     return 0
 
 
+def cmd_sysbackup(args) -> int:
+    from ..backup import sysbackup
+
+    system = System(root=args.root)
+    if system.host.name == "aix" and args.root != "/":
+        raise AixsmitError("sysbackup: --root is not supported on AIX")
+    summary = sysbackup.run(system, args.device, emit, skip_busy=args.skip_busy, exclude=args.e, new_data=True)
+    return summary.code
+
+
 def cmd_verify(args) -> int:
     result = archive.verify(args.f)
     if args.json:
@@ -344,6 +354,29 @@ def register(sub) -> None:
     p.add_argument("-q", action="store_true", help="do not ask before starting")
     p.add_argument("-v", action="store_true", help="name each file as it is restored")
     p.set_defaults(func=cmd_restvg)
+
+    p = sub.add_parser("sysbackup", help="the guide's whole procedure: unmount user data, mksysb, mount again, verify",
+                       description="Classify; refuse a destination on a user file system or without room; unmount "
+                                   "every user file system (all-or-nothing: a busy one names its holders and nothing "
+                                   "changes); check that only the system is mounted; make the image; mount again "
+                                   "what was unmounted - always, also on Ctrl-C or SIGTERM; verify; summarise.",
+                       epilog="""exit status:
+  0  the image is made and verified, and every user file system is mounted again
+  1  refused before anything changed (destination, room, busy file system, an earlier run's leftovers)
+  3  the backup failed (the user file systems were mounted again; no image is left)
+  4  interrupted (the user file systems were mounted again; no image is left)
+  5  a user file system could NOT be mounted again: run 'aixsmit cmd mount --ledger'
+""", usage_code=2)
+    add_root(p)
+    busy = p.add_mutually_exclusive_group()
+    busy.add_argument("--stop-on-busy", action="store_true", default=True,
+                      help="a busy user file system stops the procedure before anything is unmounted (default)")
+    busy.add_argument("--skip-busy", action="store_true",
+                      help="leave busy user file systems mounted, and out of the image")
+    p.add_argument("-e", action="store_true", help="apply /etc/exclude.rootvg")
+    p.add_argument("-i", action="store_true", default=True, help="write a new image.data (always done)")
+    p.add_argument("device", metavar="DEVICE_OR_FILE")
+    p.set_defaults(func=cmd_sysbackup)
 
     p = sub.add_parser("verify", help="read a whole image and check it against its table of contents",
                        description="Reads every member to its end (a truncated or damaged image fails) and "

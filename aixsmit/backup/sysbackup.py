@@ -1,0 +1,250 @@
+"""The guide's whole procedure as one safe run (``aixsmit cmd sysbackup``).
+
+1. classify the mounted file systems;
+2. check the destination: never on a user file system about to be unmounted, and with room
+   for the estimated image;
+3. unmount every mounted user file system (all-or-nothing; busy ones name their holders — or,
+   with ``skip_busy``, stay mounted and are left out of the image);
+4. check that only system file systems are mounted;
+5. make the image (mksysb) with progress;
+6. mount again everything step 3 unmounted — always, whatever happened, also on Ctrl-C, SIGTERM
+   or SIGHUP (a SIGKILL leaves the ledger, from which ``aixsmit cmd mount --ledger`` recovers);
+7. verify the image, and summarise.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ..errors import AixsmitError
+from ..fs.classify import USER
+from ..fs.table import System
+from ..fs.unmount import BusyError, Ledger, mount_again, plan_unmount, unmount
+from ..fs.volume_groups import find
+from . import archive
+from .engine import EXIT_FAILED, EXIT_SIGNAL, BackupFailed, ImageRequest, create_image
+from .excludes import ExcludeList, load as load_excludes
+
+Emit = Callable[[str, str], None]
+
+EXIT_REFUSED, EXIT_REMOUNT_FAILED = 1, 5
+
+
+class Interrupted(Exception):
+    pass
+
+
+@dataclass
+class Summary:
+    image: str
+    status: str = "FAILED"  # OK, WARN, FAILED
+    files: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    unmounted: list[str] = field(default_factory=list)
+    remounted: list[str] = field(default_factory=list)
+    left_mounted: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    verified: str = ""
+    code: int = EXIT_FAILED
+
+
+def _under(path: str, mp_path: str) -> bool:
+    return path == mp_path or path.startswith(mp_path.rstrip("/") + "/")
+
+
+def check_destination(system: System, dest: str, leaving: list, required: int) -> tuple[int, int]:
+    """Refuse a destination on a file system this run unmounts, or without room.
+    Returns (required, available) bytes."""
+    if not dest.startswith("/"):
+        raise AixsmitError("sysbackup: 0512-006 Backup device or file name must start with a '/'.", code=EXIT_REFUSED)
+    real = os.path.realpath(dest)
+    for e in leaving:
+        if _under(real, e.mount.path):
+            raise AixsmitError(
+                f"sysbackup: the destination {dest} lies on the user file system {e.mount_point}, which this "
+                "procedure unmounts before the backup. Choose a destination on a system file system, another "
+                "disk or a tape.", code=EXIT_REFUSED)
+    directory = os.path.dirname(real)
+    if not os.path.isdir(directory):
+        raise AixsmitError(f"sysbackup: the directory {directory} of the destination does not exist.", code=EXIT_REFUSED)
+    st = os.statvfs(directory)
+    available = st.f_bavail * st.f_frsize
+    if os.path.exists(real) and not os.path.isdir(real):
+        available += os.stat(real).st_size if os.stat(real).st_dev == os.stat(directory).st_dev else 0
+    if required > available:
+        raise AixsmitError(
+            f"sysbackup: not enough room for the image in {directory}: about {required // (1024 * 1024) + 1} MB "
+            f"are needed and {available // (1024 * 1024)} MB are available. Nothing was changed.", code=EXIT_REFUSED)
+    return required, available
+
+
+def estimate(system: System, keep: list[str]) -> int:
+    """Bytes the image will take: what is used on the system file systems it will hold."""
+    total = 0
+    for e in system.table():
+        if e.cls == "system" and e.mount.path not in keep:
+            try:
+                st = os.statvfs(e.mount.path)
+            except OSError:
+                continue
+            total += (st.f_blocks - st.f_bfree) * st.f_frsize
+    return total + 1024 * 1024
+
+
+def run(system: System, dest: str, emit: Emit, skip_busy: bool = False, exclude: bool = False,
+        new_data: bool = True) -> Summary:
+    start = time.monotonic()
+    summary = Summary(image=dest)
+    ledger = Ledger()
+    say = lambda line="": emit(line, "stdout")  # noqa: E731
+
+    left = ledger.under(system.root)
+    if left:
+        raise AixsmitError(
+            "sysbackup: user file systems were left unmounted by an earlier aixsmit run: "
+            + ", ".join(e.mount_point for e in left)
+            + ". Mount them again first: aixsmit cmd mount --ledger" + (f" --root {system.root}" if system.root != "/" else ""),
+            code=EXIT_REFUSED)
+
+    say("Step 1 of 7: Finding system data and user data.")
+    table = system.table()
+    last = {}
+    for e in table:
+        last[e.mount_point] = e
+    users = [e for e in last.values() if e.cls == USER]
+    systems = [e for e in last.values() if e.cls == "system"]
+    say(f"  system file systems: {' '.join(e.mount_point for e in systems) or '(none)'}")
+    say(f"  user file systems:   {' '.join(e.mount_point for e in users) or '(none)'}")
+
+    say("Step 2 of 7: Checking the destination.")
+    plan = plan_unmount(system, [], all_user=True, table=table)
+    required, available = check_destination(system, dest, list(plan.steps), estimate(system, []))
+    say(f"  {dest}: about {required // (1024 * 1024) + 1} MB needed, {available // (1024 * 1024)} MB available.")
+
+    say("Step 3 of 7: Unmounting the user file systems.")
+    skipped: list[str] = []
+    if not plan.empty:
+        holders = system.host.holders([e.mount for e in plan.steps], system.all_mounts())
+        if holders and skip_busy:
+            busy_paths = set()
+            for h in holders:
+                for e in plan.steps:
+                    if _under(h.path, e.mount.path):
+                        busy_paths.add(e.mount_point)
+            # A busy file system stays mounted with everything below it; it is left out of the image.
+            tops = [mp for mp in {e.mount_point for e in users}
+                    if not any(_under(mp, b) or _under(b, mp) for b in busy_paths)]
+            skipped = sorted({e.mount_point for e in users} - set(tops))
+            plan = plan_unmount(system, tops, table=table) if tops else plan_unmount(system, [], table=[])
+            for mp in skipped:
+                summary.warnings.append(f"{mp} is busy: it stays mounted and is left out of the image")
+                emit(f"  WARNING: {mp} is busy; it stays mounted and is left out of the image.", "stderr")
+    done: list[str] = []
+    old = {s: signal.signal(s, _raise) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        if not plan.empty:
+            res = unmount(system, plan, ledger, progress=lambda l: say("  " + l))
+            done = [e.mount_point for e in res.unmounted]
+        summary.unmounted = done
+        if not done:
+            say("  No user file system is mounted.")
+
+        say("Step 4 of 7: Checking that only the system is mounted.")
+        check = system.sysonly()
+        still = [mp for mp in check.user if mp not in skipped and not any(_under(mp, s) for s in skipped)]
+        if still:
+            raise AixsmitError(f"sysbackup: user file systems are still mounted: {', '.join(still)}. Backup canceled.",
+                               code=EXIT_FAILED)
+        say("  Only system file systems are mounted" + (f" (and, left out of the image: {', '.join(skipped)})." if skipped else "."))
+
+        say("Step 5 of 7: Backing up the system (mksysb).")
+        vg = find(system, "rootvg")
+        excl = load_excludes(os.path.join(system.root, "etc", "exclude.rootvg")) if exclude else ExcludeList()
+        req = ImageRequest("mksysb", vg, system, dest, new_data=new_data, excludes=excl, exclude_fs=tuple(skipped))
+        result = create_image(req, emit)
+        summary.files, summary.bytes = result.files, result.bytes
+        summary.status = result.status
+        summary.warnings += result.warnings[:20]
+        summary.code = 0
+    except Interrupted as exc:
+        emit(f"0512-007 sysbackup: Abnormal program termination ({exc}).", "stderr")
+        summary.code = EXIT_SIGNAL
+    except BusyError as exc:
+        emit(str(exc), "stderr")
+        for line in exc.details:
+            emit(line, "stderr")
+        summary.code = EXIT_REFUSED if not done else EXIT_FAILED
+    except BackupFailed as exc:
+        for line in str(exc).split("\n"):
+            emit(line, "stderr")
+        summary.code = EXIT_FAILED
+    except AixsmitError as exc:
+        emit(str(exc), "stderr")
+        for line in exc.details:
+            emit(line, "stderr")
+        summary.code = exc.code or EXIT_FAILED
+    finally:
+        # Whatever happened: mount again what this run unmounted. Signals wait until it is done.
+        for s in old:
+            signal.signal(s, signal.SIG_IGN)
+        try:
+            say("Step 6 of 7: Mounting the user file systems again.")
+            mine = [e.mount_point for e in ledger.under(system.root) if e.mount_point in done]
+            if mine:
+                summary.remounted = mount_again(system, ledger, mine, progress=lambda l: say("  " + l))
+            else:
+                say("  Nothing to mount again.")
+        except AixsmitError as exc:
+            emit(f"sysbackup: CRITICAL: {exc}", "stderr")
+            for line in exc.details:
+                emit(line, "stderr")
+            emit("sysbackup: run 'aixsmit cmd mount --ledger' to mount them again.", "stderr")
+            summary.code = EXIT_REMOUNT_FAILED
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+    summary.left_mounted = skipped
+
+    if summary.code == 0:
+        say("Step 7 of 7: Verifying the image.")
+        v = archive.verify(dest, "sysbackup")
+        summary.verified = v.status
+        say(f"  {v.members} members read, {v.status}.")
+        for p in v.problems[:5] + v.warnings[:5]:
+            say(f"    {p}")
+        if v.status == "FAILED":
+            summary.code = EXIT_FAILED
+            summary.status = "FAILED"
+        elif v.status == "WARN" and summary.status == "OK":
+            summary.status = "WARN"
+    summary.seconds = time.monotonic() - start
+    _print_summary(summary, say)
+    return summary
+
+
+def _raise(signum, frame):
+    raise Interrupted(signal.Signals(signum).name)
+
+
+def _print_summary(s: Summary, say) -> None:
+    say("")
+    say("Summary")
+    say(f"  Image:            {s.image if s.code == 0 else '(none: the backup did not complete)'}")
+    if s.code == 0:
+        say(f"  Size:             {s.bytes // (1024 * 1024)} MB, {s.files} files")
+        say(f"  Verified:         {s.verified}")
+    say(f"  Duration:         {int(s.seconds) // 60}:{int(s.seconds) % 60:02d}")
+    say(f"  Unmounted:        {' '.join(s.unmounted) or '(none)'}")
+    say(f"  Mounted again:    {' '.join(s.remounted) or '(none)'}")
+    if s.left_mounted:
+        say(f"  Left out (busy):  {' '.join(s.left_mounted)}")
+    if s.warnings:
+        say(f"  Warnings:         {len(s.warnings)}")
+        for w in s.warnings[:10]:
+            say(f"    {w}")
+    say(f"  Result:           {'OK' if s.code == 0 and s.status == 'OK' else 'OK with warnings' if s.code == 0 else 'FAILED'}")

@@ -1,0 +1,161 @@
+"""The guided procedure as one command, on a temporary root with loop-mounted user file systems.
+None of the failure cases may leave a user file system unmounted or an image that looks complete."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from aixsmit.backup import engine, sysbackup
+from aixsmit.fs.table import System
+from aixsmit.fs.unmount import Ledger
+
+from conftest import aixsmit, needs_root
+
+pytestmark = needs_root
+
+
+def mounted(tr, mp: str) -> bool:
+    from aixsmit.fs.mounts import read_mountinfo
+
+    return any(m.path == str(tr.p(mp)) for m in read_mountinfo())
+
+
+@pytest.fixture
+def sysroot(troot):
+    tr = troot
+    tr.loop_mount("/home")
+    tr.loop_mount("/data")
+    tr.p("/usr/bin").mkdir(parents=True)
+    tr.p("/usr/bin/tool").write_text("tool")
+    tr.p("/home/alice").mkdir()
+    tr.p("/home/alice/thesis.tex").write_text("user data")
+    tr.p("/data/db").write_text("rows")
+    tr.out = tr.base / "out"
+    tr.out.mkdir()
+    return tr
+
+
+def test_happy_path(sysroot):
+    tr = sysroot
+    img = tr.out / "sys.mksysb"
+    r = aixsmit("cmd", "sysbackup", "--root", tr.path, img, env=tr.env())
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "0512-038 mksysb: Backup Completed Successfully." in r.stdout
+    assert "  Result:           OK" in r.stdout and "  Verified:         OK" in r.stdout
+    assert "  Mounted again:    /home /data" in r.stdout or "  Mounted again:    /data /home" in r.stdout
+    names = aixsmit("cmd", "lsmksysb", "-f", img).stdout.splitlines()
+    assert "./usr/bin/tool" in names and "./home" in names and "./data" in names
+    assert not any(n.startswith(("./home/", "./data/")) for n in names)  # no user data in the image
+    assert mounted(tr, "/home") and mounted(tr, "/data")
+    assert tr.p("/home/alice/thesis.tex").read_text() == "user data"
+    assert Ledger().entries() == []
+
+
+def test_busy_user_fs_stops_before_anything_changes(sysroot):
+    tr = sysroot
+    holder = tr.hold(tr.p("/home/alice"))
+    img = tr.out / "sys.mksysb"
+    r = aixsmit("cmd", "sysbackup", "--root", tr.path, img, env=tr.env())
+    assert r.returncode == 1
+    assert "0506-349" in r.stderr and f"sleep (pid {holder.pid}, root)" in r.stderr
+    assert "Nothing was unmounted." in r.stderr
+    assert mounted(tr, "/home") and mounted(tr, "/data")
+    assert not img.exists() and os.listdir(tr.out) == []
+
+
+def test_skip_busy_leaves_it_mounted_and_out_of_the_image(sysroot):
+    tr = sysroot
+    tr.hold(tr.p("/home/alice"))
+    img = tr.out / "sys.mksysb"
+    r = aixsmit("cmd", "sysbackup", "--skip-busy", "--root", tr.path, img, env=tr.env())
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "/home is busy; it stays mounted and is left out of the image." in r.stderr
+    names = aixsmit("cmd", "lsmksysb", "-f", img).stdout.splitlines()
+    assert not any(n.startswith(("./home/", "./data/")) for n in names)
+    assert mounted(tr, "/home") and mounted(tr, "/data")
+
+
+def test_destination_on_a_user_fs_is_refused_first(sysroot):
+    tr = sysroot
+    r = aixsmit("cmd", "sysbackup", "--root", tr.path, tr.p("/home/sys.mksysb"), env=tr.env())
+    assert r.returncode == 1
+    assert "lies on the user file system /home, which this procedure unmounts" in r.stderr
+    assert "Step 3" not in r.stdout
+    assert mounted(tr, "/home") and not tr.p("/home/sys.mksysb").exists()
+
+
+def test_no_room_found_after_unmounting_mounts_again(sysroot, monkeypatch):
+    """The estimate passes (made too small here) but the destination has no room: the user
+    file systems are mounted again, the exit is non-zero, and there is no image."""
+    tr = sysroot
+    small = tr.base / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tiny", small], check=True)
+    try:
+        tr.p("/usr/big").write_bytes(os.urandom(2 << 20))
+        monkeypatch.setattr(sysbackup, "estimate", lambda system, keep: 0)
+        out = []
+        s = sysbackup.run(System(root=str(tr.path)), str(small / "sys.mksysb"), lambda l, st: out.append(l))
+        assert s.code == engine.EXIT_FAILED
+        assert any("not enough space" in l for l in out)
+        assert s.unmounted and sorted(s.remounted) == sorted(s.unmounted)
+        assert mounted(tr, "/home") and mounted(tr, "/data")
+        assert os.listdir(small) == []
+        assert Ledger().entries() == []
+    finally:
+        subprocess.run(["umount", small])
+
+
+def _run_until_partial(tr, img):
+    proc = subprocess.Popen([sys.executable, "-m", "aixsmit", "cmd", "sysbackup", "--root", str(tr.path), str(img)],
+                            env=tr.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    end = time.time() + 60
+    while time.time() < end and not any(engine.PARTIAL in n for n in os.listdir(tr.out)):
+        time.sleep(0.005)
+    return proc
+
+
+def test_sigterm_in_the_middle_mounts_again(sysroot):
+    tr = sysroot
+    with open(tr.p("/usr/bulk"), "wb") as f:
+        for _ in range(96):
+            f.write(os.urandom(1 << 20))
+    img = tr.out / "sys.mksysb"
+    proc = _run_until_partial(tr, img)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    if proc.returncode == 0:
+        pytest.skip("finished before the signal")
+    assert proc.returncode == 4, out + err
+    assert "Abnormal program termination" in err
+    assert mounted(tr, "/home") and mounted(tr, "/data")
+    assert not img.exists()
+
+
+def test_sigkill_then_ledger_recovery(sysroot):
+    tr = sysroot
+    with open(tr.p("/usr/bulk"), "wb") as f:
+        for _ in range(96):
+            f.write(os.urandom(1 << 20))
+    img = tr.out / "sys.mksysb"
+    proc = _run_until_partial(tr, img)
+    proc.kill()
+    proc.wait()
+    time.sleep(0.3)
+    assert not img.exists()
+    assert not mounted(tr, "/home")  # killed with the user file systems unmounted...
+    assert {e.mount_point for e in Ledger().entries()} == {"/home", "/data"}  # ...and recorded
+    again = aixsmit("cmd", "sysbackup", "--root", tr.path, img, env=tr.env())
+    assert again.returncode == 1 and "left unmounted by an earlier aixsmit run" in again.stderr
+    assert "aixsmit cmd mount --ledger" in again.stderr
+    r = aixsmit("cmd", "mount", "--ledger", "--root", tr.path, env=tr.env())
+    assert r.returncode == 0, r.stderr
+    assert tr.p("/home/alice/thesis.tex").read_text() == "user data" and tr.p("/data/db").read_text() == "rows"
+    r = aixsmit("cmd", "sysbackup", "--root", tr.path, img, env=tr.env())
+    assert r.returncode == 0, r.stderr
