@@ -106,3 +106,29 @@ def test_esc_digit_in_a_real_terminal(troot, tmp_path, tmux_env):
         t.wait_for("Press Enter to exit the application.")
     finally:
         t.kill()
+
+
+def test_walkthrough_in_a_real_terminal(troot, tmp_path, tmux_env):
+    tr = troot
+    tr.loop_mount("/home")
+    tr.p("/home/keep").write_text("keep")
+    img = tr.base / "guided.mksysb"
+    t = Tmux(f"aixsmit-walk-{os.getpid()}", f"{shlex.quote(sys.executable)} -m aixsmit --root {shlex.quote(str(tr.path))} walkthrough",
+             tmux_env)
+    try:
+        t.wait_for("Step 1 of 8")
+        t.keys("Enter")
+        t.wait_for("Step 2 of 8")
+        t.type(str(img))
+        t.keys("Enter")
+        t.wait_for("Step 3 of 8")
+        for step in (4, 5, 6, 7, 8):
+            t.keys("Enter")
+            t.wait_for("Command: OK", timeout=120)
+            t.keys("F3")
+            t.wait_for(f"Step {step} of 8")
+        s = t.screen()
+        assert "Verified:    OK" in s
+    finally:
+        t.kill()
+    assert img.exists() and tr.p("/home/keep").read_text() == "keep"

@@ -96,7 +96,7 @@ class Item:
 
 @dataclass(frozen=True)
 class Screen:
-    kind: str  # menu | selector | dialog
+    kind: str  # menu | selector | dialog | guide
     id: str
     title: str
     help: str = ""
@@ -226,14 +226,15 @@ SCREEN_KEYS = {
     "menu": {"menu", "title", "help", "items"},
     "selector": {"selector", "title", "help", "field", "next"},
     "dialog": {"dialog", "title", "help", "command", "root", "ask", "direct", "warning", "progress", "fields"},
+    "guide": {"guide", "title", "help"},
 }
 
 
 def _screen(src: str, node) -> Screen:
     kv = dict(_mapping(src, node, "a screen"))
-    kinds = [k for k in ("menu", "selector", "dialog") if k in kv]
+    kinds = [k for k in ("menu", "selector", "dialog", "guide") if k in kv]
     if len(kinds) != 1:
-        raise _err(src, node, "a screen must be exactly one of menu:, selector:, dialog:")
+        raise _err(src, node, "a screen must be exactly one of menu:, selector:, dialog:, guide:")
     kind = kinds[0]
     unknown = set(kv) - SCREEN_KEYS[kind]
     if unknown:
@@ -244,6 +245,8 @@ def _screen(src: str, node) -> Screen:
     common = dict(kind=kind, id=sid, title=_scalar(src, kv["title"], "title"),
                   help=_scalar(src, kv["help"], "help").strip() if "help" in kv else "",
                   source=src, line=node.start_mark.line + 1)
+    if kind == "guide":
+        return Screen(**common)  # a step-by-step screen built in code (the guided backup)
     if kind == "menu":
         if "items" not in kv or not isinstance(kv["items"], yaml.SequenceNode):
             raise _err(src, node, f"menu '{sid}' needs a list of items")

@@ -31,7 +31,7 @@ class AixsmitApp(App):
 
     def __init__(self, tree: MenuTree, fastpath: str = "top_menu", root: str = "/", host_name: str | None = None,
                  smit_log: SmitLog | None = None, no_run: bool = False, no_exec: bool = False,
-                 esc_labels: bool | None = None):
+                 esc_labels: bool | None = None, dry_run: bool = False):
         super().__init__()
         from ..host import host_name as detect
 
@@ -43,6 +43,8 @@ class AixsmitApp(App):
         self.no_run = no_run  # -x: log the command, do not run it
         self.no_exec = no_exec  # -X: run nothing at all, lists included
         self.esc_labels = esc_labels_wanted(esc_labels)
+        self.dry_run = dry_run  # the guided backup shows its commands and runs none
+        self.last_status: str | None = None
         self._esc_at = 0.0
         self._system = None
         self._too_small = False
@@ -71,6 +73,31 @@ class AixsmitApp(App):
         self.smit_log.start()
         self.open(self.start_fastpath, as_fastpath=True)
         self._check_size()
+        self.call_after_refresh(self._offer_remount)
+
+    def _offer_remount(self) -> None:
+        """File systems left unmounted by an earlier run (a crash): say so, offer to mount them."""
+        from ..fs.unmount import Ledger
+
+        try:
+            left = Ledger().under(self.root)
+        except AixsmitError:
+            return
+        if not left or self.no_exec:
+            return
+        argv = ["aixsmit", "cmd", "mount"] + (["--root", self.root] if self.root != "/" else []) + ["--ledger"]
+
+        def answer(ok):
+            if ok:
+                from ..smit.model import Screen as Def
+
+                self.run_command(Def(kind="dialog", id="mountg", title="Mount a Group of File Systems",
+                                     command={self.host_name: argv}), argv)
+
+        self.push_screen(MessagePopup(
+            "WARNING", "User file systems were left unmounted by an earlier aixsmit run:\n    "
+                       + " ".join(e.mount_point for e in left)
+                       + "\n\n    Press Enter to mount them again now.\n    Press Cancel to leave them unmounted."), answer)
 
     def open(self, fastpath: str, preset: dict[str, str] | None = None, as_fastpath: bool = False) -> None:
         try:
@@ -81,6 +108,10 @@ class AixsmitApp(App):
         self.smit_log.screen(d.kind, d.id, d.title, fastpath=as_fastpath)
         if d.kind == "menu":
             self.push_screen(MenuScreen(d))
+        elif d.kind == "guide":
+            from .walkthrough import WalkthroughScreen
+
+            self.push_screen(WalkthroughScreen(d))
         elif d.kind == "dialog" and d.direct:
             try:
                 argv = cmdbuild.build(d, dict(preset or {}), self.host_name, self.root)
@@ -117,6 +148,7 @@ class AixsmitApp(App):
     def command_finished(self, screen, final) -> None:
         """Hook: the command shown by ``screen`` ended (tests and later features listen here)."""
         self._system = None  # mounts may have changed: read them again next time
+        self.last_status = final.status
 
     # --- SMIT keys ---------------------------------------------------------------------
     async def on_event(self, event: events.Event) -> None:
@@ -232,6 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-x", action="store_true", help="do not run the task's command; log it to the script and log")
     p.add_argument("-X", action="store_true", help="do not run any command (no lists either); for viewing screens")
     p.add_argument("--root", metavar="DIR", default="/", help="treat DIR as / for everything run")
+    p.add_argument("--dry-run", action="store_true",
+                   help="the guided backup (walkthrough) shows every step's command and runs none")
     p.add_argument("--esc-keys", action="store_true", default=None,
                    help="label the keys Esc+1..Esc+0 (automatic on vt100 and similar terminals)")
     p.add_argument("fastpath", nargs="?", default="top_menu", metavar="FASTPATH",
@@ -247,7 +281,7 @@ def make_app(argv: list[str]) -> AixsmitApp:
         raise AixsmitError(f"--root {args.root}: not a directory")
     log = SmitLog.open(args.l, args.s)
     return AixsmitApp(tree, args.fastpath, args.root, smit_log=log, no_run=args.x, no_exec=args.X,
-                      esc_labels=args.esc_keys)
+                      esc_labels=args.esc_keys, dry_run=args.dry_run)
 
 
 def run_tui(argv: list[str]) -> int:

@@ -12,6 +12,8 @@ LABELS = {
 MENU_KEYS = [(1, "Help"), (2, "Refresh"), (3, "Cancel"), (8, "Image"), (9, "Shell"), (10, "Exit"), ("Enter", "Do")]
 DIALOG_KEYS = [(1, "Help"), (2, "Refresh"), (3, "Cancel"), (4, "List"), (5, "Reset"), (6, "Command"), (7, "Edit"),
                (8, "Image"), (9, "Shell"), (10, "Exit"), ("Enter", "Do")]
+WALK_KEYS = [(1, "Help"), (2, "Refresh"), (3, "Back"), (4, "List"), (6, "Command"), (8, "Image"), (9, "Shell"),
+             (10, "Exit"), ("Enter", "Do")]
 STATUS_DONE_KEYS = [(1, "Help"), (2, "Refresh"), (3, "Cancel"), (6, "Command"), (8, "Image"), (9, "Shell"),
                     (10, "Exit"), ("/", "Find"), ("n", "Find Next")]
 STATUS_RUNNING_KEYS = [(3, "Cancel"), (10, "Exit"), ("/", "Find"), ("n", "Find Next")]
