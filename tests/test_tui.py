@@ -23,11 +23,12 @@ async def test_menu_screen_exact_texts_and_navigation(tmp_path):
         lines = text(app).splitlines()
         assert lines[0].strip() == "System Management"
         assert lines[2].strip() == "Move cursor to desired item and press Enter."
-        assert lines[4] == "  System Storage Management (Physical & Logical Storage)".ljust(80)
+        assert lines[4] == "  Guided System Backup (first time)".ljust(80)
+        assert lines[5] == "  System Storage Management (Physical & Logical Storage)".ljust(80)
         # aix-smit.md §1.6: the menu footer, four 20-column cells a row.
         assert lines[-2].rstrip() == "F1=Help             F2=Refresh          F3=Cancel           F8=Image"
         assert lines[-1].rstrip() == "F9=Shell            F10=Exit            Enter=Do"
-        await pilot.press("enter")
+        await pilot.press("down", "enter")
         await pilot.pause()
         assert app.screen.definition.id == "storage"
         await pilot.press("down", "down", "enter")
