@@ -413,6 +413,12 @@ class CommandStatusScreen(SmitScreen):
         return line + (f"[line {self.found_at + 1}]" if self.found_at >= 0 else "")
 
     def on_mount(self) -> None:
+        import gc
+
+        # A long output makes many short-lived objects; a full collection walking every
+        # long-lived object of the app would pause the screen. Keep those out of its way.
+        gc.collect()
+        gc.freeze()
         self.set_interval(0.05, self.flush)
         self.app.smit_log.output_start()
         threading.Thread(target=self._run, name="aixsmit-job", daemon=True).start()
