@@ -40,6 +40,14 @@ class Tmux:
             time.sleep(0.2)
         raise AssertionError(f"{text!r} never appeared; the screen was:\n{self.screen()}")
 
+    def wait_gone(self, text: str, timeout: float = 30) -> None:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if text not in self.screen():
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"{text!r} stayed on the screen:\n{self.screen()}")
+
     def kill(self) -> None:
         subprocess.run(["tmux", "kill-session", "-t", self.name], capture_output=True)
 
@@ -68,10 +76,11 @@ def test_mksysb_in_a_real_terminal(troot, tmp_path, tmux_env):
         s = t.wait_for("SHOW COMMAND STRING")
         assert "aixsmit cmd mksysb" in s
         t.keys("Enter")
-        time.sleep(0.3)
+        t.wait_gone("SHOW COMMAND STRING")
         t.keys("Enter")
-        s = t.wait_for("Command: OK")
-        assert "0512-038 mksysb: Backup Completed Successfully." in s
+        t.wait_for("COMMAND STATUS")
+        t.wait_for("Command: OK", timeout=120)
+        s = t.wait_for("0512-038 mksysb: Backup Completed Successfully.", timeout=5)
         assert "100%" in s
         t.keys("F10")
         t.wait_for("Press Enter to exit the application.")
