@@ -40,10 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"aixsmit {__version__}")
     sub = p.add_subparsers(dest="command", metavar="NAME", parser_class=CmdParser)
     sub.required = True
-    from .commands import backup, fs
+    from .commands import backup, fs, schedule
 
     fs.register(sub)
     backup.register(sub)
+    schedule.register(sub)
     for name, parser in sub.choices.items():
         parser.epilog = parser.epilog or EXIT_CODES
         parser.formatter_class = argparse.RawDescriptionHelpFormatter

@@ -214,8 +214,25 @@ def unsafe_members(path: str, program: str) -> list[str]:
     return bad
 
 
+def is_incremental(path: str) -> bool:
+    """A level backup made with --listed-incremental carries GNU dumpdir records."""
+    try:
+        with tarfile.open(path, "r:") as tf:
+            for i, m in enumerate(tf):
+                if "GNU.dumpdir" in m.pax_headers or m.type == b"D":
+                    return True
+                if i > 50:
+                    break
+    except (tarfile.TarError, OSError):
+        return False
+    return False
+
+
 def restore_argv(path: str, target: str, files: list[str], verbose: bool) -> list[str]:
     argv = ["tar", "--extract", f"--file={path}", "-C", target, *TAR_EXTRACT_OPTS]
+    if is_incremental(path):
+        # Restoring a level backup also removes what was deleted since the level it builds on.
+        argv.append("--listed-incremental=/dev/null")
     if verbose:
         argv += ["--verbose", "--quoting-style=escape"]
     if files:

@@ -113,3 +113,10 @@ def backup_destinations(system: System) -> list[ListItem]:
     """Tape devices, and the image files already there (to be replaced)."""
     out = [ListItem(dev, _row(f"{dev:<48}", "tape device")) for dev in sorted(glob.glob("/dev/st[0-9]*") + glob.glob("/dev/rmt*"))]
     return out + backup_images(system)
+
+
+@service
+def schedules(system: System) -> list[ListItem]:
+    from ..jobs import schedule as sch
+
+    return [ListItem(s.id, _row(f"{s.id:<9}", s.describe())) for s in sch.load()]
