@@ -241,11 +241,21 @@ def _aix_in_dir(argv: list[str], target: str) -> int:
 def cmd_restvg(args) -> int:
     system = System(root=args.root)
     if system.host.name == "aix":
-        return _aix_passthrough(["restvg", "-f", args.f] + (["-q"] if args.q else []))
+        return _aix_passthrough(["restvg", "-f", args.f] + (["-q"] if args.q else []) + list(args.disks))
     info = archive.read_info(args.f, "restvg")
     if info.kind != "savevg":
         raise AixsmitError(f"restvg: {args.f} is a system image (mksysb) of rootvg; restvg restores volume group "
                            "backups only. Restore of Volume Group canceled.")
+    if args.map:
+        # Remake the group on new devices: file systems made, mounted under the root, restored, in fstab.
+        from ..backup.clone import install, parse_map
+
+        mapping = parse_map(args.map)
+        install(args.f, mapping, system.root, emit, dry_run=args.dry_run, overwrite=args.overwrite,
+                keep_mounted=True, program="restvg", fstab_root=system.root)
+        if not args.dry_run:
+            emit(f"restvg: Volume group {info.vg} was remade on {', '.join(mapping.values())} from {args.f}.", "stdout")
+        return 0
     mounted = {e.mount_point for e in system.table()}
     fss = [fs.get("FS_NAME", "") for fs in archive.image_data.every(info.stanzas, "fs_data")]
     missing = [fs for fs in fss if fs not in mounted]
@@ -353,6 +363,11 @@ def register(sub) -> None:
     p.add_argument("-f", required=True, metavar="IMAGE")
     p.add_argument("-q", action="store_true", help="do not ask before starting")
     p.add_argument("-v", action="store_true", help="name each file as it is restored")
+    p.add_argument("--map", action="append", default=[], metavar="MOUNTPOINT=DEVICE",
+                   help="remake the group on new devices: a file system of the recorded type on each")
+    p.add_argument("--dry-run", action="store_true", help="with --map: print the plan; touch no device")
+    p.add_argument("--overwrite", action="store_true", help="with --map: allow devices that hold a file system")
+    p.add_argument("disks", nargs="*", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_restvg)
 
     p = sub.add_parser("sysbackup", help="the guide's whole procedure: unmount user data, mksysb, mount again, verify",
@@ -386,3 +401,65 @@ def register(sub) -> None:
     add_json(p)
     p.add_argument("-f", required=True, metavar="IMAGE")
     p.set_defaults(func=cmd_verify)
+
+
+# --- crfs, clone, restvg with a device map ------------------------------------------------
+
+def cmd_crfs(args) -> int:
+    from ..fs.crfs import crfs, parse_size
+
+    system = System(root=args.root)
+    if system.host.name == "aix":
+        argv = ["crfs", "-v", args.v, "-d", args.d, "-m", args.m, "-A", args.A] + sum((["-a", a] for a in args.a), [])
+        return _aix_passthrough(argv)
+    size = None
+    for attr in args.a:
+        key, _, value = attr.partition("=")
+        if key != "size":
+            raise AixsmitError(f"crfs: -a {attr}: only size= is supported on Linux", code=2)
+        size = parse_size(value)
+    made = crfs(system, args.v, args.d, args.m, auto=args.A == "yes", size=size, mount=args.mount)
+    print(f"Made a {made.vfs} file system on {made.device} (UUID {made.uuid}) for {made.mount_point}; "
+          f"recorded in {made.fstab}" + ("; mounted." if args.mount else "."))
+    return 0
+
+
+def cmd_clone(args) -> int:
+    from ..backup.clone import install, parse_map
+
+    mapping = parse_map(args.map)
+    if not args.dry_run:
+        os.makedirs(args.target, exist_ok=True)
+    install(args.f, mapping, args.target, emit, dry_run=args.dry_run, overwrite=args.overwrite,
+            hostname=args.hostname or "", keep_mounted=args.keep_mounted)
+    if not args.dry_run:
+        print(f"clone: {args.f} is installed on {', '.join(f'{k}={v}' for k, v in mapping.items())}.")
+    return 0
+
+
+def register_clone(sub) -> None:
+    p = sub.add_parser("crfs", help="make a file system for user data: mkfs, mount point, fstab",
+                       description="Make a VFS file system on DEVICE for MOUNTPOINT (under --root), create the mount "
+                                   "point, record it in ROOT/etc/fstab by UUID, mount it with --mount. Refuses a "
+                                   "device that holds a file system or is in use.")
+    add_root(p)
+    p.add_argument("-v", required=True, metavar="VFS", help="ext4, xfs or btrfs (jfs2 on AIX)")
+    p.add_argument("-d", required=True, metavar="DEVICE")
+    p.add_argument("-m", required=True, metavar="MOUNTPOINT")
+    p.add_argument("-A", choices=("yes", "no"), default="yes", help="mount at system restart (fstab: no adds noauto)")
+    p.add_argument("-a", action="append", default=[], metavar="size=N", help="size in 512-byte blocks, or with M/G")
+    p.add_argument("--mount", action="store_true", help="mount it now")
+    p.set_defaults(func=cmd_crfs)
+
+    p = sub.add_parser("clone", help="install a system image onto other devices",
+                       description="Read image.data; make each file system on the device mapped to its mount point "
+                                   "(a smaller device is fine when the data fits); mount them under TARGET; restore; "
+                                   "write TARGET/etc/fstab for the new UUIDs; say what is still needed to boot.")
+    p.add_argument("-f", required=True, metavar="IMAGE")
+    p.add_argument("--map", action="append", default=[], required=True, metavar="MOUNTPOINT=DEVICE")
+    p.add_argument("--target", required=True, metavar="DIR", help="where the clone's / is mounted while installing")
+    p.add_argument("--hostname", metavar="NAME", help="the clone's host name")
+    p.add_argument("--dry-run", action="store_true", help="print the plan; touch no device")
+    p.add_argument("--overwrite", action="store_true", help="allow devices that already hold a file system")
+    p.add_argument("--keep-mounted", action="store_true", help="leave the clone mounted under TARGET")
+    p.set_defaults(func=cmd_clone)

@@ -42,6 +42,8 @@ def field_args(f: Field, value: str) -> list[str]:
         return [value] if f.positional else ([f.flag, value] if f.flag else [value])
     if not value:
         return []
+    if f.template:
+        value = f.template.replace("{}", value)
     if f.type == "multi":
         vals = shlex.split(value)
         if f.positional:

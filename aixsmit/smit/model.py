@@ -66,6 +66,7 @@ class Field:
     positional: bool = False
     help: str = ""
     note: str = ""
+    template: str = ""  # how a value is written as an argument, such as "size={}"
     line: int = 0
 
     @property
@@ -163,7 +164,7 @@ def _mapping(src: str, node, what: str) -> list[tuple[str, object]]:
 
 
 FIELD_KEYS = {"name", "label", "type", "required", "always", "default", "value", "list", "values", "flag",
-              "emit", "arg", "help", "note"}
+              "emit", "arg", "help", "note", "template"}
 
 
 def _field(src: str, node) -> Field:
@@ -218,6 +219,7 @@ def _field(src: str, node) -> Field:
         positional=positional,
         help=_scalar(src, kv["help"], "help").strip() if "help" in kv else "",
         note=_scalar(src, kv["note"], "note") if "note" in kv else "",
+        template=_scalar(src, kv["template"], "template") if "template" in kv else "",
         line=node.start_mark.line + 1,
     )
 

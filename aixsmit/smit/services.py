@@ -120,3 +120,28 @@ def schedules(system: System) -> list[ListItem]:
     from ..jobs import schedule as sch
 
     return [ListItem(s.id, _row(f"{s.id:<9}", s.describe())) for s in sch.load()]
+
+
+@service
+def free_devices(system: System) -> list[ListItem]:
+    """Block devices nothing has mounted: candidates for a new file system or a clone."""
+    from ..fs.mounts import read_mountinfo
+
+    busy = {m.dev for m in read_mountinfo()}
+    out = []
+    for name in sorted(os.listdir("/sys/class/block")) if os.path.isdir("/sys/class/block") else []:
+        base = f"/sys/class/block/{name}"
+        try:
+            size = int(open(f"{base}/size").read()) * 512
+            dev = open(f"{base}/dev").read().strip()
+        except (OSError, ValueError):
+            continue
+        if size == 0 or dev in busy or name.startswith(("ram", "zram")):
+            continue
+        note = ""
+        try:
+            note = "file " + open(f"{base}/loop/backing_file").read().strip()
+        except OSError:
+            pass
+        out.append(ListItem(f"/dev/{name}", _row(f"/dev/{name:<12}", f"{size >> 20:>8} MB", note)))
+    return out

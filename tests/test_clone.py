@@ -1,0 +1,146 @@
+"""Adding file systems and cloning a system image onto new, smaller loop devices, for real."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from conftest import aixsmit, needs_root, run
+from treecmp import diff, snapshot
+
+pytestmark = needs_root
+
+
+def new_loop(tr, name: str, mb: int) -> str:
+    img = tr.images / f"{name}.raw"
+    with open(img, "wb") as f:
+        f.truncate(mb << 20)
+    dev = run("losetup", "-f", "--show", img).stdout.strip()
+    tr.loops.append(dev)
+    return dev
+
+
+def blkid(dev: str, tag: str) -> str:
+    return subprocess.run(["blkid", "-p", "-o", "value", "-s", tag, dev], capture_output=True, text=True).stdout.strip()
+
+
+def test_crfs_makes_records_and_mounts(troot):
+    tr = troot
+    dev = new_loop(tr, "local", 40)
+    r = aixsmit("cmd", "crfs", "-v", "ext4", "-d", dev, "-m", "/local", "-A", "yes", "--mount", "--root", tr.path, env=tr.env())
+    assert r.returncode == 0, r.stderr
+    uuid = blkid(dev, "UUID")
+    assert blkid(dev, "TYPE") == "ext4" and uuid
+    assert f"UUID={uuid} /local ext4 defaults 0 2" in tr.p("/etc/fstab").read_text().splitlines()
+    assert subprocess.run(["findmnt", "-n", "-o", "SOURCE", str(tr.p("/local"))], capture_output=True, text=True).stdout.strip() == dev
+    ls = aixsmit("cmd", "lsfs", "--root", tr.path, env=tr.env()).stdout
+    assert f"UUID={uuid}" in ls and "/local" in ls
+
+
+def test_crfs_refusals(troot):
+    tr = troot
+    used = tr.loop_mount("/home")
+    r = aixsmit("cmd", "crfs", "-v", "ext4", "-d", used, "-m", "/other", "--root", tr.path, env=tr.env())
+    assert r.returncode == 1 and "is in use: it is mounted on" in r.stderr
+    dev = new_loop(tr, "hasfs", 32)
+    run("mkfs.ext4", "-q", dev)
+    r = aixsmit("cmd", "crfs", "-v", "xfs", "-d", dev, "-m", "/x", "--root", tr.path, env=tr.env())
+    assert r.returncode == 1 and "already holds a ext4 file system; crfs will not overwrite it." in r.stderr
+    assert blkid(dev, "TYPE") == "ext4"  # untouched
+    tr.p("/etc/plain").write_text("not a device")
+    r = aixsmit("cmd", "crfs", "-v", "ext4", "-d", str(tr.p("/etc/plain")), "-m", "/x", "--root", tr.path, env=tr.env())
+    assert r.returncode == 1 and "is not a block device" in r.stderr
+    assert not tr.p("/x").exists()
+
+
+@pytest.fixture
+def system_on_loops(troot):
+    """/, /usr and /home each on its own ext4 loop device (64 MB), with an fstab."""
+    tr = troot
+    root_dev = tr.loop_mount("/", size_mb=64)  # over the tmpfs
+    for d in ("usr", "home", "etc", "tmp", "var"):
+        tr.p(f"/{d}").mkdir(exist_ok=True)
+    usr_dev = tr.loop_mount("/usr", size_mb=64)
+    home_dev = tr.loop_mount("/home", size_mb=64)
+    tr.p("/etc/fstab").write_text(f"{root_dev} / ext4 defaults 0 1\n{usr_dev} /usr ext4 defaults 0 2\n"
+                                  f"{home_dev} /home ext4 defaults 0 2\n/dev/sdz1 /data xfs defaults 0 2\n")
+    tr.p("/etc/hostname").write_text("original\n")
+    tr.p("/etc/hosts").write_text("127.0.0.1\tlocalhost\n127.0.1.1\toriginal\n")
+    (tr.p("/usr/lib")).mkdir()
+    for i in range(200):
+        tr.p(f"/usr/lib/lib{i}.so").write_bytes(bytes([i % 256]) * (1000 + i))
+    tr.p("/home/alice").mkdir()
+    tr.p("/home/alice/.profile").write_text("export PS1='$ '\n")
+    tr.p("/usr/bin").mkdir()
+    tr.p("/usr/bin/tool").write_text("#!/bin/sh\n")
+    tr.p("/usr/bin/tool").chmod(0o755)
+    tr.p("/usr/bin/tool-link").symlink_to("tool")
+    img = tr.base / "sys.mksysb"
+    r = aixsmit("cmd", "mksysb", "-i", "--root", tr.path, img, env=tr.env())
+    assert r.returncode == 0, r.stderr
+    tr.img = img
+    return tr
+
+
+def test_clone_onto_smaller_devices(system_on_loops):
+    tr = system_on_loops
+    devs = {mp: new_loop(tr, f"new{i}", 32) for i, mp in enumerate(("/", "/usr", "/home"))}
+    target = tr.base / "clone"
+    maps = [f"--map={mp}={d}" for mp, d in devs.items()]
+    dry = aixsmit("cmd", "clone", "-f", tr.img, *maps, "--target", target, "--dry-run", env=tr.env())
+    assert dry.returncode == 0, dry.stderr
+    assert "MOUNT POINT" in dry.stdout and "shrunk" in dry.stdout and "dry run: no device was touched" in dry.stdout
+    assert all(blkid(d, "TYPE") == "" for d in devs.values())
+    r = aixsmit("cmd", "clone", "-f", tr.img, *maps, "--target", target, "--hostname", "copy", env=tr.env())
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "boot loader" in r.stdout
+    # Mount the result, as the new machine would, and compare.
+    run("mount", devs["/"], target)
+    try:
+        run("mount", devs["/usr"], target / "usr")
+        run("mount", devs["/home"], target / "home")
+        for sub in ("usr", "home"):
+            assert diff(snapshot(str(tr.p("/" + sub)), skip=("lost+found",)), snapshot(str(target / sub), skip=("lost+found",))) == []
+        fstab = (target / "etc" / "fstab").read_text().splitlines()
+        for mp, d in devs.items():
+            assert any(l.split()[:3] == [f"UUID={blkid(d, 'UUID')}", mp, "ext4"] for l in fstab), fstab
+        assert "/dev/sdz1 /data xfs defaults 0 2" in fstab  # what the image did not hold stays as it was
+        assert (target / "etc" / "hostname").read_text() == "copy\n"
+        assert "127.0.1.1\tcopy" in (target / "etc" / "hosts").read_text()
+    finally:
+        subprocess.run(["umount", "-R", str(target)])
+
+
+def test_clone_mapping_and_size_errors(system_on_loops):
+    tr = system_on_loops
+    tiny = new_loop(tr, "tiny", 4)
+    ok = new_loop(tr, "ok", 32)
+    target = tr.base / "c"
+    r = aixsmit("cmd", "clone", "-f", tr.img, f"--map=/={ok}", "--target", target, env=tr.env())
+    assert r.returncode == 1 and "no device is mapped for /usr, /home" in r.stderr
+    r = aixsmit("cmd", "clone", "-f", tr.img, f"--map=/={ok}", f"--map=/usr={tiny}", f"--map=/home={ok}",
+                "--target", target, env=tr.env())
+    assert r.returncode == 2 and "one device is mapped to two file systems" in r.stderr
+    other = new_loop(tr, "other", 32)
+    r = aixsmit("cmd", "clone", "-f", tr.img, f"--map=/={ok}", f"--map=/usr={tiny}", f"--map=/home={other}",
+                "--target", target, env=tr.env())
+    assert r.returncode == 1 and r.stderr.startswith("0512-029 clone: There is not enough room on")
+    r = aixsmit("cmd", "clone", "-f", tr.img, f"--map=/={ok}", f"--map=/usr={other}", f"--map=/home={tiny}",
+                "--map=/opt=/dev/null", "--target", target, env=tr.env())
+    assert r.returncode == 1 and "the image has no file system /opt" in r.stderr
+
+
+def test_restvg_remakes_a_group_on_a_new_device(troot):
+    tr = troot
+    tr.config.write_text("volume_groups:\n  datavg: [/data]\n")
+    tr.loop_mount("/data")
+    tr.p("/data/db").write_text("rows")
+    img = tr.base / "datavg.savevg"
+    assert aixsmit("cmd", "savevg", "-i", "-f", img, "--root", tr.path, "datavg", env=tr.env()).returncode == 0
+    run("umount", tr.p("/data"))
+    new = new_loop(tr, "newdata", 32)
+    r = aixsmit("cmd", "restvg", "-f", img, f"--map=/data={new}", "--root", tr.path, env=tr.env())
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert tr.p("/data/db").read_text() == "rows"
+    assert f"UUID={blkid(new, 'UUID')} /data ext4" in tr.p("/etc/fstab").read_text()
