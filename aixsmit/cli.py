@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     fs.register(sub)
     backup.register(sub)
     backup.register_clone(sub)
+    backup.register_jobs(sub)
     schedule.register(sub)
     for name, parser in sub.choices.items():
         parser.epilog = parser.epilog or EXIT_CODES

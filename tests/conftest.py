@@ -142,6 +142,14 @@ class TempRoot:
                 subprocess.run(["losetup", "-d", parts[0]], capture_output=True)
 
 
+@pytest.fixture(autouse=True)
+def private_state(tmp_path, monkeypatch):
+    """Every test keeps its state (ledger, jobs, schedules) in its own folder, never the host's."""
+    monkeypatch.setenv("AIXSMIT_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("AIXSMIT_CRON_DIR", str(tmp_path / "cron.d"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+
+
 @pytest.fixture
 def troot(tmp_path, monkeypatch):
     if not IS_ROOT:

@@ -141,3 +141,57 @@ def test_walkthrough_in_a_real_terminal(troot, tmp_path, tmux_env):
     finally:
         t.kill()
     assert img.exists() and tr.p("/home/keep").read_text() == "keep"
+
+
+def test_backup_outlives_the_terminal(troot, tmp_path, tmux_env):
+    """Start a mksysb in tmux, kill the tmux session in the middle: the image still completes,
+    and a new aixsmit shows the job as finished, with its output."""
+    import json
+
+    tr = troot
+    tr.loop_mount("/home", size_mb=300)
+    with open(tr.p("/home/bulk"), "wb") as f:
+        for _ in range(200):
+            f.write(os.urandom(1 << 20))
+    out = tr.base / "out"
+    out.mkdir()
+    img = out / "sys.mksysb"
+    t = Tmux(f"aixsmit-hup-{os.getpid()}", f"{shlex.quote(sys.executable)} -m aixsmit --root {shlex.quote(str(tr.path))} mksysb",
+             tmux_env)
+    try:
+        t.wait_for("[Entry Fields]")
+        t.type(str(img))
+        t.keys("Enter")
+        t.wait_for("Command: running")
+        time.sleep(0.3)
+    finally:
+        t.kill()  # the terminal goes away: the TUI gets SIGHUP
+    assert not img.exists()  # it was still running
+    end = time.monotonic() + 120
+    while time.monotonic() < end and not img.exists():
+        time.sleep(0.2)
+    assert img.exists()
+    env = dict(os.environ, **tmux_env)
+    jobs = json.loads(subprocess.run([sys.executable, "-m", "aixsmit", "cmd", "jobs", "--json"], env=env,
+                                     capture_output=True, text=True).stdout)
+    deadline = time.monotonic() + 30
+    while jobs[-1]["status"] == "running" and time.monotonic() < deadline:
+        time.sleep(0.2)
+        jobs = json.loads(subprocess.run([sys.executable, "-m", "aixsmit", "cmd", "jobs", "--json"], env=env,
+                                         capture_output=True, text=True).stdout)
+    assert jobs[-1]["status"] == "OK" and "aixsmit cmd mksysb" in jobs[-1]["command"]
+    assert "0512-038 mksysb: Backup Completed Successfully." in open(jobs[-1]["log"]).read()
+    # No TUI left behind, spinning or not.
+    ps = subprocess.run(["pgrep", "-f", f"aixsmit --root {tr.path} mksysb"], capture_output=True, text=True).stdout
+    assert ps.strip() == ""
+    # A new aixsmit says so and shows it.
+    t = Tmux(f"aixsmit-back-{os.getpid()}", f"{shlex.quote(sys.executable)} -m aixsmit", tmux_env)
+    try:
+        t.wait_for("Commands started earlier")
+        t.keys("Enter")
+        t.wait_for("Running and Recent Commands")
+        t.keys("Enter")
+        s = t.wait_for("0512-038 mksysb: Backup Completed Successfully.")
+        assert "Command: OK" in s
+    finally:
+        t.kill()

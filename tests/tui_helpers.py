@@ -26,6 +26,7 @@ async def until(pilot, cond, timeout: float = 60.0) -> None:
     while time.monotonic() < end:
         await pilot.pause(0.05)
         if cond():
+            await pilot.pause(0.2)  # the last lines and the scroll follow the status by a frame
             return
     raise AssertionError("timed out waiting in the TUI")
 

@@ -463,3 +463,31 @@ def register_clone(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="allow devices that already hold a file system")
     p.add_argument("--keep-mounted", action="store_true", help="leave the clone mounted under TARGET")
     p.set_defaults(func=cmd_clone)
+
+
+def cmd_jobs(args) -> int:
+    import time as _t
+
+    from ..jobs import detached
+
+    jobs = detached.all_jobs()
+    if args.json:
+        print_json([dict(j.to_json(), log=str(j.log)) for j in jobs])
+        return 0
+    if not jobs:
+        print("No command has been started from aixsmit in the last week.")
+        return 0
+    print(f"{'ID':<23} {'STATUS':<8} {'START':<15} {'RC':>3}  COMMAND")
+    for j in jobs:
+        rc = "" if j.rc is None else str(j.rc)
+        cmd = j.command.replace("\n", "\\n")
+        print(f"{j.id:<23} {j.status:<8} {_t.strftime('%b %d %H:%M:%S', _t.localtime(j.start)):<15} {rc:>3}  {cmd}")
+    return 0
+
+
+def register_jobs(sub) -> None:
+    p = sub.add_parser("jobs", help="commands started from the menus: running and recent, with their logs",
+                       description="Commands started from COMMAND STATUS run detached from the terminal; their "
+                                   "output is in STATE/jobs/ID/output.log.")
+    add_json(p)
+    p.set_defaults(func=cmd_jobs)

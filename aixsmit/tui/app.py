@@ -46,6 +46,7 @@ class AixsmitApp(App):
         self.dry_run = dry_run  # the guided backup shows its commands and runs none
         self.last_status: str | None = None
         self._esc_at = 0.0
+        self._started_at = time.time()
         self._system = None
         self._too_small = False
 
@@ -74,6 +75,54 @@ class AixsmitApp(App):
         self.open(self.start_fastpath, as_fastpath=True)
         self._check_size()
         self.call_after_refresh(self._offer_remount)
+        self.call_after_refresh(self._offer_jobs)
+        self._watch_terminal()
+
+    # --- the terminal going away -----------------------------------------------------------
+    def _watch_terminal(self) -> None:
+        """A closed SSH connection or terminal: leave cleanly (commands run on, detached)."""
+        import asyncio
+        import signal
+
+        try:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._hangup)
+        except (NotImplementedError, RuntimeError):
+            pass
+        if sys.__stdin__ is not None and sys.__stdin__.isatty():
+            self.set_interval(5.0, self._check_tty)
+
+    def _check_tty(self) -> None:
+        try:
+            os.tcgetpgrp(sys.__stdin__.fileno())
+        except OSError:
+            self._hangup()
+
+    def _hangup(self) -> None:
+        self.smit_log.log(f"\n{time.strftime('[%b %d %Y, %H:%M:%S]')}\n    The terminal went away; running commands go on.\n")
+        self.exit(0)
+
+    def _offer_jobs(self) -> None:
+        """Commands started earlier that still run, or ended unseen: offer to show them."""
+        if self.no_exec:
+            return
+        from ..jobs import detached
+
+        try:
+            jobs = [j for j in detached.all_jobs() if j.start < self._started_at
+                    and (j.status == detached.RUNNING or not detached.seen(j))]
+        except OSError:
+            return
+        if not jobs:
+            return
+        lines = [f"  {j.status:<8} {time.strftime('%b %d %H:%M', time.localtime(j.start))}  {j.title}" for j in jobs[-5:]]
+
+        def answer(ok):
+            if ok:
+                self.open("jobs")
+
+        self.push_screen(MessagePopup(
+            "INFORMATION MESSAGE", "Commands started earlier (they run on without a screen):\n" + "\n".join(lines)
+            + "\n\n    Press Enter to see them.\n    Press Cancel to go on."), answer)
 
     def _offer_remount(self) -> None:
         """File systems left unmounted by an earlier run (a crash): say so, offer to mount them."""
@@ -108,6 +157,10 @@ class AixsmitApp(App):
         self.smit_log.screen(d.kind, d.id, d.title, fastpath=as_fastpath)
         if d.kind == "menu":
             self.push_screen(MenuScreen(d))
+        elif d.kind == "guide" and d.id == "jobs":
+            from .jobs import JobsScreen
+
+            self.push_screen(JobsScreen(d))
         elif d.kind == "guide":
             from .walkthrough import WalkthroughScreen
 
@@ -266,6 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", metavar="DIR", default="/", help="treat DIR as / for everything run")
     p.add_argument("--dry-run", action="store_true",
                    help="the guided backup (walkthrough) shows every step's command and runs none")
+    p.add_argument("--no-mouse", action="store_true", help="do not ask the terminal for mouse reports")
     p.add_argument("--esc-keys", action="store_true", default=None,
                    help="label the keys Esc+1..Esc+0 (automatic on vt100 and similar terminals)")
     p.add_argument("fastpath", nargs="?", default="top_menu", metavar="FASTPATH",
@@ -280,8 +334,10 @@ def make_app(argv: list[str]) -> AixsmitApp:
     if args.root != "/" and not os.path.isdir(args.root):
         raise AixsmitError(f"--root {args.root}: not a directory")
     log = SmitLog.open(args.l, args.s)
-    return AixsmitApp(tree, args.fastpath, args.root, smit_log=log, no_run=args.x, no_exec=args.X,
-                      esc_labels=args.esc_keys, dry_run=args.dry_run)
+    app = AixsmitApp(tree, args.fastpath, args.root, smit_log=log, no_run=args.x, no_exec=args.X,
+                     esc_labels=args.esc_keys, dry_run=args.dry_run)
+    app.no_mouse = args.no_mouse
+    return app
 
 
 def run_tui(argv: list[str]) -> int:
@@ -290,5 +346,5 @@ def run_tui(argv: list[str]) -> int:
     except AixsmitError as exc:
         print(str(exc), file=sys.stderr)
         return 1
-    app.run()
+    app.run(mouse=not app.no_mouse)
     return app.return_code or 0

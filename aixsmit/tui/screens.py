@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+from pathlib import Path
 
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -376,14 +378,15 @@ class CommandStatusScreen(SmitScreen):
     MAX_LINES = 5000  # on screen; the whole output is in smit.log
     MAX_BATCH = 1000  # lines written to the pane per 50 ms tick
 
-    def __init__(self, definition: ScreenDef, argv: list[str], progress: bool):
+    def __init__(self, definition: ScreenDef, argv: list[str], progress: bool, job=None):
         super().__init__(definition, "COMMAND STATUS")
         self.argv = argv
         self.with_progress = progress
         self.status = "running"
         self.stdout_seen = False
         self.stderr_seen = False
-        self.job = None
+        self.job = job  # a detached job to follow; None starts one
+        self._stop_following = False
         self.started = time.monotonic()
         self.finished_at: float | None = None
         self._lock = threading.Lock()
@@ -421,39 +424,64 @@ class CommandStatusScreen(SmitScreen):
         gc.freeze()
         self.set_interval(0.05, self.flush)
         self.app.smit_log.output_start()
-        threading.Thread(target=self._run, name="aixsmit-job", daemon=True).start()
+        threading.Thread(target=self._follow, name="aixsmit-follow", daemon=True).start()
 
-    # Runs in a thread: reads the job's events and leaves them for the UI timer to pick up.
-    def _run(self) -> None:
+    # Runs in a thread: starts the command detached from this terminal (or follows one started
+    # earlier), reads its output log as it grows and leaves the lines for the UI timer.
+    def _follow(self) -> None:
+        from ..jobs import detached
         from ..jobs.progress import BackupProgress
-        from ..jobs.runner import Finished, Job, Output, Progress
+        from ..jobs.runner import Finished, Progress, _lines
 
-        self.job = Job(cmdbuild.runnable(self.argv), progress=BackupProgress() if self.with_progress else None)
         try:
-            self.job.start()
-            for ev in self.job.events():
-                if isinstance(ev, Output):
-                    self.app.smit_log.output(list(ev.lines))
-                    with self._lock:
-                        self._pending.extend(ev.lines)
-                        if ev.stream == "stdout":
-                            self.stdout_seen = True
-                        else:
-                            self.stderr_seen = True
-                        self.bytes_total += sum(len(l) + 1 for l in ev.lines)
-                elif isinstance(ev, Progress):
-                    with self._lock:
-                        self._progress = ev
-                elif isinstance(ev, Finished):
-                    with self._lock:
-                        self._final = ev
+            if self.job is None:
+                self.job = detached.start(self.definition.title, cmdbuild.display(self.argv),
+                                          cmdbuild.runnable(self.argv), self.with_progress)
+            else:
+                self.started = time.monotonic() - max(0.0, time.time() - self.job.start)
+            parser = BackupProgress() if self.with_progress else None
+            pos, partial = 0, b""
+            log = open(self.job.log, "rb")
         except OSError as exc:
-            from ..jobs.runner import Finished as F
-
             with self._lock:
                 self._pending.append(f"{self.argv[0]}: {exc.strerror or exc}")
                 self.stderr_seen = True
-                self._final = F("FAILED", 127, 0.0)
+                self._final = Finished("FAILED", 127, 0.0)
+            return
+        with log:
+            while not self._stop_following:
+                info = detached.read(Path(self.job.dir)) or self.job
+                data = log.read(1 << 22)
+                if data:
+                    data = partial + data
+                    cut = data.rfind(b"\n")
+                    partial, data = (data[cut + 1:], data[:cut]) if cut >= 0 else (data, b"")
+                if data:
+                    lines = list(_lines(data))
+                    self.app.smit_log.output(lines)
+                    changed = False
+                    if parser is not None:
+                        for line in lines:
+                            if "of" in line or "0512-" in line or "Backing" in line:
+                                changed = parser.feed(line) or changed
+                    with self._lock:
+                        self._pending.extend(lines)
+                        self.bytes_total += len(data) + 1
+                        if changed:
+                            self._progress = Progress(parser.files_done, parser.files_total, parser.percent)
+                with self._lock:
+                    self.stdout_seen, self.stderr_seen = info.stdout, info.stderr
+                if info.status != detached.RUNNING and not data and len(data) == 0 and log.tell() >= os.path.getsize(self.job.log):
+                    if partial:
+                        with self._lock:
+                            self._pending.extend(_lines(partial))
+                    status = info.status if info.status in ("OK", "WARN", "FAILED") else "FAILED"
+                    with self._lock:
+                        self._final = Finished(status, info.rc if info.rc is not None else -1, info.end - info.start)
+                    detached.mark_seen(info)
+                    return
+                if not data:
+                    time.sleep(0.05)
 
     def flush(self) -> None:
         from textual.widgets import Log, ProgressBar
@@ -504,11 +532,17 @@ class CommandStatusScreen(SmitScreen):
     def running(self) -> bool:
         return self.status == "running"
 
+    def on_unmount(self) -> None:
+        self._stop_following = True
+
     def action_cancel(self) -> None:
         if self.running:
             def answer(ok):
                 if ok and self.job is not None:
-                    threading.Thread(target=self.job.cancel, daemon=True).start()
+                    from ..jobs import detached
+
+                    threading.Thread(target=detached.cancel, args=(detached.read(Path(self.job.dir)) or self.job,),
+                                     daemon=True).start()
 
             self.app.push_screen(MessagePopup(
                 "CANCEL", "The command is still running.\n    Press Enter to stop it (its whole process group).\n"
@@ -520,13 +554,12 @@ class CommandStatusScreen(SmitScreen):
         if self.running:
             def answer(ok):
                 if ok:
-                    if self.job is not None:
-                        self.job.cancel()
                     self.app.exit_smit()
 
             self.app.push_screen(MessagePopup(
-                "EXIT", "The command is still running. Leaving stops it.\n    Press Enter to stop it and exit.\n"
-                        "    Press Cancel to return to the application."), answer)
+                "EXIT", "The command is still running, and goes on without this screen:\n"
+                        "aixsmit shows it again (Running and Recent Commands).\n"
+                        "    Press Enter to exit.\n    Press Cancel to return to the application."), answer)
         else:
             super().action_exit()
 
