@@ -76,6 +76,17 @@ def run_cmd(argv: list[str]) -> int:
         return 1
 
 
+def _terminal_defaults() -> None:
+    """Settings Textual reads when it is imported: the cheapest screen that still looks right."""
+    env = os.environ
+    # TERM=dumb has no colour system, and Textual then writes truecolor escapes: use 16 colours.
+    if env.get("TERM", "dumb") in ("dumb", "") and not env.get("TEXTUAL_COLOR_SYSTEM"):
+        env["TEXTUAL_COLOR_SYSTEM"] = "standard"
+    env.setdefault("TEXTUAL_FPS", "20")  # a low frame-rate cap for slow links; SMIT screens do not animate
+    env.setdefault("TEXTUAL_ANIMATIONS", "none")
+    env.setdefault("TEXTUAL_SMOOTH_SCROLL", "0")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["cmd"]:
@@ -83,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] in (["--version"],):
         print(f"aixsmit {__version__}")
         return 0
+    _terminal_defaults()
     try:
         from .tui.app import run_tui
     except ImportError:

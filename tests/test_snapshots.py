@@ -43,3 +43,21 @@ def test_f6_show_command(snap_compare, tmp_path):
 
 def test_esc_labels_dialog(snap_compare, tmp_path):
     assert snap_compare(make(tmp_path, "umountfs", esc_labels=True), terminal_size=(80, 24))
+
+
+def test_ascii_top_menu(snap_compare, tmp_path):
+    assert snap_compare(make(tmp_path, ascii_only=True), terminal_size=(80, 24))
+
+
+def test_ascii_f4_list(snap_compare, tmp_path):
+    assert snap_compare(make(tmp_path, "mksysb", ascii_only=True), terminal_size=(80, 24), press=["down", "f4"])
+
+
+def test_no_color_dialog(snap_compare, tmp_path, monkeypatch):
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert snap_compare(make(tmp_path, "mksysb"), terminal_size=(80, 24), press=["down", "tab"])
+
+
+def test_no_color_menu(snap_compare, tmp_path, monkeypatch):
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert snap_compare(make(tmp_path, "backsys"), terminal_size=(80, 24), press=["down"])

@@ -19,8 +19,14 @@ class Tmux:
     def __init__(self, name: str, cmd: str, env: dict, width: int = 80, height: int = 24):
         self.name = name
         envs = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
-        subprocess.run(["tmux", "new-session", "-d", "-s", name, "-x", str(width), "-y", str(height),
-                        f"env {envs} {cmd}; sleep 30"], check=True)
+        argv = ["tmux", "new-session", "-d", "-s", name, "-x", str(width), "-y", str(height), f"env {envs} {cmd}; sleep 30"]
+        for attempt in range(5):
+            # A tmux server whose last session was just killed may still be exiting: try again.
+            if subprocess.run(argv, capture_output=True).returncode == 0:
+                break
+            time.sleep(0.3)
+        else:
+            subprocess.run(argv, check=True)
 
     def keys(self, *keys: str) -> None:
         subprocess.run(["tmux", "send-keys", "-t", self.name, *keys], check=True)

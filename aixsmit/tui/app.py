@@ -31,7 +31,7 @@ class AixsmitApp(App):
 
     def __init__(self, tree: MenuTree, fastpath: str = "top_menu", root: str = "/", host_name: str | None = None,
                  smit_log: SmitLog | None = None, no_run: bool = False, no_exec: bool = False,
-                 esc_labels: bool | None = None, dry_run: bool = False):
+                 esc_labels: bool | None = None, dry_run: bool = False, ascii_only: bool = False):
         super().__init__()
         from ..host import host_name as detect
 
@@ -44,6 +44,8 @@ class AixsmitApp(App):
         self.no_exec = no_exec  # -X: run nothing at all, lists included
         self.esc_labels = esc_labels_wanted(esc_labels)
         self.dry_run = dry_run  # the guided backup shows its commands and runs none
+        self.ascii_only = ascii_only  # no box drawing or other non-ASCII glyph on screen
+        self.no_mouse = False
         self.last_status: str | None = None
         self._esc_at = 0.0
         self._started_at = time.time()
@@ -71,6 +73,12 @@ class AixsmitApp(App):
 
     # --- navigation --------------------------------------------------------------------
     def on_mount(self) -> None:
+        if self.ascii_only:
+            self.add_class("-ascii")
+        # A 16-colour terminal (the Linux console, vt100, xterm): the ANSI theme uses the
+        # terminal's own colours instead of approximating truecolor ones.
+        if self.console.color_system in ("standard", "windows") and not os.environ.get("TEXTUAL_THEME"):
+            self.theme = "ansi-dark"
         self.smit_log.start()
         self.open(self.start_fastpath, as_fastpath=True)
         self._check_size()
@@ -305,6 +313,21 @@ class AixsmitApp(App):
         self.exit(0)
 
 
+def utf8_locale(env=None) -> bool:
+    """The locale's character set, as the terminal will render it (LC_ALL, LC_CTYPE, LANG).
+
+    Python itself sets LC_CTYPE=C.UTF-8 when it starts in the C locale (PEP 538): that one says
+    nothing about the terminal, so with LANG C or POSIX (or unset) it does not count."""
+    env = os.environ if env is None else env
+    lang = env.get("LANG", "")
+    coerced = env.get("LC_CTYPE") == "C.UTF-8" and lang in ("", "C", "POSIX") and not env.get("LC_ALL")
+    for var in ("LC_ALL", "LC_CTYPE", "LANG"):
+        value = env.get(var)
+        if value and not (var == "LC_CTYPE" and coerced):
+            return "utf-8" in value.lower() or "utf8" in value.lower()
+    return False
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="aixsmit",
@@ -320,6 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true",
                    help="the guided backup (walkthrough) shows every step's command and runs none")
     p.add_argument("--no-mouse", action="store_true", help="do not ask the terminal for mouse reports")
+    p.add_argument("--ascii", action="store_true", default=None,
+                   help="ASCII only: no box drawing or other non-ASCII glyphs (automatic when the locale is not UTF-8)")
     p.add_argument("--esc-keys", action="store_true", default=None,
                    help="label the keys Esc+1..Esc+0 (automatic on vt100 and similar terminals)")
     p.add_argument("fastpath", nargs="?", default="top_menu", metavar="FASTPATH",
@@ -335,7 +360,8 @@ def make_app(argv: list[str]) -> AixsmitApp:
         raise AixsmitError(f"--root {args.root}: not a directory")
     log = SmitLog.open(args.l, args.s)
     app = AixsmitApp(tree, args.fastpath, args.root, smit_log=log, no_run=args.x, no_exec=args.X,
-                     esc_labels=args.esc_keys, dry_run=args.dry_run)
+                     esc_labels=args.esc_keys, dry_run=args.dry_run,
+                     ascii_only=args.ascii if args.ascii is not None else not utf8_locale())
     app.no_mouse = args.no_mouse
     return app
 

@@ -6,11 +6,9 @@ from __future__ import annotations
 import time
 
 from textual.app import ComposeResult
-from textual.widgets import OptionList
-from textual.widgets.option_list import Option
 
 from ..smit.model import Screen as ScreenDef
-from .screens import CommandStatusScreen, SmitScreen
+from .screens import CommandStatusScreen, MenuList, SmitScreen
 
 
 class JobsScreen(SmitScreen):
@@ -20,17 +18,17 @@ class JobsScreen(SmitScreen):
         from ..jobs import detached
 
         self.jobs = list(reversed(detached.all_jobs()))
-        if not self.jobs:
-            yield OptionList(Option("  (No command has been started from aixsmit in the last week.)", disabled=True))
-            return
-        yield OptionList(*[Option(f"  {j.status:<8} {time.strftime('%b %d %H:%M', time.localtime(j.start))}  "
-                                  f"{j.command[:54]}", id=str(i)) for i, j in enumerate(self.jobs)], id="jobs")
+        labels = [f"{j.status:<8} {time.strftime('%b %d %H:%M', time.localtime(j.start))}  "
+                  f"{j.command.replace(chr(10), ' ')[:56]}" for j in self.jobs]
+        yield MenuList(labels or ["(No command has been started from aixsmit in the last week.)"], id="jobs")
 
     def on_mount(self) -> None:
-        self.query_one(OptionList).focus()
+        self.query_one(MenuList).focus()
 
-    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
-        job = self.jobs[int(event.option.id)]
+    def on_menu_list_chosen(self, event: MenuList.Chosen) -> None:
+        if not self.jobs:
+            return
+        job = self.jobs[event.index]
         d = ScreenDef(kind="dialog", id="jobs", title=job.title, command={self.app.host_name: job.argv},
                       progress="backup" if job.progress else "")
         self.app.push_screen(CommandStatusScreen(d, job.argv, progress=job.progress, job=job))

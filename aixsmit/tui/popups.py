@@ -41,6 +41,10 @@ class Popup(ModalScreen):
     def body(self) -> ComposeResult:
         yield Static(self.message, id="message", markup=False)
 
+    def on_mount(self) -> None:
+        if self.app.ascii_only:
+            self.add_class("-ascii")
+
     def dismiss(self, result=None):
         # Enter can reach both a list's own selection and the pop-up's key handler: answer once.
         if getattr(self, "_answered", False):
@@ -89,13 +93,15 @@ class ListPopup(Popup):
         self.pattern = ""
         self.KEYS = MULTI_KEYS if multi else LIST_KEYS
 
-    def body(self) -> ComposeResult:
-        from textual.widgets import SelectionList
+    def _prompt(self, i: int) -> str:
+        value, text = self.items[i]
+        return ("> " if value in self.selected else "  ") + text
 
+    def body(self) -> ComposeResult:
         if self.multi:
             yield Static("Move cursor to desired item and press F7.\n    ONE OR MORE items can be selected.\n"
                          "Press Enter AFTER making all selections.", id="message")
-            yield SelectionList(*[(text, value, value in self.selected) for value, text in self.items], id="choices")
+            yield OptionList(*[Option(self._prompt(i), id=str(i)) for i in range(len(self.items))], id="choices")
         else:
             yield Static("Move cursor to desired item and press Enter.", id="message")
             yield OptionList(*[Option(text, id=str(i)) for i, (_, text) in enumerate(self.items)], id="choices")
@@ -105,13 +111,14 @@ class ListPopup(Popup):
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         event.stop()
-        self.dismiss(self.items[int(event.option.id)][0])
+        if self.multi:
+            self.action_do()
+        else:
+            self.dismiss(self.items[int(event.option.id)][0])
 
     def action_do(self) -> None:
-        from textual.widgets import SelectionList
-
         if self.multi:
-            chosen = [v for v, _ in self.items if v in self.query_one(SelectionList).selected]
+            chosen = [v for v, _ in self.items if v in self.selected]
             self.dismiss(chosen)
         else:
             ol = self.query_one(OptionList)
@@ -119,20 +126,18 @@ class ListPopup(Popup):
                 self.dismiss(self.items[ol.highlighted][0])
 
     def on_key(self, event) -> None:
-        if event.key == "enter" and self.multi:
-            event.stop()
-            self.action_do()
-        elif event.key == "enter":
+        if event.key == "enter":
             event.stop()
             self.action_do()
 
     def action_toggle(self) -> None:
-        from textual.widgets import SelectionList
-
         if self.multi:
-            sl = self.query_one(SelectionList)
-            if sl.highlighted is not None:
-                sl.toggle(sl.get_option_at_index(sl.highlighted).value)
+            ol = self.query_one(OptionList)
+            i = ol.highlighted
+            if i is not None:
+                value = self.items[i][0]
+                self.selected.symmetric_difference_update({value})
+                ol.replace_option_prompt_at_index(i, self._prompt(i))
 
     def action_find(self) -> None:
         def got(pattern):
@@ -168,7 +173,9 @@ class PromptPopup(Popup):
         self.value = value
 
     def body(self) -> ComposeResult:
-        yield Input(self.value, id="prompt")
+        inp = Input(self.value, id="prompt")
+        inp.cursor_blink = False
+        yield inp
 
     def on_mount(self) -> None:
         self.query_one(Input).focus()

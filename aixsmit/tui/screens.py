@@ -9,6 +9,7 @@ from pathlib import Path
 
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.message import Message
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widget import Widget
@@ -62,6 +63,10 @@ class SmitScreen(Screen):
     def on_resize(self, event) -> None:
         self.app._check_size()
 
+    def on_mount(self) -> None:
+        if self.app.ascii_only:
+            self.add_class("-ascii")
+
     def on_screen_resume(self) -> None:
         self.app.call_after_refresh(self.app._check_size)
 
@@ -94,22 +99,67 @@ class SmitScreen(Screen):
         self.app.action_exit_smit()
 
 
+class MenuList(VerticalScroll, can_focus=True):
+    """A menu: one row per item, the highlighted one in reverse video.
+
+    Each row is its own widget, so moving the cursor repaints two lines, not the whole list:
+    what a slow serial line or SSH link has to carry for one key press."""
+
+    BINDINGS = [
+        Binding("down,ctrl+n", "move(1)", show=False),
+        Binding("up,ctrl+p", "move(-1)", show=False),
+        Binding("pagedown,ctrl+v", "move(10)", show=False),
+        Binding("pageup", "move(-10)", show=False),
+        Binding("home", "move(-9999)", show=False),
+        Binding("end", "move(9999)", show=False),
+        Binding("enter", "choose", show=False),
+    ]
+
+    class Chosen(Message):
+        def __init__(self, index: int) -> None:
+            super().__init__()
+            self.index = index
+
+    def __init__(self, labels: list[str], **kw):
+        super().__init__(**kw)
+        self.labels = labels
+        self.highlighted = 0 if labels else None
+
+    def compose(self) -> ComposeResult:
+        for i, label in enumerate(self.labels):
+            yield Static("  " + label, classes="menu-item" + (" -hl" if i == 0 else ""), markup=False)
+
+    def action_move(self, step: int) -> None:
+        if self.highlighted is None:
+            return
+        rows = list(self.query(".menu-item"))
+        new = max(0, min(len(rows) - 1, self.highlighted + step))
+        if new != self.highlighted:
+            rows[self.highlighted].remove_class("-hl")
+            rows[new].add_class("-hl")
+            self.highlighted = new
+            self.scroll_to_widget(rows[new], animate=False)
+
+    def action_choose(self) -> None:
+        if self.highlighted is not None:
+            self.post_message(self.Chosen(self.highlighted))
+
+
 class MenuScreen(SmitScreen):
     INSTRUCTIONS = "Move cursor to desired item and press Enter."
 
     def body(self) -> ComposeResult:
-        items = [Option("  " + it.label, id=str(i)) for i, it in enumerate(self.definition.items)]
-        yield OptionList(*items, id="menu")
+        yield MenuList([it.label for it in self.definition.items], id="menu")
 
     def on_mount(self) -> None:
-        self.query_one(OptionList).focus()
+        self.query_one(MenuList).focus()
 
-    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
-        item = self.definition.items[int(event.option.id)]
+    def on_menu_list_chosen(self, event: MenuList.Chosen) -> None:
+        item = self.definition.items[event.index]
         self.app.open(item.next)
 
     def help_text(self) -> str:
-        ol = self.query_one(OptionList)
+        ol = self.query_one(MenuList)
         if ol.highlighted is not None:
             item = self.definition.items[ol.highlighted]
             if item.help:
@@ -161,7 +211,9 @@ class FieldRow(Widget):
             yield RingValue(f, self.initial)
         else:
             yield Static("[", classes="bracket")
-            yield Input(self.initial, id=f"in-{f.name}", select_on_focus=False)
+            inp = Input(self.initial, id=f"in-{f.name}", select_on_focus=False)
+            inp.cursor_blink = False  # a blinking cursor costs ~2 KB/s on the wire
+            yield inp
             yield Static("]", classes="bracket")
         yield Static(" " + f.marker, classes="marker", markup=False)
 
@@ -406,7 +458,8 @@ class CommandStatusScreen(SmitScreen):
                      markup=False)
         if self.with_progress:
             with Horizontal(id="progress-row"):
-                yield ProgressBar(total=None, show_eta=False, id="bar")
+                if not self.app.ascii_only:
+                    yield ProgressBar(total=None, show_eta=False, id="bar")
                 yield Static("", id="progress-text", markup=False)
         yield Log(max_lines=self.MAX_LINES, id="output")
 
@@ -500,13 +553,19 @@ class CommandStatusScreen(SmitScreen):
             # Log.write_lines drops empty strings (it splits each into lines): keep blank lines.
             log.write_lines([l or " " for l in lines])
         if self.with_progress:
-            bar = self.query_one(ProgressBar)
+            bars = list(self.query(ProgressBar))
             text = self.query_one("#progress-text", Static)
             elapsed = (self.finished_at or time.monotonic()) - self.started
             if progress is not None and progress.files_total:
-                bar.update(total=progress.files_total, progress=progress.files_done)
                 rate = progress.files_done / elapsed if elapsed > 0 else 0
-                text.update(f" {progress.files_done}/{progress.files_total} files  {_clock(elapsed)}  {rate:,.0f}/s")
+                counts = f" {progress.files_done}/{progress.files_total} files  {_clock(elapsed)}  {rate:,.0f}/s"
+                if bars:
+                    bars[0].update(total=progress.files_total, progress=progress.files_done)
+                    text.update(counts)
+                else:
+                    done = int(30 * progress.files_done / progress.files_total)
+                    pct = 100 * progress.files_done // progress.files_total
+                    text.update(f"[{'#' * done}{'.' * (30 - done)}] {pct:3d}%" + counts)
             elif final is None:
                 text.update(f" {_clock(elapsed)}")
         if final is not None and self.status == "running":
@@ -516,9 +575,9 @@ class CommandStatusScreen(SmitScreen):
                 self.status = "OK (warnings)"
             self.app.smit_log.output_end(self.bytes_total)
             if self.with_progress and final.status != "FAILED":
-                bar = self.query_one(ProgressBar)
-                if bar.total:
-                    bar.update(progress=bar.total)
+                for bar in self.query(ProgressBar):
+                    if bar.total:
+                        bar.update(progress=bar.total)
             self.set_class(final.status == "FAILED", "-failed")
             self.set_class(final.status == "WARN", "-warn")
             self.set_keys(STATUS_DONE_KEYS)

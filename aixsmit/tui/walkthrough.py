@@ -96,7 +96,9 @@ class WalkthroughScreen(SmitScreen):
             with Horizontal(id="dest-row"):
                 yield Static("* Backup DEVICE or FILE".ljust(52), classes="label", markup=False)
                 yield Static("[", classes="bracket")
-                yield Input("", id="dest")
+                dest = Input("", id="dest")
+                dest.cursor_blink = False
+                yield dest
                 yield Static("]", classes="bracket")
                 yield Static(" +/", classes="marker")
             yield Static("", id="facts", markup=False)
