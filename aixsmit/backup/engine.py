@@ -361,18 +361,10 @@ def _die_with_parent() -> None:
 
 
 def _kill_group(proc: subprocess.Popen, grace: float = 3.0) -> None:
-    if proc.poll() is not None:
-        return
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+    from ..jobs.runner import stop_group
+
+    if proc.poll() is None:
+        stop_group(proc.pid, grace, alive=lambda: proc.poll() is None)
 
 
 def create_image(req: ImageRequest, emit: Emit) -> ImageResult:

@@ -140,20 +140,10 @@ def all_jobs() -> list[JobInfo]:
 
 def cancel(info: JobInfo, grace: float = 3.0) -> None:
     """TERM the command's process group, then KILL it if it is still there."""
-    if not info.pgid:
-        return
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(info.pgid, sig)
-        except ProcessLookupError:
-            return
-        end = time.monotonic() + wait
-        while time.monotonic() < end:
-            try:
-                os.killpg(info.pgid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.05)
+    from .runner import stop_group
+
+    if info.pgid:
+        stop_group(info.pgid, grace)
 
 
 def supervise(directory: str) -> int:

@@ -155,16 +155,30 @@ class Job:
         if proc is None or proc.poll() is not None:
             return
         self.cancelled = True
-        for sig, wait in ((signal.SIGTERM, self.grace), (signal.SIGKILL, 5.0)):
-            try:
-                os.killpg(proc.pid, sig)
-            except ProcessLookupError:
-                return
-            try:
-                proc.wait(timeout=wait)
-                return
-            except subprocess.TimeoutExpired:
-                continue
+        stop_group(proc.pid, self.grace, alive=lambda: proc.poll() is None)
+
+
+def stop_group(pgid: int, grace: float = 3.0, alive=None) -> None:
+    """TERM a process group, then KILL it if it is still there after ``grace`` seconds.
+
+    ``alive`` tells whether the group's leader still runs when it is our own child (polling it
+    also reaps it); otherwise the group itself is probed."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        end = time.monotonic() + wait
+        while time.monotonic() < end:
+            if alive is not None:
+                if not alive():
+                    return
+            else:
+                try:
+                    os.killpg(pgid, 0)
+                except ProcessLookupError:
+                    return
+            time.sleep(0.05)
 
 
 def run(argv: list[str], progress: BackupProgress | None = None, **kw) -> Iterator[Event]:
