@@ -85,3 +85,12 @@ def test_lvm_groups_from_captured_reports(tmp_path, monkeypatch):
     archive = next(lv for lv in data.lvs if lv.name == "archive")
     assert not archive.mounted and archive.lps == 10 * 1024 // 32  # 10 GiB of 32 MiB extents
     assert [lv.mount_point for lv in groups["appvg"].lvs] == ["/srv/app"]
+
+
+def test_aix_lsmksysb_drives_the_real_command(aix_bin, tmp_path, monkeypatch):
+    log = tmp_path / "argv.log"
+    monkeypatch.setenv("AIX_ARGV_LOG", str(log))
+    r = aixsmit("cmd", "lsmksysb", "-l", "-f", "/dev/rmt0")
+    assert r.returncode == 0, r.stderr
+    assert log.read_text().splitlines() == ["lsmksysb -l -f /dev/rmt0"]
+    assert r.stdout.splitlines()[0] == "VOLUME GROUP:           rootvg"  # aix-smit.md §3.8, captured

@@ -15,6 +15,16 @@ from conftest import need_tool, needs_root
 pytestmark = [needs_root, need_tool("tmux")]
 
 
+def gone(pattern: str, timeout: float = 15) -> bool:
+    """No process matches ``pattern`` (waiting a while: leaving takes a moment under load)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if subprocess.run(["pgrep", "-f", pattern], capture_output=True).returncode == 1:
+            return True
+        time.sleep(0.2)
+    return False
+
+
 class Tmux:
     def __init__(self, name: str, cmd: str, env: dict, width: int = 80, height: int = 24):
         self.name = name
@@ -188,8 +198,7 @@ def test_backup_outlives_the_terminal(troot, tmp_path, tmux_env):
     assert jobs[-1]["status"] == "OK" and "aixsmit cmd mksysb" in jobs[-1]["command"]
     assert "0512-038 mksysb: Backup Completed Successfully." in open(jobs[-1]["log"]).read()
     # No TUI left behind, spinning or not.
-    ps = subprocess.run(["pgrep", "-f", f"aixsmit --root {tr.path} mksysb"], capture_output=True, text=True).stdout
-    assert ps.strip() == ""
+    assert gone(f"aixsmit --root {tr.path} mksysb")
     # A new aixsmit says so and shows it.
     t = Tmux(f"aixsmit-back-{os.getpid()}", f"{shlex.quote(sys.executable)} -m aixsmit", tmux_env)
     try:

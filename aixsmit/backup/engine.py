@@ -433,6 +433,14 @@ def create_image(req: ImageRequest, emit: Emit) -> ImageResult:
         if os.path.isfile(fstab):
             shutil.copyfile(fstab, os.path.join(vgdir, "fstab"))
             staged.append(f"{vgdata_dir(req)}/fstab")
+        if req.program == "savevg" and vg.source == "lvm" and vg.lvm_name and shutil.which("vgcfgbackup"):
+            # LVM's own description of the group (PVs, LVs, extents), for vgcfgrestore.
+            res = subprocess.run(["vgcfgbackup", "-f", os.path.join(vgdir, f"{vg.name}.vgcfg"), vg.lvm_name],
+                                 capture_output=True, text=True)
+            if res.returncode == 0:
+                staged.append(f"{vgdata_dir(req)}/{vg.name}.vgcfg")
+            else:
+                emit(f"{prog}: vgcfgbackup {vg.lvm_name} failed: {res.stderr.strip()}", "stderr")
         staged.append(f"{vgdata_dir(req)}/backup.toc")
         total = flist.count + len(staged)
 

@@ -168,6 +168,10 @@ def _backup_log() -> int:
 
 
 def _listing(args, program: str, kind: str) -> int:
+    if System(root="/").host.name == "aix":
+        cmd = "lsmksysb" if kind == "mksysb" else "listvgbackup"
+        argv = [cmd] + (["-B"] if args.B else []) + (["-l"] if args.l else []) + (["-f", args.f] if args.f else [])
+        return _aix_passthrough(argv)
     if getattr(args, "B", False):
         return _backup_log()
     if not args.f:

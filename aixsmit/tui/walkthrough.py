@@ -66,7 +66,8 @@ STEPS = [
         "was made. A damaged or incomplete image fails here, not on the day you need it."), "run"),
     Step("Done", (
         "The system image is made. User data is backed up separately: savevg backs up a user volume "
-        "group (press Enter to open Back Up a Volume Group), and scheduled backups keep doing both."),
+        "group now, and scheduled backups keep doing both every week and every day. Press Enter "
+        "to choose."),
         "done"),
 ]
 
@@ -128,7 +129,7 @@ class WalkthroughScreen(SmitScreen):
         argv = self.argv()
         self.query_one("#command", Static).update(f"Command (F6): {cmdbuild.display(argv)}" if argv else "")
         nxt = {"info": "Press Enter to go on.", "dest": "Type the destination, then press Enter.",
-               "run": "Press Enter to do this step.", "done": "Press Enter to back up a volume group, F3 to leave."}
+               "run": "Press Enter to do this step.", "done": "Press Enter for volume group backups and schedules, F3 to leave."}
         self.query_one("#next", Static).update("\n" + nxt[st.kind] + "  F3 goes back a step.")
 
     # --- the facts and commands of each step ---------------------------------------------
@@ -327,7 +328,7 @@ class WalkthroughScreen(SmitScreen):
                           progress="backup" if self.step == 4 else "")
             self.app.run_command(d, argv)
         elif st.kind == "done":
-            self.app.open("savevg")
+            self.app.open("walkdone")
 
     def advance(self) -> None:
         if self.step < len(STEPS) - 1:
