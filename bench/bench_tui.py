@@ -34,7 +34,12 @@ def first_screen(cmd: str, marker: str, env: dict) -> float:
     name = f"bench-{os.getpid()}-{time.monotonic_ns()}"
     envs = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
     t = time.perf_counter()
-    subprocess.run(["tmux", "new-session", "-d", "-s", name, "-x", "80", "-y", "24", f"env {envs} {cmd}"], check=True)
+    argv = ["tmux", "new-session", "-d", "-s", name, "-x", "80", "-y", "24", f"env {envs} {cmd}"]
+    while subprocess.run(argv, capture_output=True).returncode != 0:  # a tmux server may be exiting
+        if time.perf_counter() - t > 10:
+            raise SystemExit("tmux would not start a session")
+        time.sleep(0.2)
+        t = time.perf_counter()
     try:
         while time.perf_counter() - t < 30:
             out = subprocess.run(["tmux", "capture-pane", "-t", name, "-p"], capture_output=True, text=True).stdout
