@@ -88,26 +88,35 @@ class AixsmitApp(App):
 
     # --- the terminal going away -----------------------------------------------------------
     def _watch_terminal(self) -> None:
-        """A closed SSH connection or terminal: leave cleanly (commands run on, detached)."""
-        import asyncio
+        """A closed SSH connection or terminal: leave at once (commands run on, detached).
+
+        Not through the event loop: with the terminal gone, Textual's writer can no longer
+        drain its queue and the loop may be stuck behind it. A plain signal handler and a small
+        watchdog thread do not depend on it; there is no terminal left to restore."""
         import signal
+        import threading
 
-        try:
-            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._hangup)
-        except (NotImplementedError, RuntimeError):
-            pass
-        if sys.__stdin__ is not None and sys.__stdin__.isatty():
-            self.set_interval(5.0, self._check_tty)
+        signal.signal(signal.SIGHUP, lambda signum, frame: self._hangup())
+        stdin = sys.__stdin__
+        if stdin is not None and stdin.isatty():
+            fd = stdin.fileno()
 
-    def _check_tty(self) -> None:
-        try:
-            os.tcgetpgrp(sys.__stdin__.fileno())
-        except OSError:
-            self._hangup()
+            def watch() -> None:
+                while True:
+                    time.sleep(2.0)
+                    try:
+                        os.tcgetpgrp(fd)
+                    except OSError:
+                        self._hangup()
+
+            threading.Thread(target=watch, name="aixsmit-tty-watch", daemon=True).start()
 
     def _hangup(self) -> None:
-        self.smit_log.log(f"\n{time.strftime('[%b %d %Y, %H:%M:%S]')}\n    The terminal went away; running commands go on.\n")
-        self.exit(0)
+        try:
+            self.smit_log.log(f"\n{time.strftime('[%b %d %Y, %H:%M:%S]')}\n"
+                              "    The terminal went away; running commands go on.\n")
+        finally:
+            os._exit(0)
 
     def _offer_jobs(self) -> None:
         """Commands started earlier that still run, or ended unseen: offer to show them."""

@@ -22,15 +22,17 @@ from ..smit.model import Field, Screen as ScreenDef
 from .keys import DIALOG_KEYS, MENU_KEYS, STATUS_DONE_KEYS, STATUS_RUNNING_KEYS, footer_text
 from .popups import PRESS_RETURN, ListPopup, MessagePopup, PromptPopup
 
+# Not priority bindings: a key goes to the focused field first, in the order typed, so F6 or
+# Enter after fast typing (or a paste) sees every character. Fields bind no function key.
 FKEYS = [
-    Binding("f1", "help", "Help", priority=True),
-    Binding("f2", "refresh", "Refresh", priority=True),
+    Binding("f1", "help", "Help"),
+    Binding("f2", "refresh", "Refresh"),
     Binding("ctrl+l", "refresh", "Refresh", show=False),
-    Binding("f3", "cancel", "Cancel", priority=True),
-    Binding("ctrl+g", "cancel", "Cancel", show=False, priority=True),
-    Binding("f8", "image", "Image", priority=True),
-    Binding("f9", "shell", "Shell", priority=True),
-    Binding("f10", "exit", "Exit", priority=True),
+    Binding("f3", "cancel", "Cancel"),
+    Binding("ctrl+g", "cancel", "Cancel", show=False),
+    Binding("f8", "image", "Image"),
+    Binding("f9", "shell", "Shell"),
+    Binding("f10", "exit", "Exit"),
 ]
 
 
@@ -248,10 +250,10 @@ class DialogScreen(SmitScreen):
     """A dialog (fields → command), or a selector (one value → the next screen)."""
 
     BINDINGS = FKEYS + [
-        Binding("f4", "list", "List", priority=True),
-        Binding("f5", "reset", "Reset", priority=True),
-        Binding("f6", "show_command", "Command", priority=True),
-        Binding("f7", "edit", "Edit", priority=True),
+        Binding("f4", "list", "List"),
+        Binding("f5", "reset", "Reset"),
+        Binding("f6", "show_command", "Command"),
+        Binding("f7", "edit", "Edit"),
         Binding("down", "app.focus_next", "Next field", show=False, priority=True),
         Binding("up", "app.focus_previous", "Previous field", show=False, priority=True),
     ]
@@ -422,7 +424,7 @@ class CommandStatusScreen(SmitScreen):
     """COMMAND STATUS: the command's state, a progress bar when it reports one, its output."""
 
     BINDINGS = FKEYS + [
-        Binding("f6", "show_command", "Command", priority=True),
+        Binding("f6", "show_command", "Command"),
         Binding("slash", "find", "Find"),
         Binding("n", "find_next", "Find Next"),
     ]

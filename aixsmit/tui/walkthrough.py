@@ -74,8 +74,8 @@ STEPS = [
 
 class WalkthroughScreen(SmitScreen):
     BINDINGS = FKEYS + [
-        Binding("f4", "list", "List", priority=True),
-        Binding("f6", "show_command", "Command", priority=True),
+        Binding("f4", "list", "List"),
+        Binding("f6", "show_command", "Command"),
         Binding("enter", "do", "Do"),
     ]
     KEYS = WALK_KEYS
