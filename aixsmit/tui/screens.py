@@ -129,7 +129,8 @@ class MenuList(VerticalScroll, can_focus=True):
 
     def compose(self) -> ComposeResult:
         for i, label in enumerate(self.labels):
-            yield Static("  " + label, classes="menu-item" + (" -hl" if i == 0 else ""), markup=False)
+            # Padded, so the reverse-video bar spans the row as SMIT's does (the row clips it).
+            yield Static(("  " + label).ljust(256), classes="menu-item" + (" -hl" if i == 0 else ""), markup=False)
 
     def action_move(self, step: int) -> None:
         if self.highlighted is None:
