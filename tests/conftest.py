@@ -92,6 +92,14 @@ class TempRoot:
             run("mount", "-t", fstype, dev, target)
         return dev
 
+    def bulk(self, rel: str, mb: int) -> Path:
+        """A file of ``mb`` MiB of random data (it does not compress, so backups take a while)."""
+        path = self.p(rel)
+        with open(path, "wb") as f:
+            for _ in range(mb):
+                f.write(os.urandom(1 << 20))
+        return path
+
     def tmpfs(self, mp: str) -> None:
         target = self.p(mp)
         target.mkdir(parents=True, exist_ok=True)

@@ -192,9 +192,7 @@ def test_no_room_at_destination(system_root):
 
 def test_sigkill_leaves_nothing_that_lists_as_an_image(system_root):
     tr = system_root
-    with open(tr.p("/home/bulk"), "wb") as f:
-        for _ in range(48):
-            f.write(os.urandom(1 << 20))
+    tr.bulk("/home/bulk", 48)
     img = tr.out / "sys.mksysb"
     env = tr.env()
     import sys
@@ -222,9 +220,7 @@ def test_sigkill_leaves_nothing_that_lists_as_an_image(system_root):
 
 def test_sigterm_is_0512_007_and_no_image(system_root):
     tr = system_root
-    with open(tr.p("/home/bulk"), "wb") as f:
-        for _ in range(48):
-            f.write(os.urandom(1 << 20))
+    tr.bulk("/home/bulk", 48)
     img = tr.out / "sys.mksysb"
     import sys
 

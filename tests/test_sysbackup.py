@@ -123,9 +123,7 @@ def _run_until_partial(tr, img):
 
 def test_sigterm_in_the_middle_mounts_again(sysroot):
     tr = sysroot
-    with open(tr.p("/usr/bulk"), "wb") as f:
-        for _ in range(96):
-            f.write(os.urandom(1 << 20))
+    tr.bulk("/usr/bulk", 96)
     img = tr.out / "sys.mksysb"
     proc = _run_until_partial(tr, img)
     proc.send_signal(signal.SIGTERM)
@@ -140,9 +138,7 @@ def test_sigterm_in_the_middle_mounts_again(sysroot):
 
 def test_sigkill_then_ledger_recovery(sysroot):
     tr = sysroot
-    with open(tr.p("/usr/bulk"), "wb") as f:
-        for _ in range(96):
-            f.write(os.urandom(1 << 20))
+    tr.bulk("/usr/bulk", 96)
     img = tr.out / "sys.mksysb"
     proc = _run_until_partial(tr, img)
     proc.kill()

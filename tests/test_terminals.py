@@ -13,7 +13,7 @@ import time
 import pytest
 
 from conftest import need_tool, needs_root
-from test_tmux_e2e import Tmux, gone
+from test_tmux_e2e import Tmux, gone, newest_job
 
 pytestmark = [needs_root, need_tool("tmux")]
 PY = shlex.quote(sys.executable)
@@ -168,9 +168,7 @@ def sshd(tmp_path):
 def test_backup_over_ssh_survives_a_cut_connection(troot, tmp_path, sshd):
     tr = troot
     tr.loop_mount("/home", size_mb=300)
-    with open(tr.p("/home/bulk"), "wb") as f:
-        for _ in range(200):
-            f.write(os.urandom(1 << 20))
+    tr.bulk("/home/bulk", 200)
     out = tr.base / "out"
     out.mkdir()
     img = out / "sys.mksysb"
@@ -195,16 +193,8 @@ def test_backup_over_ssh_survives_a_cut_connection(troot, tmp_path, sshd):
         time.sleep(0.2)
     assert img.exists(), "the backup did not finish after the connection was cut"
     # Logging in again: the job is there, finished, with its output.
-    import json
-
-    env = dict(os.environ, AIXSMIT_STATE_DIR=str(state), HOME=str(tmp_path))
-    for _ in range(100):
-        jobs = json.loads(subprocess.run([sys.executable, "-m", "aixsmit", "cmd", "jobs", "--json"], env=env,
-                                         capture_output=True, text=True).stdout)
-        if jobs and jobs[-1]["status"] != "running":
-            break
-        time.sleep(0.2)
-    assert jobs[-1]["status"] == "OK"
-    assert "0512-038 mksysb: Backup Completed Successfully." in open(jobs[-1]["log"]).read()
+    job = newest_job(dict(os.environ, AIXSMIT_STATE_DIR=str(state), HOME=str(tmp_path)))
+    assert job["status"] == "OK"
+    assert "0512-038 mksysb: Backup Completed Successfully." in open(job["log"]).read()
     # The remote TUI went away with the connection, and does not linger.
     assert gone(f"aixsmit --root {tr.path} mksysb")

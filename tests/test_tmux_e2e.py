@@ -15,6 +15,19 @@ from conftest import need_tool, needs_root
 pytestmark = [needs_root, need_tool("tmux")]
 
 
+def newest_job(env: dict, timeout: float = 30) -> dict:
+    """The newest job of ``aixsmit cmd jobs --json``, once it is no longer running."""
+    import json
+
+    end = time.monotonic() + timeout
+    while True:
+        jobs = json.loads(subprocess.run([sys.executable, "-m", "aixsmit", "cmd", "jobs", "--json"], env=env,
+                                         capture_output=True, text=True).stdout)
+        if (jobs and jobs[-1]["status"] != "running") or time.monotonic() > end:
+            return jobs[-1] if jobs else {}
+        time.sleep(0.2)
+
+
 def gone(pattern: str, timeout: float = 15) -> bool:
     """No process matches ``pattern`` (waiting a while: leaving takes a moment under load)."""
     end = time.monotonic() + timeout
@@ -162,13 +175,9 @@ def test_walkthrough_in_a_real_terminal(troot, tmp_path, tmux_env):
 def test_backup_outlives_the_terminal(troot, tmp_path, tmux_env):
     """Start a mksysb in tmux, kill the tmux session in the middle: the image still completes,
     and a new aixsmit shows the job as finished, with its output."""
-    import json
-
     tr = troot
     tr.loop_mount("/home", size_mb=300)
-    with open(tr.p("/home/bulk"), "wb") as f:
-        for _ in range(200):
-            f.write(os.urandom(1 << 20))
+    tr.bulk("/home/bulk", 200)
     out = tr.base / "out"
     out.mkdir()
     img = out / "sys.mksysb"
@@ -187,16 +196,9 @@ def test_backup_outlives_the_terminal(troot, tmp_path, tmux_env):
     while time.monotonic() < end and not img.exists():
         time.sleep(0.2)
     assert img.exists()
-    env = dict(os.environ, **tmux_env)
-    jobs = json.loads(subprocess.run([sys.executable, "-m", "aixsmit", "cmd", "jobs", "--json"], env=env,
-                                     capture_output=True, text=True).stdout)
-    deadline = time.monotonic() + 30
-    while jobs[-1]["status"] == "running" and time.monotonic() < deadline:
-        time.sleep(0.2)
-        jobs = json.loads(subprocess.run([sys.executable, "-m", "aixsmit", "cmd", "jobs", "--json"], env=env,
-                                         capture_output=True, text=True).stdout)
-    assert jobs[-1]["status"] == "OK" and "aixsmit cmd mksysb" in jobs[-1]["command"]
-    assert "0512-038 mksysb: Backup Completed Successfully." in open(jobs[-1]["log"]).read()
+    job = newest_job(dict(os.environ, **tmux_env))
+    assert job["status"] == "OK" and "aixsmit cmd mksysb" in job["command"]
+    assert "0512-038 mksysb: Backup Completed Successfully." in open(job["log"]).read()
     # No TUI left behind, spinning or not.
     assert gone(f"aixsmit --root {tr.path} mksysb")
     # A new aixsmit says so and shows it.
