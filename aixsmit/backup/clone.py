@@ -9,14 +9,14 @@ parents first, restore the image, and write the target's fstab for the new devic
 from __future__ import annotations
 
 import os
-import shutil
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from ..errors import AixsmitError
-from ..fs.crfs import check_device, device_size, fstab_set, mkfs
+from ..fs import fstab as fstab_file
+from ..fs.crfs import check_device, device_size, mkfs
 from ..host.common import run
 from . import archive, image_data
 
@@ -132,7 +132,7 @@ def install(image: str, mapping: dict[str, str], target: str, emit: Emit, *, dry
         fstab = Path(fstab_root or target) / "etc" / "fstab"
         for t in targets:
             opts = ",".join(o for o in t.options.split(",") if o and o not in ("rw", "relatime", "seclabel")) or "defaults"
-            fstab_set(fstab, t.mount_point, f"UUID={t.uuid}", t.vfs, opts, 1 if t.mount_point == "/" else 2)
+            fstab_file.set_entry(fstab, t.mount_point, f"UUID={t.uuid}", t.vfs, opts, 1 if t.mount_point == "/" else 2)
         emit(f"Wrote {fstab} for the new devices (by UUID).", "stdout")
         if hostname:
             Path(target, "etc").mkdir(exist_ok=True)

@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import AixsmitError
-from ..fs.mounts import escape
 from ..fs.table import System
 from ..fs.volume_groups import VolumeGroup
 from . import image_data
@@ -99,10 +98,6 @@ class FileList:
     path: str  # NUL-separated ./names for tar -T
     count: int
     toc: str  # path of the table of contents
-
-
-def _rel(root: bytes, path: bytes) -> bytes:
-    return b"." + path[len(root):] if root != b"/" else b"." + path
 
 
 def walk(root: str, include: list[str], prune: set[str], skip: set[str], excludes: ExcludeList,
@@ -209,10 +204,9 @@ def _fs_facts(path: str) -> tuple[int, int, int]:
 def _uuid(system: System, device: str) -> str:
     if system.host.name != "linux" or not device.startswith("/dev/"):
         return ""
-    from ..host.linux import LinuxHost
+    from ..host.linux import device_uuid
 
-    facts = LinuxHost().device_facts(type("M", (), {"device": device})())  # only .device is read
-    return facts.get("uuid", "")
+    return device_uuid(device)
 
 
 def information_file(req: ImageRequest, files: int, when: str) -> str:
@@ -401,10 +395,7 @@ def create_image(req: ImageRequest, emit: Emit) -> ImageResult:
     try:
         if req.new_data:
             what = "(/image.data) for rootvg" if prog == "mksysb" else f"for volume group {vg.name}"
-            if prog == "mksysb":
-                emit(f"Creating information file {what}.", "stdout")
-            else:
-                emit(f"Creating information file {what}.", "stdout")
+            emit(f"Creating information file {what}.", "stdout")
             emit("", "stdout")
         elif prog == "mksysb" and not os.path.exists(os.path.join(req.system.root, "image.data")):
             raise BackupFailed(f"0512-004 {prog}: The /image.data file does not exist.  Backup canceled.", EXIT_FAILED)

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..errors import AixsmitError
-from ..fs.classify import USER
-from ..fs.table import System
+from ..fs.classify import SYSTEM, USER
+from ..fs.table import System, top
 from ..fs.unmount import BusyError, Ledger, mount_again, plan_unmount, unmount
 from ..fs.volume_groups import find
 from . import archive
@@ -113,11 +113,7 @@ def run(system: System, dest: str, emit: Emit, skip_busy: bool = False, exclude:
 
     say("Step 1 of 7: Finding system data and user data.")
     table = system.table()
-    last = {}
-    for e in table:
-        last[e.mount_point] = e
-    users = [e for e in last.values() if e.cls == USER]
-    systems = [e for e in last.values() if e.cls == "system"]
+    users, systems = top(table, USER), top(table, SYSTEM)
     say(f"  system file systems: {' '.join(e.mount_point for e in systems) or '(none)'}")
     say(f"  user file systems:   {' '.join(e.mount_point for e in users) or '(none)'}")
 

@@ -206,8 +206,6 @@ def cmd_restore(args) -> int:
         argv += ["-f", args.f, *args.files]
         return _aix_passthrough(argv) if not args.target else _aix_in_dir(argv, args.target)
     if args.T:
-        import time as _t
-
         total = count = 0
         emit(f"New volume on {args.f}:", "stderr")
         emit(" Cluster 51200 bytes (100 blocks).", "stderr")

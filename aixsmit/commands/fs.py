@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from .. import config as _config
 from ..errors import AixsmitError
-from ..fs.classify import REMOTE, SYSTEM, USER, VIRTUAL
-from ..fs.holders import LETTER
+from ..fs.classify import VIRTUAL
 from ..fs.mounts import parse_aix_mount, parse_mountinfo
 from ..fs.table import Entry, System
 from .common import add_json, add_root, print_json, shown
@@ -163,23 +160,19 @@ def cmd_lsfs(args) -> int:
     """Every file system fstab names (under --root), in AIX lsfs's columns."""
     import os
 
-    from ..fs.mounts import unescape
+    from ..fs import fstab
 
     system = _system(args)
     mounted = {e.mount_point: e for e in system.table()}
-    path = os.path.join(system.root, "etc", "fstab")
     try:
-        with open(path, errors="surrogateescape") as f:
-            lines = f.read().splitlines()
+        entries = fstab.read(system.root, strict=True)
     except OSError as exc:
-        raise AixsmitError(f"lsfs: {path}: {exc.strerror}")
+        raise AixsmitError(f"lsfs: {fstab.path(system.root)}: {exc.strerror}")
     rows = []
-    for line in lines:
-        parts = line.split()
-        if len(parts) < 3 or parts[0].startswith("#") or parts[2] in ("swap", "none"):
+    for fe in entries:
+        if fe.vfs in ("swap", "none"):
             continue
-        mp = os.path.normpath(unescape(parts[1]))
-        opts = parts[3] if len(parts) > 3 else "defaults"
+        mp, opts = fe.mount_point, fe.options
         e = mounted.get(mp)
         size = "--"
         if e is not None:
@@ -188,7 +181,7 @@ def cmd_lsfs(args) -> int:
                 size = str(st.f_blocks * st.f_frsize // 512)
             except OSError:
                 pass
-        rows.append({"name": unescape(parts[0]), "nodename": "--", "mount_point": mp, "vfs": parts[2], "size": size,
+        rows.append({"name": fe.device, "nodename": "--", "mount_point": mp, "vfs": fe.vfs, "size": size,
                      "options": opts, "auto": "no" if "noauto" in opts.split(",") else "yes", "mounted": e is not None})
     if args.json:
         print_json(rows)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..errors import AixsmitError
 from ..host.common import run
-from ..state import atomic_write_bytes
+from . import fstab
 
 LINUX_VFS = ("ext4", "xfs", "btrfs")
 
@@ -103,32 +103,9 @@ def mkfs(device: str, vfs: str, size: int | None = None, label: str = "") -> str
     res = run(argv, timeout=600)
     if res.rc != 0:
         raise AixsmitError(f"crfs: mkfs.{vfs} {device} failed: {res.message}")
-    uuid = run(["blkid", "-p", "-o", "value", "-s", "UUID", "--", device], timeout=30).stdout.strip()
-    return uuid
+    from ..host.linux import device_uuid
 
-
-def fstab_set(fstab: Path, mount_point: str, device_field: str, vfs: str, options: str, passno: int) -> None:
-    """Set the line for ``mount_point`` (replacing one that is there), keeping every other line."""
-    from .mounts import escape, unescape
-
-    try:
-        lines = fstab.read_text().splitlines()
-    except FileNotFoundError:
-        lines = []
-    out, done = [], False
-    new = f"{device_field} {escape(mount_point)} {vfs} {options} 0 {passno}"
-    for line in lines:
-        parts = line.split()
-        if len(parts) >= 2 and not parts[0].startswith("#") and os.path.normpath(unescape(parts[1])) == mount_point:
-            if not done:
-                out.append(new)
-                done = True
-            continue
-        out.append(line)
-    if not done:
-        out.append(new)
-    fstab.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(fstab, ("\n".join(out) + "\n").encode(), 0o644)
+    return device_uuid(device)
 
 
 def crfs(system, vfs: str, device: str, mount_point: str, auto: bool = True, size: int | None = None,
@@ -146,10 +123,10 @@ def crfs(system, vfs: str, device: str, mount_point: str, auto: bool = True, siz
     uuid = mkfs(device, vfs, size, label=os.path.basename(mount_point))
     path = system.abs_path(mount_point)
     os.makedirs(path, exist_ok=True)
-    fstab = Path(system.root) / "etc" / "fstab"
-    fstab_set(fstab, mount_point, f"UUID={uuid}" if uuid else device, vfs, "defaults" if auto else "defaults,noauto", 2)
+    table = fstab.path(system.root)
+    fstab.set_entry(table, mount_point, f"UUID={uuid}" if uuid else device, vfs, "defaults" if auto else "defaults,noauto", 2)
     if mount:
         res = run(["mount", "-t", vfs, "--", device, path])
         if res.rc != 0:
             raise AixsmitError(f"mount: 0506-324 Cannot mount {device} on {mount_point}: {res.message}")
-    return Made(device, vfs, uuid, mount_point, str(fstab))
+    return Made(device, vfs, uuid, mount_point, str(table))

@@ -209,15 +209,3 @@ def relative_to_root(mounts: Iterable[Mount], root: str) -> list[Mount]:
         elif m.path.startswith(prefix):
             out.append(replace(m, mount_point=m.path[len(root):]))
     return out
-
-
-def visible(mounts: list[Mount]) -> list[Mount]:
-    """Drop mounts hidden by a later mount at the same path (mountinfo lists them in order).
-
-    Over-mounted entries are shadowed: the top-most mount at a path is the last one listed.
-    """
-    last: dict[str, Mount] = {}
-    for m in mounts:
-        last[m.path] = m
-    keep = {id(m) for m in last.values()}
-    return [m for m in mounts if id(m) in keep]

@@ -41,6 +41,15 @@ class SysOnly:
         return {"ok": self.ok, "user": list(self.user), "remote": list(self.remote), "virtual": list(self.virtual)}
 
 
+def top(table: list[Entry], cls: str | None = None) -> list[Entry]:
+    """One entry per mount point, in table order: the top-most where mounts are stacked (the
+    last one listed at a path hides the others); only data class ``cls`` when given."""
+    last: dict[str, Entry] = {}
+    for e in table:
+        last[e.mount_point] = e
+    return [e for e in last.values() if cls is None or e.cls == cls]
+
+
 def normalize_root(root: str | None) -> str:
     root = root or "/"
     real = os.path.realpath(root)

@@ -26,7 +26,7 @@ from ..state import atomic_write_json, state_dir
 from .classify import SYSTEM, USER, VIRTUAL
 from .holders import LETTER, Holder
 from .mounts import Mount
-from .table import Entry, System
+from .table import Entry, System, top
 
 LEDGER_NAME = "unmounted.json"
 
@@ -131,10 +131,7 @@ def plan_unmount(system: System, targets: list[str], all_user: bool = False,
     table = table if table is not None else system.table()
     names: list[str] = []
     if all_user:
-        seen_top: dict[str, Entry] = {}
-        for e in table:
-            seen_top[e.mount_point] = e  # the last listed at a path is the visible one
-        names += [mp for mp, e in seen_top.items() if e.cls == USER and mp not in names]
+        names += [e.mount_point for e in top(table, USER)]
     for t in targets:
         if not t.startswith("/"):
             raise AixsmitError(f"umount: {t}: a mount point must be an absolute path such as /home")
@@ -146,14 +143,14 @@ def plan_unmount(system: System, targets: list[str], all_user: bool = False,
         here = [(i, e) for i, e in enumerate(table) if e.mount_point == t]
         if not here:
             raise AixsmitError(f"umount: {t}: 0506-347 Cannot find anything to unmount.")
-        top = here[-1][1]
-        if top.cls == SYSTEM:
+        shown = here[-1][1]  # the visible one at that path
+        if shown.cls == SYSTEM:
             raise AixsmitError(
-                f"umount: {t} holds system data ({top.mount.device}); aixsmit does not unmount system file systems."
+                f"umount: {t} holds system data ({shown.mount.device}); aixsmit does not unmount system file systems."
             )
-        if top.cls == VIRTUAL:
+        if shown.cls == VIRTUAL:
             raise AixsmitError(
-                f"umount: {t} is a virtual file system ({top.mount.vfs}); it holds no data to protect and is not unmounted."
+                f"umount: {t} is a virtual file system ({shown.mount.vfs}); it holds no data to protect and is not unmounted."
             )
         for i, e in enumerate(table):
             if e.mount_point == t or _below(e.mount_point, t):
@@ -313,26 +310,16 @@ def _roll_back(system: System, ledger: Ledger, done: list[Entry], records: list[
 
 
 def _fstab_entry(system: System, mount_point: str) -> LedgerEntry | None:
-    fstab = Path(system.root) / "etc" / "fstab"
-    try:
-        text = fstab.read_text(errors="surrogateescape")
-    except OSError:
-        return None
-    from .mounts import unescape
+    from . import fstab
 
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) < 3 or parts[0].startswith("#"):
-            continue
-        mp = unescape(parts[1])
-        if os.path.normpath(mp) == mount_point:
-            opts = tuple(o for o in (parts[3] if len(parts) > 3 else "defaults").split(",")
-                         if o not in ("defaults", "noauto", "auto", "nofail", "user", "users") and not o.startswith("x-"))
-            device = unescape(parts[0])
-            uuid = device[5:] if device.startswith("UUID=") else ""
-            return LedgerEntry(mount_point=mount_point, path=system.abs_path(mount_point), root=system.root,
-                               device=device, vfs=parts[2], options=opts, host=system.host.name, uuid=uuid)
-    return None
+    e = fstab.by_mount_point(system.root).get(mount_point)
+    if e is None:
+        return None
+    opts = tuple(o for o in e.options.split(",")
+                 if o not in ("defaults", "noauto", "auto", "nofail", "user", "users") and not o.startswith("x-"))
+    uuid = e.device[5:] if e.device.startswith("UUID=") else ""
+    return LedgerEntry(mount_point=mount_point, path=system.abs_path(mount_point), root=system.root,
+                       device=e.device, vfs=e.vfs, options=opts, host=system.host.name, uuid=uuid)
 
 
 def mount_again(system: System, ledger: Ledger, mount_points: list[str] | None = None,

@@ -16,11 +16,11 @@ import math
 import os
 import shutil
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from ..errors import AixsmitError, ParseError
+from . import fstab
 from .classify import SYSTEM, USER
-from .table import Entry, System
+from .table import Entry, System, top
 
 PP_SIZE_MB = 4  # the notional partition size shown for groups that are not LVM
 
@@ -172,21 +172,6 @@ def _same_device(a: str, b: str) -> bool:
     return a == b or (a.startswith("/dev/") and b.startswith("/dev/") and os.path.realpath(a) == os.path.realpath(b))
 
 
-def _fstab(system: System) -> dict[str, tuple[str, str]]:
-    out: dict[str, tuple[str, str]] = {}
-    try:
-        text = (Path(system.root) / "etc" / "fstab").read_text(errors="replace")
-    except OSError:
-        return out
-    from .mounts import unescape
-
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) >= 3 and not parts[0].startswith("#"):
-            out[os.path.normpath(unescape(parts[1]))] = (unescape(parts[0]), parts[2])
-    return out
-
-
 def _lv_for(e: Entry, name: str, pp_mb: int) -> LogicalVolume:
     try:
         st = os.statvfs(e.mount.path)
@@ -226,10 +211,7 @@ def _linux_groups(system: System) -> list[VolumeGroup]:
         if r["vg_name"] != root_vg_lvm and r["vg_name"] not in members:
             members[r["vg_name"]] = []
             sources[r["vg_name"]] = "lvm"
-    last_at: dict[str, Entry] = {}
-    for e in table:
-        last_at[e.mount_point] = e
-    for e in last_at.values():
+    for e in top(table):
         lv = lvm_of(e)
         if e.mount_point in claimed:
             group = claimed[e.mount_point]
@@ -241,12 +223,13 @@ def _linux_groups(system: System) -> list[VolumeGroup]:
         name = lv.name if lv else os.path.basename(e.mount.device) or e.mount.device
         members[group].append(_lv_for(e, name, pp))
     # Configured file systems that are not mounted are still part of their group (closed).
-    fstab = _fstab(system)
+    known = fstab.by_mount_point(system.root)
     for name, mps in system.config.volume_groups.items():
         have = {lv.mount_point for lv in members[name]}
         for mp in mps:
             if mp not in have:
-                dev, vfs = fstab.get(mp, ("", "N/A"))
+                fe = known.get(mp)
+                dev, vfs = (fe.device, fe.vfs) if fe else ("", "N/A")
                 members[name].append(LogicalVolume(os.path.basename(dev) or "N/A", vfs, 0, 0, 1, "closed/syncd", mp, dev))
     for r in vg_rows:
         if r["vg_name"] in members:

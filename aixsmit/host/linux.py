@@ -57,33 +57,40 @@ class LinuxHost:
 
     def device_facts(self, mount: Mount) -> dict:
         """What is needed to mount ``mount`` again after a crash or a reboot."""
-        facts: dict = {"uuid": "", "backing_file": ""}
         dev = mount.device
-        if dev.startswith("/dev/"):
-            name = os.path.basename(os.path.realpath(dev))
-            backing = Path(f"/sys/block/{name}/loop/backing_file")
-            try:
-                facts["backing_file"] = backing.read_text().strip()
-            except OSError:
-                pass
-            try:
-                for link in os.scandir("/dev/disk/by-uuid"):
-                    if os.path.realpath(link.path) == os.path.realpath(dev):
-                        facts["uuid"] = link.name
-                        break
-            except OSError:
-                pass
-            if not facts["uuid"]:
-                res = run(["blkid", "-o", "value", "-s", "UUID", "--", dev], timeout=30)
-                if res.rc == 0:
-                    facts["uuid"] = res.stdout.strip()
-        return facts
+        if not dev.startswith("/dev/"):
+            return {"uuid": "", "backing_file": ""}
+        return {"uuid": device_uuid(dev), "backing_file": loop_backing_file(dev)}
+
+
+def loop_backing_file(device: str) -> str:
+    """The file behind a loop device ("" for anything else)."""
+    name = os.path.basename(os.path.realpath(device))
+    try:
+        return Path(f"/sys/block/{name}/loop/backing_file").read_text().strip()
+    except OSError:
+        return ""
+
+
+def device_uuid(device: str) -> str:
+    """The file system UUID on ``device``, probed from the device itself (right also just after
+    mkfs, when udev's /dev/disk/by-uuid links may still name the old one); the links only when
+    blkid cannot read it."""
+    res = run(["blkid", "-p", "-o", "value", "-s", "UUID", "--", device], timeout=30)
+    if res.rc == 0 and res.stdout.strip():
+        return res.stdout.strip()
+    real = os.path.realpath(device)
+    try:
+        for link in os.scandir("/dev/disk/by-uuid"):
+            if os.path.realpath(link.path) == real:
+                return link.name
+    except OSError:
+        pass
+    return ""
 
 
 def _loop_backs(device: str, backing_file: str) -> bool:
-    name = os.path.basename(os.path.realpath(device))
-    try:
-        current = Path(f"/sys/block/{name}/loop/backing_file").read_text().strip()
-    except OSError:
+    current = loop_backing_file(device)
+    if not current:
         return False
     return os.path.realpath(current) == os.path.realpath(backing_file)

@@ -290,10 +290,9 @@ def _run(s: Schedule, stamp: str, now: float | None, emit: Emit) -> tuple[int, s
     level = 0 if weekday == s.day else 1
     targets = s.filesystems
     if s.all_user:
-        seen = {}
-        for e in system.table():
-            seen[e.mount_point] = e
-        targets = [mp for mp, e in seen.items() if e.cls == USER]
+        from ..fs.table import top
+
+        targets = [e.mount_point for e in top(system.table(), USER)]
     if not targets:
         emit("schedule: no user file system is mounted: nothing to back up.", "stdout")
         return 0, "OK"

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..fs.classify import SYSTEM, USER
-from ..fs.table import System
+from ..fs.table import System, top
 
 
 @dataclass(frozen=True)
@@ -38,12 +38,8 @@ def _row(*cols: str) -> str:
 
 @service
 def mounted_user_fs(system: System) -> list[ListItem]:
-    out, seen = [], set()
-    for e in reversed(system.table()):
-        if e.cls == USER and e.mount_point not in seen:
-            seen.add(e.mount_point)
-            out.append(ListItem(e.mount_point, _row(f"{e.mount.device:<18}", f"{e.mount_point:<24}", e.mount.vfs)))
-    return list(reversed(out))
+    return [ListItem(e.mount_point, _row(f"{e.mount.device:<18}", f"{e.mount_point:<24}", e.mount.vfs))
+            for e in top(system.table(), USER)]
 
 
 @service
@@ -55,8 +51,8 @@ def mounted_fs(system: System) -> list[ListItem]:
 @service
 def unmounted_fs(system: System) -> list[ListItem]:
     """What aixsmit unmounted (the ledger) and what fstab names that is not mounted now."""
+    from ..fs import fstab
     from ..fs.unmount import Ledger
-    from ..fs.volume_groups import _fstab
 
     mounted = {e.mount_point for e in system.table()}
     out: list[ListItem] = []
@@ -67,9 +63,10 @@ def unmounted_fs(system: System) -> list[ListItem]:
     for e in entries:
         out.append(ListItem(e.mount_point, _row(f"{e.device:<18}", f"{e.mount_point:<24}", f"{e.vfs:<8}", "(unmounted by aixsmit)")))
     have = {i.value for i in out}
-    for mp, (dev, vfs) in sorted(_fstab(system).items()):
-        if mp not in mounted and mp not in have and mp.startswith("/") and vfs not in ("swap", "none"):
-            out.append(ListItem(mp, _row(f"{dev:<18}", f"{mp:<24}", f"{vfs:<8}", "(fstab)")))
+    for fe in sorted(fstab.read(system.root), key=lambda fe: fe.mount_point):
+        mp = fe.mount_point
+        if mp not in mounted and mp not in have and mp.startswith("/") and fe.vfs not in ("swap", "none"):
+            out.append(ListItem(mp, _row(f"{fe.device:<18}", f"{mp:<24}", f"{fe.vfs:<8}", "(fstab)")))
     return out
 
 

@@ -13,8 +13,7 @@ from textual.message import Message
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import Input, OptionList, Static
-from textual.widgets.option_list import Option
+from textual.widgets import Input, Static
 
 from ..errors import AixsmitError
 from ..smit import command as cmdbuild
@@ -496,7 +495,7 @@ class CommandStatusScreen(SmitScreen):
             else:
                 self.started = time.monotonic() - max(0.0, time.time() - self.job.start)
             parser = BackupProgress() if self.with_progress else None
-            pos, partial = 0, b""
+            partial = b""
             log = open(self.job.log, "rb")
         except OSError as exc:
             with self._lock:
@@ -527,7 +526,8 @@ class CommandStatusScreen(SmitScreen):
                             self._progress = Progress(parser.files_done, parser.files_total, parser.percent)
                 with self._lock:
                     self.stdout_seen, self.stderr_seen = info.stdout, info.stderr
-                if info.status != detached.RUNNING and not data and len(data) == 0 and log.tell() >= os.path.getsize(self.job.log):
+                # Done when the job has ended and its log is read to the end.
+                if info.status != detached.RUNNING and not data and log.tell() >= os.path.getsize(self.job.log):
                     if partial:
                         with self._lock:
                             self._pending.extend(_lines(partial))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from typing import Callable
 
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -151,10 +150,9 @@ class WalkthroughScreen(SmitScreen):
         return self.app.system
 
     def user_mounts(self) -> list:
-        seen = {}
-        for e in self.system().table():
-            seen[e.mount_point] = e
-        return [e for e in seen.values() if e.cls == "user"]
+        from ..fs.table import top
+
+        return top(self.system().table(), "user")
 
     def ledger_entries(self) -> list:
         from ..fs.unmount import Ledger
