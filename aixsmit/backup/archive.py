@@ -201,36 +201,32 @@ def _parse_toc(data: bytes) -> dict[str, str]:
 
 # --- restore ----------------------------------------------------------------------------
 
-def unsafe_members(path: str, program: str) -> list[str]:
-    """Members that would land outside the target: absolute names, '..', or links pointing out."""
-    bad = []
+@dataclass
+class Survey:
+    """What a restore needs to know before it writes anything, from one pass over the image."""
+
+    unsafe: list[str] = field(default_factory=list)  # members that would land outside the target
+    names: set[str] = field(default_factory=set)
+    incremental: bool = False  # a level backup: its GNU dumpdir records say what was deleted
+
+
+def survey(path: str, program: str) -> Survey:
+    out = Survey()
     for m in members(path, program):
         name = m.name
-        parts = name.split("/")
-        if name.startswith("/") or ".." in parts:
-            bad.append(name)
+        if name.startswith("/") or ".." in name.split("/"):
+            out.unsafe.append(name)
         elif m.islnk() and (m.linkname.startswith("/") or ".." in m.linkname.split("/")):
-            bad.append(f"{name} (hard link to {m.linkname})")
-    return bad
+            out.unsafe.append(f"{name} (hard link to {m.linkname})")
+        if "GNU.dumpdir" in m.pax_headers or m.type == b"D":
+            out.incremental = True
+        out.names.add(_norm(name))
+    return out
 
 
-def is_incremental(path: str) -> bool:
-    """A level backup made with --listed-incremental carries GNU dumpdir records."""
-    try:
-        with tarfile.open(path, "r:") as tf:
-            for i, m in enumerate(tf):
-                if "GNU.dumpdir" in m.pax_headers or m.type == b"D":
-                    return True
-                if i > 50:
-                    break
-    except (tarfile.TarError, OSError):
-        return False
-    return False
-
-
-def restore_argv(path: str, target: str, files: list[str], verbose: bool) -> list[str]:
+def restore_argv(path: str, target: str, files: list[str], verbose: bool, incremental: bool) -> list[str]:
     argv = ["tar", "--extract", f"--file={path}", "-C", target, *TAR_EXTRACT_OPTS]
-    if is_incremental(path):
+    if incremental:
         # Restoring a level backup also removes what was deleted since the level it builds on.
         argv.append("--listed-incremental=/dev/null")
     if verbose:
@@ -244,16 +240,15 @@ def restore(path: str, target: str, files: list[str], verbose: bool, emit: Emit,
     """Extract into ``target``; refuses an image with members that would land outside it."""
     if not os.path.isdir(target):
         raise AixsmitError(f"{program}: {target} is not a directory")
-    bad = unsafe_members(path, program)
-    if bad:
-        raise AixsmitError(f"{program}: {path}: {len(bad)} member(s) would be restored outside {target} "
-                           f"(first: {bad[0]}); nothing was restored.")
-    if files:
-        names = set(list_names(path, program))
-        missing = [f for f in files if _norm(f) not in names and not any(n.startswith(_norm(f) + "/") for n in names)]
-        if missing:
-            raise AixsmitError(f"{program}: {missing[0]} is not in the image {path}; nothing was restored.")
-    proc = subprocess.run(restore_argv(path, target, files, verbose), capture_output=True, text=True,
+    found = survey(path, program)
+    if found.unsafe:
+        raise AixsmitError(f"{program}: {path}: {len(found.unsafe)} member(s) would be restored outside {target} "
+                           f"(first: {found.unsafe[0]}); nothing was restored.")
+    names = found.names
+    missing = [f for f in files if _norm(f) not in names and not any(n.startswith(_norm(f) + "/") for n in names)]
+    if missing:
+        raise AixsmitError(f"{program}: {missing[0]} is not in the image {path}; nothing was restored.")
+    proc = subprocess.run(restore_argv(path, target, files, verbose, found.incremental), capture_output=True, text=True,
                           errors="surrogateescape")
     for line in proc.stdout.splitlines():
         emit(f"x {line}", "stdout")

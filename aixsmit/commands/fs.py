@@ -87,35 +87,26 @@ def cmd_sysonly(args) -> int:
 
 
 def cmd_holders(args) -> int:
-    from ..fs.unmount import holder_lines
+    from ..fs.holders import LETTER
 
     system = _system(args)
-    table = system.table()
+    all_mounts = system.all_mounts()  # read once: the table and the scan both use it
+    table = system.table(all_mounts)
     mp = args.mount.rstrip("/") or "/"
-    here = [e for e in table if e.mount_point == mp]
-    if not here:
+    if not any(e.mount_point == mp for e in table):
         raise AixsmitError(f"holders: {args.mount}: 0506-347 Cannot find anything mounted there.")
-    all_mounts = system.all_mounts()
     # A mount is also kept busy by what is mounted below it.
     targets = [e.mount for e in table if e.mount_point == mp or e.mount_point.startswith(mp.rstrip("/") + "/")]
     holders = system.host.holders(targets, all_mounts)
-    rel = [h for h in holders]
     if args.json:
-        out = []
-        for h in rel:
-            d = h.to_json()
-            if system.root != "/" and d["path"].startswith(system.root + "/"):
-                d["path"] = d["path"][len(system.root):]
-            out.append(d)
-        print_json(out)
+        print_json([dict(h.to_json(), path=system.shown(h.path)) for h in holders])
         return 0
     if not holders:
         print(f"No process holds {shown(mp)}.")
         return 0
     print(f"{'PID':>7}  {'USER':<10} {'COMMAND':<16} {'ACCESS':<14} PATH")
-    for line in holder_lines(holders, system):
-        pid, rest = line.split(None, 1)[1], line.split(None, 2)[2]
-        print(f"{pid:>7}  {rest}")
+    for h in holders:
+        print(f"{h.pid:>7}  {h.user:<10} {h.command:<16} {h.how + ' (' + LETTER[h.how] + ')':<14} {shown(system.shown(h.path))}")
     return 0
 
 

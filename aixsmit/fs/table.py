@@ -88,6 +88,12 @@ class System:
         pick = lambda c: tuple(e.mount_point for e in table if e.cls == c)  # noqa: E731
         return SysOnly(user=pick(USER), remote=pick(REMOTE), virtual=pick(VIRTUAL), system=pick(SYSTEM))
 
+    def shown(self, path: str) -> str:
+        """A host path as the operator names it: relative to --root when it lies below it."""
+        if self.root != "/" and path.startswith(self.root + "/"):
+            return path[len(self.root):]
+        return path
+
     def abs_path(self, mount_point: str) -> str:
         """The host path of ``mount_point`` as the operator names it (relative to --root)."""
         if not mount_point.startswith("/"):

@@ -169,9 +169,7 @@ def plan_unmount(system: System, targets: list[str], all_user: bool = False,
 def holder_lines(holders: list[Holder], system: System | None = None) -> list[str]:
     lines = []
     for h in holders:
-        path = h.path
-        if system is not None and system.root != "/" and path.startswith(system.root + "/"):
-            path = path[len(system.root):]
+        path = system.shown(h.path) if system is not None else h.path
         lines.append(f"  pid {h.pid:>7}  {h.user:<10} {h.command:<16} {h.how} ({LETTER[h.how]}): {path}")
     return lines
 
