@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import os
 import re
-import selectors
 import shutil
-import signal
 import stat
 import subprocess
 import tempfile
@@ -34,6 +32,8 @@ from ..errors import AixsmitError
 from ..fs.table import System
 from ..fs.volume_groups import VolumeGroup
 from . import image_data
+from ..jobs.runner import Finished, Job, Output, Tick
+from ..state import fsync_dir
 from .excludes import ExcludeList
 
 PARTIAL = ".aixsmit-partial-"
@@ -344,23 +344,6 @@ def clean_stale_partials(directory: str) -> None:
             pass
 
 
-def _die_with_parent() -> None:
-    """In the tar child: get SIGKILL if aixsmit itself is killed, so no orphan keeps writing."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
-def _kill_group(proc: subprocess.Popen, grace: float = 3.0) -> None:
-    from ..jobs.runner import stop_group
-
-    if proc.poll() is None:
-        stop_group(proc.pid, grace, alive=lambda: proc.poll() is None)
-
-
 def create_image(req: ImageRequest, emit: Emit) -> ImageResult:
     """Make the image; ``emit`` receives AIX-style output lines. Raises BackupFailed."""
     start = time.monotonic()
@@ -390,7 +373,7 @@ def create_image(req: ImageRequest, emit: Emit) -> ImageResult:
     stage = os.path.join(work, "stage")
     os.mkdir(stage)
     tmp = os.path.join(dest_dir, f".{os.path.basename(dest)}{PARTIAL}{os.getpid()}") if not is_device else dest
-    proc: subprocess.Popen | None = None
+    job: Job | None = None
     renamed = False
     try:
         if req.new_data:
@@ -461,63 +444,27 @@ def create_image(req: ImageRequest, emit: Emit) -> ImageResult:
         if req.blocks:
             argv.append(f"--blocking-factor={req.blocks}")
         argv += ["-C", stage, *staged, "-C", req.system.root, "-T", flist.path]
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                start_new_session=True, preexec_fn=_die_with_parent)
-        for pipe in (proc.stdout, proc.stderr):
-            try:
-                import fcntl
-
-                fcntl.fcntl(pipe.fileno(), 1031, 1 << 20)  # F_SETPIPE_SZ: room for many names
-            except OSError:
-                pass
+        job = Job(argv, batch=True, die_with_parent=True, tick=1.0)
         warnings: list[str] = []
         errors: list[str] = []
         done = 0
-        last = time.monotonic()
-        sel = selectors.DefaultSelector()
-        sel.register(proc.stdout, selectors.EVENT_READ, "stdout")
-        sel.register(proc.stderr, selectors.EVENT_READ, "stderr")
-        pending = {"stdout": b"", "stderr": b""}
-        open_streams = 2
-        got = 0
-        while open_streams:
-            # tar names each member on its own line; reading in batches (a pause while little
-            # is waiting), not once per line, keeps the progress exact and the cost negligible.
-            if got < (1 << 16) and proc.poll() is None:
-                time.sleep(0.03)
-            got = 0
-            for key, _ in sel.select(timeout=0.5):
-                chunk = os.read(key.fd, 1 << 20)
-                got += len(chunk)
-                name = key.data
-                if not chunk:
-                    sel.unregister(key.fileobj)
-                    open_streams -= 1
-                    if pending[name]:
-                        chunk = b"\n"
-                    else:
-                        continue
-                data = pending[name] + chunk
-                lines = data.split(b"\n")
-                pending[name] = lines.pop()
-                if name == "stdout":
-                    done += len(lines)
+        rc = 2
+        for ev in job.events():
+            if isinstance(ev, Output):
+                if ev.stream == "stdout":
+                    done += len(ev.lines)  # tar names each member on a line of its own
                     if req.verbose:
-                        for l in lines:
-                            emit("a " + l.decode("utf-8", "replace"), "stdout")
+                        for line in ev.lines:
+                            emit("a " + line, "stdout")
                 else:
-                    for l in lines:
-                        text = l.decode("utf-8", "replace")
-                        if not text:
-                            continue
-                        (warnings if WARNING_RE.search(text) else errors).append(text)
-                        emit(text, "stderr")
-            now = time.monotonic()
-            if now - last >= 1.0 and done < total:
-                last = now
+                    for text in ev.lines:
+                        if text:
+                            (warnings if WARNING_RE.search(text) else errors).append(text)
+                            emit(text, "stderr")
+            elif isinstance(ev, Tick) and done < total:
                 emit(f"{done} of {total} files backed up ({done * 100 // max(total, 1)}%)", "stdout")
-        rc = proc.wait()
-        sel.close()
+            elif isinstance(ev, Finished):
+                rc = ev.returncode
         if rc > 1 or errors:
             if not is_device and _nearly_full(dest_dir):
                 emit(f"{prog}: {dest_dir}: No space left on device: the image did not fit.", "stderr")
@@ -532,11 +479,7 @@ def create_image(req: ImageRequest, emit: Emit) -> ImageResult:
                 os.fsync(f.fileno())
             os.replace(tmp, dest)
             renamed = True
-            dfd = os.open(dest_dir, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+            fsync_dir(dest_dir)
         size = os.stat(dest).st_size if not is_device else 0
         status = "WARN" if (rc == 1 or warnings) else "OK"
         _log_backup(dest, prog, vg.name, when, size, status)
@@ -548,8 +491,8 @@ def create_image(req: ImageRequest, emit: Emit) -> ImageResult:
             emit(f"0512-038 {prog}: Backup Completed Successfully.", "stdout")
         return ImageResult(dest, total, size, status, warnings, time.monotonic() - start)
     finally:
-        if proc is not None:
-            _kill_group(proc)
+        if job is not None:
+            job.cancel()  # nothing when tar has ended; TERM, then KILL, its group if not
         if not is_device and not renamed:
             try:
                 os.unlink(tmp)

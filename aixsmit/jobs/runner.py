@@ -38,13 +38,18 @@ class Progress:
 
 
 @dataclass(frozen=True)
+class Tick:
+    """At least every ``Job.tick`` seconds, output or not (for once-a-second progress lines)."""
+
+
+@dataclass(frozen=True)
 class Finished:
     status: str  # OK, WARN, FAILED
     returncode: int
     seconds: float
 
 
-Event = Output | Progress | Finished
+Event = Output | Progress | Tick | Finished
 
 
 _ANSI = None
@@ -80,6 +85,9 @@ class Job:
     cwd: str | None = None
     progress: BackupProgress | None = None
     grace: float = 3.0
+    batch: bool = False  # a command printing a line per file: read in batches, not per line
+    die_with_parent: bool = False  # killed if this process dies (a child that must not outlive it)
+    tick: float = 0.0  # yield Tick events this often
     proc: subprocess.Popen | None = field(default=None, init=False)
     stdout_seen: bool = field(default=False, init=False)
     stderr_seen: bool = field(default=False, init=False)
@@ -89,7 +97,16 @@ class Job:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, env=self.env, cwd=self.cwd, start_new_session=True)
+                                     stderr=subprocess.PIPE, env=self.env, cwd=self.cwd, start_new_session=True,
+                                     preexec_fn=die_with_parent if self.die_with_parent else None)
+        if self.batch:
+            import fcntl
+
+            for pipe in (self.proc.stdout, self.proc.stderr):
+                try:
+                    fcntl.fcntl(pipe.fileno(), 1031, 1 << 20)  # F_SETPIPE_SZ: room for many lines
+                except OSError:
+                    pass
 
     def events(self) -> Iterator[Event]:
         if self.proc is None:
@@ -102,11 +119,21 @@ class Job:
         sel.register(proc.stderr, selectors.EVENT_READ, "stderr")
         pending = {"stdout": b"", "stderr": b""}
         parser = self.progress
+        got, last_tick = 0, started
         try:
             while sel.get_map():
+                # A pause while little is waiting: a line per file is then read in batches,
+                # not one wake-up per line.
+                if self.batch and got < (1 << 16) and proc.poll() is None:
+                    time.sleep(0.03)
+                got = 0
+                if self.tick and time.monotonic() - last_tick >= self.tick:
+                    last_tick = time.monotonic()
+                    yield Tick()
                 for key, _ in sel.select(timeout=0.25):
                     name = key.data
-                    chunk = os.read(key.fd, 1 << 18)
+                    chunk = os.read(key.fd, 1 << 20 if self.batch else 1 << 18)
+                    got += len(chunk)
                     if not chunk:
                         sel.unregister(key.fileobj)
                         if pending[name]:
@@ -156,6 +183,16 @@ class Job:
             return
         self.cancelled = True
         stop_group(proc.pid, self.grace, alive=lambda: proc.poll() is None)
+
+
+def die_with_parent() -> None:
+    """In a child: get SIGKILL if the parent dies, so no orphan goes on (PR_SET_PDEATHSIG)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
 
 
 def stop_group(pgid: int, grace: float = 3.0, alive=None) -> None:
