@@ -17,6 +17,9 @@ import tempfile
 sys.path.insert(0, os.path.dirname(__file__))
 from _util import best_of, command, report  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from aixsmit.backup.engine import FILE_BLOCKS  # noqa: E402
+
 FILES = 50_000
 PER_DIR = 100
 
@@ -45,7 +48,7 @@ def main() -> int:
     open(env["AIXSMIT_CONFIG"], "w").close()
     try:
         make_tree(root)
-        tar = best_of(3, command(["tar", "-cf", os.path.join(out, "ref.tar"), "-C", root, "."]))
+        tar = best_of(5, command(["tar", "-cf", os.path.join(out, "ref.tar"), "-C", root, "."]))
         img = os.path.join(out, "sys.mksysb")
         argv = [sys.executable, "-m", "aixsmit", "cmd", "mksysb", "-i", "--root", root, img]
 
@@ -54,9 +57,9 @@ def main() -> int:
             if r.returncode != 0:
                 raise SystemExit(f"mksysb failed: {r.stderr}")
 
-        ours = best_of(3, mksysb)
-        same_flags = best_of(3, command(["tar", "--create", "--format=posix", "--xattrs", "--xattrs-include=*",
-                                         "--sparse", "-f", os.path.join(out, "ref2.tar"),
+        ours = best_of(5, mksysb)
+        same_flags = best_of(5, command(["tar", "--create", "--format=posix", "--xattrs", "--xattrs-include=*",
+                                         "--sparse", f"--blocking-factor={FILE_BLOCKS}", "-f", os.path.join(out, "ref2.tar"),
                                          "-C", root, "."]))
         print(f"{FILES} files in {FILES // PER_DIR} directories")
         report("aixsmit cmd mksysb -i       ", ours, tar, "tar -cf               ", goal=1.2)

@@ -72,6 +72,10 @@ def test_mksysb_done_when(system_root):
     assert "./data" in names  # the mount point stays, so a restore recreates it
     assert not any(n.startswith("./data/") for n in names)
     assert "./tmp/vgdata/rootvg/fstab" in names
+    # The table of contents is complete only when the walk is, which tar overlaps: it goes last.
+    assert names[-1] == "./tmp/vgdata/rootvg/backup.toc"
+    with tarfile.open(img) as tf:
+        assert len(tf.getmembers()) == total  # "Backing up N files" counts every member
 
     # Restore into an empty file system: the tree comes back exactly.
     target = tr.base / "restored"
@@ -143,6 +147,22 @@ def test_unmounted_user_fs_not_in_image_and_savevg_saves_datavg(system_root):
     assert tr.p("/data/db/table").read_text() == "rows\n"
     r = aixsmit("cmd", "restvg", "-f", img, "--root", tr.path, env=tr.env())
     assert r.returncode == 1 and "system image" in r.stderr
+
+
+def test_savevg_r_saves_the_structure_only(system_root):
+    tr = system_root
+    img = tr.out / "datavg.structure"
+    r = aixsmit("cmd", "savevg", "-r", "-f", img, "--root", tr.path, "datavg", env=tr.env())
+    assert r.returncode == 0, r.stderr
+    assert "Backing up 3 files" in r.stdout.splitlines()  # datavg.data, fstab, table of contents: no file
+    names = aixsmit("cmd", "lsbackvg", "-f", img).stdout.splitlines()
+    assert names[0] == "./tmp/vgdata/datavg/datavg.data"
+    assert not any(n.startswith("./data") for n in names)
+    long = aixsmit("cmd", "lsbackvg", "-l", "-f", img).stdout.splitlines()
+    assert "VG DATA ONLY:           yes" in long  # aix-smit.md §3.8
+    full = tr.out / "datavg.savevg"
+    assert aixsmit("cmd", "savevg", "-f", full, "--root", tr.path, "datavg", env=tr.env()).returncode == 0
+    assert "VG DATA ONLY:           no" in aixsmit("cmd", "lsbackvg", "-l", "-f", full).stdout.splitlines()
 
 
 def test_lsvg_formats(system_root):

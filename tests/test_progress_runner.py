@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import time
 
@@ -135,3 +136,31 @@ def test_runner_keeps_up_with_200k_lines_a_second():
     assert count == n
     rate = n / max(took - alone, 1e-6)
     assert rate > 200_000, f"{rate:.0f} lines/s through the runner"
+
+
+def test_list_feed_counts_the_names_the_reader_has_taken(tmp_path):
+    """mksysb's progress without a line per file: what was fed less what waits in the pipe."""
+    from aixsmit.backup.engine import ListFeed
+
+    names = [b"./f%07d\0" % i for i in range(20_000)]  # 11 bytes each
+    take = 7_000
+    # The reader takes exactly `take` names, then waits (as tar does on a big file).
+    reader = [sys.executable, "-c", "import os, time\nn = %d\nwhile n:\n    n -= len(os.read(0, n))\ntime.sleep(60)" % (take * 11)]
+    feed = ListFeed(str(tmp_path / "list"))
+    proc = subprocess.Popen(reader, stdin=feed.read_end)
+    try:
+        feed.start()
+        for i in range(0, len(names), 500):
+            feed.add(b"".join(names[i:i + 500]), 500)
+        feed.finish()
+        deadline = time.monotonic() + 10
+        while feed.taken() < take and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.1)
+        assert feed.taken() == take
+        assert feed.names == len(names)
+    finally:
+        proc.kill()
+        proc.wait()
+        feed.stop()  # the pump, stuck on a full pipe, ends too
+    assert not feed.thread.is_alive()

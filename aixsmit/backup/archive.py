@@ -89,7 +89,7 @@ def long_header(info: ImageInfo) -> list[str]:
         f"MAINTENANCE LEVEL:      {img.get('MAINTENANCE_LEVEL', '')}",
         f"BACKUP SIZE (MB):       {max(1, round(size / (1024 * 1024)))}",
         f"SHRINK SIZE (MB):       {max(1, round(used / (1024 * 1024)))}",
-        f"VG DATA ONLY:           {'yes' if img.get('BACKUP_FILES') == '0' else 'no'}",
+        f"VG DATA ONLY:           {img.get('VG_DATA_ONLY', 'no')}",
         "",
         f"{info.vg}:",
         "LV NAME             TYPE       LPs     PPs     PVs  LV STATE      MOUNT POINT",

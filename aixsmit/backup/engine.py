@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import re
+import select
 import shutil
 import stat
 import subprocess
@@ -37,6 +38,7 @@ from ..state import fsync_dir
 from .excludes import ExcludeList
 
 PARTIAL = ".aixsmit-partial-"
+FILE_BLOCKS = 128  # 512-byte blocks per write into an image file
 TOC_VERSION = "aixsmit-toc 2"  # then kind letter + ./name + NUL, per entry
 
 # Exit codes AIX documents for mksysb/savevg (aix-smit.md §3.5).
@@ -49,7 +51,6 @@ EXIT_OK, EXIT_USAGE_MKSYSB, EXIT_USAGE_SAVEVG, EXIT_FAILED, EXIT_SIGNAL = 0, 1, 
 TAR_CREATE_OPTS = [
     "--format=posix", "--xattrs", "--xattrs-include=*", "--sparse",
     "--ignore-failed-read", "--no-recursion", "--null", "--verbatim-files-from",
-    "--quoting-style=escape", "--verbose",
 ]
 # tar's warnings for files changing under it: the backup still completed (0512-003).
 WARNING_RE = re.compile(
@@ -93,18 +94,104 @@ class BackupFailed(AixsmitError):
 
 # --- the walk -----------------------------------------------------------------------------
 
-@dataclass
-class FileList:
-    path: str  # NUL-separated ./names for tar -T
-    count: int
-    toc: str  # path of the table of contents
+class ListFeed:
+    """The walk's list of names on its way to tar (``-T -``).
+
+    The walk hands over chunks of NUL-terminated names; they go to a work file at once, and a
+    pump thread copies them from there into tar's input pipe as fast as tar reads. So tar starts
+    archiving while the walk is still going, and the walk never waits for tar. ``taken()`` says
+    how many names tar has read so far: the progress count, without a line of output per file.
+    """
+
+    def __init__(self, path: str):
+        import threading
+
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        self.read_end, self.write_end = os.pipe()
+        os.set_inheritable(self.read_end, False)
+        self.size = 0  # bytes in the work file
+        self.names = 0  # names in the work file
+        self.fed = 0  # bytes copied into the pipe
+        self.done = False  # the walk has ended: the pipe closes when everything is fed
+        self.stopped = False
+        self.cond = threading.Condition()
+        self.thread = threading.Thread(target=self._pump, name="aixsmit-list-feed", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def add(self, chunk: bytes, names: int) -> None:
+        view = memoryview(chunk)
+        offset = self.size
+        while view:
+            n = os.pwrite(self.fd, view, offset)
+            view, offset = view[n:], offset + n
+        with self.cond:
+            self.size, self.names = offset, self.names + names
+            self.cond.notify()
+
+    def finish(self) -> None:
+        with self.cond:
+            self.done = True
+            self.cond.notify()
+
+    def _pump(self) -> None:
+        try:
+            while True:
+                with self.cond:
+                    while self.fed == self.size and not self.done and not self.stopped:
+                        self.cond.wait()
+                    if self.stopped or (self.fed == self.size and self.done):
+                        return
+                    upto = self.size
+                while self.fed < upto:
+                    data = os.pread(self.fd, min(upto - self.fed, 1 << 20), self.fed)
+                    # Writes of PIPE_BUF bytes are whole or nothing: ``fed`` is then exact
+                    # while a write waits for room.
+                    for at in range(0, len(data), select.PIPE_BUF):
+                        os.write(self.write_end, data[at:at + select.PIPE_BUF])
+                        self.fed += len(data[at:at + select.PIPE_BUF])
+        except OSError:
+            pass  # tar has gone (broken pipe) or the feed was stopped: it reads no more
+        finally:
+            os.close(self.write_end)
+
+    def taken(self) -> int:
+        """Names tar has read: what was fed less what still waits in the pipe (to within the
+        length of a few names, as names are counted by their average length)."""
+        import fcntl
+        import struct
+        import termios
+
+        try:
+            waiting = struct.unpack("i", fcntl.ioctl(self.read_end, termios.FIONREAD, b"\0\0\0\0"))[0]
+        except OSError:
+            waiting = 0
+        size = self.size
+        return self.names * max(0, self.fed - waiting) // size if size else 0
+
+    def stop(self) -> None:
+        """End the pump (also when tar has stopped reading) and free the descriptors."""
+        with self.cond:
+            self.stopped = True
+            self.cond.notify()
+        if self.read_end >= 0:
+            os.close(self.read_end)  # a pump stuck on a full pipe gets EPIPE now
+            self.read_end = -1
+        if self.thread.is_alive():
+            self.thread.join()
+        elif self.thread.ident is None:
+            os.close(self.write_end)  # never started
+        os.close(self.fd)
 
 
 def walk(root: str, include: list[str], prune: set[str], skip: set[str], excludes: ExcludeList,
-         list_path: str, toc_path: str, skip_names: tuple[bytes, ...] = ()) -> FileList:
-    """Write the backup list: every entry under the ``include`` mount points (absolute host
-    paths), not descending into ``prune`` (other mounts: their mount point directory is kept),
-    leaving out ``skip`` (the destination, work files) and what ``excludes`` matches."""
+         sink: Callable[[bytes, int], None], toc_path: str, skip_names: tuple[bytes, ...] = ()) -> int:
+    """Hand ``sink`` the backup list, in chunks of NUL-terminated ``./names`` (and how many
+    names each holds), and write the table of contents: every entry under the ``include``
+    mount points (absolute host paths), not descending into ``prune`` (other mounts: their
+    mount point directory is kept), leaving out ``skip`` (the destination, work files) and
+    what ``excludes`` matches. Returns the number of names."""
     broot = os.fsencode(root.rstrip("/") or "/")
     bprune = {os.fsencode(p) for p in prune}
     # Names to leave out are compared as absolute host paths: one set lookup per entry.
@@ -115,16 +202,22 @@ def walk(root: str, include: list[str], prune: set[str], skip: set[str], exclude
     seen_dirs: set[bytes] = set()
     exclude = excludes.excludes if excludes else None
     cut = len(broot) if broot != b"/" else 0
-    with open(list_path, "wb", buffering=1 << 20) as out, open(toc_path, "wb", buffering=1 << 20) as toc:
+    buf = bytearray()
+    pending = 0
+    with open(toc_path, "wb", buffering=1 << 20) as toc:
         toc.write(TOC_VERSION.encode() + b"\n")
-        out_write, toc_write = out.write, toc.write
+        toc_write = toc.write
 
         def add(kind: bytes, path: bytes) -> None:
-            nonlocal count
+            nonlocal count, pending, buf
             rel = b"." + path[cut:]
-            out_write(rel + b"\0")
+            buf += rel + b"\0"
             toc_write(kind + rel + b"\0")
             count += 1
+            pending += 1
+            if len(buf) >= 1 << 15:  # small chunks: tar starts on the first ones at once
+                sink(bytes(buf), pending)
+                buf, pending = bytearray(), 0
 
         def excluded(path: bytes) -> bool:
             if path in bskip:
@@ -182,7 +275,9 @@ def walk(root: str, include: list[str], prune: set[str], skip: set[str], exclude
                         add(b"c" if stat.S_ISCHR(mode) else b"b" if stat.S_ISBLK(mode) else b"p", p)
                 except OSError:
                     continue
-    return FileList(list_path, count, toc_path)
+    if buf:
+        sink(bytes(buf), pending)
+    return count
 
 
 # --- information files -------------------------------------------------------------------
@@ -190,6 +285,14 @@ def walk(root: str, include: list[str], prune: set[str], skip: set[str], exclude
 def _uname() -> str:
     u = os.uname()
     return f"{u.sysname} {u.nodename} {u.release} {u.version} {u.machine}"
+
+
+def _inodes_used(path: str) -> int:
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return 0
+    return max(0, st.f_files - st.f_ffree)
 
 
 def _fs_facts(path: str) -> tuple[int, int, int]:
@@ -209,7 +312,7 @@ def _uuid(system: System, device: str) -> str:
     return device_uuid(device)
 
 
-def information_file(req: ImageRequest, files: int, when: str) -> str:
+def information_file(req: ImageRequest, when: str) -> str:
     """``image.data`` (rootvg) or ``VG.data`` in AIX's stanza format, with Linux facts added."""
     vg = req.vg
     mounted = vg.mounted
@@ -223,7 +326,7 @@ def information_file(req: ImageRequest, files: int, when: str) -> str:
             "USERVG_LIST": uservgs,
             "PLATFORM": req.system.host.name,
             "BACKUP_PROGRAM": f"aixsmit {req.program}",
-            "BACKUP_FILES": str(files),
+            "VG_DATA_ONLY": "yes" if req.structure_only else "no",
             "ROOT": req.system.root,
         }),
         ("logical_volume_policy", {"SHRINK": "no", "EXACT_FIT": "no"}),
@@ -374,6 +477,7 @@ def create_image(req: ImageRequest, emit: Emit) -> ImageResult:
     os.mkdir(stage)
     tmp = os.path.join(dest_dir, f".{os.path.basename(dest)}{PARTIAL}{os.getpid()}") if not is_device else dest
     job: Job | None = None
+    feed: ListFeed | None = None
     renamed = False
     try:
         if req.new_data:
@@ -385,21 +489,13 @@ def create_image(req: ImageRequest, emit: Emit) -> ImageResult:
         emit("Creating list of files to back up.", "stdout")
         vgdir = os.path.join(stage, vgdata_dir(req)[2:])
         os.makedirs(vgdir)
-        skip_names = (info_member(req).encode(), vgdata_dir(req).encode())
-        if req.structure_only:
-            flist = FileList(os.path.join(work, "list"), 0, os.path.join(vgdir, "backup.toc"))
-            Path(flist.path).write_bytes(b"")
-            Path(flist.toc).write_text(TOC_VERSION + "\n")
-        else:
-            skip = {dest, tmp, work}
-            flist = walk(req.system.root, include, prune, skip, req.excludes,
-                         os.path.join(work, "list"), os.path.join(vgdir, "backup.toc"), skip_names)
-        # The information files come first in the image, as on AIX.
+        # The information files come first in the image, as on AIX; the table of contents,
+        # complete only when the walk is, comes last.
         info_rel = info_member(req)[2:]
         info_path = os.path.join(stage, info_rel)
         os.makedirs(os.path.dirname(info_path), exist_ok=True)
         if req.new_data or prog == "savevg":
-            Path(info_path).write_text(information_file(req, flist.count, when))
+            Path(info_path).write_text(information_file(req, when))
         else:
             shutil.copyfile(os.path.join(req.system.root, "image.data"), info_path)
         fstab = os.path.join(req.system.root, "etc", "fstab")
@@ -415,14 +511,16 @@ def create_image(req: ImageRequest, emit: Emit) -> ImageResult:
                 staged.append(f"{vgdata_dir(req)}/{vg.name}.vgcfg")
             else:
                 emit(f"{prog}: vgcfgbackup {vg.lvm_name} failed: {res.stderr.strip()}", "stderr")
-        staged.append(f"{vgdata_dir(req)}/backup.toc")
-        total = flist.count + len(staged)
+        toc_member = f"{vgdata_dir(req)}/backup.toc"
+        toc_path = os.path.join(vgdir, "backup.toc")
 
         if not is_device:
             clean_stale_partials(dest_dir)
-            required = sum(_fs_facts(p)[1] for p in include) + 1024 * total
+            # Before the walk has counted them, the entries are estimated from the inodes in use;
+            # each costs tar a header and a pax record (1.5 KB).
+            required = sum(_fs_facts(p)[1] + 1536 * _inodes_used(p) for p in include)
             if req.structure_only:
-                required = 1024 * total
+                required = 1536 * (len(staged) + 1)
             st = os.statvfs(dest_dir)
             available = st.f_bavail * st.f_frsize
             # A destination file being replaced frees its space only after the rename.
@@ -437,14 +535,32 @@ def create_image(req: ImageRequest, emit: Emit) -> ImageResult:
             emit("\twill NOT have a bootable image.", "stdout")
             emit("", "stdout")
 
-        emit(f"Backing up {total} files", "stdout")
+        # tar starts at once and reads the names while the walk finds them (ListFeed).
         argv = ["tar", "--create", f"--file={tmp}", *TAR_CREATE_OPTS]
+        if req.verbose:
+            argv += ["--verbose", "--quoting-style=escape"]
         if os.path.exists("/sys/fs/selinux/enforce"):
             argv.append("--selinux")
         if req.blocks:
             argv.append(f"--blocking-factor={req.blocks}")
-        argv += ["-C", stage, *staged, "-C", req.system.root, "-T", flist.path]
-        job = Job(argv, batch=True, die_with_parent=True, tick=1.0)
+        elif not is_device:
+            # 64 KB records into a file: a tenth of the writes of tar's 10 KB default (measured
+            # 5-8% faster). A tape keeps the drive's usual block size unless -b says otherwise.
+            argv.append(f"--blocking-factor={FILE_BLOCKS}")
+        argv += ["-C", stage, *staged, "-C", req.system.root, "-T", "-", "-C", stage, toc_member]
+        feed = ListFeed(os.path.join(work, "list"))
+        job = Job(argv, batch=req.verbose, die_with_parent=True, tick=1.0, stdin=feed.read_end)
+        job.start()
+        feed.start()
+        if req.structure_only:
+            Path(toc_path).write_text(TOC_VERSION + "\n")
+            count = 0
+        else:
+            count = walk(req.system.root, include, prune, {dest, tmp, work}, req.excludes, feed.add, toc_path,
+                         (info_member(req).encode(), vgdata_dir(req).encode()))
+        feed.finish()
+        total = count + len(staged) + 1
+        emit(f"Backing up {total} files", "stdout")
         warnings: list[str] = []
         errors: list[str] = []
         done = 0
@@ -452,17 +568,19 @@ def create_image(req: ImageRequest, emit: Emit) -> ImageResult:
         for ev in job.events():
             if isinstance(ev, Output):
                 if ev.stream == "stdout":
-                    done += len(ev.lines)  # tar names each member on a line of its own
-                    if req.verbose:
-                        for line in ev.lines:
-                            emit("a " + line, "stdout")
+                    done += len(ev.lines)  # -v: tar names each member on a line of its own
+                    for line in ev.lines:
+                        emit("a " + line, "stdout")
                 else:
                     for text in ev.lines:
                         if text:
                             (warnings if WARNING_RE.search(text) else errors).append(text)
                             emit(text, "stderr")
-            elif isinstance(ev, Tick) and done < total:
-                emit(f"{done} of {total} files backed up ({done * 100 // max(total, 1)}%)", "stdout")
+            elif isinstance(ev, Tick):
+                if not req.verbose:
+                    done = len(staged) + feed.taken()
+                if done < total:
+                    emit(f"{done} of {total} files backed up ({done * 100 // max(total, 1)}%)", "stdout")
             elif isinstance(ev, Finished):
                 rc = ev.returncode
         if rc > 1 or errors:
@@ -493,6 +611,8 @@ def create_image(req: ImageRequest, emit: Emit) -> ImageResult:
     finally:
         if job is not None:
             job.cancel()  # nothing when tar has ended; TERM, then KILL, its group if not
+        if feed is not None:
+            feed.stop()
         if not is_device and not renamed:
             try:
                 os.unlink(tmp)

@@ -11,7 +11,7 @@ import os
 import signal
 import sys
 
-from ..backup import archive, excludes
+from ..backup import excludes
 from ..backup.engine import (EXIT_FAILED, EXIT_SIGNAL, BackupFailed, ImageRequest, create_image)
 from ..errors import AixsmitError
 from ..fs.table import System
@@ -168,6 +168,8 @@ def _backup_log() -> int:
 
 
 def _listing(args, program: str, kind: str) -> int:
+    from ..backup import archive  # tarfile: only for the commands that read images
+
     if System(root="/").host.name == "aix":
         cmd = "lsmksysb" if kind == "mksysb" else "listvgbackup"
         argv = [cmd] + (["-B"] if args.B else []) + (["-l"] if args.l else []) + (["-f", args.f] if args.f else [])
@@ -198,6 +200,8 @@ def cmd_lsbackvg(args) -> int:
 
 
 def cmd_restore(args) -> int:
+    from ..backup import archive  # tarfile: only for the commands that read images
+
     if args.x == args.T:
         raise AixsmitError("restore: give exactly one of -x (extract) and -T (list)", code=2)
     system = System(root="/")
@@ -241,6 +245,8 @@ def _aix_in_dir(argv: list[str], target: str) -> int:
 
 
 def cmd_restvg(args) -> int:
+    from ..backup import archive  # tarfile: only for the commands that read images
+
     system = System(root=args.root)
     if system.host.name == "aix":
         return _aix_passthrough(["restvg", "-f", args.f] + (["-q"] if args.q else []) + list(args.disks))
@@ -283,6 +289,8 @@ def cmd_sysbackup(args) -> int:
 
 
 def cmd_verify(args) -> int:
+    from ..backup import archive  # tarfile: only for the commands that read images
+
     result = archive.verify(args.f)
     if args.json:
         print_json(result.__dict__)

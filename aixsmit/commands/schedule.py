@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 
 from ..errors import AixsmitError
@@ -79,6 +78,8 @@ def cmd_schedule(args) -> int:
     if args.action == "run":
         return sch.run_schedule(args.id, emit)
     if args.action == "restore":
+        import datetime as dt
+
         s = sch.find(args.id)
         when = dt.datetime.strptime(args.date, "%Y-%m-%d") + dt.timedelta(days=1) if args.date else dt.datetime.now()
         sch.restore_chain(s, os.path.normpath(args.fs), when, args.target, emit)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import pwd
 import re
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Iterable, Sequence
 
@@ -169,6 +168,8 @@ def scan_linux(targets: Sequence[Mount], all_mounts: Iterable[Mount], proc: str 
     size = max(64, len(names) // (workers * 4) + 1)
     chunks = [names[i : i + size] for i in range(0, len(names), size)]
     if workers > 1 and len(chunks) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
         with ThreadPoolExecutor(max_workers=workers) as pool:
             found = [hit for part in pool.map(chunk_refs, chunks) for hit in part]
     else:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import platform
 
 from ..errors import AixsmitError
 
 
 def host_name() -> str:
     """``aix`` or ``linux``: ``AIXSMIT_HOST`` overrides what the platform says (tests pick one)."""
-    name = os.environ.get("AIXSMIT_HOST") or ("aix" if platform.system() == "AIX" else "linux")
+    name = os.environ.get("AIXSMIT_HOST") or ("aix" if os.uname().sysname == "AIX" else "linux")
     if name not in ("aix", "linux"):
         raise AixsmitError(f"AIXSMIT_HOST={name!r}: must be aix or linux")
     return name

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 from ..errors import AixsmitError, ParseError
-from ..fs import holders as _holders
 from ..fs.mounts import Mount, parse_aix_mount
 from .common import Result, run
+
+if TYPE_CHECKING:
+    from ..fs.holders import Holder
 
 
 class AixHost:
@@ -22,7 +24,9 @@ class AixHost:
         except ParseError as exc:
             raise ParseError(f"output of mount: {exc}") from None
 
-    def holders(self, targets: Sequence[Mount], all_mounts: Iterable[Mount]) -> list[_holders.Holder]:
+    def holders(self, targets: Sequence[Mount], all_mounts: Iterable[Mount]) -> list[Holder]:
+        from ..fs import holders as _holders
+
         out: list[_holders.Holder] = []
         for m in targets:
             res = run(["fuser", "-cu", m.path], merge=True)

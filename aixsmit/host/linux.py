@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
-from ..fs import holders as _holders
 from ..fs.mounts import Mount, read_mountinfo
 from .common import Result, run
+
+if TYPE_CHECKING:
+    from ..fs.holders import Holder
 
 
 class LinuxHost:
@@ -21,7 +23,9 @@ class LinuxHost:
     def mounts(self) -> list[Mount]:
         return read_mountinfo(self.mountinfo)
 
-    def holders(self, targets: Sequence[Mount], all_mounts: Iterable[Mount]) -> list[_holders.Holder]:
+    def holders(self, targets: Sequence[Mount], all_mounts: Iterable[Mount]) -> list[Holder]:
+        from ..fs import holders as _holders
+
         return _holders.scan_linux(targets, all_mounts, self.proc)
 
     def umount_argv(self, mount: Mount, force: bool = False) -> list[str]:

@@ -88,6 +88,7 @@ class Job:
     batch: bool = False  # a command printing a line per file: read in batches, not per line
     die_with_parent: bool = False  # killed if this process dies (a child that must not outlive it)
     tick: float = 0.0  # yield Tick events this often
+    stdin: int | None = None  # a file descriptor for the command's input (else /dev/null)
     proc: subprocess.Popen | None = field(default=None, init=False)
     stdout_seen: bool = field(default=False, init=False)
     stderr_seen: bool = field(default=False, init=False)
@@ -96,7 +97,8 @@ class Job:
     cancelled: bool = field(default=False, init=False)
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stdin = subprocess.DEVNULL if self.stdin is None else self.stdin
+        self.proc = subprocess.Popen(self.argv, stdin=stdin, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, env=self.env, cwd=self.cwd, start_new_session=True,
                                      preexec_fn=die_with_parent if self.die_with_parent else None)
         if self.batch:
