@@ -77,6 +77,7 @@ async def test_every_step(troot, tmp_path):
         await pilot.press("enter")  # mksysb
         s = await finish_command(app, pilot)
         assert "Command: OK" in s and w.step == 5
+        backed_up = next(int(l.split()[2]) for l in s.splitlines() if l.startswith("Backing up "))
         await pilot.press("enter")  # mount again
         s = await finish_command(app, pilot)
         assert "Command: OK" in s and mounted(tr, "/home") and w.step == 6
@@ -85,6 +86,7 @@ async def test_every_step(troot, tmp_path):
         assert "Command: OK" in s and w.step == 7
         t = text(app)
         assert "Done" in t and f"Image:       {img}" in t and "Verified:    OK" in t
+        assert f"Files:       {backed_up}" in t
     assert img.exists() and tr.p("/home/notes").read_text() == "mine"
     names = os.popen(f"tar -tf {img}").read().splitlines()
     assert "./usr/bin/ls" in names and "./home/notes" not in names

@@ -47,6 +47,7 @@ class AixsmitApp(App):
         self.ascii_only = ascii_only  # no box drawing or other non-ASCII glyph on screen
         self.no_mouse = False
         self.last_status: str | None = None
+        self.last_files: int | None = None  # files the last command with progress backed up
         self._esc_at = 0.0
         self._started_at = time.time()
         self._system = None
@@ -219,6 +220,8 @@ class AixsmitApp(App):
         """Hook: the command shown by ``screen`` ended (tests and later features listen here)."""
         self._system = None  # mounts may have changed: read them again next time
         self.last_status = final.status
+        progress = getattr(screen, "_progress", None)
+        self.last_files = progress.files_total if progress is not None else None
 
     # --- SMIT keys ---------------------------------------------------------------------
     async def on_event(self, event: events.Event) -> None:

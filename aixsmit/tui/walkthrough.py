@@ -87,6 +87,7 @@ class WalkthroughScreen(SmitScreen):
         self.results: dict[int, str] = {}
         self.backup_started = 0.0
         self.backup_seconds = 0.0
+        self.backup_files: int | None = None
 
     # --- layout --------------------------------------------------------------------------
     def body(self) -> ComposeResult:
@@ -219,12 +220,8 @@ class WalkthroughScreen(SmitScreen):
         try:
             st = os.stat(self.dest)
             lines.append(f"Size:        {st.st_size // (1024 * 1024)} MB")
-            from ..backup import archive, image_data
-
-            info = archive.read_info(self.dest)
-            files = image_data.first(info.stanzas, "image_data").get("BACKUP_FILES", "?")
-            lines.append(f"Files:       {files}")
-        except (OSError, AixsmitError):
+            lines.append(f"Files:       {self.backup_files if self.backup_files is not None else '?'}")
+        except OSError:
             lines.append("Size:        (no image)")
         lines.append(f"Backup:      {self.results.get(4, 'not run')} in {int(self.backup_seconds)} s")
         lines.append(f"Mounted:     {self.results.get(5, 'nothing to do')}")
@@ -340,6 +337,7 @@ class WalkthroughScreen(SmitScreen):
         result = self.app.last_status
         if step == 4:
             self.backup_seconds = time.monotonic() - self.backup_started
+            self.backup_files = self.app.last_files
         self.results[step] = {"OK": "OK", "WARN": "OK with warnings", "FAILED": "FAILED"}.get(result or "", "not finished")
         if result in ("OK", "WARN") or STEPS[step].always_next:
             self.step = step + 1
