@@ -18,10 +18,11 @@ def state_dir() -> Path:
     return path
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, mode: int = 0o600) -> None:
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, mode: int = 0o600, sync: bool = True) -> None:
     """Write ``data`` to a temporary name beside ``path``, fsync it, then rename over ``path``.
 
-    A reader never sees a half-written file: either the old content or the new one.
+    A reader never sees a half-written file: either the old content or the new one. With
+    ``sync=False`` (state that is only informative) nothing waits for the disk.
     """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -29,7 +30,8 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, mode: int = 0o
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if sync:
+                os.fsync(f.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
@@ -38,7 +40,8 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, mode: int = 0o
         except FileNotFoundError:
             pass
         raise
-    fsync_dir(path.parent)
+    if sync:
+        fsync_dir(path.parent)
 
 
 def fsync_dir(directory: str | os.PathLike[str]) -> None:
@@ -50,5 +53,5 @@ def fsync_dir(directory: str | os.PathLike[str]) -> None:
         os.close(dfd)
 
 
-def atomic_write_json(path: str | os.PathLike[str], value: Any, mode: int = 0o600) -> None:
-    atomic_write_bytes(path, (json.dumps(value, indent=2, sort_keys=True) + "\n").encode(), mode)
+def atomic_write_json(path: str | os.PathLike[str], value: Any, mode: int = 0o600, sync: bool = True) -> None:
+    atomic_write_bytes(path, (json.dumps(value, indent=2, sort_keys=True) + "\n").encode(), mode, sync)

@@ -1,9 +1,9 @@
 """Commands that outlive the terminal.
 
 A command started from COMMAND STATUS runs under a small supervisor process in a session of
-its own (``python -m aixsmit.jobs.detached JOBDIR``), so a closed SSH connection or a killed
-terminal does not stop it. The supervisor writes the command's output to ``output.log`` and its
-state to ``job.json`` in ``STATE/jobs/ID/``; the TUI only reads them, and can stop reading,
+its own (:mod:`aixsmit.jobs.supervise`), so a closed SSH connection or a killed terminal does
+not stop it. The command writes its output to ``output.log`` and the supervisor its state to
+``job.json`` in ``STATE/jobs/ID/``; the TUI only reads them, and can stop reading,
 exit, and come back: ``aixsmit cmd jobs`` lists the jobs, and the menus reopen COMMAND STATUS
 on one, showing its output from the start and following it live.
 """
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..state import atomic_write_json, state_dir
+from .supervise import read_state
 
 RUNNING = "running"
 KEEP_DAYS = 7
@@ -60,7 +60,8 @@ def jobs_dir() -> Path:
 
 
 def _write(info: JobInfo) -> None:
-    atomic_write_json(Path(info.dir) / "job.json", info.to_json())
+    # A job's state says how it is going; it is not worth a wait for the disk.
+    atomic_write_json(Path(info.dir) / "job.json", info.to_json(), sync=False)
 
 
 def read(directory: Path) -> JobInfo | None:
@@ -70,6 +71,21 @@ def read(directory: Path) -> JobInfo | None:
         return None
     info = JobInfo(**{k: v for k, v in data.items() if k in JobInfo.__dataclass_fields__})
     info.dir = str(directory)
+    # What the supervisor has to say (it never writes job.json).
+    run = read_state(str(directory))
+    try:
+        info.supervisor = int(run.get("supervisor", info.supervisor))
+        info.pgid = int(run.get("pgid", info.pgid))
+        info.stdout, info.stderr = run.get("stdout", "0") == "1", run.get("stderr", "0") == "1"
+        if "status" in run:
+            info.status, info.rc, info.end = run["status"], int(run["rc"]), float(run["end"])
+    except (KeyError, ValueError):
+        pass  # a file from another version: the job shows as it was started
+    if info.status == RUNNING and not info.supervisor:
+        try:
+            info.supervisor = int((directory / "spawned").read_text())
+        except (OSError, ValueError):
+            pass
     if info.status == RUNNING and info.supervisor and not _alive(info.supervisor):
         # The supervisor is gone without writing an end: it was killed (or the machine rebooted).
         info.status = "lost"
@@ -90,27 +106,28 @@ def _alive(pid: int) -> bool:
         return True
 
 
+# The supervisor starts without site-packages or the rest of aixsmit: only the package's
+# parent directory on the path (jobs/supervise.py needs nothing else).
+_BOOT = ("import sys; sys.path.insert(0, sys.argv[1]); from aixsmit.jobs.supervise import main; "
+         "sys.exit(main(sys.argv[2], sys.argv[3] == '1', sys.argv[4:]))")
+
+
 def start(title: str, command: str, argv: list[str], progress: bool = False) -> JobInfo:
+    """Start ``argv`` under a detached supervisor and return at once (no waiting for it)."""
     jid = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     d = jobs_dir() / jid
     d.mkdir(mode=0o700)
     info = JobInfo(jid, title, command, list(argv), progress, start=time.time(), dir=str(d))
     (d / "output.log").touch(mode=0o600)
     _write(info)
-    proc = subprocess.Popen([sys.executable, "-m", "aixsmit.jobs.detached", str(d)], stdin=subprocess.DEVNULL,
+    package_parent = str(Path(__file__).resolve().parents[2])
+    proc = subprocess.Popen([sys.executable, "-S", "-c", _BOOT, package_parent, str(d), "1" if progress else "0",
+                             *info.argv], stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
     info.supervisor = proc.pid
-    # The supervisor writes the file from now on; record its pid only if it has not already.
-    for _ in range(200):
-        cur = read(d)
-        if cur is not None and cur.supervisor:
-            return cur
-        time.sleep(0.01)
-    cur = read(d) or info
-    if not cur.supervisor:  # the supervisor has not written yet: record it, so a crash shows
-        cur.supervisor = proc.pid
-        _write(cur)
-    return cur
+    # Who to ask whether the job is still alive, until the supervisor has written its state.
+    (d / "spawned").write_text(str(proc.pid))
+    return info
 
 
 def mark_seen(info: JobInfo) -> None:
@@ -144,44 +161,3 @@ def cancel(info: JobInfo, grace: float = 3.0) -> None:
 
     if info.pgid:
         stop_group(info.pgid, grace)
-
-
-def supervise(directory: str) -> int:
-    """The detached supervisor: run the job's command, keep its output and its end."""
-    from .progress import BackupProgress
-    from .runner import Finished, Job, Output
-
-    for s in (signal.SIGHUP, signal.SIGINT):
-        signal.signal(s, signal.SIG_IGN)
-    d = Path(directory)
-    info = read(d)
-    if info is None:
-        return 2
-    info.supervisor = os.getpid()
-    job = Job(info.argv, progress=BackupProgress() if info.progress else None)
-    try:
-        job.start()
-    except OSError as exc:
-        with open(info.log, "a") as f:
-            f.write(f"{info.argv[0]}: {exc.strerror or exc}\n")
-        info.status, info.rc, info.end, info.stderr = "FAILED", 127, time.time(), True
-        _write(info)
-        return 0
-    info.pgid = job.proc.pid
-    _write(info)
-    with open(info.log, "ab", buffering=0) as out:
-        for ev in job.events():
-            if isinstance(ev, Output):
-                out.write(("\n".join(ev.lines) + "\n").encode("utf-8", "replace"))
-                seen = "stdout" if ev.stream == "stdout" else "stderr"
-                if not getattr(info, seen):
-                    setattr(info, seen, True)
-                    _write(info)
-            elif isinstance(ev, Finished):
-                info.status, info.rc, info.end = ev.status, ev.returncode, time.time()
-                _write(info)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(supervise(sys.argv[1]))

@@ -91,6 +91,19 @@ class SmitLog:
         if lines:
             self.log("\n".join(lines) + "\n")
 
+    def output_bytes(self, data: bytes) -> None:
+        """Whole lines of a command's output, as it wrote them (no decoding on the way)."""
+        try:
+            fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+            finally:
+                os.close(fd)
+        except OSError:
+            pass
+
     def output_end(self, size: int) -> None:
         self.log(f"---- end ----\n\nSize of output = {size} bytes.\n")
 

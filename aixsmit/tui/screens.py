@@ -439,12 +439,23 @@ class CommandStatusScreen(SmitScreen):
         self.status = "running"
         self.stdout_seen = False
         self.stderr_seen = False
-        self.job = job  # a detached job to follow; None starts one
+        self.job = job  # a detached job to follow; None starts one, at once
+        self._started_here = job is None
+        self._start_error: OSError | None = None
+        if job is None:
+            # Started before the screen is even drawn: the command does not wait for the screen.
+            from ..jobs import detached
+
+            try:
+                self.job = detached.start(definition.title, cmdbuild.display(argv), cmdbuild.runnable(argv), progress)
+            except OSError as exc:
+                self._start_error = exc
         self._stop_following = False
         self.started = time.monotonic()
         self.finished_at: float | None = None
         self._lock = threading.Lock()
-        self._pending: list[str] = []
+        self._pending: list[str] = []  # the newest lines, at most MAX_BATCH, for the next tick
+        self._unseen = 0  # lines passed over since the last tick (too many to show; in smit.log)
         self._progress = None
         self._final = None
         self.lines_total = 0
@@ -474,8 +485,8 @@ class CommandStatusScreen(SmitScreen):
         import gc
 
         # A long output makes many short-lived objects; a full collection walking every
-        # long-lived object of the app would pause the screen. Keep those out of its way.
-        gc.collect()
+        # long-lived object of the app would pause the screen. Keep those out of its way
+        # (without a full collection first: that alone would pause it for milliseconds).
         gc.freeze()
         self.set_interval(0.05, self.flush)
         self.app.smit_log.output_start()
@@ -489,10 +500,9 @@ class CommandStatusScreen(SmitScreen):
         from ..jobs.runner import Finished, Progress, _lines
 
         try:
-            if self.job is None:
-                self.job = detached.start(self.definition.title, cmdbuild.display(self.argv),
-                                          cmdbuild.runnable(self.argv), self.with_progress)
-            else:
+            if self._start_error is not None:
+                raise self._start_error
+            if not self._started_here:
                 self.started = time.monotonic() - max(0.0, time.time() - self.job.start)
             parser = BackupProgress() if self.with_progress else None
             partial = b""
@@ -503,17 +513,33 @@ class CommandStatusScreen(SmitScreen):
                 self.stderr_seen = True
                 self._final = Finished("FAILED", 127, 0.0)
             return
+        info, info_read = self.job, 0.0
+        last_data = time.monotonic()
         with log:
             while not self._stop_following:
-                info = detached.read(Path(self.job.dir)) or self.job
                 data = log.read(1 << 22)
+                # The job's state between bursts of output (and at least 4 times a second):
+                # read after the log, so an ended job's output is all in the log by then.
+                now = time.monotonic()
+                if not data or now - info_read > 0.25:
+                    info, info_read = detached.read(Path(self.job.dir)) or self.job, now
+                    if info.status != detached.RUNNING:
+                        data += log.read()
                 if data:
                     data = partial + data
                     cut = data.rfind(b"\n")
                     partial, data = (data[cut + 1:], data[:cut]) if cut >= 0 else (data, b"")
                 if data:
-                    lines = list(_lines(data))
-                    self.app.smit_log.output(lines)
+                    count = data.count(b"\n") + 1
+                    shown = data
+                    if parser is None and count > self.MAX_BATCH:
+                        # Only the newest lines can reach the pane: decode just those.
+                        shown = b"\n".join(data.rsplit(b"\n", self.MAX_BATCH)[1:])
+                    lines = list(_lines(shown))
+                    if b"\r" in data or b"\x1b" in data:
+                        self.app.smit_log.output(lines if shown is data else list(_lines(data)))
+                    else:
+                        self.app.smit_log.output_bytes(data + b"\n")
                     changed = False
                     if parser is not None:
                         for line in lines:
@@ -521,6 +547,10 @@ class CommandStatusScreen(SmitScreen):
                                 changed = parser.feed(line) or changed
                     with self._lock:
                         self._pending.extend(lines)
+                        self._unseen += count - len(lines)
+                        if len(self._pending) > self.MAX_BATCH:
+                            self._unseen += len(self._pending) - self.MAX_BATCH
+                            del self._pending[:-self.MAX_BATCH]
                         self.bytes_total += len(data) + 1
                         if changed:
                             self._progress = Progress(parser.files_done, parser.files_total, parser.percent)
@@ -528,31 +558,40 @@ class CommandStatusScreen(SmitScreen):
                     self.stdout_seen, self.stderr_seen = info.stdout, info.stderr
                 # Done when the job has ended and its log is read to the end.
                 if info.status != detached.RUNNING and not data and log.tell() >= os.path.getsize(self.job.log):
-                    if partial:
+                    if partial:  # a last line without its newline
+                        self.app.smit_log.output_bytes(partial + b"\n")
                         with self._lock:
                             self._pending.extend(_lines(partial))
                     status = info.status if info.status in ("OK", "WARN", "FAILED") else "FAILED"
                     with self._lock:
                         self._final = Finished(status, info.rc if info.rc is not None else -1, info.end - info.start)
                     detached.mark_seen(info)
+                    try:
+                        self.app.call_from_thread(self.flush)  # show the end now, not at the next tick
+                    except RuntimeError:
+                        pass  # the app is closing
                     return
-                if not data:
-                    time.sleep(0.05)
+                if data:
+                    last_data = now
+                else:
+                    # Quick to notice the end right after output; a quiet command is checked
+                    # less often.
+                    time.sleep(0.005 if now - last_data < 1.0 else 0.05)
 
     def flush(self) -> None:
         from textual.widgets import Log, ProgressBar
 
         with self._lock:
             lines, self._pending = self._pending, []
+            skipped, self._unseen = self._unseen, 0
             progress, final = self._progress, self._final
         log = self.query_one(Log)
-        if lines:
-            self.lines_total += len(lines)
+        if lines or skipped:
+            self.lines_total += len(lines) + skipped
             # Writing a huge batch at once would stall the screen; the pane shows the newest lines
             # and says how many it skipped (all of them are in smit.log).
-            if len(lines) > self.MAX_BATCH:
-                skipped = len(lines) - self.MAX_BATCH
-                lines = [f"[... {skipped} more lines: the whole output is in {self.app.smit_log.log_path} ...]"] + lines[-self.MAX_BATCH:]
+            if skipped:
+                lines = [f"[... {skipped} more lines: the whole output is in {self.app.smit_log.log_path} ...]"] + lines
             # Log.write_lines drops empty strings (it splits each into lines): keep blank lines.
             log.write_lines([l or " " for l in lines])
         if self.with_progress:

@@ -1,0 +1,157 @@
+"""The detached job's supervisor: a small process that outlives the terminal.
+
+It is started as ``python -S`` and imports only a few built-in modules (no JSON, no regular
+expressions, none of aixsmit), so the command starts a few milliseconds after the operator
+pressed Enter. Everything it needs comes on its command line::
+
+    supervise.py JOBDIR PROGRESS(0|1) ARGV...
+
+It runs the command in a process group of its own:
+
+* standard output and error come through two pipes, read in large gulps and appended to
+  ``output.log`` as whole lines, as bytes (never decoded here); a pipe read lazily costs a
+  command that writes a line at a time less than a file on disk would (measured);
+* its own state goes to ``run`` beside the job's ``job.json`` (which only the menus write):
+  ``key value`` lines — the supervisor's pid and the command's process group at once, whether
+  stdout and stderr had output as soon as they do, and at the end the exit status and OK,
+  WARN or FAILED (for a backup, the 0512 messages in the log count as well as the exit status,
+  as in :class:`aixsmit.jobs.runner.Job`). :func:`aixsmit.jobs.detached.read` puts the two
+  together.
+
+Hangups and Ctrl-C do not reach it or the command (both are ignored, as under nohup); the
+menus cancel a job by signalling its process group.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import select
+import signal
+import sys
+import time
+
+LOG, RUN = "output.log", "run"
+F_SETPIPE_SZ = 1031
+
+
+def write_state(directory: str, state: dict) -> None:
+    """``run``, replaced whole: a reader sees the old state or the new one."""
+    tmp = os.path.join(directory, f".{RUN}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, "".join(f"{k} {v}\n" for k, v in state.items()).encode())
+    finally:
+        os.close(fd)
+    os.replace(tmp, os.path.join(directory, RUN))
+
+
+def read_state(directory: str) -> dict[str, str]:
+    try:
+        with open(os.path.join(directory, RUN)) as f:
+            return dict(line.rstrip("\n").split(" ", 1) for line in f if " " in line)
+    except OSError:
+        return {}
+
+
+def _exec(argv: list[str], out_fd: int, err_fd: int) -> None:
+    """In the child: the command's own process group, output to the pipes, then exec."""
+    try:
+        os.setpgid(0, 0)
+        # Python ignores SIGPIPE and SIGXFSZ for itself; the command gets the defaults back.
+        for s in (signal.SIGPIPE, signal.SIGXFSZ):
+            signal.signal(s, signal.SIG_DFL)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(out_fd, 1)
+        os.dup2(err_fd, 2)
+        os.execvp(argv[0], argv)
+    except OSError as exc:
+        os.write(2, f"{argv[0]}: {exc.strerror or exc}\n".encode())
+    finally:
+        os._exit(127)
+
+
+def _outcome(log_path: str, rc: int, progress: bool) -> str:
+    if rc != 0:
+        return "FAILED"
+    if not progress:
+        return "OK"
+    # A backup: only the lines with a 0512 message can change the outcome; find them without
+    # reading the log line by line.
+    from .progress import BackupProgress
+
+    parser = BackupProgress()
+    with open(log_path, "rb") as f:
+        data = f.read()
+    at = data.find(b"0512-")
+    while at >= 0:
+        start = data.rfind(b"\n", 0, at) + 1
+        end = data.find(b"\n", at)
+        end = len(data) if end < 0 else end
+        parser.feed(data[start:end].decode("utf-8", "replace"))
+        at = data.find(b"0512-", end)
+    if parser.succeeded is False:
+        return "FAILED"
+    return "WARN" if parser.warning else "OK"
+
+
+def main(directory: str, progress: bool, argv: list[str]) -> int:
+    for s in (signal.SIGHUP, signal.SIGINT):
+        signal.signal(s, signal.SIG_IGN)
+    log_path = os.path.join(directory, LOG)
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    for fd in (out_r, err_r):
+        try:
+            fcntl.fcntl(fd, F_SETPIPE_SZ, 1 << 20)  # room for many lines between two reads
+        except OSError:
+            pass
+    pid = os.fork()
+    if pid == 0:
+        _exec(argv, out_w, err_w)
+    os.close(out_w)
+    os.close(err_w)
+    try:
+        os.setpgid(pid, pid)  # also here, so a cancel right away finds the group
+    except OSError:
+        pass
+    state = {"supervisor": os.getpid(), "pgid": pid, "stdout": 0, "stderr": 0}
+    write_state(directory, state)
+    streams = {out_r: "stdout", err_r: "stderr"}
+    partial = {out_r: b"", err_r: b""}
+    while streams:
+        got = 0
+        for fd in select.select(list(streams), [], [], 0.25)[0]:
+            data = os.read(fd, 1 << 20)
+            got += len(data)
+            if data:
+                # Whole lines only, so a line of one stream is never cut by the other's.
+                data = partial[fd] + data
+                cut = data.rfind(b"\n") + 1
+                partial[fd], data = data[cut:], data[:cut]
+                if not state[streams[fd]]:
+                    state[streams[fd]] = 1
+                    write_state(directory, state)
+            else:
+                data, partial[fd] = partial[fd], b""
+                del streams[fd]
+                os.close(fd)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(log_fd, view):]
+        if 0 < got < 1 << 16:
+            # A trickle: let it gather. A command writing a line at a time then fills pipe
+            # pages instead of waking this process for every line (that costs it twice).
+            time.sleep(0.005)
+    _, status = os.waitpid(pid, 0)
+    rc = os.waitstatus_to_exitcode(status)
+    os.close(log_fd)
+    state.update(status=_outcome(log_path, rc, progress), rc=rc, end=repr(time.time()))
+    write_state(directory, state)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1], sys.argv[2] == "1", sys.argv[3:]))

@@ -1,0 +1,93 @@
+"""Detached jobs: the supervisor that runs a command for COMMAND STATUS and outlives the terminal.
+
+What an operator sees of a job (its log, stdout/stderr yes/no, OK/WARN/FAILED) must be right
+whatever the command does: print on both streams, fail, print AIX's 0512 messages, not exist,
+be cancelled, or lose its supervisor.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from aixsmit.jobs import detached
+
+
+def wait(info: detached.JobInfo, timeout: float = 20.0) -> detached.JobInfo:
+    end = time.monotonic() + timeout
+    while True:
+        cur = detached.read(Path(info.dir))
+        if cur.status != detached.RUNNING or time.monotonic() > end:
+            return cur
+        time.sleep(0.01)
+
+
+def py(code: str) -> list[str]:
+    return [sys.executable, "-c", code]
+
+
+def test_both_streams_whole_lines_and_flags():
+    # stdout's line is cut by a write to stderr in between: the log still has whole lines.
+    code = ("import os, sys, time\nos.write(1, b'abc')\ntime.sleep(0.1)\nos.write(2, b'warning: careful\\n')\n"
+            "time.sleep(0.1)\nos.write(1, b'def\\nlast line without newline')")
+    info = wait(detached.start("t", "t", py(code)))
+    assert (info.status, info.rc, info.stdout, info.stderr) == ("OK", 0, True, True)
+    assert info.log.read_bytes().split(b"\n") == [b"warning: careful", b"abcdef", b"last line without newline"]
+    assert info.end >= info.start > 0 and info.pgid and info.supervisor
+
+
+def test_stderr_only_and_failure():
+    info = wait(detached.start("t", "t", py("import sys\nsys.stderr.write('no such volume group\\n')\nsys.exit(3)")))
+    assert (info.status, info.rc, info.stdout, info.stderr) == ("FAILED", 3, False, True)
+
+
+def test_missing_command_is_a_failure_with_a_reason():
+    info = wait(detached.start("t", "t", ["/nonexistent/mksysb", "-i"]))
+    assert (info.status, info.rc, info.stderr) == ("FAILED", 127, True)
+    assert b"/nonexistent/mksysb: No such file or directory" in info.log.read_bytes()
+
+
+@pytest.mark.parametrize("last, status", [
+    ("0512-038 mksysb: Backup Completed Successfully.", "OK"),
+    ("0512-003 mksysb may not have been able to archive some files.", "WARN"),
+    # aix-smit.md §3.5: a reported failure is FAILED even if the exit status says 0.
+    ("0512-005 mksysb: Backup Completed.", "FAILED"),
+])
+def test_backup_messages_decide_the_outcome(last, status):
+    code = f"print('Backing up 10 files')\nprint('10 of 10 files backed up (100%)')\nprint({last!r})"
+    info = wait(detached.start("t", "t", py(code), progress=True))
+    assert (info.status, info.rc) == (status, 0)
+
+
+def test_cancel_stops_the_group_and_lost_supervisor_shows():
+    info = detached.start("t", "t", py("import subprocess\nsubprocess.run(['sleep', '60'])"))
+    end = time.monotonic() + 10
+    while not detached.read(Path(info.dir)).pgid and time.monotonic() < end:
+        time.sleep(0.01)
+    detached.cancel(detached.read(Path(info.dir)), grace=2)
+    done = wait(info)
+    assert done.status == "FAILED" and done.rc == -signal.SIGTERM
+
+    info = detached.start("t", "t", ["sleep", "60"])
+    end = time.monotonic() + 10
+    while not (cur := detached.read(Path(info.dir))).pgid and time.monotonic() < end:
+        time.sleep(0.01)
+    os.kill(cur.supervisor, signal.SIGKILL)
+    assert wait(info).status == "lost"
+    os.killpg(cur.pgid, signal.SIGKILL)
+
+
+def test_hangup_does_not_reach_the_command():
+    info = detached.start("t", "t", py("import time\ntime.sleep(0.5)\nprint('still here')"))
+    end = time.monotonic() + 10
+    while not (cur := detached.read(Path(info.dir))).pgid and time.monotonic() < end:
+        time.sleep(0.01)
+    os.killpg(cur.pgid, signal.SIGHUP)  # what a closed terminal sends
+    os.kill(cur.supervisor, signal.SIGHUP)
+    done = wait(info)
+    assert (done.status, done.log.read_text()) == ("OK", "still here\n")
