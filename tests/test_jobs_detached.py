@@ -91,3 +91,20 @@ def test_hangup_does_not_reach_the_command():
     os.kill(cur.supervisor, signal.SIGHUP)
     done = wait(info)
     assert (done.status, done.log.read_text()) == ("OK", "still here\n")
+
+
+def test_a_spare_supervisor_runs_the_next_job_and_leaves_when_released():
+    detached.prepare()
+    spare = detached._spare[0]
+    info = detached.start("t", "t", py("print('from the spare')"))
+    assert info.supervisor == spare.pid  # taken, not started anew
+    done = wait(info)
+    assert (done.status, done.log.read_text()) == ("OK", "from the spare\n")
+    spare.wait(timeout=10)
+
+    detached.prepare()
+    idle = detached._spare[0]
+    detached.release()  # the menus leave: the unused spare goes too
+    assert idle.wait(timeout=10) == 0
+    info = wait(detached.start("t", "t", py("print('cold')")))  # no spare: one is started
+    assert (info.status, info.log.read_text()) == ("OK", "cold\n")

@@ -6,6 +6,8 @@ pressed Enter. Everything it needs comes on its command line::
 
     supervise.py JOBDIR PROGRESS(0|1) ARGV...
 
+or, for a spare started ahead of need, the same NUL-separated on standard input.
+
 It runs the command in a process group of its own:
 
 * standard output and error come through two pipes, read in large gulps and appended to
@@ -104,10 +106,14 @@ def main(directory: str, progress: bool, argv: list[str]) -> int:
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     for fd in (out_r, err_r):
-        try:
-            fcntl.fcntl(fd, F_SETPIPE_SZ, 1 << 20)  # room for many lines between two reads
-        except OSError:
-            pass
+        # Room for many lines between two reads, so the command does not wait when this
+        # process gets the CPU late (root may go past the 1 MB a user may ask for).
+        for size in (16 << 20, 1 << 20):
+            try:
+                fcntl.fcntl(fd, F_SETPIPE_SZ, size)
+                break
+            except OSError:
+                continue
     pid = os.fork()
     if pid == 0:
         _exec(argv, out_w, err_w)
@@ -151,6 +157,24 @@ def main(directory: str, progress: bool, argv: list[str]) -> int:
     state.update(status=_outcome(log_path, rc, progress), rc=rc, end=repr(time.time()))
     write_state(directory, state)
     return 0
+
+
+def spare() -> int:
+    """Wait for a job on standard input (directory, progress flag and argv, NUL-separated),
+    then run it; an empty input (the menus went away first) ends it quietly."""
+    chunks = []
+    while True:
+        data = os.read(0, 1 << 16)
+        if not data:
+            break
+        chunks.append(data)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    fields = [os.fsdecode(f) for f in b"".join(chunks).split(b"\0")]
+    if len(fields) < 3:
+        return 0
+    return main(fields[0], fields[1] == "1", fields[2:])
 
 
 if __name__ == "__main__":

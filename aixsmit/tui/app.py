@@ -7,6 +7,7 @@ import io
 import os
 import subprocess
 import sys
+import threading
 import time
 
 from textual import events
@@ -85,7 +86,21 @@ class AixsmitApp(App):
         self._check_size()
         self.call_after_refresh(self._offer_remount)
         self.call_after_refresh(self._offer_jobs)
+        self.call_after_refresh(self._prepare_supervisor)
         self._watch_terminal()
+
+    def _prepare_supervisor(self) -> None:
+        """A supervisor started ahead (in the background, while the operator reads the
+        screen), so a command starts the moment Enter is pressed."""
+        if not (self.no_run or self.no_exec):
+            from ..jobs import detached
+
+            threading.Thread(target=detached.prepare, name="aixsmit-spare", daemon=True).start()
+
+    def on_unmount(self) -> None:
+        from ..jobs import detached
+
+        detached.release()
 
     # --- the terminal going away -----------------------------------------------------------
     def _watch_terminal(self) -> None:
@@ -219,6 +234,7 @@ class AixsmitApp(App):
     def command_finished(self, screen, final) -> None:
         """Hook: the command shown by ``screen`` ended (tests and later features listen here)."""
         self._system = None  # mounts may have changed: read them again next time
+        self._prepare_supervisor()  # for the next command (not during this one: it takes a CPU)
         self.last_status = final.status
         progress = getattr(screen, "_progress", None)
         self.last_files = progress.files_total if progress is not None else None
