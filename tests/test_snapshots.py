@@ -61,3 +61,8 @@ def test_no_color_dialog(snap_compare, tmp_path, monkeypatch):
 def test_no_color_menu(snap_compare, tmp_path, monkeypatch):
     monkeypatch.setenv("NO_COLOR", "1")
     assert snap_compare(make(tmp_path, "backsys"), terminal_size=(80, 24), press=["down"])
+
+
+def test_f7_edit_window(snap_compare, tmp_path):
+    assert snap_compare(make(tmp_path, "mksysb"), terminal_size=(80, 24),
+                        press=[*"/backup/weekly/system/images/host1/sys.mksysb", "f7"])

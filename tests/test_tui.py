@@ -326,3 +326,61 @@ async def test_streaming_200k_lines_never_stalls_the_loop(tmp_path):
         assert f"line {n - 1} of output" in text(app)
     worst = max(gaps[5:])  # the first ticks include start-up
     assert worst < 0.05 + 0.01, f"the event loop stalled for {worst * 1000:.0f} ms"
+
+
+async def test_f7_edits_a_value_in_a_larger_window(tmp_path):
+    """aix-smit.md §1.6: F7 (Esc+7) edits the field in a larger window; Enter puts it back."""
+    from aixsmit.tui.popups import EditPopup
+
+    app = make(tmp_path, "mksysb")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        long = "/backup/" + "/".join(f"level{i}" for i in range(12)) + "/sys.mksysb"  # wider than the field
+        await typed(pilot, long[:-7])
+        await pilot.press("escape", "7")
+        await pilot.pause()
+        assert isinstance(app.screen, EditPopup)
+        assert "Backup DEVICE or FILE" in text(app)
+        assert "level11" in text(app)  # the whole value in view, wrapped
+        await typed(pilot, ".mksysb")
+        await pilot.press("enter")  # commits: no line break in a value
+        await pilot.pause()
+        assert isinstance(app.screen, DialogScreen)
+        assert app.screen.values()["device"] == long
+        await pilot.press("f7")
+        await pilot.pause()
+        await pilot.press("f3")  # cancel leaves the value as it was
+        await pilot.pause()
+        assert app.screen.values()["device"] == long
+
+
+async def test_long_output_shows_top_more_bottom_markers(tmp_path):
+    """aix-smit.md §1.2 and §1.10: output longer than the screen shows [TOP], [MORE...nn] and
+    [BOTTOM]; a short one shows none."""
+    from aixsmit.smit.model import Screen as Def
+
+    app = make(tmp_path, "fs")
+    d = Def(kind="dialog", id="long", title="Long", command={"linux": [sys.executable]})
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        app.push_screen(CommandStatusScreen(d, [sys.executable, "-c", "print('short')"], progress=False))
+        await until(pilot, lambda: isinstance(app.screen, CommandStatusScreen) and not app.screen.running)
+        await pilot.pause(0.1)
+        assert "short" in text(app) and "[BOTTOM]" not in text(app) and "[TOP]" not in text(app)
+        await pilot.press("f3")
+        await pilot.pause()
+
+        app.push_screen(CommandStatusScreen(d, [sys.executable, "-c", "for i in range(100): print(f'line {i}')"],
+                                            progress=False))
+        await until(pilot, lambda: isinstance(app.screen, CommandStatusScreen) and not app.screen.running)
+        await pilot.pause(0.2)
+        lines = [l.strip() for l in text(app).splitlines()]
+        above = next(l for l in lines if l.startswith("[MORE..."))
+        hidden = int(above.strip()[len("[MORE..."):-1])
+        assert "line 99" in text(app) and f"line {hidden - 1}" not in text(app) and f"line {hidden}" in text(app)
+        assert "[BOTTOM]" in lines
+        await pilot.press("home")
+        await pilot.pause(0.2)
+        lines = [l.strip() for l in text(app).splitlines()]
+        assert "[TOP]" in lines and "line 0" in lines
+        assert any(l.startswith("[MORE...") for l in lines) and "[BOTTOM]" not in lines

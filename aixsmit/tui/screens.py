@@ -19,7 +19,7 @@ from ..errors import AixsmitError
 from ..smit import command as cmdbuild
 from ..smit.model import Field, Screen as ScreenDef
 from .keys import DIALOG_KEYS, MENU_KEYS, STATUS_DONE_KEYS, STATUS_RUNNING_KEYS, footer_text
-from .popups import PRESS_RETURN, ListPopup, MessagePopup, PromptPopup
+from .popups import PRESS_RETURN, EditPopup, ListPopup, MessagePopup, PromptPopup
 
 # Not priority bindings: a key goes to the focused field first, in the order typed, so F6 or
 # Enter after fast typing (or a paste) sees every character. Fields bind no function key.
@@ -359,7 +359,7 @@ class DialogScreen(SmitScreen):
                 row.set_value(value)
                 row.focus_value()
 
-        self.app.push_screen(PromptPopup(row.field.label, row.value), done)
+        self.app.push_screen(EditPopup(row.field.label, row.value, help_text=row.field.help), done)
 
     def build(self) -> list[str] | None:
         try:
@@ -474,7 +474,30 @@ class CommandStatusScreen(SmitScreen):
                 if not self.app.ascii_only:
                     yield ProgressBar(total=None, show_eta=False, id="bar")
                 yield Static("", id="progress-text", markup=False)
+        # SMIT's markers when the output is longer than the pane (aix-smit.md §1.2, §1.10).
+        yield Static("", id="output-top", classes="output-marker", markup=False)
         yield Log(max_lines=self.MAX_LINES, id="output")
+        yield Static("", id="output-bottom", classes="output-marker", markup=False)
+
+    def _markers(self) -> None:
+        """``[TOP]`` or ``[MORE...n]`` above the output, ``[MORE...n]`` or ``[BOTTOM]`` below it:
+        n lines out of view that way. Shown only when the output overflows the pane."""
+        from textual.widgets import Log
+
+        try:
+            log = self.query_one(Log)
+            top, bottom = self.query_one("#output-top", Static), self.query_one("#output-bottom", Static)
+        except Exception:
+            return  # the screen is closing
+        over = log.max_scroll_y > 0 or top.display
+        if over != top.display:
+            top.display = bottom.display = over
+            self.call_after_refresh(self._markers)  # the pane is two lines shorter or longer now
+        if over:
+            y = round(log.scroll_y)
+            below = max(0, round(log.max_scroll_y) - y)
+            top.update("[TOP]" if y <= 0 else f"[MORE...{y}]")
+            bottom.update("[BOTTOM]" if below <= 0 else f"[MORE...{below}]")
 
     def status_text(self) -> str:
         yn = lambda b: "yes" if b else "no"  # noqa: E731
@@ -489,6 +512,7 @@ class CommandStatusScreen(SmitScreen):
         # (without a full collection first: that alone would pause it for milliseconds).
         gc.freeze()
         self.set_interval(0.05, self.flush)
+        self.watch(self.query_one("#output"), "scroll_y", lambda _: self._markers(), init=False)
         self.app.smit_log.output_start()
         threading.Thread(target=self._follow, name="aixsmit-follow", daemon=True).start()
 
@@ -594,6 +618,7 @@ class CommandStatusScreen(SmitScreen):
                 lines = [f"[... {skipped} more lines: the whole output is in {self.app.smit_log.log_path} ...]"] + lines
             # Log.write_lines drops empty strings (it splits each into lines): keep blank lines.
             log.write_lines([l or " " for l in lines])
+            self.call_after_refresh(self._markers)
         if self.with_progress:
             bars = list(self.query(ProgressBar))
             text = self.query_one("#progress-text", Static)
