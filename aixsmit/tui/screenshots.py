@@ -89,11 +89,13 @@ async def main(out: Path) -> int:
         dest.mkdir()
         subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1g", "aixsmit-shots", str(root)], check=True)
         try:
-            for d in range(600):
-                p = root / "home" / f"user{d // 60}" / f"project{d}"
+            # Enough files for a backup of a few seconds (progress comes once a second);
+            # most are empty, so the tmpfs holds them.
+            for d in range(2000):
+                p = root / "home" / f"user{d // 100}" / f"project{d}"
                 p.mkdir(parents=True)
                 for f in range(200):
-                    (p / f"file{f}.txt").write_text("x" * (f * 7))
+                    (p / f"file{f}.txt").write_text("x" * (f * 7) if f % 4 == 0 else "")
             app = _app(work, "mksysb", str(root))
             await _shot(app, out, "command-status", typed=str(dest / "sys.mksysb"), keys=("enter",), until=_mid_backup)
         finally:
