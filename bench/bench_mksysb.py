@@ -15,7 +15,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _util import best_of, command, report  # noqa: E402
+from _util import best_of_each, command, report  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from aixsmit.backup.engine import FILE_BLOCKS  # noqa: E402
@@ -48,7 +48,6 @@ def main() -> int:
     open(env["AIXSMIT_CONFIG"], "w").close()
     try:
         make_tree(root)
-        tar = best_of(5, command(["tar", "-cf", os.path.join(out, "ref.tar"), "-C", root, "."]))
         img = os.path.join(out, "sys.mksysb")
         argv = [sys.executable, "-m", "aixsmit", "cmd", "mksysb", "-i", "--root", root, img]
 
@@ -57,10 +56,14 @@ def main() -> int:
             if r.returncode != 0:
                 raise SystemExit(f"mksysb failed: {r.stderr}")
 
-        ours = best_of(5, mksysb)
-        same_flags = best_of(5, command(["tar", "--create", "--format=posix", "--xattrs", "--xattrs-include=*",
-                                         "--sparse", f"--blocking-factor={FILE_BLOCKS}", "-f", os.path.join(out, "ref2.tar"),
-                                         "-C", root, "."]))
+        t = best_of_each(
+            7,
+            tar=command(["tar", "-cf", os.path.join(out, "ref.tar"), "-C", root, "."]),
+            ours=mksysb,
+            same_flags=command(["tar", "--create", "--format=posix", "--xattrs", "--xattrs-include=*", "--sparse",
+                                f"--blocking-factor={FILE_BLOCKS}", "-f", os.path.join(out, "ref2.tar"), "-C", root, "."]),
+        )
+        tar, ours, same_flags = t["tar"], t["ours"], t["same_flags"]
         print(f"{FILES} files in {FILES // PER_DIR} directories")
         report("aixsmit cmd mksysb -i       ", ours, tar, "tar -cf               ", goal=1.2)
         report("aixsmit cmd mksysb -i       ", ours, same_flags, "tar with mksysb's flags")

@@ -20,7 +20,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _util import best_of, command, report  # noqa: E402
+from _util import best_of_each, command, report  # noqa: E402
 
 BARE = '''
 from textual.app import App
@@ -113,9 +113,8 @@ def main() -> int:
             subprocess.run(["cat"], stdin=p1.stdout, stdout=subprocess.DEVNULL, check=True)
             p1.wait()
 
-        devnull = best_of(5, command(argv))
-        pipe = best_of(5, piped)
-        pane = min(asyncio.run(log_pane(argv, n)) for _ in range(5))
+        t = best_of_each(5, devnull=command(argv), pipe=piped, pane=lambda: asyncio.run(log_pane(argv, n)))
+        devnull, pipe, pane = t["devnull"], t["pipe"], t["pane"]
         report(f"COMMAND STATUS, {n:,} lines, {what:<16}", pane, devnull, "the command > /dev/null", goal=1.3)
         report(f"COMMAND STATUS, {n:,} lines, {what:<16}", pane, pipe, "the command | cat     ")
     return 0

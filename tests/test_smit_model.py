@@ -134,3 +134,29 @@ def test_unwritable_log_is_1800_093(tmp_path):
 
     with pytest.raises(AixsmitError, match=r'^1800-093 Could not open SMIT log file:'):
         SmitLog.open(str(tmp_path / "no" / "such" / "smit.log"), str(tmp_path / "s"))
+
+
+def test_menus_come_from_the_cache_until_a_file_changes(tmp_path, monkeypatch):
+    import shutil
+
+    from aixsmit.smit import model
+
+    menus = tmp_path / "menus"
+    shutil.copytree(model.MENU_DIR, menus)
+    monkeypatch.setattr(model, "MENU_DIR", menus)
+    services = set(SERVICES)
+    first = model.load_tree(services=services)
+    parse = model.load_text
+
+    def no_parsing(*a, **k):
+        raise AssertionError("the menus were parsed although the cache was valid")
+
+    monkeypatch.setattr(model, "load_text", no_parsing)
+    cached = model.load_tree(services=services)
+    assert cached.screens.keys() == first.screens.keys()
+    assert cached.screens["mksysb"].fields == first.screens["mksysb"].fields
+
+    f = menus / "backsys.yaml"
+    f.write_text(f.read_text().replace("title: Back Up This System to Tape/File", "title: Back Up This System (edited)"))
+    monkeypatch.setattr(model, "load_text", parse)
+    assert "(edited)" in model.load_tree(services=services).screens["mksysb"].title

@@ -330,7 +330,7 @@ async def test_streaming_200k_lines_never_stalls_the_loop(tmp_path):
 
 async def test_f7_edits_a_value_in_a_larger_window(tmp_path):
     """aix-smit.md §1.6: F7 (Esc+7) edits the field in a larger window; Enter puts it back."""
-    from aixsmit.tui.popups import EditPopup
+    from aixsmit.tui.edit import EditPopup
 
     app = make(tmp_path, "mksysb")
     async with app.run_test(size=(80, 24)) as pilot:

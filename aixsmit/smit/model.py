@@ -34,13 +34,28 @@ choices), ``flag`` and ``emit`` (how a value becomes arguments), ``arg: position
 
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
-import yaml
-
 from ..errors import AixsmitError
+
+
+class _Yaml:
+    """PyYAML, imported the first time a menu file is parsed: a start with the menus in the
+    cache (below) does not pay for importing it."""
+
+    def __getattr__(self, name):
+        import yaml as real
+
+        globals()["yaml"] = real
+        return getattr(real, name)
+
+
+yaml = _Yaml()
+MENU_DIR = Path(__file__).parent / "menus"
+CACHE_NAME = "menus.cache"
 
 FIELD_TYPES = ("text", "numeric", "hex", "path", "ring", "yesno", "list", "multi")
 MARKERS = {"text": "", "numeric": "#", "hex": "X", "path": "/", "ring": "+", "yesno": "+", "list": "+", "multi": "+"}
@@ -302,10 +317,18 @@ def load_text(text: str, src: str) -> list[Screen]:
 
 
 def load_tree(paths: list[Path] | None = None, services: set[str] | None = None) -> MenuTree:
-    """Load every menu file and check that every reference resolves."""
+    """Load every menu file and check that every reference resolves.
+
+    The shipped menus, once checked, are kept in the state directory (``menus.cache``) with
+    the size and time of every file, and read from there while none has changed: a start
+    then neither imports nor runs the YAML parser."""
+    key = None
     if paths is None:
-        base = resources.files("aixsmit.smit") / "menus"
-        paths = sorted(Path(str(p)) for p in base.iterdir() if str(p).endswith(".yaml"))
+        paths = sorted(MENU_DIR.glob("*.yaml"))
+        key = _cache_key(paths, services)
+        tree = _cached(key)
+        if tree is not None:
+            return tree
     screens: dict[str, Screen] = {}
     for path in paths:
         for s in load_text(Path(path).read_text(), str(path)):
@@ -316,7 +339,50 @@ def load_tree(paths: list[Path] | None = None, services: set[str] | None = None)
             screens[s.id] = s
     tree = MenuTree(screens)
     check(tree, services)
+    if key is not None:
+        _store(key, tree)
     return tree
+
+
+def _cache_key(paths: list[Path], services: set[str] | None) -> str:
+    from .. import __version__
+
+    files = []
+    for p in paths:
+        st = p.stat()
+        files.append((p.name, st.st_mtime_ns, st.st_size))
+    return repr((__version__, sys.version, files, sorted(services) if services is not None else None))
+
+
+def _cache_path() -> Path:
+    from ..state import state_dir
+
+    return state_dir() / CACHE_NAME
+
+
+def _cached(key: str) -> "MenuTree | None":
+    import pickle
+
+    try:
+        with open(_cache_path(), "rb") as f:
+            stored_key, tree = pickle.load(f)
+    except Exception:  # none yet, unreadable, or from another version: parse the files
+        return None
+    return tree if stored_key == key and isinstance(tree, MenuTree) else None
+
+
+def _store(key: str, tree: MenuTree) -> None:
+    import pickle
+
+    try:
+        path = _cache_path()
+        tmp = path.with_name(f".{CACHE_NAME}.{os.getpid()}")
+        with open(tmp, "wb") as f:
+            pickle.dump((key, tree), f, protocol=pickle.HIGHEST_PROTOCOL)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # no state directory (not root): the menus are parsed at every start
 
 
 def check(tree: MenuTree, services: set[str] | None = None) -> None:

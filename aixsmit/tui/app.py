@@ -86,7 +86,8 @@ class AixsmitApp(App):
         self._check_size()
         self.call_after_refresh(self._offer_remount)
         self.call_after_refresh(self._offer_jobs)
-        self.call_after_refresh(self._prepare_supervisor)
+        # Not while the first screen is being drawn: it would take a CPU from it.
+        self.set_timer(1.0, self._prepare_supervisor)
         self._watch_terminal()
 
     def _prepare_supervisor(self) -> None:

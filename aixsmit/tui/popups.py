@@ -6,8 +6,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
-from textual.message import Message
-from textual.widgets import Input, OptionList, Static, TextArea
+from textual.widgets import Input, OptionList, Static
 from textual.widgets.option_list import Option
 
 from .keys import LIST_KEYS, MULTI_KEYS, POPUP_KEYS, footer_text
@@ -164,49 +163,6 @@ class ListPopup(Popup):
                 widget.highlighted = i
                 return
         self.app.push_screen(MessagePopup("INFORMATION MESSAGE", "Pattern not found.\n\n" + PRESS_RETURN))
-
-
-class ValueArea(TextArea):
-    """A field's value in a larger window: wrapped over several lines, and Enter commits it
-    instead of breaking it (a value is one line)."""
-
-    class Commit(Message):
-        pass
-
-    async def _on_key(self, event) -> None:
-        if event.key == "enter":
-            event.stop()
-            event.prevent_default()
-            self.post_message(self.Commit())
-            return
-        await super()._on_key(event)
-
-
-class EditPopup(Popup):
-    """F7 in a dialog: edit the field's value in a larger window (aix-smit.md §1.6)."""
-
-    def __init__(self, title: str, value: str = "", help_text: str = ""):
-        super().__init__(title, help_text=help_text)
-        self.value = value
-
-    def body(self) -> ComposeResult:
-        area = ValueArea(self.value, soft_wrap=True, show_line_numbers=False, tab_behavior="focus", id="edit")
-        area.cursor_blink = False
-        yield area
-
-    def on_mount(self) -> None:
-        super().on_mount()
-        area = self.query_one(ValueArea)
-        area.focus()
-        area.move_cursor(area.document.end)
-
-    def on_value_area_commit(self, event: ValueArea.Commit) -> None:
-        event.stop()
-        self.action_do()
-
-    def action_do(self) -> None:
-        # Line breaks that came in by pasting are spaces in a one-line value.
-        self.dismiss(" ".join(self.query_one(ValueArea).text.splitlines()))
 
 
 class PromptPopup(Popup):

@@ -19,7 +19,7 @@ from ..errors import AixsmitError
 from ..smit import command as cmdbuild
 from ..smit.model import Field, Screen as ScreenDef
 from .keys import DIALOG_KEYS, MENU_KEYS, STATUS_DONE_KEYS, STATUS_RUNNING_KEYS, footer_text
-from .popups import PRESS_RETURN, EditPopup, ListPopup, MessagePopup, PromptPopup
+from .popups import PRESS_RETURN, ListPopup, MessagePopup, PromptPopup
 
 # Not priority bindings: a key goes to the focused field first, in the order typed, so F6 or
 # Enter after fast typing (or a paste) sees every character. Fields bind no function key.
@@ -358,6 +358,8 @@ class DialogScreen(SmitScreen):
             if value is not None:
                 row.set_value(value)
                 row.focus_value()
+
+        from .edit import EditPopup
 
         self.app.push_screen(EditPopup(row.field.label, row.value, help_text=row.field.help), done)
 
