@@ -17,6 +17,7 @@ What makes it safe:
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import select
@@ -109,6 +110,11 @@ class ListFeed:
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         self.read_end, self.write_end = os.pipe()
         os.set_inheritable(self.read_end, False)
+        os.set_blocking(self.write_end, False)
+        try:
+            fcntl.fcntl(self.write_end, 1031, 1 << 20)  # F_SETPIPE_SZ: room for 20,000 names or so
+        except OSError:
+            pass
         self.size = 0  # bytes in the work file
         self.names = 0  # names in the work file
         self.fed = 0  # bytes copied into the pipe
@@ -146,11 +152,18 @@ class ListFeed:
                     upto = self.size
                 while self.fed < upto:
                     data = os.pread(self.fd, min(upto - self.fed, 1 << 20), self.fed)
-                    # Writes of PIPE_BUF bytes are whole or nothing: ``fed`` is then exact
-                    # while a write waits for room.
-                    for at in range(0, len(data), select.PIPE_BUF):
-                        os.write(self.write_end, data[at:at + select.PIPE_BUF])
-                        self.fed += len(data[at:at + select.PIPE_BUF])
+                    # Large writes, few of them: each one may have to wait for the GIL while
+                    # the walk runs. Non-blocking, so ``fed`` counts exactly what is in the
+                    # pipe, and a full pipe is waited for with select.
+                    view = memoryview(data)
+                    while view:
+                        try:
+                            n = os.write(self.write_end, view)
+                        except BlockingIOError:
+                            select.select([], [self.write_end], [])
+                            continue
+                        view = view[n:]
+                        self.fed += n
         except OSError:
             pass  # tar has gone (broken pipe) or the feed was stopped: it reads no more
         finally:
@@ -159,7 +172,6 @@ class ListFeed:
     def taken(self) -> int:
         """Names tar has read: what was fed less what still waits in the pipe (to within the
         length of a few names, as names are counted by their average length)."""
-        import fcntl
         import struct
         import termios
 
