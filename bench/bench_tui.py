@@ -80,7 +80,9 @@ async def log_pane(argv: list[str], n: int) -> float:
     app = make(Path(work), "fs")
     d = Def(kind="dialog", id="flood", title="Flood", command={"linux": argv})
     async with app.run_test(size=(80, 24)) as pilot:
-        await pilot.pause()
+        # As in use, the menus have been open a moment when Enter is pressed (their spare
+        # supervisor is ready by then).
+        await pilot.pause(1.5)
         t = time.perf_counter()
         screen = CommandStatusScreen(d, argv, progress=False)
         app.push_screen(screen)

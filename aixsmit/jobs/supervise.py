@@ -147,9 +147,10 @@ def main(directory: str, progress: bool, argv: list[str]) -> int:
             view = memoryview(data)
             while view:
                 view = view[os.write(log_fd, view):]
-        if 0 < got < 1 << 16:
-            # A trickle: let it gather. A command writing a line at a time then fills pipe
-            # pages instead of waking this process for every line (that costs it twice).
+        if 0 < got < 1 << 16 and os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
+            # A trickle from a command still running: let it gather. A command writing a line
+            # at a time then fills pipe pages instead of waking this process for every line
+            # (that costs it twice). Once it has ended, what is left is read at once.
             time.sleep(0.005)
     _, status = os.waitpid(pid, 0)
     rc = os.waitstatus_to_exitcode(status)
