@@ -364,3 +364,29 @@ def test_destination_must_be_absolute(system_root):
 def test_usage_exit_codes():
     assert aixsmit("cmd", "mksysb").returncode == 1
     assert aixsmit("cmd", "savevg", "datavg").returncode == 2
+
+
+def test_image_on_a_device_is_written_in_place_and_read_back(system_root):
+    """A device destination (a disk here; a tape drive on AIX) is written directly - there is
+    no temporary name on a device - and listed, verified and restored from the device."""
+    tr = system_root
+    raw = tr.images / "rawdisk.img"
+    with open(raw, "wb") as f:
+        f.truncate(96 << 20)
+    dev = run("losetup", "-f", "--show", raw).stdout.strip()
+    tr.loops.append(dev)
+    r = aixsmit("cmd", "mksysb", "-i", "--root", tr.path, dev, env=tr.env())
+    assert r.returncode == 0, r.stderr
+    assert "0512-038 mksysb: Backup Completed Successfully." in r.stdout
+    assert "does not appear to be a tape device" not in r.stdout  # that warning is for files
+    names = aixsmit("cmd", "lsmksysb", "-f", dev).stdout.splitlines()
+    assert names[0] == "./image.data" and "./home/alice/etc/motd" in names
+    long = aixsmit("cmd", "lsmksysb", "-l", "-f", dev).stdout.splitlines()
+    assert long[0] == "VOLUME GROUP:           rootvg"
+    v = aixsmit("cmd", "verify", "-f", dev, "--json")
+    assert v.returncode == 0 and json.loads(v.stdout)["status"] == "OK", v.stdout + v.stderr
+    target = tr.base / "from-device"
+    target.mkdir()
+    r = aixsmit("cmd", "restore", "-x", "-q", "-f", dev, "--target", target, "./home/alice/etc/motd", env=tr.env())
+    assert r.returncode == 0, r.stderr
+    assert (target / "home/alice/etc/motd").read_bytes() == tr.p("/home/alice/etc/motd").read_bytes()

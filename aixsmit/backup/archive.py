@@ -4,6 +4,7 @@ verification against the table of contents, and extraction (restore -x, restvg).
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import tarfile
 import time
@@ -32,10 +33,12 @@ def _norm(name: str) -> str:
 
 
 def open_image(path: str, program: str = "listvgbackup") -> tarfile.TarFile:
+    """An image in a file, on a disk (read in place) or on a tape (read as a stream)."""
     try:
-        if os.path.getsize(path) == 0:
+        st = os.stat(path)
+        if stat.S_ISREG(st.st_mode) and st.st_size == 0:
             raise FileNotFoundError
-        return tarfile.open(path, "r:")
+        return tarfile.open(path, "r|" if stat.S_ISCHR(st.st_mode) else "r:")
     except (FileNotFoundError, IsADirectoryError):
         raise AixsmitError(f"0512-054 {program}: File {path} does not exist or is empty.")
     except (tarfile.TarError, OSError) as exc:
@@ -75,11 +78,22 @@ def members(path: str, program: str = "listvgbackup") -> Iterator[tarfile.TarInf
         yield from tf
 
 
+def _image_size(path: str) -> int:
+    """The image's length: the file's size, or on a device the end of the archive in it."""
+    st = os.stat(path)
+    if stat.S_ISREG(st.st_mode):
+        return st.st_size
+    with open_image(path) as tf:
+        for _ in tf:
+            pass
+        return tf.offset
+
+
 def long_header(info: ImageInfo) -> list[str]:
     """``lsmksysb -l`` / ``listvgbackup -l`` (aix-smit.md §3.8), then the group's LV table."""
     img = image_data.first(info.stanzas, "image_data")
     fss = image_data.every(info.stanzas, "fs_data")
-    size = os.path.getsize(info.path)
+    size = _image_size(info.path)
     used = sum(int(fs.get("FS_USED_BYTES", "0") or 0) for fs in fss)
     lines = [
         f"VOLUME GROUP:           {info.vg}",
