@@ -352,6 +352,13 @@ def test_restore_selected_files(system_root):
     assert not (target / "home").exists()
     r = aixsmit("cmd", "restore", "-x", "-f", img, "--target", target, "./no/such/file")
     assert r.returncode == 1 and "not in the image" in r.stderr
+    # Either name of a hard-linked file can be picked, whichever of the two holds the data.
+    for pick in ("./home/alice/etc/motd", "./home/alice/motd-hardlink"):
+        one = tr.base / f"one-{pick.rsplit('/', 1)[-1]}"
+        one.mkdir()
+        r = aixsmit("cmd", "restore", "-x", "-f", img, "--target", one, pick)
+        assert r.returncode == 0, r.stderr
+        assert (one / pick).read_bytes() == tr.p("/home/alice/etc/motd").read_bytes()
 
 
 def test_destination_must_be_absolute(system_root):

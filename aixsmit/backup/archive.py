@@ -170,11 +170,13 @@ def verify(path: str, program: str = "verify") -> Verification:
                     continue
                 seen[name] = _KIND.get(m.type, "f")
             # A complete archive ends with two zero blocks; an image cut short at a member
-            # boundary reads like a shorter archive without them.
-            tf.fileobj.seek(tf.offset)
-            tail = tf.fileobj.read(2 * tarfile.BLOCKSIZE)
-            if len(tail) < 2 * tarfile.BLOCKSIZE or tail.strip(b"\0"):
-                raise tarfile.ReadError("no end-of-archive marker: the image stops in the middle")
+            # boundary reads like a shorter archive without them. (A tape is read as a
+            # stream, which cannot go back to look.)
+            if not stat.S_ISCHR(os.stat(path).st_mode):
+                tf.fileobj.seek(tf.offset)
+                tail = tf.fileobj.read(2 * tarfile.BLOCKSIZE)
+                if len(tail) < 2 * tarfile.BLOCKSIZE or tail.strip(b"\0"):
+                    raise tarfile.ReadError("no end-of-archive marker: the image stops in the middle")
     except (tarfile.TarError, OSError, EOFError) as exc:
         result.status = "FAILED"
         result.problems.append(f"the image is damaged or incomplete after {result.members} members: {exc}")
@@ -221,6 +223,7 @@ class Survey:
 
     unsafe: list[str] = field(default_factory=list)  # members that would land outside the target
     names: set[str] = field(default_factory=set)
+    links: dict[str, str] = field(default_factory=dict)  # hard link member -> the member it links to
     incremental: bool = False  # a level backup: its GNU dumpdir records say what was deleted
 
 
@@ -235,6 +238,8 @@ def survey(path: str, program: str) -> Survey:
         if "GNU.dumpdir" in m.pax_headers or m.type == b"D":
             out.incremental = True
         out.names.add(_norm(name))
+        if m.islnk():
+            out.links[_norm(name)] = _norm(m.linkname)
     return out
 
 
@@ -262,6 +267,16 @@ def restore(path: str, target: str, files: list[str], verbose: bool, emit: Emit,
     missing = [f for f in files if _norm(f) not in names and not any(n.startswith(_norm(f) + "/") for n in names)]
     if missing:
         raise AixsmitError(f"{program}: {missing[0]} is not in the image {path}; nothing was restored.")
+    if files:
+        # A file the image holds as a hard link has its data under the name it links to: that
+        # name is restored too (tar cannot make the link otherwise).
+        files = list(files)
+        chosen = lambda n: any(n == w or n.startswith(w + "/") for w in map(_norm, files))  # noqa: E731
+        for link, data in sorted(found.links.items()):
+            while chosen(link) and not chosen(data):
+                emit(f"{program}: also restoring {data}: {link} is a hard link to it", "stdout")
+                files.append(data)
+                link, data = data, found.links.get(data, data)
     proc = subprocess.run(restore_argv(path, target, files, verbose, found.incremental), capture_output=True, text=True,
                           errors="surrogateescape")
     for line in proc.stdout.splitlines():
