@@ -324,8 +324,14 @@ def _uuid(system: System, device: str) -> str:
     return device_uuid(device)
 
 
-def information_file(req: ImageRequest, when: str) -> str:
-    """``image.data`` (rootvg) or ``VG.data`` in AIX's stanza format, with Linux facts added."""
+def map_member(req: ImageRequest, lv_name: str) -> str:
+    """Where -m puts a logical volume's map in the image (AIX: /tmp/vgdata/rootvg/hd4.map)."""
+    return f"{vgdata_dir(req)}/{lv_name.replace('/', '_')}.map"
+
+
+def information_file(req: ImageRequest, when: str, mapped: set[str] = frozenset()) -> str:
+    """``image.data`` (rootvg) or ``VG.data`` in AIX's stanza format, with Linux facts added.
+    ``mapped``: the logical volumes with a map file (-m)."""
     vg = req.vg
     mounted = vg.mounted
     uservgs = " ".join(g for g in req.system.config.volume_groups) or ""
@@ -359,7 +365,7 @@ def information_file(req: ImageRequest, when: str) -> str:
             "TYPE": lv.type,
             "LPs": str(lv.lps),
             "MOUNT_POINT": lv.mount_point,
-            "MAPFILE": "",
+            "MAPFILE": map_member(req, lv.name)[1:] if lv.name in mapped else "",
         }))
         stanzas.append(("fs_data", {
             "FS_NAME": lv.mount_point,
@@ -506,8 +512,21 @@ def create_image(req: ImageRequest, emit: Emit) -> ImageResult:
         info_rel = info_member(req)[2:]
         info_path = os.path.join(stage, info_rel)
         os.makedirs(os.path.dirname(info_path), exist_ok=True)
+        maps: dict[str, str] = {}
+        if req.maps:
+            # -m: where each logical volume lies on its disks (0512-022 if that cannot be read).
+            from .maps import map_text
+
+            for lv in vg.mounted:
+                try:
+                    text = map_text(lv.device)
+                except (OSError, ValueError) as exc:
+                    raise BackupFailed(f"0512-022 {prog}: An Error occurred creating the Image Data File or\n"
+                                       f"the Physical Partition Map Files. ({lv.device}: {exc})", EXIT_FAILED)
+                if text is not None:
+                    maps[lv.name] = text
         if req.new_data or prog == "savevg":
-            Path(info_path).write_text(information_file(req, when))
+            Path(info_path).write_text(information_file(req, when, set(maps)))
         else:
             shutil.copyfile(os.path.join(req.system.root, "image.data"), info_path)
         fstab = os.path.join(req.system.root, "etc", "fstab")
@@ -523,6 +542,10 @@ def create_image(req: ImageRequest, emit: Emit) -> ImageResult:
                 staged.append(f"{vgdata_dir(req)}/{vg.name}.vgcfg")
             else:
                 emit(f"{prog}: vgcfgbackup {vg.lvm_name} failed: {res.stderr.strip()}", "stderr")
+        for name, text in maps.items():
+            member = map_member(req, name)
+            Path(stage, member[2:]).write_text(text)
+            staged.append(member)
         toc_member = f"{vgdata_dir(req)}/backup.toc"
         toc_path = os.path.join(vgdir, "backup.toc")
 
