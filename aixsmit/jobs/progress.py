@@ -75,3 +75,11 @@ class BackupProgress:
         if self.files_total:
             return min(1.0, self.files_done / self.files_total)
         return min(1.0, self.percent / 100.0)
+
+
+def outcome(returncode: int, parser: BackupProgress | None = None) -> str:
+    """OK, WARN or FAILED for a command that ended with ``returncode``: a non-zero exit or a
+    reported failure is FAILED (even if the command said 0); a 0512-003 warning is WARN."""
+    if returncode != 0 or (parser is not None and parser.succeeded is False):
+        return "FAILED"
+    return "WARN" if parser is not None and parser.warning else "OK"

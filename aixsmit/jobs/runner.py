@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from .progress import BackupProgress
+from .progress import BackupProgress, outcome
 
 OK, WARN, FAILED, RUNNING = "OK", "WARN", "FAILED", "running"
 
@@ -155,12 +155,7 @@ class Job:
             if proc.poll() is None:
                 self.cancel()
         self.returncode = rc
-        if rc != 0 or (parser is not None and parser.succeeded is False):
-            self.status = FAILED
-        elif parser is not None and parser.warning:
-            self.status = WARN
-        else:
-            self.status = OK
+        self.status = outcome(rc, parser)
         yield Finished(self.status, rc, time.monotonic() - started)
 
     def _emit(self, name: str, lines: tuple[str, ...], parser: BackupProgress | None) -> Iterator[Event]:

@@ -75,13 +75,11 @@ def _exec(argv: list[str], out_fd: int, err_fd: int) -> None:
 
 
 def _outcome(log_path: str, rc: int, progress: bool) -> str:
-    if rc != 0:
-        return "FAILED"
-    if not progress:
-        return "OK"
+    if rc != 0 or not progress:
+        return "FAILED" if rc != 0 else "OK"
     # A backup: only the lines with a 0512 message can change the outcome; find them without
     # reading the log line by line.
-    from .progress import BackupProgress
+    from .progress import BackupProgress, outcome
 
     parser = BackupProgress()
     with open(log_path, "rb") as f:
@@ -93,9 +91,7 @@ def _outcome(log_path: str, rc: int, progress: bool) -> str:
         end = len(data) if end < 0 else end
         parser.feed(data[start:end].decode("utf-8", "replace"))
         at = data.find(b"0512-", end)
-    if parser.succeeded is False:
-        return "FAILED"
-    return "WARN" if parser.warning else "OK"
+    return outcome(rc, parser)
 
 
 def main(directory: str, progress: bool, argv: list[str]) -> int:
