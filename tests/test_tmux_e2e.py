@@ -146,6 +146,27 @@ def test_esc_digit_in_a_real_terminal(troot, tmp_path, tmux_env):
         t.kill()
 
 
+def test_esc_digit_typed_fast_in_a_field(tmp_path, tmux_env):
+    """Esc and the digit in one read (typed fast, or over SSH): still F7 and F1, not the
+    Option characters Textual would make of them ("¶", "¡") typed into the field."""
+    env = dict(tmux_env, TERM="vt100")
+    t = Tmux(f"aixsmit-escfast-{os.getpid()}", f"{shlex.quote(sys.executable)} -m aixsmit mksysb", env)
+    try:
+        t.wait_for("Backup DEVICE or FILE")
+        t.type("/backup/x")
+        t.keys("Escape", "7")  # one send: the two bytes arrive together
+        t.wait_for("Esc+3=Cancel        Esc+8=Image")  # the F7 window's footer
+        t.type("/y")
+        t.keys("Enter")
+        s = t.wait_for("[/backup/x/y")
+        assert "¶" not in s
+        t.keys("Escape", "1")
+        s = t.wait_for("CONTEXTUAL HELP")
+        assert "¡" not in s
+    finally:
+        t.kill()
+
+
 def test_walkthrough_in_a_real_terminal(troot, tmp_path, tmux_env):
     tr = troot
     tr.loop_mount("/home")

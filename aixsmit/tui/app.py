@@ -18,9 +18,11 @@ from ..smit import command as cmdbuild
 from ..smit.log import SmitLog
 from ..smit.model import MenuError, MenuTree, load_tree
 from ..smit.services import SERVICES
-from .keys import esc_labels_wanted
+from .keys import esc_digits_as_keys, esc_labels_wanted
 from .popups import PRESS_RETURN, MessagePopup
 from .screens import CommandStatusScreen, DialogScreen, MenuScreen, TooSmallScreen
+
+esc_digits_as_keys()
 
 ESC_WINDOW = 2.0  # seconds between Esc and the digit (SMIT's Esc+N)
 

@@ -47,3 +47,16 @@ def footer_text(keys, esc: bool, width: int = 80) -> str:
     per_row = max(1, width // 20)
     rows = ["".join(cells[i:i + per_row]).rstrip() for i in range(0, len(cells), per_row)]
     return "\n".join(rows)
+
+
+def esc_digits_as_keys() -> None:
+    """Esc+N must reach the menus as Esc+N however it arrives.
+
+    Typed fast, over SSH or through tmux, Esc and the digit come in one read, and Textual
+    turns those two bytes into a macOS Option character (Esc 1 into "¡", Esc 7 into "¶"),
+    which a field would then take as typed text. Without those entries the parser reads
+    them as alt+digit, which the application turns into F1..F10 (aix-smit.md §1.7)."""
+    from textual import _ansi_sequences
+
+    for digit in "0123456789":
+        _ansi_sequences.ANSI_SEQUENCES_KEYS.pop(f"\x1b{digit}", None)
