@@ -2,9 +2,10 @@
 
 A command started from COMMAND STATUS runs under a small supervisor process in a session of
 its own (:mod:`aixsmit.jobs.supervise`), so a closed SSH connection or a killed terminal does
-not stop it. The command writes its output to ``output.log`` and the supervisor its state to
-``job.json`` in ``STATE/jobs/ID/``; the TUI only reads them, and can stop reading,
-exit, and come back: ``aixsmit cmd jobs`` lists the jobs, and the menus reopen COMMAND STATUS
+not stop it. In ``STATE/jobs/ID/`` the menus write ``job.json`` (what runs, and when it
+started); the supervisor appends the command's output to ``output.log`` and keeps its own
+state in ``run`` (process group, output seen, the end); :func:`read` puts the two together.
+The TUI only reads them, and can stop reading, exit, and come back: ``aixsmit cmd jobs`` lists the jobs, and the menus reopen COMMAND STATUS
 on one, showing its output from the start and following it live.
 """
 
