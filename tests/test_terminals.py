@@ -167,8 +167,10 @@ def sshd(tmp_path):
 
 def test_backup_over_ssh_survives_a_cut_connection(troot, tmp_path, sshd):
     tr = troot
-    tr.loop_mount("/home", size_mb=300)
-    tr.bulk("/home/bulk", 200)
+    # Enough data that the backup is still running when the terminal goes (tar reads it
+    # from the page cache at over 500 MB/s here).
+    tr.loop_mount("/home", size_mb=520)
+    tr.bulk("/home/bulk", 400)
     out = tr.base / "out"
     out.mkdir()
     img = out / "sys.mksysb"

@@ -76,13 +76,13 @@ def read(directory: Path) -> JobInfo | None:
     # What the supervisor has to say (it never writes job.json).
     run = read_state(str(directory))
     try:
-        info.supervisor = int(run.get("supervisor", info.supervisor))
-        info.pgid = int(run.get("pgid", info.pgid))
-        info.stdout, info.stderr = run.get("stdout", "0") == "1", run.get("stderr", "0") == "1"
+        if run:
+            info.supervisor, info.pgid = int(run["supervisor"]), int(run["pgid"])
+            info.stdout, info.stderr = run["stdout"] == "1", run["stderr"] == "1"
         if "status" in run:
             info.status, info.rc, info.end = run["status"], int(run["rc"]), float(run["end"])
     except (KeyError, ValueError):
-        pass  # a file from another version: the job shows as it was started
+        pass  # a file from another version: the job shows as job.json has it
     if info.status == RUNNING and not info.supervisor:
         try:
             info.supervisor = int((directory / "spawned").read_text())
