@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
-from aixsmit.errors import AixsmitError
 from aixsmit.fs.holders import parse_aix_fuser
 from aixsmit.fs.table import System
 from aixsmit.fs.unmount import Ledger, mount_again, plan_unmount, unmount

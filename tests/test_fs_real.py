@@ -15,7 +15,7 @@ import pytest
 from aixsmit.errors import AixsmitError
 from aixsmit.fs.mounts import unescape
 from aixsmit.fs.table import System
-from aixsmit.fs.unmount import BusyError, Ledger, mount_again, plan_unmount, unmount
+from aixsmit.fs.unmount import Ledger, mount_again, plan_unmount, unmount
 
 from conftest import aixsmit, needs_root, run
 
@@ -192,7 +192,7 @@ def test_crash_after_unmount_recovered_from_ledger_with_autoclear_loop(troot):
     """A process killed with SIGKILL right after unmounting: the ledger still knows, and the loop
     device that 'mount -o loop' detached on unmount is attached again from its file."""
     tr = troot
-    dev = tr.loop_mount("/home", autoclear=True)
+    tr.loop_mount("/home", autoclear=True)
     tr.p("/home/precious").write_text("intact")
     env = tr.env()
     code = (

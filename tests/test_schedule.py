@@ -7,9 +7,7 @@ import datetime as dt
 import fcntl
 import json
 import os
-import shutil
 import subprocess
-import time
 
 import pytest
 

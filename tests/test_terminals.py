@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ import time
 import pytest
 
 from conftest import need_tool, needs_root
-from test_tmux_e2e import Tmux, gone, newest_job
+from test_tmux_e2e import Tmux, gone, long_backup, newest_job
 
 pytestmark = [needs_root, need_tool("tmux")]
 PY = shlex.quote(sys.executable)
@@ -167,13 +166,7 @@ def sshd(tmp_path):
 
 def test_backup_over_ssh_survives_a_cut_connection(troot, tmp_path, sshd):
     tr = troot
-    # Enough data that the backup is still running when the terminal goes (tar reads it
-    # from the page cache at over 500 MB/s here).
-    tr.loop_mount("/home", size_mb=520)
-    tr.bulk("/home/bulk", 400)
-    out = tr.base / "out"
-    out.mkdir()
-    img = out / "sys.mksysb"
+    img = long_backup(tr)
     state = tmp_path / "state"
     remote = (f"cd / && env HOME={tmp_path} AIXSMIT_STATE_DIR={state} AIXSMIT_CONFIG={tr.config} LANG=C.UTF-8 "
               f"{PY} -m aixsmit --root {tr.path} mksysb")

@@ -7,6 +7,7 @@ import shlex
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -193,17 +194,21 @@ def test_walkthrough_in_a_real_terminal(troot, tmp_path, tmux_env):
     assert img.exists() and tr.p("/home/keep").read_text() == "keep"
 
 
-def test_backup_outlives_the_terminal(troot, tmp_path, tmux_env):
-    """Start a mksysb in tmux, kill the tmux session in the middle: the image still completes,
-    and a new aixsmit shows the job as finished, with its output."""
-    tr = troot
-    # Enough data that the backup is still running when the terminal goes (tar reads it
-    # from the page cache at over 500 MB/s here).
+def long_backup(tr) -> Path:
+    """A root whose mksysb is still running when a test cuts the terminal: 400 MB on /home
+    (tar reads it from the page cache at over 500 MB/s here). Returns where the image goes."""
     tr.loop_mount("/home", size_mb=520)
     tr.bulk("/home/bulk", 400)
     out = tr.base / "out"
     out.mkdir()
-    img = out / "sys.mksysb"
+    return out / "sys.mksysb"
+
+
+def test_backup_outlives_the_terminal(troot, tmp_path, tmux_env):
+    """Start a mksysb in tmux, kill the tmux session in the middle: the image still completes,
+    and a new aixsmit shows the job as finished, with its output."""
+    tr = troot
+    img = long_backup(tr)
     t = Tmux(f"aixsmit-hup-{os.getpid()}", f"{shlex.quote(sys.executable)} -m aixsmit --root {shlex.quote(str(tr.path))} mksysb",
              tmux_env)
     try:

@@ -3,11 +3,8 @@ real mksysb, streaming without stalling the event loop."""
 
 from __future__ import annotations
 
-import os
 import sys
 import time
-
-import pytest
 
 from aixsmit.tui.popups import ListPopup, MessagePopup
 from aixsmit.tui.screens import CommandStatusScreen, DialogScreen, MenuScreen, TooSmallScreen
