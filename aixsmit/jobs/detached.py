@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from ..state import atomic_write_json, state_dir
@@ -73,8 +73,16 @@ def read(directory: Path) -> JobInfo | None:
         return None
     info = JobInfo(**{k: v for k, v in data.items() if k in JobInfo.__dataclass_fields__})
     info.dir = str(directory)
-    # What the supervisor has to say (it never writes job.json).
-    run = read_state(str(directory))
+    return refresh(info)
+
+
+def refresh(info: JobInfo) -> JobInfo:
+    """``info`` with what the supervisor has written since: its ``run`` state, and whether it
+    is still alive. job.json, which only the menus write, is not read again (COMMAND STATUS
+    asks this many times a second)."""
+    info = replace(info)
+    directory = Path(info.dir)
+    run = read_state(info.dir)
     try:
         if run:
             info.supervisor, info.pgid = int(run["supervisor"]), int(run["pgid"])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-from pathlib import Path
 
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -548,7 +547,7 @@ class CommandStatusScreen(SmitScreen):
                 # read after the log, so an ended job's output is all in the log by then.
                 now = time.monotonic()
                 if not data or now - info_read > 0.25:
-                    info, info_read = detached.read(Path(self.job.dir)) or self.job, now
+                    info, info_read = detached.refresh(self.job), now
                     if info.status != detached.RUNNING:
                         data += log.read()
                 if data:
@@ -669,7 +668,7 @@ class CommandStatusScreen(SmitScreen):
                 if ok and self.job is not None:
                     from ..jobs import detached
 
-                    threading.Thread(target=detached.cancel, args=(detached.read(Path(self.job.dir)) or self.job,),
+                    threading.Thread(target=detached.cancel, args=(detached.refresh(self.job),),
                                      daemon=True).start()
 
             self.app.push_screen(MessagePopup(
