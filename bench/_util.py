@@ -7,12 +7,7 @@ import time
 
 
 def best_of(n: int, fn) -> float:
-    best = float("inf")
-    for _ in range(n):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
+    return best_of_each(n, only=fn)["only"]
 
 
 def best_of_each(n: int, **fns) -> dict[str, float]:

@@ -270,8 +270,8 @@ def restore(path: str, target: str, files: list[str], verbose: bool, emit: Emit,
     if files:
         # A file the image holds as a hard link has its data under the name it links to: that
         # name is restored too (tar cannot make the link otherwise).
-        files = list(files)
-        chosen = lambda n: any(n == w or n.startswith(w + "/") for w in map(_norm, files))  # noqa: E731
+        files = [_norm(f) for f in files]
+        chosen = lambda n: any(n == w or n.startswith(w + "/") for w in files)  # noqa: E731
         for link, data in sorted(found.links.items()):
             while chosen(link) and not chosen(data):
                 emit(f"{program}: also restoring {data}: {link} is a hard link to it", "stdout")

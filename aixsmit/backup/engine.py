@@ -23,8 +23,11 @@ import re
 import select
 import shutil
 import stat
+import struct
 import subprocess
 import tempfile
+import termios
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,8 +108,6 @@ class ListFeed:
     """
 
     def __init__(self, path: str):
-        import threading
-
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         self.read_end, self.write_end = os.pipe()
         os.set_inheritable(self.read_end, False)
@@ -172,9 +173,6 @@ class ListFeed:
     def taken(self) -> int:
         """Names tar has read: what was fed less what still waits in the pipe (to within the
         length of a few names, as names are counted by their average length)."""
-        import struct
-        import termios
-
         try:
             waiting = struct.unpack("i", fcntl.ioctl(self.read_end, termios.FIONREAD, b"\0\0\0\0"))[0]
         except OSError:
@@ -299,21 +297,14 @@ def _uname() -> str:
     return f"{u.sysname} {u.nodename} {u.release} {u.version} {u.machine}"
 
 
-def _inodes_used(path: str) -> int:
+def _fs_facts(path: str) -> tuple[int, int, int, int]:
+    """(size, used, block size) in bytes of the file system at ``path``, and its inodes in use."""
     try:
         st = os.statvfs(path)
     except OSError:
-        return 0
-    return max(0, st.f_files - st.f_ffree)
-
-
-def _fs_facts(path: str) -> tuple[int, int, int]:
-    """(size, used, block size) in bytes of the file system at ``path``."""
-    try:
-        st = os.statvfs(path)
-    except OSError:
-        return 0, 0, 0
-    return st.f_blocks * st.f_frsize, (st.f_blocks - st.f_bfree) * st.f_frsize, st.f_frsize
+        return 0, 0, 0, 0
+    return (st.f_blocks * st.f_frsize, (st.f_blocks - st.f_bfree) * st.f_frsize, st.f_frsize,
+            max(0, st.f_files - st.f_ffree))
 
 
 def _uuid(system: System, device: str) -> str:
@@ -358,7 +349,7 @@ def information_file(req: ImageRequest, when: str, mapped: set[str] = frozenset(
         }),
     ]
     for lv in mounted:
-        size, used, bsize = _fs_facts(lv.entry.mount.path)
+        size, used, bsize, _ = _fs_facts(lv.entry.mount.path)
         stanzas.append(("lv_data", {
             "VOLUME_GROUP": vg.name,
             "LOGICAL_VOLUME": lv.name,
@@ -553,7 +544,7 @@ def create_image(req: ImageRequest, emit: Emit) -> ImageResult:
             clean_stale_partials(dest_dir)
             # Before the walk has counted them, the entries are estimated from the inodes in use;
             # each costs tar a header and a pax record (1.5 KB).
-            required = sum(_fs_facts(p)[1] + 1536 * _inodes_used(p) for p in include)
+            required = sum(used + 1536 * inodes for _, used, _, inodes in map(_fs_facts, include))
             if req.structure_only:
                 required = 1536 * (len(staged) + 1)
             st = os.statvfs(dest_dir)

@@ -239,8 +239,7 @@ class AixsmitApp(App):
         self._system = None  # mounts may have changed: read them again next time
         self._prepare_supervisor()  # for the next command (not during this one: it takes a CPU)
         self.last_status = final.status
-        progress = getattr(screen, "_progress", None)
-        self.last_files = progress.files_total if progress is not None else None
+        self.last_files = screen.files_total
 
     # --- SMIT keys ---------------------------------------------------------------------
     async def on_event(self, event: events.Event) -> None:

@@ -659,6 +659,11 @@ class CommandStatusScreen(SmitScreen):
     def running(self) -> bool:
         return self.status == "running"
 
+    @property
+    def files_total(self) -> int | None:
+        """The files a command with progress said it backs up (``Backing up N files``)."""
+        return self._progress.files_total if self._progress is not None else None
+
     def on_unmount(self) -> None:
         self._stop_following = True
 
