@@ -5,6 +5,7 @@ Keys (all optional)::
     system_filesystems: [/, /usr, /var, /tmp, /opt]   # replaces the host's default list
     volume_groups:                                     # Linux without LVM: named groups
       datavg: [/data, /srv/app]
+    backup_streams: 2                                  # tar processes per mksysb/savevg image
 
 A missing file means the defaults. A broken file is a one-line error naming file and line.
 """
@@ -34,6 +35,7 @@ class Config:
     path: str | None = None
     system_filesystems: tuple[str, ...] | None = None  # None: the host's default
     volume_groups: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    backup_streams: int | None = None  # None: two where the machine has two CPUs or more
 
     def system_fs(self, host: str) -> tuple[str, ...]:
         return self.system_filesystems if self.system_filesystems is not None else default_system_fs(host)
@@ -98,6 +100,7 @@ def parse(text: str, path: str = "<config>") -> Config:
         raise _fail(path, root, "the configuration must be a mapping of keys to values")
     system: tuple[str, ...] | None = None
     groups: dict[str, tuple[str, ...]] = {}
+    streams: int | None = None
     for key_node, value_node in root.value:
         key = key_node.value
         if key == "system_filesystems":
@@ -112,8 +115,12 @@ def parse(text: str, path: str = "<config>") -> Config:
                 if name == "rootvg":
                     raise _fail(path, name_node, "rootvg is every file system no other group claims; it cannot be configured")
                 groups[name] = _path_list(path, fs_node, f"volume group {name}")
+        elif key == "backup_streams":
+            if not isinstance(value_node, yaml.ScalarNode) or value_node.value not in ("1", "2"):
+                raise _fail(path, value_node, "backup_streams must be 1 (one tar, e.g. for a slow disk) or 2")
+            streams = int(value_node.value)
         elif key in ("schedules", "retention_weeks", "state_dir"):
             continue  # read by the modules that own them
         else:
-            raise _fail(path, key_node, f"unknown key '{key}' (known: system_filesystems, volume_groups)")
-    return Config(path=path, system_filesystems=system, volume_groups=groups)
+            raise _fail(path, key_node, f"unknown key '{key}' (known: system_filesystems, volume_groups, backup_streams)")
+    return Config(path=path, system_filesystems=system, volume_groups=groups, backup_streams=streams)

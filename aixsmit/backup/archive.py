@@ -186,7 +186,9 @@ def verify(path: str, program: str = "verify") -> Verification:
         result.status = "FAILED"
         result.problems.append("the table of contents (backup.toc) is missing: the image was not made by aixsmit or is incomplete")
     else:
-        staged = {info.member, f"./tmp/vgdata/{info.vg}/fstab"}
+        # aixsmit's own members: the information files, and the vgdata directory itself (where
+        # two tar streams meet).
+        staged = {info.member, f"./tmp/vgdata/{info.vg}/fstab", f"./tmp/vgdata/{info.vg}"}
         for name, kind in toc.items():
             got = seen.get(name)
             if got is None:

@@ -17,6 +17,7 @@ What makes it safe:
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import re
@@ -37,7 +38,7 @@ from ..errors import AixsmitError
 from ..fs.table import System
 from ..fs.volume_groups import VolumeGroup
 from . import image_data
-from ..jobs.runner import Finished, Job, Output, Tick
+from ..jobs.runner import Finished, Job, Output, Tick, die_with_parent, stop_group
 from ..state import fsync_dir
 from .excludes import ExcludeList
 
@@ -80,6 +81,7 @@ class ImageRequest:
     blocks: int | None = None  # -b: 512-byte blocks per write
     structure_only: bool = False  # savevg -r
     check_space: bool = True
+    streams: int = 0  # tar processes: 0 = the config's backup_streams, else 2 with 2 CPUs or more
 
 
 @dataclass
@@ -195,13 +197,136 @@ class ListFeed:
         os.close(self.fd)
 
 
+class SecondStream:
+    """The second tar's archive on its way into the image, right after the first one's members.
+
+    The second tar writes to a pipe. While the first tar is still writing the image, what comes
+    through the pipe is kept in memory, up to ``cap`` bytes (then the pipe fills and the second
+    tar waits). When the first tar has finished, ``place()`` says where its last member ends: the
+    kept data is written there, over its end-of-archive blocks, and the rest is moved from the
+    pipe into the file inside the kernel (splice). Nothing is written twice to the disk."""
+
+    def __init__(self, cap: int):
+        self.read_end, self.write_end = os.pipe()  # the write end is the second tar's stdout
+        os.set_inheritable(self.read_end, False)
+        try:
+            fcntl.fcntl(self.read_end, 1031, 1 << 20)  # F_SETPIPE_SZ
+        except OSError:
+            pass
+        self.cap = cap
+        self.held = 0
+        self.fd = -1
+        self.offset = 0
+        self.end = -1  # where the image ends once everything is written
+        self.error: OSError | None = None
+        self.go = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="aixsmit-second-stream", daemon=True)
+
+    def start(self) -> None:
+        os.close(self.write_end)  # the tar has its copy
+        self.write_end = -1
+        self.thread.start()
+
+    def place(self, fd: int, offset: int) -> None:
+        self.fd, self.offset = fd, offset
+        self.go.set()
+
+    def abandon(self) -> None:
+        self.go.set()  # fd stays -1: the thread drops what it holds and ends
+
+    def _run(self) -> None:
+        chunks: list[bytes] = []
+        ended = False
+        try:
+            while not self.go.is_set():
+                if self.held >= self.cap:
+                    self.go.wait()
+                    break
+                if not select.select([self.read_end], [], [], 0.1)[0]:
+                    continue
+                chunk = os.read(self.read_end, 1 << 20)
+                if not chunk:
+                    ended = True
+                    self.go.wait()
+                    break
+                chunks.append(chunk)
+                self.held += len(chunk)
+            if self.fd < 0:
+                return
+            pos = self.offset
+            for chunk in chunks:
+                view = memoryview(chunk)
+                while view:
+                    n = os.pwrite(self.fd, view, pos)
+                    view, pos = view[n:], pos + n
+            chunks.clear()
+            while not ended:
+                try:
+                    n = os.splice(self.read_end, self.fd, 1 << 20, offset_dst=pos)
+                except OSError as exc:
+                    if exc.errno not in (errno.EINVAL, errno.ENOSYS):
+                        raise
+                    chunk = os.read(self.read_end, 1 << 20)  # a file system splice cannot write to
+                    n = os.pwrite(self.fd, chunk, pos) if chunk else 0
+                    if chunk and n < len(chunk):
+                        raise OSError(errno.ENOSPC, "short write")
+                if not n:
+                    break
+                pos += n
+            self.end = pos
+        except OSError as exc:
+            self.error = exc
+
+    def close(self) -> None:
+        self.abandon()
+        if self.thread.is_alive():
+            os.close(self.read_end)  # a tar still writing gets EPIPE; a splice in progress ends
+            self.read_end = -1
+            self.thread.join()
+        for fd in (self.read_end, self.write_end):
+            if fd >= 0:
+                os.close(fd)
+        self.read_end = self.write_end = -1
+
+
+def members_end(fd: int, marker: bytes, record: int) -> int:
+    """Where the last member of the tar archive in ``fd`` ends, i.e. where its end-of-archive
+    blocks start. The archive's last member must be the directory ``marker``: its header block
+    is never all zeros, so the last block that is not all zeros is that header (a file's data
+    could end in zero blocks; a directory has none). Checked, not assumed: anything else is an
+    error, never a joined image that would read wrong."""
+    size = os.fstat(fd).st_size
+    span = min(size, record + 4 * 512) // 512 * 512
+    tail = os.pread(fd, span, size - span)
+    for at in range(span - 512, -1, -512):
+        block = tail[at:at + 512]
+        if block.count(0) == 512:
+            continue
+        name = block[:100].rstrip(b"\0").rstrip(b"/")
+        chksum = block[148:156].strip(b" \0")
+        summed = sum(block[:148]) + 8 * 32 + sum(block[156:])
+        if (block[156:157] == b"5" and block[257:262] == b"ustar" and name == marker.rstrip(b"/")
+                and chksum and int(chksum, 8) == summed):
+            return size - span + at + 512
+        break
+    raise OSError(errno.EIO, "the first tar stream does not end with its marker member")
+
+
 def walk(root: str, include: list[str], prune: set[str], skip: set[str], excludes: ExcludeList,
-         sink: Callable[[bytes, int], None], toc_path: str, skip_names: tuple[bytes, ...] = ()) -> int:
-    """Hand ``sink`` the backup list, in chunks of NUL-terminated ``./names`` (and how many
-    names each holds), and write the table of contents: every entry under the ``include``
+         sinks: list[Callable[[bytes, int], None]], toc_path: str, skip_names: tuple[bytes, ...] = ()) -> int:
+    """Hand the ``sinks`` the backup list, in chunks of NUL-terminated ``./names`` (and how
+    many names each holds), and write the table of contents: every entry under the ``include``
     mount points (absolute host paths), not descending into ``prune`` (other mounts: their
     mount point directory is kept), leaving out ``skip`` (the destination, work files) and
-    what ``excludes`` matches. Returns the number of names."""
+    what ``excludes`` matches. Returns the number of names.
+
+    With two sinks (two tar streams, the second one's archive following the first's), every
+    directory goes to the last one, so a restore sets a directory's owner, mode and times after
+    everything the first stream put in it; other entries are shared by inode number (the one
+    readdir gives, without a stat), so all names of a hard-linked file reach the same tar.
+    (Where readdir's inode numbers are not the file's own, as on some overlay mounts, two names
+    of one file may reach different tars: both are then restored, with the same data, as two
+    files instead of a link.)"""
     broot = os.fsencode(root.rstrip("/") or "/")
     bprune = {os.fsencode(p) for p in prune}
     # Names to leave out are compared as absolute host paths: one set lookup per entry.
@@ -212,22 +337,28 @@ def walk(root: str, include: list[str], prune: set[str], skip: set[str], exclude
     seen_dirs: set[bytes] = set()
     exclude = excludes.excludes if excludes else None
     cut = len(broot) if broot != b"/" else 0
-    buf = bytearray()
-    pending = 0
+    # The first stream takes six files in ten: the second one's archive costs one more copy (a
+    # pipe, then the image) and its tar also has every directory (measured: bench_mksysb.py).
+    seg_of = (lambda ino: 0) if len(sinks) == 1 else (lambda ino: 0 if ino % 10 < 6 else 1)
+    bufs = [bytearray() for _ in sinks]
+    pending = [0] * len(sinks)
+    last = len(sinks) - 1
     with open(toc_path, "wb", buffering=1 << 20) as toc:
         toc.write(TOC_VERSION.encode() + b"\n")
         toc_write = toc.write
 
-        def add(kind: bytes, path: bytes) -> None:
-            nonlocal count, pending, buf
+        def add(kind: bytes, path: bytes, seg: int = last) -> None:
+            nonlocal count
             rel = b"." + path[cut:]
+            buf = bufs[seg]
             buf += rel + b"\0"
             toc_write(kind + rel + b"\0")
             count += 1
-            pending += 1
+            pending[seg] += 1
             if len(buf) >= 1 << 15:  # small chunks: tar starts on the first ones at once
-                sink(bytes(buf), pending)
-                buf, pending = bytearray(), 0
+                sinks[seg](bytes(buf), pending[seg])
+                buf.clear()
+                pending[seg] = 0
 
         def excluded(path: bytes) -> bool:
             if path in bskip:
@@ -275,18 +406,20 @@ def walk(root: str, include: list[str], prune: set[str], skip: set[str], exclude
                             except OSError:
                                 pass  # vanished or unreadable: tar will say so
                     elif ent.is_symlink():
-                        add(b"l", p)
+                        add(b"l", p, seg_of(ent.inode()))
                     elif ent.is_file(follow_symlinks=False):
-                        add(b"f", p)
+                        add(b"f", p, seg_of(ent.inode()))
                     else:
                         mode = ent.stat(follow_symlinks=False).st_mode
                         if stat.S_ISSOCK(mode):
                             continue  # sockets cannot be archived (AIX skips them too)
-                        add(b"c" if stat.S_ISCHR(mode) else b"b" if stat.S_ISBLK(mode) else b"p", p)
+                        add(b"c" if stat.S_ISCHR(mode) else b"b" if stat.S_ISBLK(mode) else b"p", p,
+                            seg_of(ent.inode()))
                 except OSError:
                     continue
-    if buf:
-        sink(bytes(buf), pending)
+    for seg, buf in enumerate(bufs):
+        if buf:
+            sinks[seg](bytes(buf), pending[seg])
     return count
 
 
@@ -424,6 +557,19 @@ def _log_backup(dest: str, prog: str, vg: str, when: str, size: int, status: str
         pass  # the image is what matters; a log that cannot be written is not a failed backup
 
 
+def _memory_cap() -> int:
+    """How much of the second tar stream may wait in memory for the first: a quarter of the
+    memory available, at most 1 GB."""
+    try:
+        with open("/proc/meminfo", "rb") as f:
+            for line in f:
+                if line.startswith(b"MemAvailable:"):
+                    return min(1 << 30, int(line.split()[1]) * 1024 // 4)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 256 << 20
+
+
 def _nearly_full(directory: str) -> bool:
     try:
         st = os.statvfs(directory)
@@ -486,7 +632,9 @@ def create_image(req: ImageRequest, emit: Emit) -> ImageResult:
     os.mkdir(stage)
     tmp = os.path.join(dest_dir, f".{os.path.basename(dest)}{PARTIAL}{os.getpid()}") if not is_device else dest
     job: Job | None = None
-    feed: ListFeed | None = None
+    feeds: list[ListFeed] = []
+    second: SecondStream | None = None
+    proc2: subprocess.Popen | None = None
     renamed = False
     try:
         if req.new_data:
@@ -562,35 +710,60 @@ def create_image(req: ImageRequest, emit: Emit) -> ImageResult:
             emit("", "stdout")
 
         # tar starts at once and reads the names while the walk finds them (ListFeed).
-        argv = ["tar", "--create", f"--file={tmp}", *TAR_CREATE_OPTS]
+        opts = list(TAR_CREATE_OPTS)
         if req.verbose:
-            argv += ["--verbose", "--quoting-style=escape"]
+            opts += ["--verbose", "--quoting-style=escape"]
         if os.path.exists("/sys/fs/selinux/enforce"):
-            argv.append("--selinux")
+            opts.append("--selinux")
         if req.blocks:
-            argv.append(f"--blocking-factor={req.blocks}")
+            opts.append(f"--blocking-factor={req.blocks}")
         elif not is_device:
             # 64 KB records into a file: a tenth of the writes of tar's 10 KB default (measured
             # 5-8% faster). A tape keeps the drive's usual block size unless -b says otherwise.
-            argv.append(f"--blocking-factor={FILE_BLOCKS}")
-        argv += ["-C", stage, *staged, "-C", req.system.root, "-T", "-", "-C", stage, toc_member]
-        feed = ListFeed(os.path.join(work, "list"))
-        job = Job(argv, batch=req.verbose, die_with_parent=True, tick=1.0, stdin=feed.read_end)
+            opts.append(f"--blocking-factor={FILE_BLOCKS}")
+        record = 512 * (req.blocks or (FILE_BLOCKS if not is_device else 20))
+        # Two tars at once where the machine has the CPUs for it: into a file only, and not
+        # with -v, whose one line per file from two tars would interleave.
+        streams = req.streams or req.system.config.backup_streams or (2 if (os.cpu_count() or 1) >= 2 else 1)
+        parallel = streams > 1 and not is_device and not req.verbose and not req.structure_only
+        marker = vgdata_dir(req)
+        argv = ["tar", "--create", f"--file={tmp}", *opts, "-C", stage, *staged, "-C", req.system.root, "-T", "-",
+                "-C", stage, marker if parallel else toc_member]
+        feeds.append(ListFeed(os.path.join(work, "list")))
+        job = Job(argv, batch=req.verbose, die_with_parent=True, tick=1.0, stdin=feeds[0].read_end)
         job.start()
-        feed.start()
+        if parallel:
+            # The second tar: directories and half the files, then the table of contents. Its
+            # archive follows the first one's last member (the marker directory).
+            feeds.append(ListFeed(os.path.join(work, "list2")))
+            second = SecondStream(_memory_cap())
+            argv2 = ["tar", "--create", "--file=-", *opts, "-C", req.system.root, "-T", "-", "-C", stage, toc_member]
+            with open(os.path.join(work, "tar2.err"), "wb") as err2:
+                proc2 = subprocess.Popen(argv2, stdin=feeds[1].read_end, stdout=second.write_end, stderr=err2,
+                                         start_new_session=True, preexec_fn=die_with_parent)
+            second.start()
+        for feed in feeds:
+            feed.start()
         if req.structure_only:
             Path(toc_path).write_text(TOC_VERSION + "\n")
             count = 0
         else:
-            count = walk(req.system.root, include, prune, {dest, tmp, work}, req.excludes, feed.add, toc_path,
-                         (info_member(req).encode(), vgdata_dir(req).encode()))
-        feed.finish()
-        total = count + len(staged) + 1
+            count = walk(req.system.root, include, prune, {dest, tmp, work}, req.excludes, [f.add for f in feeds],
+                         toc_path, (info_member(req).encode(), vgdata_dir(req).encode()))
+        for feed in feeds:
+            feed.finish()
+        staged_count = len(staged) + len(feeds)  # the information files, then the marker and/or the TOC
+        total = count + staged_count
         emit(f"Backing up {total} files", "stdout")
         warnings: list[str] = []
         errors: list[str] = []
         done = 0
         rc = 2
+
+        def progress_line() -> None:
+            if done < total:
+                emit(f"{done} of {total} files backed up ({done * 100 // max(total, 1)}%)", "stdout")
+
         for ev in job.events():
             if isinstance(ev, Output):
                 if ev.stream == "stdout":
@@ -604,11 +777,42 @@ def create_image(req: ImageRequest, emit: Emit) -> ImageResult:
                             emit(text, "stderr")
             elif isinstance(ev, Tick):
                 if not req.verbose:
-                    done = len(staged) + feed.taken()
-                if done < total:
-                    emit(f"{done} of {total} files backed up ({done * 100 // max(total, 1)}%)", "stdout")
+                    done = len(staged) + sum(f.taken() for f in feeds)
+                progress_line()
             elif isinstance(ev, Finished):
                 rc = ev.returncode
+        if second is not None and proc2 is not None and rc <= 1 and not errors:
+            fd = os.open(tmp, os.O_RDWR | os.O_CLOEXEC)
+            try:
+                try:
+                    second.place(fd, members_end(fd, os.fsencode(marker), record))
+                except OSError as exc:
+                    # Not joined: the second tar is stopped below (finally), the image removed.
+                    errors.append(f"{prog}: {tmp}: {exc.strerror or exc}")
+                    emit(errors[-1], "stderr")
+                else:
+                    # The copy ends when the second tar closes its output, i.e. as it exits.
+                    # (Popen.wait with a timeout polls in sleeps of up to 50 ms; join does not.)
+                    while second.thread.is_alive():
+                        second.thread.join(1.0)
+                        if second.thread.is_alive():
+                            done = len(staged) + sum(f.taken() for f in feeds)
+                            progress_line()
+                    proc2.wait()
+                    rc = max(rc, proc2.returncode if proc2.returncode >= 0 else 2)
+                    with open(os.path.join(work, "tar2.err"), "rb") as err2:
+                        for text in err2.read().decode("utf-8", "replace").splitlines():
+                            if text:
+                                (warnings if WARNING_RE.search(text) else errors).append(text)
+                                emit(text, "stderr")
+                    if second.error is not None:
+                        errors.append(f"{prog}: {tmp}: {second.error.strerror or second.error}")
+                        emit(errors[-1], "stderr")
+                    elif not errors and second.end > 0:
+                        os.ftruncate(fd, second.end)
+                        os.fsync(fd)
+            finally:
+                os.close(fd)
         if rc > 1 or errors:
             if not is_device and _nearly_full(dest_dir):
                 emit(f"{prog}: {dest_dir}: No space left on device: the image did not fit.", "stderr")
@@ -619,8 +823,9 @@ def create_image(req: ImageRequest, emit: Emit) -> ImageResult:
         emit("", "stdout")
         emit(f"{done} of {total} files backed up (100%)", "stdout")
         if not is_device:
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
+            if second is None:
+                with open(tmp, "rb+") as f:
+                    os.fsync(f.fileno())
             os.replace(tmp, dest)
             renamed = True
             fsync_dir(dest_dir)
@@ -637,7 +842,11 @@ def create_image(req: ImageRequest, emit: Emit) -> ImageResult:
     finally:
         if job is not None:
             job.cancel()  # nothing when tar has ended; TERM, then KILL, its group if not
-        if feed is not None:
+        if proc2 is not None and proc2.poll() is None:
+            stop_group(proc2.pid, 3.0, alive=lambda: proc2.poll() is None)
+        if second is not None:
+            second.close()
+        for feed in feeds:
             feed.stop()
         if not is_device and not renamed:
             try:

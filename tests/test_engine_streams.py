@@ -1,0 +1,173 @@
+"""Two tar streams joined into one image (aixsmit/backup/engine.py: walk, SecondStream,
+members_end): the image must read as one ordinary archive and restore exactly what one tar
+would have made, whatever the split.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tarfile
+
+import pytest
+
+from aixsmit import config
+from aixsmit.backup import engine
+from aixsmit.backup.engine import BackupFailed, ImageRequest, create_image, members_end
+from aixsmit.errors import ConfigError
+from aixsmit.fs.table import System
+from aixsmit.fs.volume_groups import find
+
+from conftest import aixsmit, need_tool, needs_root
+from treecmp import build_tree, diff, snapshot
+
+
+def _links_and_modes(top: str) -> None:
+    """Hard links between directories (forty inodes: both streams get some), read-only
+    directories that hold files, and directory times set last."""
+    for d in range(4):
+        os.makedirs(os.path.join(top, "links", f"d{d}"))
+    for i in range(40):
+        a = os.path.join(top, "links", f"d{i % 4}", f"file{i}")
+        with open(a, "w") as f:
+            f.write(f"linked {i}\n")
+        os.link(a, os.path.join(top, "links", f"d{(i + 1) % 4}", f"also{i}"))
+    ro = os.path.join(top, "readonly")
+    os.makedirs(os.path.join(ro, "inner"))
+    for i in range(30):
+        with open(os.path.join(ro, "inner", f"f{i}"), "w") as f:
+            f.write("x" * i)
+    os.chmod(os.path.join(ro, "inner"), 0o555)
+    os.chmod(ro, 0o500)
+    for d in ("links/d0", "links", "readonly/inner", "readonly"):
+        os.utime(os.path.join(top, d), ns=(1_400_000_000_000_000_001, 1_400_000_000_000_000_002))
+
+
+def _image(tr, streams: int, name: str, emit=None) -> str:
+    system = System(root=str(tr.path))
+    dest = str(tr.base / name)
+    req = ImageRequest("mksysb", find(system, "rootvg"), system, dest, streams=streams)
+    create_image(req, emit or (lambda line, stream: None))
+    return dest
+
+
+def _restore(tr, img: str, name: str) -> str:
+    target = tr.base / name
+    target.mkdir()
+    r = aixsmit("cmd", "restore", "-x", "-q", "-f", img, "--target", target, env=tr.env())
+    assert r.returncode == 0, r.stderr
+    return str(target)
+
+
+@needs_root
+@need_tool("setfacl")
+@pytest.mark.parametrize("streams", [1, 2])
+def test_one_or_two_streams_restore_the_same_tree(troot, streams):
+    tr = troot
+    build_tree(str(tr.p("/home/alice")))
+    _links_and_modes(str(tr.p("/home/bob")))
+    img = _image(tr, streams, f"sys{streams}.mksysb")
+
+    # GNU tar reads the joined image as one archive: no end marker in the middle, no warning.
+    r = subprocess.run(["tar", "-tf", img], capture_output=True)
+    assert r.returncode == 0 and r.stderr == b""
+    names = r.stdout.split(b"\n")[:-1]
+    assert names[0] == b"./image.data" and names[-1] == b"./tmp/vgdata/rootvg/backup.toc"
+    assert aixsmit("cmd", "verify", "-f", img).returncode == 0
+
+    target = _restore(tr, img, f"restored{streams}")
+    assert diff(snapshot(str(tr.p("/home"))), snapshot(os.path.join(target, "home"))) == []
+    # Each hard-linked pair comes back as one file, not two copies.
+    for i in range(40):
+        a = os.path.join(target, "home/bob/links", f"d{i % 4}", f"file{i}")
+        b = os.path.join(target, "home/bob/links", f"d{(i + 1) % 4}", f"also{i}")
+        assert os.stat(a).st_ino == os.stat(b).st_ino
+
+
+@needs_root
+def test_two_streams_split_the_files_and_keep_directories_last(troot):
+    tr = troot
+    _links_and_modes(str(tr.p("/home/bob")))
+    img = _image(tr, 2, "sys.mksysb")
+    with tarfile.open(img) as tf:
+        members = tf.getmembers()
+    names = [m.name for m in members]
+    # The first stream ends with the marker directory; every directory of the tree comes after
+    # it, in the second stream, so a restore sets their modes and times last.
+    cut = names.index("./tmp/vgdata/rootvg")
+    first, second = members[1:cut], members[cut + 1:]
+    assert first and all(not m.isdir() for m in first)
+    assert any(m.isfile() for m in second) and any(m.isdir() for m in second)
+    # All names of one inode are in one stream: whichever comes second is a link to the first
+    # one there, never a second copy of the data.
+    where = {m.name: ("first" if i < cut else "second") for i, m in enumerate(members)}
+    by_name = {m.name: m for m in members}
+    for i in range(40):
+        pair = [f"./home/bob/links/d{i % 4}/file{i}", f"./home/bob/links/d{(i + 1) % 4}/also{i}"]
+        links = [by_name[n] for n in pair if by_name[n].islnk()]
+        assert len(links) == 1 and links[0].linkname in pair
+        assert where[pair[0]] == where[pair[1]]
+    assert {where[f"./home/bob/links/d{i % 4}/file{i}"] for i in range(40)} == {"first", "second"}
+
+
+@needs_root
+def test_second_stream_waits_when_its_memory_is_full(troot, monkeypatch):
+    """With room for 64 KB only, the second tar waits for the first (the pipe fills); the
+    image is still complete and exact."""
+    tr = troot
+    for d in range(20):
+        os.makedirs(tr.p(f"/home/many/d{d}"))
+        for f in range(100):
+            tr.p(f"/home/many/d{d}/f{f}").write_bytes(os.urandom(2000))
+    monkeypatch.setattr(engine, "_memory_cap", lambda: 64 << 10)
+    img = _image(tr, 2, "sys.mksysb")
+    # The second stream's share (2 MB or so) is more than its memory, a read and the pipe.
+    assert os.path.getsize(img) > 5 << 20
+    assert aixsmit("cmd", "verify", "-f", img).returncode == 0
+    target = _restore(tr, img, "restored")
+    assert diff(snapshot(str(tr.p("/home/many"))), snapshot(os.path.join(target, "home/many"))) == []
+
+
+@needs_root
+def test_second_stream_failure_is_0512_005_and_no_image(troot, monkeypatch):
+    """A first stream that does not end as expected is never joined into an image."""
+    tr = troot
+    tr.p("/home/f").write_text("data\n")
+
+    def wrong_end(fd, marker, record):
+        raise OSError(5, "the first tar stream does not end with its marker member")
+
+    monkeypatch.setattr(engine, "members_end", wrong_end)
+    out: list[tuple[str, str]] = []
+    with pytest.raises(BackupFailed) as err:
+        _image(tr, 2, "sys.mksysb", lambda line, stream: out.append((stream, line)))
+    assert str(err.value).startswith("0512-005 mksysb: Backup Completed.")
+    assert any("does not end with its marker" in line for stream, line in out if stream == "stderr")
+    assert not (tr.base / "sys.mksysb").exists()
+    assert not [n for n in os.listdir(tr.base) if engine.PARTIAL in n]
+
+
+def test_members_end_finds_the_marker_and_refuses_anything_else(tmp_path):
+    stage = tmp_path / "stage"
+    (stage / "tmp/vgdata/rootvg").mkdir(parents=True)
+    (stage / "zeros").write_bytes(b"\0" * 4096)  # a file whose data ends in zero blocks
+    good, bad = tmp_path / "good.tar", tmp_path / "bad.tar"
+    opts = ["--format=posix", "-b", "128", "--no-recursion", "-C", str(stage)]
+    subprocess.run(["tar", "-cf", good, *opts, "zeros", "./tmp/vgdata/rootvg"], check=True)
+    subprocess.run(["tar", "-cf", bad, *opts, "./tmp/vgdata/rootvg", "zeros"], check=True)
+    with open(good, "rb") as f:
+        end = members_end(f.fileno(), b"./tmp/vgdata/rootvg", 128 * 512)
+        data = f.read()
+    assert end % 512 == 0 and data[end:].count(0) == len(data) - end  # only the end blocks follow
+    with tarfile.open(fileobj=__import__("io").BytesIO(data[:end] + b"\0" * 1024)) as tf:
+        assert [m.name for m in tf.getmembers()] == ["zeros", "./tmp/vgdata/rootvg"]
+    with open(bad, "rb") as f, pytest.raises(OSError, match="does not end with its marker"):
+        members_end(f.fileno(), b"./tmp/vgdata/rootvg", 128 * 512)
+
+
+def test_backup_streams_config_key():
+    assert config.parse("backup_streams: 1\n").backup_streams == 1
+    assert config.parse("backup_streams: 2\n").backup_streams == 2
+    assert config.parse("volume_groups: {}\n").backup_streams is None
+    with pytest.raises(ConfigError, match=r"line 2: backup_streams must be 1"):
+        config.parse("# streams\nbackup_streams: 3\n", "/etc/aixsmit/aixsmit.yaml")
