@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 import time
@@ -163,3 +165,44 @@ def test_list_feed_counts_the_names_the_reader_has_taken(tmp_path):
         proc.wait()
         feed.stop()  # the pump, stuck on a full pipe, ends too
     assert not feed.thread.is_alive()
+
+
+@pytest.mark.parametrize("setpriv", [True, False], ids=["setpriv", "prctl-in-child"])
+def test_a_job_that_must_not_outlive_us_dies_with_us(setpriv):
+    """die_with_parent: a tar left running after aixsmit was killed would go on writing a
+    partial image. Both ways (setpriv --pdeathsig, or prctl in the child) must work."""
+    if setpriv and not shutil.which("setpriv"):
+        pytest.skip("util-linux setpriv is not installed")
+    code = (
+        "import sys, time\n"
+        "from aixsmit.jobs import runner\n"
+        f"runner._setpriv = {'False' if setpriv else 'None'}\n"
+        "job = runner.Job(['sleep', '60'], die_with_parent=True)\n"
+        "job.start()\n"
+        "print(job.proc.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:  # setpriv runs sleep in its own place (its next exec)
+        with open(f"/proc/{child}/cmdline", "rb") as f:
+            if f.read().split(b"\0")[:2] == [b"sleep", b"60"]:
+                break
+        time.sleep(0.01)
+    else:
+        pytest.fail("the job never became 'sleep 60'")
+    parent.kill()
+    parent.wait()
+
+    def alive() -> bool:
+        try:
+            with open(f"/proc/{child}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is dead
+        except FileNotFoundError:
+            return False
+
+    deadline = time.monotonic() + 5
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not alive()

@@ -38,7 +38,7 @@ from ..errors import AixsmitError
 from ..fs.table import System
 from ..fs.volume_groups import VolumeGroup
 from . import image_data
-from ..jobs.runner import Finished, Job, Output, Tick, die_with_parent, stop_group
+from ..jobs.runner import Finished, Job, Output, Tick, orphan_proof, stop_group
 from ..state import fsync_dir
 from .excludes import ExcludeList
 
@@ -738,9 +738,10 @@ def create_image(req: ImageRequest, emit: Emit) -> ImageResult:
             feeds.append(ListFeed(os.path.join(work, "list2")))
             second = SecondStream(_memory_cap())
             argv2 = ["tar", "--create", "--file=-", *opts, "-C", req.system.root, "-T", "-", "-C", stage, toc_member]
+            argv2, preexec = orphan_proof(argv2)
             with open(os.path.join(work, "tar2.err"), "wb") as err2:
                 proc2 = subprocess.Popen(argv2, stdin=feeds[1].read_end, stdout=second.write_end, stderr=err2,
-                                         start_new_session=True, preexec_fn=die_with_parent)
+                                         start_new_session=True, preexec_fn=preexec)
             second.start()
         for feed in feeds:
             feed.start()

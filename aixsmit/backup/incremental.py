@@ -22,7 +22,7 @@ from typing import Callable
 
 from ..errors import AixsmitError
 from ..state import atomic_write_bytes, state_dir
-from ..jobs.runner import die_with_parent
+from ..jobs.runner import orphan_proof
 from .engine import PARTIAL
 
 Emit = Callable[[str, str], None]
@@ -116,7 +116,8 @@ def backup_fs(fs_path: str, shown: str, level: int, dest: str, record: bool, emi
             "--one-file-system", f"--listed-incremental={snar}", "--no-check-device", "--totals",
             "-C", fs_path, "."]
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, errors="replace", preexec_fn=die_with_parent)
+        argv, preexec = orphan_proof(argv)
+        proc = subprocess.run(argv, capture_output=True, text=True, errors="replace", preexec_fn=preexec)
         for line in proc.stderr.splitlines():
             if line.startswith("Total bytes written"):
                 emit(f"backup: {line}", "stdout")
