@@ -171,3 +171,47 @@ def test_backup_streams_config_key():
     assert config.parse("volume_groups: {}\n").backup_streams is None
     with pytest.raises(ConfigError, match=r"line 2: backup_streams must be 1"):
         config.parse("# streams\nbackup_streams: 3\n", "/etc/aixsmit/aixsmit.yaml")
+
+
+@needs_root
+def test_sigterm_at_any_moment_stops_cleanly(troot):
+    """A signal can land anywhere: in the walk, while a feed thread holds its lock, while the
+    second stream is being joined. Whenever it lands, mksysb must end with 0512-007 (or have
+    finished), within seconds, leaving no image, no partial file and no tar behind."""
+    import signal
+    import sys
+    import time
+
+    tr = troot
+    for d in range(100):
+        os.makedirs(tr.p(f"/home/many/d{d}"))
+        for f in range(200):
+            with open(tr.p(f"/home/many/d{d}/f{f}"), "wb") as fh:
+                fh.write(b"x" * (f * 7))
+    out = tr.base / "out"
+    out.mkdir()
+    img = out / "sys.mksysb"
+    argv = [sys.executable, "-m", "aixsmit", "cmd", "mksysb", "-i", "--root", str(tr.path), str(img)]
+    stopped = 0
+    for delay in (0.05, 0.08, 0.1, 0.12, 0.15, 0.18, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5):
+        proc = subprocess.Popen(argv, env=tr.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGTERM)
+        try:
+            _, err = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            pytest.fail(f"mksysb hung after SIGTERM at {delay} s")
+        if proc.returncode == 0:
+            img.unlink()
+            continue
+        if proc.returncode == -signal.SIGTERM:  # still starting up: nothing begun, nothing left
+            assert os.listdir(out) == []
+            continue
+        stopped += 1
+        assert proc.returncode == 4, err
+        assert "0512-007 mksysb: Abnormal program termination." in err
+        assert os.listdir(out) == [], delay
+        r = subprocess.run(["pgrep", "-f", f"tar --create --file=.*{out}"], capture_output=True)
+        assert r.stdout == b"", f"a tar is left running after SIGTERM at {delay} s"
+    assert stopped >= 3  # most signals land while the image is being made

@@ -98,6 +98,48 @@ class BackupFailed(AixsmitError):
     pass
 
 
+class ImageInterrupted(AixsmitError):
+    """A signal stopped the image (the caller reports 0512-007)."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"interrupted by signal {signum}")
+        self.signum = signum
+
+
+# --- stopping on a signal ------------------------------------------------------------------
+#
+# A signal handler that raises at once can raise in the middle of a ``with lock:`` (after the
+# lock is taken, before the block is entered): the lock is never released, and the threads
+# that feed tar wait for it for ever. So while an image is being made, a handler only asks for
+# the stop: tar's process groups get SIGTERM at once, and create_image raises ImageInterrupted
+# at its next safe point (the walk checks once per chunk of names, the wait for tar at least
+# four times a second).
+
+_making = False
+_stop_signal: int | None = None
+_groups: list[int] = []
+
+
+def request_stop(signum: int) -> bool:
+    """For a signal handler. True: an image is being made and will stop (raise
+    ImageInterrupted) shortly; False: none is, and the handler should act itself."""
+    global _stop_signal
+    if not _making:
+        return False
+    _stop_signal = signum
+    for pgid in list(_groups):
+        try:
+            os.killpg(pgid, 15)
+        except OSError:
+            pass
+    return True
+
+
+def _check_stop() -> None:
+    if _stop_signal is not None:
+        raise ImageInterrupted(_stop_signal)
+
+
 # --- the walk -----------------------------------------------------------------------------
 
 class ListFeed:
@@ -356,6 +398,7 @@ def walk(root: str, include: list[str], prune: set[str], skip: set[str], exclude
             count += 1
             pending[seg] += 1
             if len(buf) >= 1 << 15:  # small chunks: tar starts on the first ones at once
+                _check_stop()
                 sinks[seg](bytes(buf), pending[seg])
                 buf.clear()
                 pending[seg] = 0
@@ -603,7 +646,18 @@ def clean_stale_partials(directory: str) -> None:
 
 
 def create_image(req: ImageRequest, emit: Emit) -> ImageResult:
-    """Make the image; ``emit`` receives AIX-style output lines. Raises BackupFailed."""
+    """Make the image; ``emit`` receives AIX-style output lines. Raises BackupFailed, or
+    ImageInterrupted when a signal handler called request_stop()."""
+    global _making, _stop_signal
+    _making, _stop_signal = True, None
+    try:
+        return _create_image(req, emit)
+    finally:
+        _making = False
+        _groups.clear()
+
+
+def _create_image(req: ImageRequest, emit: Emit) -> ImageResult:
     start = time.monotonic()
     prog = req.program
     vg = req.vg
@@ -731,7 +785,9 @@ def create_image(req: ImageRequest, emit: Emit) -> ImageResult:
                 "-C", stage, marker if parallel else toc_member]
         feeds.append(ListFeed(os.path.join(work, "list")))
         job = Job(argv, batch=req.verbose, die_with_parent=True, tick=1.0, stdin=feeds[0].read_end)
+        _check_stop()
         job.start()
+        _groups.append(job.proc.pid)
         if parallel:
             # The second tar: directories and half the files, then the table of contents. Its
             # archive follows the first one's last member (the marker directory).
@@ -742,9 +798,11 @@ def create_image(req: ImageRequest, emit: Emit) -> ImageResult:
             with open(os.path.join(work, "tar2.err"), "wb") as err2:
                 proc2 = subprocess.Popen(argv2, stdin=feeds[1].read_end, stdout=second.write_end, stderr=err2,
                                          start_new_session=True, preexec_fn=preexec)
+            _groups.append(proc2.pid)
             second.start()
         for feed in feeds:
             feed.start()
+        _check_stop()  # a signal that came before the groups were known
         if req.structure_only:
             Path(toc_path).write_text(TOC_VERSION + "\n")
             count = 0
@@ -766,6 +824,7 @@ def create_image(req: ImageRequest, emit: Emit) -> ImageResult:
                 emit(f"{done} of {total} files backed up ({done * 100 // max(total, 1)}%)", "stdout")
 
         for ev in job.events():
+            _check_stop()
             if isinstance(ev, Output):
                 if ev.stream == "stdout":
                     done += len(ev.lines)  # -v: tar names each member on a line of its own
@@ -782,6 +841,7 @@ def create_image(req: ImageRequest, emit: Emit) -> ImageResult:
                 progress_line()
             elif isinstance(ev, Finished):
                 rc = ev.returncode
+        _check_stop()
         if second is not None and proc2 is not None and rc <= 1 and not errors:
             fd = os.open(tmp, os.O_RDWR | os.O_CLOEXEC)
             try:
@@ -794,12 +854,16 @@ def create_image(req: ImageRequest, emit: Emit) -> ImageResult:
                 else:
                     # The copy ends when the second tar closes its output, i.e. as it exits.
                     # (Popen.wait with a timeout polls in sleeps of up to 50 ms; join does not.)
+                    ticked = time.monotonic()
                     while second.thread.is_alive():
-                        second.thread.join(1.0)
-                        if second.thread.is_alive():
+                        second.thread.join(0.25)
+                        _check_stop()
+                        if second.thread.is_alive() and time.monotonic() - ticked >= 1.0:
+                            ticked = time.monotonic()
                             done = len(staged) + sum(f.taken() for f in feeds)
                             progress_line()
                     proc2.wait()
+                    _check_stop()
                     rc = max(rc, proc2.returncode if proc2.returncode >= 0 else 2)
                     with open(os.path.join(work, "tar2.err"), "rb") as err2:
                         for text in err2.read().decode("utf-8", "replace").splitlines():

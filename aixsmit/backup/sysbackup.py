@@ -26,7 +26,8 @@ from ..fs.table import System, top
 from ..fs.unmount import BusyError, Ledger, mount_again, plan_unmount, unmount
 from ..fs.volume_groups import find
 from . import archive
-from .engine import EXIT_FAILED, EXIT_SIGNAL, BackupFailed, ImageRequest, create_image
+from .engine import (EXIT_FAILED, EXIT_SIGNAL, BackupFailed, ImageInterrupted, ImageRequest, create_image,
+                     request_stop)
 from .excludes import ExcludeList, load as load_excludes
 
 Emit = Callable[[str, str], None]
@@ -167,7 +168,9 @@ def run(system: System, dest: str, emit: Emit, skip_busy: bool = False, exclude:
         summary.status = result.status
         summary.warnings += result.warnings[:20]
         summary.code = 0
-    except Interrupted as exc:
+    except (Interrupted, ImageInterrupted) as exc:
+        if isinstance(exc, ImageInterrupted):
+            exc = Interrupted(signal.Signals(exc.signum).name)
         emit(f"0512-007 sysbackup: Abnormal program termination ({exc}).", "stderr")
         summary.code = EXIT_SIGNAL
     except BusyError as exc:
@@ -224,7 +227,8 @@ def run(system: System, dest: str, emit: Emit, skip_busy: bool = False, exclude:
 
 
 def _raise(signum, frame):
-    raise Interrupted(signal.Signals(signum).name)
+    if not request_stop(signum):  # an image being made stops at its next safe point
+        raise Interrupted(signal.Signals(signum).name)
 
 
 def _print_summary(s: Summary, say) -> None:

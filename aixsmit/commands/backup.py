@@ -12,7 +12,8 @@ import signal
 import sys
 
 from ..backup import excludes
-from ..backup.engine import (EXIT_FAILED, EXIT_SIGNAL, BackupFailed, ImageRequest, create_image)
+from ..backup.engine import (EXIT_FAILED, EXIT_SIGNAL, BackupFailed, ImageInterrupted, ImageRequest, create_image,
+                              request_stop)
 from ..errors import AixsmitError
 from ..fs.table import System
 from ..fs.volume_groups import find, format_lsvg_l, volume_groups
@@ -38,7 +39,8 @@ class _Signalled(Exception):
 
 def _trap_signals():
     def handler(signum, frame):
-        raise _Signalled(signum)
+        if not request_stop(signum):  # an image being made stops at its next safe point
+            raise _Signalled(signum)
 
     old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)}
     return old
@@ -127,7 +129,7 @@ def _image(args, program: str, vg_name: str, device: str, structure_only: bool =
     old = _trap_signals()
     try:
         result = create_image(req, emit)
-    except _Signalled:
+    except (_Signalled, ImageInterrupted):
         emit(f"0512-007 {program}: Abnormal program termination.", "stderr")
         return EXIT_SIGNAL
     except BackupFailed as exc:
