@@ -115,17 +115,21 @@ class ImageInterrupted(AixsmitError):
 # at its next safe point (the walk checks once per chunk of names, the wait for tar at least
 # four times a second).
 
-_making = False
+_state = "idle"  # making (an image is being made), done (it is complete), idle
 _stop_signal: int | None = None
 _groups: list[int] = []
 
 
 def request_stop(signum: int) -> bool:
     """For a signal handler. True: an image is being made and will stop (raise
-    ImageInterrupted) shortly; False: none is, and the handler should act itself."""
+    ImageInterrupted) shortly, or it is complete and there is nothing left to stop (the command
+    is ending anyway: a complete image is not reported as an abnormal end); False: no image is
+    being made, and the handler should act itself."""
     global _stop_signal
-    if not _making:
+    if _state == "idle":
         return False
+    if _state == "done":
+        return True
     _stop_signal = signum
     for pgid in list(_groups):
         try:
@@ -648,12 +652,16 @@ def clean_stale_partials(directory: str) -> None:
 def create_image(req: ImageRequest, emit: Emit) -> ImageResult:
     """Make the image; ``emit`` receives AIX-style output lines. Raises BackupFailed, or
     ImageInterrupted when a signal handler called request_stop()."""
-    global _making, _stop_signal
-    _making, _stop_signal = True, None
+    global _state, _stop_signal
+    _state, _stop_signal = "making", None
     try:
-        return _create_image(req, emit)
+        result = _create_image(req, emit)
+        _state = "done"
+        return result
+    except BaseException:
+        _state = "idle"
+        raise
     finally:
-        _making = False
         _groups.clear()
 
 
