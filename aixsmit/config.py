@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import posixpath
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from .errors import ConfigError
 
@@ -48,7 +47,8 @@ def config_path() -> str:
 def load(path: str | None = None) -> Config:
     path = path or config_path()
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
     except FileNotFoundError:
         if path == DEFAULT_CONFIG or not os.environ.get("AIXSMIT_CONFIG"):
             return Config()

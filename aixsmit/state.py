@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
-from pathlib import Path
-from typing import Any
+
+# json, tempfile and pathlib are imported where they are used: a command that only appends a
+# line to a log (mksysb) should not pay for them at start-up.
 
 DEFAULT_STATE_DIR = "/var/lib/aixsmit"
 
 
-def state_dir() -> Path:
+def state_path() -> str:
     """The state directory (``AIXSMIT_STATE_DIR`` overrides ``/var/lib/aixsmit``), created 0700."""
-    path = Path(os.environ.get("AIXSMIT_STATE_DIR") or DEFAULT_STATE_DIR)
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = os.environ.get("AIXSMIT_STATE_DIR") or DEFAULT_STATE_DIR
+    os.makedirs(path, mode=0o700, exist_ok=True)
     return path
+
+
+def state_dir():
+    """state_path() as a pathlib.Path."""
+    from pathlib import Path
+
+    return Path(state_path())
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, mode: int = 0o600, sync: bool = True) -> None:
@@ -24,6 +30,9 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, mode: int = 0o
     A reader never sees a half-written file: either the old content or the new one. With
     ``sync=False`` (state that is only informative) nothing waits for the disk.
     """
+    import tempfile
+    from pathlib import Path
+
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -53,5 +62,7 @@ def fsync_dir(directory: str | os.PathLike[str]) -> None:
         os.close(dfd)
 
 
-def atomic_write_json(path: str | os.PathLike[str], value: Any, mode: int = 0o600, sync: bool = True) -> None:
+def atomic_write_json(path: str | os.PathLike[str], value: object, mode: int = 0o600, sync: bool = True) -> None:
+    import json
+
     atomic_write_bytes(path, (json.dumps(value, indent=2, sort_keys=True) + "\n").encode(), mode, sync)

@@ -22,23 +22,21 @@ import fcntl
 import os
 import re
 import select
-import shutil
 import stat
 import struct
 import subprocess
-import tempfile
 import termios
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 from ..errors import AixsmitError
 from ..fs.table import System
 from ..fs.volume_groups import VolumeGroup
 from . import image_data
 from ..jobs.runner import Finished, Job, Output, Tick, orphan_proof, stop_group
+from ..osutil import copy_file, make_temp_dir, remove_tree, which, write_text
 from ..state import fsync_dir
 from .excludes import ExcludeList
 
@@ -590,12 +588,12 @@ BACKUP_LOG = "vgbackuplog"
 def _log_backup(dest: str, prog: str, vg: str, when: str, size: int, status: str) -> None:
     """One line per image, ';'-separated as AIX's vgbackuplog: device or file, command, date,
     shrink size (MB), full size (MB), and aixsmit's own: volume group and result."""
-    from ..state import state_dir
+    from ..state import state_path
 
     mb = max(1, size // (1024 * 1024)) if size else 0
     line = f"{dest};{prog};{when};{mb};{mb};{vg};{status}\n"
     try:
-        fd = os.open(state_dir() / BACKUP_LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        fd = os.open(os.path.join(state_path(), BACKUP_LOG), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
             os.write(fd, line.encode())
         finally:
@@ -689,7 +687,7 @@ def _create_image(req: ImageRequest, emit: Emit) -> ImageResult:
     prune = {e.mount.path for e in req.system.table()} - include_set
 
     when = time.strftime("%a %b %d %H:%M:%S %Z %Y")
-    work = tempfile.mkdtemp(prefix="aixsmit-work-")
+    work = make_temp_dir("aixsmit-work-")
     stage = os.path.join(work, "stage")
     os.mkdir(stage)
     tmp = os.path.join(dest_dir, f".{os.path.basename(dest)}{PARTIAL}{os.getpid()}") if not is_device else dest
@@ -727,15 +725,15 @@ def _create_image(req: ImageRequest, emit: Emit) -> ImageResult:
                 if text is not None:
                     maps[lv.name] = text
         if req.new_data or prog == "savevg":
-            Path(info_path).write_text(information_file(req, when, set(maps)))
+            write_text(info_path, information_file(req, when, set(maps)))
         else:
-            shutil.copyfile(os.path.join(req.system.root, "image.data"), info_path)
+            copy_file(os.path.join(req.system.root, "image.data"), info_path)
         fstab = os.path.join(req.system.root, "etc", "fstab")
         staged = [info_member(req)]
         if os.path.isfile(fstab):
-            shutil.copyfile(fstab, os.path.join(vgdir, "fstab"))
+            copy_file(fstab, os.path.join(vgdir, "fstab"))
             staged.append(f"{vgdata_dir(req)}/fstab")
-        if req.program == "savevg" and vg.source == "lvm" and vg.lvm_name and shutil.which("vgcfgbackup"):
+        if req.program == "savevg" and vg.source == "lvm" and vg.lvm_name and which("vgcfgbackup"):
             # LVM's own description of the group (PVs, LVs, extents), for vgcfgrestore.
             res = subprocess.run(["vgcfgbackup", "-f", os.path.join(vgdir, f"{vg.name}.vgcfg"), vg.lvm_name],
                                  capture_output=True, text=True)
@@ -745,7 +743,7 @@ def _create_image(req: ImageRequest, emit: Emit) -> ImageResult:
                 emit(f"{prog}: vgcfgbackup {vg.lvm_name} failed: {res.stderr.strip()}", "stderr")
         for name, text in maps.items():
             member = map_member(req, name)
-            Path(stage, member[2:]).write_text(text)
+            write_text(os.path.join(stage, member[2:]), text)
             staged.append(member)
         toc_member = f"{vgdata_dir(req)}/backup.toc"
         toc_path = os.path.join(vgdir, "backup.toc")
@@ -812,7 +810,7 @@ def _create_image(req: ImageRequest, emit: Emit) -> ImageResult:
             feed.start()
         _check_stop()  # a signal that came before the groups were known
         if req.structure_only:
-            Path(toc_path).write_text(TOC_VERSION + "\n")
+            write_text(toc_path, TOC_VERSION + "\n")
             count = 0
         else:
             count = walk(req.system.root, include, prune, {dest, tmp, work}, req.excludes, [f.add for f in feeds],
@@ -926,4 +924,4 @@ def _create_image(req: ImageRequest, emit: Emit) -> ImageResult:
                 os.unlink(tmp)
             except FileNotFoundError:
                 pass
-        shutil.rmtree(work, ignore_errors=True)
+        remove_tree(work)

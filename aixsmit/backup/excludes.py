@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 from ..errors import AixsmitError
 
@@ -49,10 +48,11 @@ def _ere_to_python(pattern: str) -> str:
     return pattern
 
 
-def load(path: str | Path) -> ExcludeList:
+def load(path: str) -> ExcludeList:
     """Read an exclude file; a missing or empty file excludes nothing (as on AIX)."""
     try:
-        text = Path(path).read_text(errors="surrogateescape")
+        with open(path, errors="surrogateescape") as f:
+            text = f.read()
     except FileNotFoundError:
         return ExcludeList((), str(path))
     except OSError as exc:
@@ -60,10 +60,11 @@ def load(path: str | Path) -> ExcludeList:
     return ExcludeList(tuple(line for line in text.splitlines() if line.strip()), str(path))
 
 
-def load_fs_list(path: str | Path) -> list[str]:
+def load_fs_list(path: str) -> list[str]:
     """``-x FILE``: whole file systems to leave out, one mount point per line."""
     try:
-        text = Path(path).read_text()
+        with open(path) as f:
+            text = f.read()
     except OSError as exc:
         raise AixsmitError(f"{path}: cannot read the file system exclude list: {exc.strerror}")
     out = []

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 from ..state import atomic_write_bytes
 from .mounts import escape, unescape
@@ -18,7 +17,10 @@ class FstabEntry:
     options: str
 
 
-def path(root: str) -> Path:
+def path(root: str):
+    """``ROOT/etc/fstab`` as a pathlib.Path (imported here: reading needs none)."""
+    from pathlib import Path
+
     return Path(root) / "etc" / "fstab"
 
 
@@ -33,7 +35,8 @@ def _entry(line: str) -> FstabEntry | None:
 def read(root: str, strict: bool = False) -> list[FstabEntry]:
     """The entries of ROOT/etc/fstab; a missing file is none (or, ``strict``, an OSError)."""
     try:
-        text = path(root).read_text(errors="surrogateescape")
+        with open(os.path.join(root, "etc", "fstab"), errors="surrogateescape") as f:
+            text = f.read()
     except OSError:
         if strict:
             raise
@@ -45,7 +48,7 @@ def by_mount_point(root: str) -> dict[str, FstabEntry]:
     return {e.mount_point: e for e in read(root)}
 
 
-def set_entry(fstab: Path, mount_point: str, device_field: str, vfs: str, options: str, passno: int) -> None:
+def set_entry(fstab, mount_point: str, device_field: str, vfs: str, options: str, passno: int) -> None:
     """Set the line for ``mount_point`` (replacing one that is there), keeping every other line."""
     try:
         lines = fstab.read_text().splitlines()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, replace
-from typing import Iterable
+from collections.abc import Iterable
 
 from ..errors import ParseError
 

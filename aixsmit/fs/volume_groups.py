@@ -11,13 +11,12 @@ is why the guide unmounts user file systems before ``mksysb``.
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import shutil
 from dataclasses import dataclass, field
 
 from ..errors import AixsmitError, ParseError
+from ..osutil import which
 from . import fstab
 from .classify import SYSTEM, USER
 from .table import Entry, System, top
@@ -133,6 +132,8 @@ class LvmLv:
 
 def parse_lvs_json(text: str) -> list[LvmLv]:
     """``lvs --reportformat json --units b --nosuffix -o lv_name,vg_name,lv_size,lv_path,lv_dm_path``."""
+    import json
+
     try:
         data = json.loads(text)
         rows = [r for rep in data["report"] for r in rep.get("lv", [])]
@@ -147,6 +148,8 @@ def parse_lvs_json(text: str) -> list[LvmLv]:
 
 
 def parse_vgs_json(text: str) -> list[dict]:
+    import json
+
     try:
         data = json.loads(text)
         return [r for rep in data["report"] for r in rep.get("vg", [])]
@@ -155,7 +158,7 @@ def parse_vgs_json(text: str) -> list[dict]:
 
 
 def _lvm_report() -> tuple[list[dict], list[LvmLv]]:
-    if not shutil.which("vgs") or not shutil.which("lvs"):
+    if not which("vgs") or not which("lvs"):
         return [], []
     from ..host.common import run
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from ..errors import AixsmitError, ParseError
 from ..fs.mounts import Mount, parse_aix_mount
 from .common import Result, run
 
+TYPE_CHECKING = False  # (typing costs start-up time)
 if TYPE_CHECKING:
     from ..fs.holders import Holder
 

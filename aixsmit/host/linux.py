@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from ..fs.mounts import Mount, read_mountinfo
 from .common import Result, run
 
+TYPE_CHECKING = False  # (typing costs start-up time)
 if TYPE_CHECKING:
     from ..fs.holders import Holder
 
@@ -71,7 +71,8 @@ def loop_backing_file(device: str) -> str:
     """The file behind a loop device ("" for anything else)."""
     name = os.path.basename(os.path.realpath(device))
     try:
-        return Path(f"/sys/block/{name}/loop/backing_file").read_text().strip()
+        with open(f"/sys/block/{name}/loop/backing_file") as f:
+            return f.read().strip()
     except OSError:
         return ""
 

@@ -17,7 +17,7 @@ import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
-from typing import Iterator
+from collections.abc import Iterator
 
 from .progress import BackupProgress, outcome
 
@@ -205,9 +205,9 @@ def orphan_proof(argv: list[str]) -> tuple[list[str], object]:
     child). Without setpriv, the same is done by ``die_with_parent`` in the child."""
     global _setpriv
     if _setpriv is False:
-        import shutil
+        from ..osutil import which
 
-        _setpriv = shutil.which("setpriv")
+        _setpriv = which("setpriv")
     if _setpriv:
         return [_setpriv, "--pdeathsig", "KILL", "--", *argv], None
     return list(argv), die_with_parent
