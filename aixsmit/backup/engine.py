@@ -405,6 +405,10 @@ def walk(root: str, include: list[str], prune: set[str], skip: set[str], exclude
                 buf.clear()
                 pending[seg] = 0
 
+        # The same as ./names, for the loop below (which works on ./names only).
+        rel_skip = {b"." + q[cut:] for q in bskip if q.startswith(broot) and (cut == 0 or q[cut:cut + 1] == b"/")}
+        rel_prune = {b"." + q[cut:] for q in bprune if q.startswith(broot) and (cut == 0 or q[cut:cut + 1] == b"/")}
+
         def excluded(path: bytes) -> bool:
             if path in bskip:
                 return True
@@ -430,35 +434,50 @@ def walk(root: str, include: list[str], prune: set[str], skip: set[str], exclude
                 add(b"d", btop)
             # Depth first, each directory's contents right after it (as tar's own recursion
             # orders them), so a restore sets every directory's times after filling it.
+            # (The hot loop of a backup: one pass per entry, locals only, files inlined.)
             try:
-                stack = [os.scandir(btop)]
+                stack = [(os.scandir(btop), (b"." + btop[cut:]).rstrip(b"/") + b"/")]
             except OSError:
                 continue
+            two = len(sinks) > 1
+            buf0, buf_last = bufs[0], bufs[last]
             while stack:
-                ent = next(stack[-1], None)
+                it, prefix = stack[-1]
+                ent = next(it, None)
                 if ent is None:
-                    stack.pop().close()
+                    stack.pop()[0].close()
                     continue
-                p = ent.path
-                if excluded(p):
+                rel = prefix + ent.name  # ./path: what tar, the TOC and the exclude list see
+                if rel in rel_skip or (exclude is not None and exclude(os.fsdecode(rel))):
                     continue
                 try:
-                    if ent.is_dir(follow_symlinks=False):
-                        add(b"d", p)
-                        if p not in bprune:  # another mount: keep its mount point, not its contents
+                    if ent.is_file(follow_symlinks=False):
+                        rel += b"\0"
+                        toc_write(b"f" + rel)
+                        seg = 1 if two and ent.inode() % 10 >= 6 else 0
+                        buf = buf0 if seg == 0 else buf_last
+                        buf += rel
+                        count += 1
+                        pending[seg] += 1
+                        if len(buf) >= 1 << 15:  # small chunks: tar starts on the first ones at once
+                            _check_stop()
+                            sinks[seg](bytes(buf), pending[seg])
+                            buf.clear()
+                            pending[seg] = 0
+                    elif ent.is_dir(follow_symlinks=False):
+                        add(b"d", ent.path)
+                        if rel not in rel_prune:  # another mount: keep its mount point, not its contents
                             try:
-                                stack.append(os.scandir(p))
+                                stack.append((os.scandir(ent.path), rel + b"/"))
                             except OSError:
                                 pass  # vanished or unreadable: tar will say so
                     elif ent.is_symlink():
-                        add(b"l", p, seg_of(ent.inode()))
-                    elif ent.is_file(follow_symlinks=False):
-                        add(b"f", p, seg_of(ent.inode()))
+                        add(b"l", ent.path, seg_of(ent.inode()))
                     else:
                         mode = ent.stat(follow_symlinks=False).st_mode
                         if stat.S_ISSOCK(mode):
                             continue  # sockets cannot be archived (AIX skips them too)
-                        add(b"c" if stat.S_ISCHR(mode) else b"b" if stat.S_ISBLK(mode) else b"p", p,
+                        add(b"c" if stat.S_ISCHR(mode) else b"b" if stat.S_ISBLK(mode) else b"p", ent.path,
                             seg_of(ent.inode()))
                 except OSError:
                     continue
