@@ -220,3 +220,28 @@ def test_sigterm_at_any_moment_stops_cleanly(troot):
         r = subprocess.run(["pgrep", "-f", f"tar --create --file=.*{out}"], capture_output=True)
         assert r.stdout == b"", f"a tar is left running after SIGTERM at {delay} s"
     assert stopped >= 3  # most signals land while the image is being made
+
+
+@needs_root
+def test_a_failed_join_stops_the_second_tar_and_leaves_no_image(troot, monkeypatch):
+    """When the second stream cannot be written into the image (here: a descriptor it may not
+    write; in life: no room left), its tar is stopped instead of waiting on its pipe for ever,
+    and the backup fails as any write failure does."""
+    tr = troot
+    for d in range(10):
+        os.makedirs(tr.p(f"/home/many/d{d}"))
+        for f in range(200):
+            tr.p(f"/home/many/d{d}/f{f}").write_bytes(os.urandom(3000))
+    monkeypatch.setattr(engine, "_memory_cap", lambda: 64 << 10)  # the second tar must wait
+    place = engine.SecondStream.place
+
+    def read_only(self, fd, offset):
+        place(self, os.open(os.devnull, os.O_RDONLY), offset)
+
+    monkeypatch.setattr(engine.SecondStream, "place", read_only)
+    out: list[tuple[str, str]] = []
+    with pytest.raises(BackupFailed) as err:
+        _image(tr, 2, "sys.mksysb", lambda line, stream: out.append((stream, line)))
+    assert str(err.value).startswith("0512-005 mksysb: Backup Completed.")
+    assert any("Bad file descriptor" in line for stream, line in out if stream == "stderr")
+    assert not [n for n in os.listdir(tr.base) if n.startswith("sys.mksysb") or engine.PARTIAL in n]

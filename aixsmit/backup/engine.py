@@ -890,6 +890,10 @@ def _create_image(req: ImageRequest, emit: Emit) -> ImageResult:
                             ticked = time.monotonic()
                             done = len(staged) + sum(f.taken() for f in feeds)
                             progress_line()
+                    if second.error is not None and proc2.poll() is None:
+                        # The copy failed (no room, say): nothing reads the second tar's output
+                        # any more, so it would wait on its pipe for ever.
+                        stop_group(proc2.pid, 3.0, alive=lambda: proc2.poll() is None)
                     proc2.wait()
                     _check_stop()
                     rc = max(rc, proc2.returncode if proc2.returncode >= 0 else 2)
