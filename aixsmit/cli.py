@@ -87,10 +87,30 @@ def _terminal_defaults() -> None:
     env.setdefault("TEXTUAL_SMOOTH_SCROLL", "0")
 
 
+_exit_at_once = False
+
+
+def exit_at_once() -> None:
+    """Called by a command whose files are all closed and written: when it ends, the process
+    exits without the interpreter's clean-up of modules and objects (about 10 ms that an
+    operator timing mksysb would otherwise pay, measured on an empty image)."""
+    global _exit_at_once
+    _exit_at_once = True
+
+
 def main(argv: list[str] | None = None) -> int:
+    as_program = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["cmd"]:
-        return run_cmd(argv[1:])
+        rc = run_cmd(argv[1:])
+        if as_program and _exit_at_once:
+            try:
+                sys.stdout.flush()
+                sys.stderr.flush()
+            except (BrokenPipeError, OSError):
+                pass
+            os._exit(rc)
+        return rc
     if argv[:1] in (["--version"],):
         print(f"aixsmit {__version__}")
         return 0

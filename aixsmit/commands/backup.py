@@ -127,6 +127,9 @@ def _image(args, program: str, vg_name: str, device: str, structure_only: bool =
                        new_data=args.i or args.m or program == "savevg", maps=args.m, excludes=excl,
                        exclude_fs=fs_excl, verbose=args.v, blocks=args.b, structure_only=structure_only)
     old = _trap_signals()
+    from ..cli import exit_at_once
+
+    exit_at_once()  # everything it writes is written with os.write or closed files
     try:
         result = create_image(req, emit)
     except (_Signalled, ImageInterrupted):
