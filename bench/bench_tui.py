@@ -86,8 +86,13 @@ async def log_pane(argv: list[str], n: int) -> float:
         t = time.perf_counter()
         screen = CommandStatusScreen(d, argv, progress=False)
         app.push_screen(screen)
+        # Polled lightly (pilot.pause would walk every widget's queue each time, slowing the
+        # app it measures); then the time is taken once the screen has been refreshed with it.
         while screen.running or screen.lines_total < n:
-            await pilot.pause(0.005)
+            await asyncio.sleep(0.001)
+        drawn = asyncio.Event()
+        screen.call_after_refresh(drawn.set)
+        await drawn.wait()
         took = time.perf_counter() - t
         from aixsmit.jobs import detached
 
