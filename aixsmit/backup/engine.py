@@ -394,19 +394,22 @@ def walk(root: str, include: list[str], prune: set[str], skip: set[str], exclude
         toc.write(TOC_VERSION.encode() + b"\n")
         toc_write = toc.write
 
+        def hand_over(seg: int) -> None:
+            # Small chunks (32 KB of names): tar starts on the first ones at once.
+            _check_stop()
+            sinks[seg](bytes(bufs[seg]), pending[seg])
+            bufs[seg].clear()
+            pending[seg] = 0
+
         def add(kind: bytes, path: bytes, seg: int = last) -> None:
             nonlocal count
             rel = b"." + path[cut:]
-            buf = bufs[seg]
-            buf += rel + b"\0"
+            bufs[seg] += rel + b"\0"
             toc_write(kind + rel + b"\0")
             count += 1
             pending[seg] += 1
-            if len(buf) >= 1 << 15:  # small chunks: tar starts on the first ones at once
-                _check_stop()
-                sinks[seg](bytes(buf), pending[seg])
-                buf.clear()
-                pending[seg] = 0
+            if len(bufs[seg]) >= 1 << 15:
+                hand_over(seg)
 
         # The same as ./names, for the loop below (which works on ./names only).
         rel_skip = {b"." + q[cut:] for q in bskip if q.startswith(broot) and (cut == 0 or q[cut:cut + 1] == b"/")}
@@ -462,11 +465,8 @@ def walk(root: str, include: list[str], prune: set[str], skip: set[str], exclude
                         buf += rel
                         count += 1
                         pending[seg] += 1
-                        if len(buf) >= 1 << 15:  # small chunks: tar starts on the first ones at once
-                            _check_stop()
-                            sinks[seg](bytes(buf), pending[seg])
-                            buf.clear()
-                            pending[seg] = 0
+                        if len(buf) >= 1 << 15:
+                            hand_over(seg)
                     elif ent.is_dir(follow_symlinks=False):
                         add(b"d", ent.path)
                         if rel not in rel_prune:  # another mount: keep its mount point, not its contents
