@@ -245,3 +245,27 @@ def test_a_failed_join_stops_the_second_tar_and_leaves_no_image(troot, monkeypat
     assert str(err.value).startswith("0512-005 mksysb: Backup Completed.")
     assert any("Bad file descriptor" in line for stream, line in out if stream == "stderr")
     assert not [n for n in os.listdir(tr.base) if n.startswith("sys.mksysb") or engine.PARTIAL in n]
+
+
+@needs_root
+def test_second_stream_without_splice_is_copied_by_reads_and_writes(troot, monkeypatch):
+    """Some file systems cannot take splice(); the second stream is then copied by reads and
+    writes, and the image is the same."""
+    tr = troot
+    for d in range(10):
+        os.makedirs(tr.p(f"/home/many/d{d}"))
+        for f in range(100):
+            tr.p(f"/home/many/d{d}/f{f}").write_bytes(os.urandom(2500))
+    monkeypatch.setattr(engine, "_memory_cap", lambda: 64 << 10)  # most of it after the first ends
+    calls = []
+
+    def no_splice(*args, **kwargs):
+        calls.append(args)
+        raise OSError(22, "Invalid argument")
+
+    monkeypatch.setattr(os, "splice", no_splice)
+    img = _image(tr, 2, "sys.mksysb")
+    assert len(calls) == 1  # tried once; the rest by reads and writes
+    assert aixsmit("cmd", "verify", "-f", img).returncode == 0
+    target = _restore(tr, img, "restored")
+    assert diff(snapshot(str(tr.p("/home/many"))), snapshot(os.path.join(target, "home/many"))) == []

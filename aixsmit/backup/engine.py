@@ -309,13 +309,18 @@ class SecondStream:
                     n = os.pwrite(self.fd, view, pos)
                     view, pos = view[n:], pos + n
             chunks.clear()
+            spliced = True
             while not ended:
-                try:
-                    n = os.splice(self.read_end, self.fd, 1 << 20, offset_dst=pos)
-                except OSError as exc:
-                    if exc.errno not in (errno.EINVAL, errno.ENOSYS):
-                        raise
-                    chunk = os.read(self.read_end, 1 << 20)  # a file system splice cannot write to
+                n = -1
+                if spliced:
+                    try:
+                        n = os.splice(self.read_end, self.fd, 1 << 20, offset_dst=pos)
+                    except OSError as exc:
+                        if exc.errno not in (errno.EINVAL, errno.ENOSYS):
+                            raise
+                        spliced = False  # a file system splice cannot write to
+                if n < 0:
+                    chunk = os.read(self.read_end, 1 << 20)
                     n = os.pwrite(self.fd, chunk, pos) if chunk else 0
                     if chunk and n < len(chunk):
                         raise OSError(errno.ENOSPC, "short write")
