@@ -907,10 +907,11 @@ def _create_image(req: ImageRequest, emit: Emit) -> ImageResult:
                             if text:
                                 (warnings if WARNING_RE.search(text) else errors).append(text)
                                 emit(text, "stderr")
-                    if second.error is not None:
-                        errors.append(f"{prog}: {tmp}: {second.error.strerror or second.error}")
+                    if second.error is not None or second.end < 0:
+                        why = second.error.strerror or second.error if second.error else "the second stream was not written"
+                        errors.append(f"{prog}: {tmp}: {why}")
                         emit(errors[-1], "stderr")
-                    elif not errors and second.end > 0:
+                    elif not errors:
                         os.ftruncate(fd, second.end)
                         os.fsync(fd)
             finally:
