@@ -1,16 +1,23 @@
 """mksysb and savevg on Linux: a file list like AIX builds, archived by GNU tar.
 
 The image is a POSIX (pax) tar archive. Its first members are aixsmit's information files
-(``./image.data`` or ``./tmp/vgdata/VG/VG.data``, a copy of fstab, and the table of contents
-``backup.toc``), then every file of the group's mounted file systems, as ``./path``.
+(``./image.data`` or ``./tmp/vgdata/VG/VG.data`` and a copy of fstab), then every file of the
+group's mounted file systems, as ``./path``; the table of contents ``backup.toc`` is last.
+
+Into a file, with two CPUs or more, two tars make it: the first writes the image file and ends
+with the directory ``./tmp/vgdata/VG`` (its marker), the second writes into a pipe, and its
+archive is joined over the first one's end-of-archive blocks (SecondStream, members_end). The
+walk shares the files between them by inode number and gives every directory to the second.
 
 What makes it safe:
 * the walk crosses into every mounted file system of the group and into no other mount
   (checked by path, so bind mounts and btrfs subvolumes do not fool it); the destination and
   aixsmit's own work files are never archived;
 * tar writes to a hidden temporary name beside the destination, which is renamed over it only
-  when tar finished and the data is on disk — a killed or failed backup never leaves a file
-  that looks like a complete image;
+  when tar (both tars, and the join) finished and the data is on disk — a killed or failed
+  backup never leaves a file that looks like a complete image;
+* a signal never raises in the middle of the work (request_stop): tar is stopped and the
+  engine ends at its next safe point;
 * files that changed or vanished while being read are warnings (0512-003, exit 0), anything
   else tar reports is a failure (0512-005, exit 3), with tar's own messages on stderr.
 """
