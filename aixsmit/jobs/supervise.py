@@ -123,6 +123,10 @@ def main(directory: str, progress: bool, argv: list[str]) -> int:
     write_state(directory, state)
     streams = {out_r: "stdout", err_r: "stderr"}
     partial = {out_r: b"", err_r: b""}
+    try:
+        ended = os.pidfd_open(pid)  # readable when the command exits: no need to sleep past that
+    except (AttributeError, OSError):
+        ended = -1
     while streams:
         got = 0
         for fd in select.select(list(streams), [], [], 0.25)[0]:
@@ -147,7 +151,12 @@ def main(directory: str, progress: bool, argv: list[str]) -> int:
             # A trickle from a command still running: let it gather. A command writing a line
             # at a time then fills pipe pages instead of waking this process for every line
             # (that costs it twice). Once it has ended, what is left is read at once.
-            time.sleep(0.005)
+            if ended >= 0:
+                select.select([ended], [], [], 0.005)
+            else:
+                time.sleep(0.005)
+    if ended >= 0:
+        os.close(ended)
     _, status = os.waitpid(pid, 0)
     rc = os.waitstatus_to_exitcode(status)
     os.close(log_fd)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import threading
 import time
 
@@ -540,6 +541,9 @@ class CommandStatusScreen(SmitScreen):
             return
         info, info_read = self.job, 0.0
         last_data = time.monotonic()
+        # The supervisor's exit wakes the waits below at once (it has written the job's end by
+        # then), instead of the end being seen at the next poll.
+        supervisor_gone, watched = -1, 0
         with log:
             while not self._stop_following:
                 data = log.read(1 << 22)
@@ -595,13 +599,27 @@ class CommandStatusScreen(SmitScreen):
                         self.app.call_from_thread(self.flush)  # show the end now, not at the next tick
                     except RuntimeError:
                         pass  # the app is closing
-                    return
+                    break
                 if data:
                     last_data = now
                 else:
                     # Quick to notice the end right after output; a quiet command is checked
                     # less often.
-                    time.sleep(0.005 if now - last_data < 1.0 else 0.05)
+                    wait = 0.005 if now - last_data < 1.0 else 0.05
+                    if info.supervisor and info.supervisor != watched:
+                        watched = info.supervisor
+                        try:
+                            supervisor_gone = os.pidfd_open(watched)
+                        except (AttributeError, OSError):
+                            supervisor_gone = -1
+                    if supervisor_gone >= 0:
+                        if select.select([supervisor_gone], [], [], wait)[0]:
+                            os.close(supervisor_gone)  # it has exited: refresh reads its end next
+                            supervisor_gone = -1
+                    else:
+                        time.sleep(wait)
+        if supervisor_gone >= 0:
+            os.close(supervisor_gone)
 
     def flush(self) -> None:
         from textual.widgets import Log, ProgressBar
