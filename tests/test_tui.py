@@ -381,3 +381,22 @@ async def test_long_output_shows_top_more_bottom_markers(tmp_path):
         lines = [l.strip() for l in text(app).splitlines()]
         assert "[TOP]" in lines and "line 0" in lines
         assert any(l.startswith("[MORE...") for l in lines) and "[BOTTOM]" not in lines
+
+
+def test_one_line_statics_are_set_only_when_their_text_changes():
+    """COMMAND STATUS sets its status line and output markers on every 50 ms tick; each
+    Static.update() used to lay out the whole screen again. Now only a changed text is set,
+    and without a layout (a one-line Static keeps its size)."""
+    from aixsmit.tui.screens import _show
+
+    class Line:
+        def __init__(self):
+            self.calls = []
+
+        def update(self, text, layout=True):
+            self.calls.append((text, layout))
+
+    line = Line()
+    for text in ["Command: running", "Command: running", "Command: running", "Command: OK", "Command: OK"]:
+        _show(line, text)
+    assert line.calls == [("Command: running", False), ("Command: OK", False)]

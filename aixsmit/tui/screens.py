@@ -21,6 +21,16 @@ from ..smit.model import Field, Screen as ScreenDef
 from .keys import DIALOG_KEYS, MENU_KEYS, STATUS_DONE_KEYS, STATUS_RUNNING_KEYS, footer_text
 from .popups import PRESS_RETURN, ListPopup, MessagePopup, PromptPopup
 
+
+def _show(line: Static, text: str) -> None:
+    """Set a one-line Static's text, only when it changed and without a new layout (its size
+    does not change): the status line and the output markers are set on every 50 ms tick of
+    COMMAND STATUS, and Static.update() would lay the whole screen out again each time."""
+    if getattr(line, "_shown", None) != text:
+        line._shown = text
+        line.update(text, layout=False)
+
+
 # Not priority bindings: a key goes to the focused field first, in the order typed, so F6 or
 # Enter after fast typing (or a paste) sees every character. Fields bind no function key.
 FKEYS = [
@@ -498,8 +508,8 @@ class CommandStatusScreen(SmitScreen):
         if over:
             y = round(log.scroll_y)
             below = max(0, round(log.max_scroll_y) - y)
-            top.update("[TOP]" if y <= 0 else f"[MORE...{y}]")
-            bottom.update("[BOTTOM]" if below <= 0 else f"[MORE...{below}]")
+            _show(top, "[TOP]" if y <= 0 else f"[MORE...{y}]")
+            _show(bottom, "[BOTTOM]" if below <= 0 else f"[MORE...{below}]")
 
     def status_text(self) -> str:
         yn = lambda b: "yes" if b else "no"  # noqa: E731
@@ -671,7 +681,7 @@ class CommandStatusScreen(SmitScreen):
             if log.auto_scroll:
                 self.call_after_refresh(log.scroll_end, animate=False)
             self.app.command_finished(self, final)
-        self.query_one("#status", Static).update(self.status_text())
+        _show(self.query_one("#status", Static), self.status_text())
 
     @property
     def running(self) -> bool:
@@ -740,7 +750,7 @@ class CommandStatusScreen(SmitScreen):
                 self.found_at = i
                 log.auto_scroll = False
                 log.scroll_to(y=max(0, i - 2), animate=False)
-                self.query_one("#status", Static).update(self.status_text())
+                _show(self.query_one("#status", Static), self.status_text())
                 return
         self.app.push_screen(MessagePopup("INFORMATION MESSAGE", "Pattern not found.\n\n" + PRESS_RETURN))
 
