@@ -24,8 +24,9 @@ from .popups import PRESS_RETURN, ListPopup, MessagePopup, PromptPopup
 
 def _show(line: Static, text: str) -> None:
     """Set a one-line Static's text, only when it changed and without a new layout (its size
-    does not change): the status line and the output markers are set on every 50 ms tick of
-    COMMAND STATUS, and Static.update() would lay the whole screen out again each time."""
+    does not change): the status line, the progress text and the output markers are set on
+    every 50 ms tick of COMMAND STATUS, and Static.update() would lay the whole screen out again
+    each time."""
     if getattr(line, "_shown", None) != text:
         line._shown = text
         line.update(text, layout=False)
@@ -657,13 +658,13 @@ class CommandStatusScreen(SmitScreen):
                 counts = f" {progress.files_done}/{progress.files_total} files  {_clock(elapsed)}  {rate:,.0f}/s"
                 if bars:
                     bars[0].update(total=progress.files_total, progress=progress.files_done)
-                    text.update(counts)
+                    _show(text, counts)
                 else:
                     done = int(30 * progress.files_done / progress.files_total)
                     pct = 100 * progress.files_done // progress.files_total
-                    text.update(f"[{'#' * done}{'.' * (30 - done)}] {pct:3d}%" + counts)
+                    _show(text, f"[{'#' * done}{'.' * (30 - done)}] {pct:3d}%" + counts)
             elif final is None:
-                text.update(f" {_clock(elapsed)}")
+                _show(text, f" {_clock(elapsed)}")
         if final is not None and self.status == "running":
             self.finished_at = time.monotonic()
             self.status = {"OK": "OK", "WARN": "OK", "FAILED": "failed"}[final.status]
