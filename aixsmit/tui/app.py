@@ -237,7 +237,9 @@ class AixsmitApp(App):
     def command_finished(self, screen, final) -> None:
         """Hook: the command shown by ``screen`` ended (tests and later features listen here)."""
         self._system = None  # mounts may have changed: read them again next time
-        self._prepare_supervisor()  # for the next command (not during this one: it takes a CPU)
+        # For the next command: not during this one (it takes a CPU), and not while its end is
+        # being drawn (starting an interpreter takes one too).
+        self.set_timer(0.5, self._prepare_supervisor)
         self.last_status = final.status
         self.last_files = screen.files_total
 
