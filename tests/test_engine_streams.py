@@ -43,6 +43,15 @@ def _links_and_modes(top: str) -> None:
         os.utime(os.path.join(top, d), ns=(1_400_000_000_000_000_001, 1_400_000_000_000_000_002))
 
 
+def _many(tr, dirs: int, files: int, size) -> None:
+    """/home/many/dD/fF: ``dirs`` directories of ``files`` files; ``size(f)`` bytes of
+    random data each (they do not compress)."""
+    for d in range(dirs):
+        os.makedirs(tr.p(f"/home/many/d{d}"))
+        for f in range(files):
+            tr.p(f"/home/many/d{d}/f{f}").write_bytes(os.urandom(size(f)))
+
+
 def _image(tr, streams: int, name: str, emit=None) -> str:
     system = System(root=str(tr.path))
     dest = str(tr.base / name)
@@ -115,10 +124,7 @@ def test_second_stream_waits_when_its_memory_is_full(troot, monkeypatch):
     """With room for 64 KB only, the second tar waits for the first (the pipe fills); the
     image is still complete and exact."""
     tr = troot
-    for d in range(20):
-        os.makedirs(tr.p(f"/home/many/d{d}"))
-        for f in range(100):
-            tr.p(f"/home/many/d{d}/f{f}").write_bytes(os.urandom(2000))
+    _many(tr, 20, 100, lambda f: 2000)
     monkeypatch.setattr(engine, "_memory_cap", lambda: 64 << 10)
     img = _image(tr, 2, "sys.mksysb")
     # The second stream's share (2 MB or so) is more than its memory, a read and the pipe.
@@ -183,11 +189,7 @@ def test_sigterm_at_any_moment_stops_cleanly(troot):
     import time
 
     tr = troot
-    for d in range(100):
-        os.makedirs(tr.p(f"/home/many/d{d}"))
-        for f in range(200):
-            with open(tr.p(f"/home/many/d{d}/f{f}"), "wb") as fh:
-                fh.write(b"x" * (f * 7))
+    _many(tr, 100, 200, lambda f: f * 7)
     out = tr.base / "out"
     out.mkdir()
     img = out / "sys.mksysb"
@@ -228,10 +230,7 @@ def test_a_failed_join_stops_the_second_tar_and_leaves_no_image(troot, monkeypat
     write; in life: no room left), its tar is stopped instead of waiting on its pipe for ever,
     and the backup fails as any write failure does."""
     tr = troot
-    for d in range(10):
-        os.makedirs(tr.p(f"/home/many/d{d}"))
-        for f in range(200):
-            tr.p(f"/home/many/d{d}/f{f}").write_bytes(os.urandom(3000))
+    _many(tr, 10, 200, lambda f: 3000)
     monkeypatch.setattr(engine, "_memory_cap", lambda: 64 << 10)  # the second tar must wait
     place = engine.SecondStream.place
 
@@ -252,10 +251,7 @@ def test_second_stream_without_splice_is_copied_by_reads_and_writes(troot, monke
     """Some file systems cannot take splice(); the second stream is then copied by reads and
     writes, and the image is the same."""
     tr = troot
-    for d in range(10):
-        os.makedirs(tr.p(f"/home/many/d{d}"))
-        for f in range(100):
-            tr.p(f"/home/many/d{d}/f{f}").write_bytes(os.urandom(2500))
+    _many(tr, 10, 100, lambda f: 2500)
     monkeypatch.setattr(engine, "_memory_cap", lambda: 64 << 10)  # most of it after the first ends
     calls = []
 

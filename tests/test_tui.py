@@ -393,10 +393,10 @@ def test_one_line_statics_are_set_only_when_their_text_changes():
         def __init__(self):
             self.calls = []
 
-        def update(self, text, layout=True):
-            self.calls.append((text, layout))
+        def update(self, content, layout=True):
+            self.calls.append((content, layout))
 
     line = Line()
-    for text in ["Command: running", "Command: running", "Command: running", "Command: OK", "Command: OK"]:
-        _show(line, text)
+    for shown in ["Command: running", "Command: running", "Command: running", "Command: OK", "Command: OK"]:
+        _show(line, shown)
     assert line.calls == [("Command: running", False), ("Command: OK", False)]

@@ -29,6 +29,7 @@ import fcntl
 import os
 import re
 import select
+import signal
 import stat
 import struct
 import subprocess
@@ -143,7 +144,7 @@ def request_stop(signum: int) -> bool:
     _stop_signal = signum
     for pgid in list(_groups):
         try:
-            os.killpg(pgid, 15)
+            os.killpg(pgid, signal.SIGTERM)
         except OSError:
             pass
     return True
@@ -423,14 +424,12 @@ def walk(root: str, include: list[str], prune: set[str], skip: set[str], exclude
             if len(bufs[seg]) >= 1 << 15:
                 hand_over(seg)
 
-        # The same as ./names, for the loop below (which works on ./names only).
+        # What to skip and prune, as ./names: the walk works on ./names only.
         rel_skip = {b"." + q[cut:] for q in bskip if q.startswith(broot) and (cut == 0 or q[cut:cut + 1] == b"/")}
         rel_prune = {b"." + q[cut:] for q in bprune if q.startswith(broot) and (cut == 0 or q[cut:cut + 1] == b"/")}
 
-        def excluded(path: bytes) -> bool:
-            if path in bskip:
-                return True
-            return exclude is not None and exclude(os.fsdecode(b"." + path[cut:]))
+        def excluded(rel: bytes) -> bool:
+            return rel in rel_skip or (exclude is not None and exclude(os.fsdecode(rel)))
 
         # Walk each included mount point once (one below another is walked as part of it).
         # Directories between the root and a mount point (./srv for a group holding /srv/app)
@@ -448,7 +447,7 @@ def walk(root: str, include: list[str], prune: set[str], skip: set[str], exclude
             for d in reversed(chain):
                 seen_dirs.add(d)
                 add(b"d", d)
-            if not excluded(btop):
+            if not excluded(b"." + btop[cut:]):
                 add(b"d", btop)
             # Depth first, each directory's contents right after it (as tar's own recursion
             # orders them), so a restore sets every directory's times after filling it.
@@ -457,7 +456,6 @@ def walk(root: str, include: list[str], prune: set[str], skip: set[str], exclude
                 stack = [(os.scandir(btop), (b"." + btop[cut:]).rstrip(b"/") + b"/")]
             except OSError:
                 continue
-            two = len(sinks) > 1
             buf0, buf_last = bufs[0], bufs[last]
             while stack:
                 it, prefix = stack[-1]
@@ -466,13 +464,13 @@ def walk(root: str, include: list[str], prune: set[str], skip: set[str], exclude
                     stack.pop()[0].close()
                     continue
                 rel = prefix + ent.name  # ./path: what tar, the TOC and the exclude list see
-                if rel in rel_skip or (exclude is not None and exclude(os.fsdecode(rel))):
+                if excluded(rel):
                     continue
                 try:
                     if ent.is_file(follow_symlinks=False):
                         rel += b"\0"
                         toc_write(b"f" + rel)
-                        seg = 1 if two and ent.inode() % 20 >= FIRST_SHARE else 0
+                        seg = seg_of(ent.inode())
                         buf = buf0 if seg == 0 else buf_last
                         buf += rel
                         count += 1
