@@ -88,8 +88,3 @@ def copy_file(src: str, dst: str) -> None:
 def write_text(path: str, text: str) -> None:
     with open(path, "w") as f:
         f.write(text)
-
-
-def read_text(path: str, errors: str = "strict", encoding: str | None = None) -> str:
-    with open(path, encoding=encoding, errors=errors) as f:
-        return f.read()

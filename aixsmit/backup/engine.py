@@ -858,8 +858,16 @@ def _create_image(req: ImageRequest, emit: Emit) -> ImageResult:
         rc = 2
 
         def progress_line() -> None:
+            nonlocal done
+            if not req.verbose:  # (-v counts tar's lines instead)
+                done = len(staged) + sum(f.taken() for f in feeds)
             if done < total:
                 emit(f"{done} of {total} files backed up ({done * 100 // max(total, 1)}%)", "stdout")
+
+        def tar_says(text: str) -> None:
+            if text:
+                (warnings if WARNING_RE.search(text) else errors).append(text)
+                emit(text, "stderr")
 
         for ev in job.events():
             _check_stop()
@@ -870,12 +878,8 @@ def _create_image(req: ImageRequest, emit: Emit) -> ImageResult:
                         emit("a " + line, "stdout")
                 else:
                     for text in ev.lines:
-                        if text:
-                            (warnings if WARNING_RE.search(text) else errors).append(text)
-                            emit(text, "stderr")
+                        tar_says(text)
             elif isinstance(ev, Tick):
-                if not req.verbose:
-                    done = len(staged) + sum(f.taken() for f in feeds)
                 progress_line()
             elif isinstance(ev, Finished):
                 rc = ev.returncode
@@ -898,7 +902,6 @@ def _create_image(req: ImageRequest, emit: Emit) -> ImageResult:
                         _check_stop()
                         if second.thread.is_alive() and time.monotonic() - ticked >= 1.0:
                             ticked = time.monotonic()
-                            done = len(staged) + sum(f.taken() for f in feeds)
                             progress_line()
                     if second.error is not None and proc2.poll() is None:
                         # The copy failed (no room, say): nothing reads the second tar's output
@@ -909,9 +912,7 @@ def _create_image(req: ImageRequest, emit: Emit) -> ImageResult:
                     rc = max(rc, proc2.returncode if proc2.returncode >= 0 else 2)
                     with open(os.path.join(work, "tar2.err"), "rb") as err2:
                         for text in err2.read().decode("utf-8", "replace").splitlines():
-                            if text:
-                                (warnings if WARNING_RE.search(text) else errors).append(text)
-                                emit(text, "stderr")
+                            tar_says(text)
                     if second.error is not None or second.end < 0:
                         why = second.error.strerror or second.error if second.error else "the second stream was not written"
                         errors.append(f"{prog}: {tmp}: {why}")
