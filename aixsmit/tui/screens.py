@@ -558,10 +558,11 @@ class CommandStatusScreen(SmitScreen):
         with log:
             while not self._stop_following:
                 data = log.read(1 << 22)
-                # The job's state between bursts of output (and at least 4 times a second):
-                # read after the log, so an ended job's output is all in the log by then.
+                # The job's state at least 4 times a second, and between bursts of output while
+                # no pidfd says when the supervisor has gone: read after the log, so an ended
+                # job's output is all in the log by then.
                 now = time.monotonic()
-                if not data or now - info_read > 0.25:
+                if now - info_read > 0.25 or (not data and supervisor_gone < 0):
                     info, info_read = detached.refresh(self.job), now
                     if info.status != detached.RUNNING:
                         data += log.read()
