@@ -194,14 +194,7 @@ def test_a_job_that_must_not_outlive_us_dies_with_us(setpriv):
     parent.kill()
     parent.wait()
 
-    def alive() -> bool:
-        try:
-            with open(f"/proc/{child}/stat") as f:
-                return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is dead
-        except FileNotFoundError:
-            return False
-
     deadline = time.monotonic() + 5
-    while alive() and time.monotonic() < deadline:
+    while _alive(child) and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert not alive()
+    assert not _alive(child)
