@@ -113,7 +113,7 @@ class ImageInterrupted(AixsmitError):
     """A signal stopped the image (the caller reports 0512-007)."""
 
     def __init__(self, signum: int):
-        super().__init__(f"interrupted by signal {signum}")
+        super().__init__(signal.Signals(signum).name)  # SIGTERM, as sysbackup reports it
         self.signum = signum
 
 

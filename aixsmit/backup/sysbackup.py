@@ -169,8 +169,6 @@ def run(system: System, dest: str, emit: Emit, skip_busy: bool = False, exclude:
         summary.warnings += result.warnings[:20]
         summary.code = 0
     except (Interrupted, ImageInterrupted) as exc:
-        if isinstance(exc, ImageInterrupted):
-            exc = Interrupted(signal.Signals(exc.signum).name)
         emit(f"0512-007 sysbackup: Abnormal program termination ({exc}).", "stderr")
         summary.code = EXIT_SIGNAL
     except BusyError as exc:
