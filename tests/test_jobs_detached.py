@@ -41,6 +41,37 @@ def test_both_streams_whole_lines_and_flags():
     assert info.end >= info.start > 0 and info.pgid and info.supervisor
 
 
+def test_output_of_a_quiet_command_reaches_the_log_while_it_runs():
+    # The supervisor waits up to 40 ms between reads of a quiet command's pipes.
+    code = "import os, time\ntime.sleep(0.5)\nos.write(1, b'first\\n')\ntime.sleep(3)\nos.write(1, b'second\\n')"
+    info = detached.start("t", "t", py(code))
+    end = time.monotonic() + 2.5
+    while info.log.read_bytes() != b"first\n" and time.monotonic() < end:
+        time.sleep(0.01)
+    assert info.log.read_bytes() == b"first\n"
+    assert detached.read(Path(info.dir)).status == detached.RUNNING
+    assert wait(info).log.read_bytes() == b"first\nsecond\n"
+
+
+def test_more_output_at_once_than_a_pipe_holds():
+    # 8 MB in one write: the pipe (1 MB at most) is emptied as fast as it fills.
+    info = wait(detached.start("t", "t", py("import os, sys\nsys.stdout.write('x' * 99 + '\\n') or None\n"
+                                            "os.write(1, (b'y' * 1023 + b'\\n') * 8192)")))
+    data = info.log.read_bytes()
+    assert info.status == "OK" and len(data) == 100 + 8 * 1024 * 1024
+    assert data.count(b"\n") == 8193
+
+
+def test_output_after_the_command_ends_from_what_it_left_running():
+    # The command starts a child that keeps its stdout and writes after the command has exited:
+    # the job ends when the last writer closes the pipe, with every line in the log.
+    code = ("import subprocess, sys\nprint('parent', flush=True)\n"
+            "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(0.5); print(\"child\")'])")
+    info = wait(detached.start("t", "t", py(code)))
+    assert info.status == "OK"
+    assert info.log.read_bytes() == b"parent\nchild\n"
+
+
 def test_stderr_only_and_failure():
     info = wait(detached.start("t", "t", py("import sys\nsys.stderr.write('no such volume group\\n')\nsys.exit(3)")))
     assert (info.status, info.rc, info.stdout, info.stderr) == ("FAILED", 3, False, True)
