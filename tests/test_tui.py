@@ -288,6 +288,9 @@ async def test_f3_cancels_a_running_command(tmp_path):
         screen = app.screen
         assert screen.running and "Command: running" in text(app)
         assert "F3=Cancel" in text(app) and "F6=Command" not in text(app)  # while running
+        from textual.widgets import Log
+
+        pane = screen.query_one(Log).region
         await pilot.press("f3")
         await pilot.pause()
         assert "The command is still running." in text(app)
@@ -295,6 +298,10 @@ async def test_f3_cancels_a_running_command(tmp_path):
         await until(pilot, lambda: not screen.running, timeout=15)
         await pilot.pause(0.1)
         assert "Command: failed" in text(app)
+        # The finished screen's three rows of keys took rows kept blank while it ran: the
+        # output pane has not moved or shrunk.
+        assert "F6=Command" in text(app) and "F10=Exit" in text(app) and "n=Find Next" in text(app)
+        assert screen.query_one(Log).region == pane
 
 
 async def test_streaming_200k_lines_never_stalls_the_loop(tmp_path):

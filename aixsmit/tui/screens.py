@@ -85,9 +85,10 @@ class SmitScreen(Screen):
     def footer_keys(self) -> str:
         return footer_text(self.KEYS, self.app.esc_labels, 80)
 
-    def set_keys(self, keys) -> None:
+    def set_keys(self, keys, layout: bool = True) -> None:
+        """Show other keys; ``layout=False`` when the footer keeps its height."""
         self.KEYS = keys
-        self.query_one("#footer", Static).update(self.footer_keys())
+        self.query_one("#footer", Static).update(self.footer_keys(), layout=layout)
 
     def help_text(self) -> str:
         return (self.definition.help if self.definition else "") or "No help is available for this screen."
@@ -476,6 +477,14 @@ class CommandStatusScreen(SmitScreen):
         self.pattern = ""
         self.found_at = -1
 
+    def footer_keys(self) -> str:
+        # While running, the footer keeps the rows the finished screen's keys take (blank), so
+        # the end changes text only: the output pane does not shrink and move under the eye,
+        # and the end is drawn in one frame, without a new layout.
+        text = super().footer_keys()
+        done = footer_text(STATUS_DONE_KEYS, self.app.esc_labels, 80).count("\n")
+        return text + "\n " * max(0, done - text.count("\n"))
+
     def body(self) -> ComposeResult:
         from textual.widgets import Log, ProgressBar
 
@@ -504,8 +513,12 @@ class CommandStatusScreen(SmitScreen):
             return  # the screen is closing
         over = log.max_scroll_y > 0 or top.display
         if over != top.display:
+            following = log.auto_scroll and log.is_vertical_scroll_end
             top.display = bottom.display = over
-            self.call_after_refresh(self._markers)  # the pane is two lines shorter or longer now
+            # The pane is two lines shorter or longer now: keep following the last line.
+            if following:
+                self.call_after_refresh(log.scroll_end, animate=False)
+            self.call_after_refresh(self._markers)
         if over:
             y = round(log.scroll_y)
             below = max(0, round(log.max_scroll_y) - y)
@@ -678,10 +691,7 @@ class CommandStatusScreen(SmitScreen):
                         bar.update(progress=bar.total)
             self.set_class(final.status == "FAILED", "-failed")
             self.set_class(final.status == "WARN", "-warn")
-            self.set_keys(STATUS_DONE_KEYS)
-            # The longer footer shrinks the log: keep its last line in view.
-            if log.auto_scroll:
-                self.call_after_refresh(log.scroll_end, animate=False)
+            self.set_keys(STATUS_DONE_KEYS, layout=False)  # the same rows: see footer_keys
             self.app.command_finished(self, final)
         _show(self.query_one("#status", Static), self.status_text())
 
