@@ -131,9 +131,10 @@ def main(directory: str, progress: bool, argv: list[str]) -> int:
         ended = os.pidfd_open(pid)  # readable when the command exits: no need to sleep past that
     except (AttributeError, OSError):
         ended = -1
-    running, wait = True, 0.005
+    running, wait, read_at = True, 0.005, time.monotonic()
     while streams:
         got = 0
+        now = time.monotonic()
         for fd in list(streams):
             try:
                 data = os.read(fd, 1 << 20)
@@ -161,9 +162,15 @@ def main(directory: str, progress: bool, argv: list[str]) -> int:
             # While the command runs, its pipes are never polled: once a pipe has been polled,
             # Linux wakes its readers on every write from then on, and a command writing a
             # line at a time pays for that on each line (7% of its time, measured). Output
-            # gathers for 5 ms, or up to 40 ms while the command is quiet; its exit ends the
-            # wait at once.
-            wait = 0.005 if got else min(wait * 2, 0.04)
+            # gathers for 5 ms, less when it comes fast enough to fill a quarter of the pipe
+            # by then, and up to 40 ms while the command is quiet; its exit ends the wait at
+            # once.
+            if got:
+                rate = got / max(now - read_at, 1e-4)
+                wait = max(0.001, min(0.005, room / 4 / rate))
+            else:
+                wait = min(wait * 2, 0.04)
+            read_at = now
             if ended >= 0:
                 running = not select.select([ended], [], [], wait)[0]
             else:

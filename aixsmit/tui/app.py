@@ -20,7 +20,7 @@ from ..smit.model import MenuError, MenuTree, load_tree
 from ..smit.services import SERVICES
 from .keys import esc_digits_as_keys, esc_labels_wanted
 from .popups import PRESS_RETURN, MessagePopup
-from .screens import CommandStatusScreen, DialogScreen, MenuScreen, TooSmallScreen
+from .screens import CommandStatusScreen, DialogScreen, MenuScreen, TooSmallScreen, warm_up
 
 esc_digits_as_keys()
 
@@ -90,6 +90,7 @@ class AixsmitApp(App):
         self.call_after_refresh(self._offer_jobs)
         # Not while the first screen is being drawn: it would take a CPU from it.
         self.set_timer(1.0, self._prepare_supervisor)
+        self.set_timer(1.0, warm_up)
         self._watch_terminal()
 
     def _prepare_supervisor(self) -> None:
