@@ -106,6 +106,12 @@ JOB_SECONDS: list[float] = []
 
 
 def main() -> int:
+    # The pane is measured as the product runs: with the settings `aixsmit` gives Textual before
+    # importing it (frame-rate cap, no animations), not Textual's defaults.
+    from aixsmit.cli import _terminal_defaults
+
+    _terminal_defaults()
+    print(f"Textual settings: TEXTUAL_FPS={os.environ['TEXTUAL_FPS']}")
     env = {"TERM": "xterm-256color", "HOME": tempfile.mkdtemp(), "PATH": os.environ["PATH"], "LANG": "C.UTF-8",
            "AIXSMIT_STATE_DIR": tempfile.mkdtemp()}
     if shutil.which("tmux"):
