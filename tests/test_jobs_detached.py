@@ -72,6 +72,22 @@ def test_output_after_the_command_ends_from_what_it_left_running():
     assert info.log.read_bytes() == b"parent\nchild\n"
 
 
+def test_supervisor_without_pidfd(tmp_path, monkeypatch):
+    # Kernels before 5.3 have no pidfd: the supervisor then sleeps between reads and asks
+    # waitid whether the command has ended. Run in this process, with pidfd_open failing.
+    from aixsmit.jobs import supervise
+
+    def no_pidfd(pid, flags=0):
+        raise OSError(38, "Function not implemented")
+
+    monkeypatch.setattr(os, "pidfd_open", no_pidfd)
+    code = "import os, time\nos.write(1, b'one\\n')\ntime.sleep(0.3)\nos.write(2, b'two\\n')\nraise SystemExit(4)"
+    assert supervise.main(str(tmp_path), False, py(code)) == 0
+    state = supervise.read_state(str(tmp_path))
+    assert (state["status"], state["rc"], state["stdout"], state["stderr"]) == ("FAILED", "4", "1", "1")
+    assert (tmp_path / "output.log").read_bytes() == b"one\ntwo\n"
+
+
 def test_stderr_only_and_failure():
     info = wait(detached.start("t", "t", py("import sys\nsys.stderr.write('no such volume group\\n')\nsys.exit(3)")))
     assert (info.status, info.rc, info.stdout, info.stderr) == ("FAILED", 3, False, True)
