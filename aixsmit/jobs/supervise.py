@@ -102,7 +102,7 @@ def main(directory: str, progress: bool, argv: list[str]) -> int:
     log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
-    room = 1 << 16  # the smallest pipe Linux gives
+    room = 1 << 16  # a pipe's size when Linux refuses a larger one
     for fd in (out_r, err_r):
         # Room for many lines between two reads, so the command does not wait when this
         # process gets the CPU late (root may go past the 1 MB a user may ask for).
