@@ -112,8 +112,19 @@ def main() -> int:
 
     _terminal_defaults()
     print(f"Textual settings: TEXTUAL_FPS={os.environ['TEXTUAL_FPS']}")
-    env = {"TERM": "xterm-256color", "HOME": tempfile.mkdtemp(), "PATH": os.environ["PATH"], "LANG": "C.UTF-8",
-           "AIXSMIT_STATE_DIR": tempfile.mkdtemp()}
+    # The commands it runs are jobs: kept in a folder of its own, not among the machine's.
+    state, home = tempfile.mkdtemp(prefix="aixsmit-bench-state-"), tempfile.mkdtemp(prefix="aixsmit-bench-home-")
+    os.environ["AIXSMIT_STATE_DIR"] = state
+    try:
+        return _main(home)
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _main(home: str) -> int:
+    env = {"TERM": "xterm-256color", "HOME": home, "PATH": os.environ["PATH"], "LANG": "C.UTF-8",
+           "AIXSMIT_STATE_DIR": os.environ["AIXSMIT_STATE_DIR"]}
     if shutil.which("tmux"):
         bare_py = os.path.join(env["HOME"], "bare.py")
         with open(bare_py, "w") as f:

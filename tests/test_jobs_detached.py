@@ -155,3 +155,46 @@ def test_a_spare_supervisor_runs_the_next_job_and_leaves_when_released():
     assert idle.wait(timeout=10) == 0
     info = wait(detached.start("t", "t", py("print('cold')")))  # no spare: one is started
     assert (info.status, info.log.read_text()) == ("OK", "cold\n")
+
+
+def _job(name: str, start: float, end: float | None, running: bool = False) -> Path:
+    """A job folder as the menus and the supervisor leave it: ended at ``end``, or running."""
+    d = detached.jobs_dir() / name
+    d.mkdir()
+    info = detached.JobInfo(name, "t", "t", ["t"], start=start, dir=str(d))
+    (d / "job.json").write_text(__import__("json").dumps(info.to_json()))
+    run = {"supervisor": os.getpid(), "pgid": os.getpid(), "stdout": 1, "stderr": 0}
+    if not running:
+        run.update(status="OK", rc=0, end=repr(end))
+    (d / "run").write_text("".join(f"{k} {v}\n" for k, v in run.items()))
+    (d / "output.log").write_bytes(b"out\n")
+    return d
+
+
+def test_prune_keeps_a_week_and_the_newest_jobs(monkeypatch):
+    monkeypatch.setattr(detached, "KEEP_MAX", 4)
+    now = time.time()
+    day = 86400
+    name = lambda t, n: time.strftime("%Y%m%d-%H%M%S-", time.localtime(t)) + n  # noqa: E731
+    old_done = _job(name(now - 9 * day, "a"), now - 9 * day, now - 9 * day + 60)
+    old_running = _job(name(now - 9 * day, "b"), now - 9 * day, None, running=True)
+    # Ended an hour ago, but past the newest four (the next test keeps one like it).
+    long_backup = _job(name(now - 8 * day, "c"), now - 8 * day, now - 3600)
+    broken = detached.jobs_dir() / name(now - 10 * day, "d")
+    broken.mkdir()
+    recent = [_job(name(now - 3600 + i, f"r{i}"), now - 3600 + i, now - 3000 + i) for i in range(5)]
+    assert detached.prune(now) == 4
+    left = {p.name for p in detached.jobs_dir().iterdir()}
+    # The newest four are kept; past them, only a job still running.
+    assert left == {old_running.name} | {d.name for d in recent[1:]}
+    assert not old_done.exists() and not long_backup.exists() and not broken.exists() and not recent[0].exists()
+    assert [j.id for j in detached.all_jobs()] == sorted(left)
+    assert detached.prune(now) == 0
+
+
+def test_prune_keeps_a_long_job_that_ended_this_week(monkeypatch):
+    now = time.time()
+    started = now - 8 * 86400
+    d = _job(time.strftime("%Y%m%d-%H%M%S-", time.localtime(started)) + "c", started, now - 3600)
+    assert detached.prune(now) == 0 and d.exists()
+    assert detached.prune(now + 7 * 86400) == 1 and not d.exists()

@@ -485,6 +485,7 @@ def cmd_jobs(args) -> int:
 
     from ..jobs import detached
 
+    detached.prune()
     jobs = detached.all_jobs()
     if args.json:
         print_json([dict(j.to_json(), log=str(j.log)) for j in jobs])

@@ -25,7 +25,8 @@ from ..state import atomic_write_json, state_dir
 from .supervise import read_state
 
 RUNNING = "running"
-KEEP_DAYS = 7
+KEEP_DAYS = 7  # a finished job is listed, and kept, this long
+KEEP_MAX = 100  # and only the newest this many finished jobs are kept (their output is in smit.log too)
 
 
 @dataclass
@@ -229,6 +230,32 @@ def all_jobs() -> list[JobInfo]:
             continue
         out.append(info)
     return out
+
+
+def prune(now: float | None = None) -> int:
+    """Remove the folders of finished jobs that ended more than KEEP_DAYS ago, and of all but
+    the newest KEEP_MAX jobs: a job's output log may be large, and the whole output is in
+    smit.log as well. A job still running stays. Only the folders that may go are read (their
+    names begin with the start time). Returns how many went."""
+    from ..osutil import remove_tree
+
+    now = time.time() if now is None else now
+    cutoff = now - KEEP_DAYS * 86400
+    started_before = time.strftime("%Y%m%d-%H%M%S", time.localtime(cutoff))
+    try:
+        names = sorted(e.name for e in os.scandir(jobs_dir()) if e.is_dir(follow_symlinks=False))
+    except OSError:
+        return 0
+    removed = 0
+    for i, name in enumerate(reversed(names)):  # newest first
+        if i < KEEP_MAX and name >= started_before:
+            continue  # started within the week: it cannot have ended before it
+        info = read(jobs_dir() / name)
+        if info is not None and (info.status == RUNNING or (i < KEEP_MAX and info.end >= cutoff)):
+            continue
+        remove_tree(str(jobs_dir() / name))
+        removed += 1
+    return removed
 
 
 def cancel(info: JobInfo, grace: float = 3.0) -> None:

@@ -95,11 +95,16 @@ class AixsmitApp(App):
 
     def _prepare_supervisor(self) -> None:
         """A supervisor started ahead (in the background, while the operator reads the
-        screen), so a command starts the moment Enter is pressed."""
+        screen), so a command starts the moment Enter is pressed; and old jobs' folders
+        removed (:func:`aixsmit.jobs.detached.prune`)."""
         if not (self.no_run or self.no_exec):
             from ..jobs import detached
 
-            threading.Thread(target=detached.prepare, name="aixsmit-spare", daemon=True).start()
+            def ahead() -> None:
+                detached.prepare()
+                detached.prune()
+
+            threading.Thread(target=ahead, name="aixsmit-spare", daemon=True).start()
 
     def on_unmount(self) -> None:
         from ..jobs import detached
