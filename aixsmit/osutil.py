@@ -29,6 +29,22 @@ def which(name: str) -> str | None:
     return found
 
 
+def grow_pipe(fd: int, sizes: tuple[int, ...] = (1 << 20,)) -> int:
+    """Give a pipe more room: the first of ``sizes`` the kernel grants (root may go past the
+    1 MB a user may ask for). Returns the pipe's size then; 64 KB, Linux's default, where none
+    is granted or the system has no F_SETPIPE_SZ (AIX)."""
+    import fcntl
+
+    op = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if op is not None:
+        for size in sizes:
+            try:
+                return fcntl.fcntl(fd, op, size)
+            except OSError:
+                continue
+    return 1 << 16
+
+
 def make_temp_dir(prefix: str) -> str:
     """A new directory, mode 0700, in $TMPDIR or /tmp (as tempfile.mkdtemp)."""
     base = os.environ.get("TMPDIR") or "/tmp"
@@ -65,9 +81,8 @@ def remove_tree(path: str) -> None:
 def copy_file(src: str, dst: str) -> None:
     """Copy a regular file's content (as shutil.copyfile), in the kernel where it can."""
     with open(src, "rb") as fin, open(dst, "wb") as fout:
-        size = os.fstat(fin.fileno()).st_size
-        if not stat.S_ISREG(os.fstat(fin.fileno()).st_mode):
-            size = 0
+        st = os.fstat(fin.fileno())
+        size = st.st_size if stat.S_ISREG(st.st_mode) else 0
         done = 0
         try:
             while done < size:

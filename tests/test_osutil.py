@@ -54,3 +54,18 @@ def test_copy_file(tmp_path):
     assert dst.read_bytes() == b""
     osutil.copy_file("/proc/self/status", str(dst))  # size 0 as stat says, yet has content
     assert dst.read_bytes().startswith(b"Name:")
+
+
+def test_grow_pipe_gives_the_size_granted(monkeypatch):
+    import fcntl
+
+    r, w = os.pipe()
+    try:
+        assert osutil.grow_pipe(r, (1 << 20,)) == fcntl.fcntl(r, fcntl.F_GETPIPE_SZ) == 1 << 20
+        # More than the kernel allows anyone: the next size asked for is granted.
+        assert osutil.grow_pipe(r, (1 << 30, 1 << 18)) == 1 << 18
+        monkeypatch.delattr(fcntl, "F_SETPIPE_SZ")  # as on AIX
+        assert osutil.grow_pipe(r) == 1 << 16
+    finally:
+        os.close(r)
+        os.close(w)

@@ -44,7 +44,7 @@ from ..fs.table import System
 from ..fs.volume_groups import VolumeGroup
 from . import image_data
 from ..jobs.runner import Finished, Job, Output, Tick, orphan_proof, stop_group
-from ..osutil import copy_file, make_temp_dir, remove_tree, which, write_text
+from ..osutil import copy_file, grow_pipe, make_temp_dir, remove_tree, which, write_text
 from ..state import fsync_dir
 from .excludes import ExcludeList
 
@@ -171,10 +171,7 @@ class ListFeed:
         self.read_end, self.write_end = os.pipe()
         os.set_inheritable(self.read_end, False)
         os.set_blocking(self.write_end, False)
-        try:
-            fcntl.fcntl(self.write_end, 1031, 1 << 20)  # F_SETPIPE_SZ: room for 20,000 names or so
-        except OSError:
-            pass
+        grow_pipe(self.write_end)  # room for 20,000 names or so
         self.size = 0  # bytes in the work file
         self.names = 0  # names in the work file
         self.fed = 0  # bytes copied into the pipe
@@ -266,10 +263,7 @@ class SecondStream:
     def __init__(self, cap: int):
         self.read_end, self.write_end = os.pipe()  # the write end is the second tar's stdout
         os.set_inheritable(self.read_end, False)
-        try:
-            fcntl.fcntl(self.read_end, 1031, 1 << 20)  # F_SETPIPE_SZ
-        except OSError:
-            pass
+        grow_pipe(self.read_end)
         self.cap = cap
         self.held = 0
         self.fd = -1
@@ -425,8 +419,10 @@ def walk(root: str, include: list[str], prune: set[str], skip: set[str], exclude
                 hand_over(seg)
 
         # What to skip and prune, as ./names: the walk works on ./names only.
-        rel_skip = {b"." + q[cut:] for q in bskip if q.startswith(broot) and (cut == 0 or q[cut:cut + 1] == b"/")}
-        rel_prune = {b"." + q[cut:] for q in bprune if q.startswith(broot) and (cut == 0 or q[cut:cut + 1] == b"/")}
+        def under_root(paths: set[bytes]) -> set[bytes]:
+            return {b"." + q[cut:] for q in paths if q.startswith(broot) and (cut == 0 or q[cut:cut + 1] == b"/")}
+
+        rel_skip, rel_prune = under_root(bskip), under_root(bprune)
 
         def excluded(rel: bytes) -> bool:
             return rel in rel_skip or (exclude is not None and exclude(os.fsdecode(rel)))

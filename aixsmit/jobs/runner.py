@@ -103,13 +103,10 @@ class Job:
                                      stderr=subprocess.PIPE, env=self.env, cwd=self.cwd, start_new_session=True,
                                      preexec_fn=preexec)
         if self.batch:
-            import fcntl
+            from ..osutil import grow_pipe
 
             for pipe in (self.proc.stdout, self.proc.stderr):
-                try:
-                    fcntl.fcntl(pipe.fileno(), 1031, 1 << 20)  # F_SETPIPE_SZ: room for many lines
-                except OSError:
-                    pass
+                grow_pipe(pipe.fileno())  # room for many lines
 
     def events(self) -> Iterator[Event]:
         if self.proc is None:

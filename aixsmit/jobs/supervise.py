@@ -1,10 +1,10 @@
 """The detached job's supervisor: a small process that outlives the terminal.
 
 It is started as ``python -S`` and imports only a few built-in modules (no JSON, no regular
-expressions, none of aixsmit), so the command starts a few milliseconds after the operator
+expressions; of aixsmit only :mod:`aixsmit.osutil`), so the command starts a few milliseconds after the operator
 pressed Enter. Everything it needs comes on its command line::
 
-    supervise.py JOBDIR PROGRESS(0|1) ARGV...
+    python -S -m aixsmit.jobs.supervise JOBDIR PROGRESS(0|1) ARGV...
 
 or, for a spare started ahead of need, the same NUL-separated on standard input.
 
@@ -27,15 +27,15 @@ menus cancel a job by signalling its process group.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import select
 import signal
 import sys
 import time
 
+from ..osutil import grow_pipe
+
 LOG, RUN = "output.log", "run"
-F_SETPIPE_SZ = 1031
 
 
 def write_state(directory: str, state: dict) -> None:
@@ -76,8 +76,10 @@ def _exec(argv: list[str], out_fd: int, err_fd: int) -> None:
 
 
 def _outcome(log_path: str, rc: int, progress: bool) -> str:
-    if rc != 0 or not progress:
-        return "FAILED" if rc != 0 else "OK"
+    if rc != 0:
+        return "FAILED"
+    if not progress:
+        return "OK"
     # A backup: only the lines with a 0512 message can change the outcome; find them without
     # reading the log line by line.
     from .progress import BackupProgress, outcome
@@ -102,16 +104,9 @@ def main(directory: str, progress: bool, argv: list[str]) -> int:
     log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
-    room = 1 << 16  # a pipe's size when Linux refuses a larger one
-    for fd in (out_r, err_r):
-        # Room for many lines between two reads, so the command does not wait when this
-        # process gets the CPU late (root may go past the 1 MB a user may ask for).
-        for size in (16 << 20, 1 << 20):
-            try:
-                room = fcntl.fcntl(fd, F_SETPIPE_SZ, size)
-                break
-            except OSError:
-                continue
+    # Room for many lines between two reads, so the command does not wait when this process
+    # gets the CPU late.
+    room = min(grow_pipe(fd, (16 << 20, 1 << 20)) for fd in (out_r, err_r))
     pid = os.fork()
     if pid == 0:
         _exec(argv, out_w, err_w)
