@@ -332,6 +332,37 @@ async def test_streaming_200k_lines_never_stalls_the_loop(tmp_path):
     assert worst < 0.05 + 0.01, f"the event loop stalled for {worst * 1000:.0f} ms"
 
 
+async def test_the_end_is_drawn_as_soon_as_it_is_known(tmp_path):
+    """The frame with "Command: OK" and the last line is drawn when the end is seen, not at
+    Textual's next frame tick (up to 17 ms later): by the time the app hears the command
+    finished, that frame has been drawn."""
+    from aixsmit.smit.model import Screen as Def
+
+    app = make(tmp_path, "fs")
+    d = Def(kind="dialog", id="quick", title="Quick", command={"linux": [sys.executable]})
+    frames: list[str] = []  # COMMAND STATUS's status at each frame drawn
+    at_end: list[list[str]] = []
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        display, finished = app._display, app.command_finished
+
+        def drawn(screen, update):
+            if isinstance(screen, CommandStatusScreen) and update is not None:
+                frames.append(screen.status + "|" + "|".join(map(str, screen.query_one("#output").lines)))
+            display(screen, update)
+
+        def ended(screen, final):
+            at_end.append(list(frames))
+            finished(screen, final)
+
+        app._display, app.command_finished = drawn, ended
+        app.push_screen(CommandStatusScreen(d, [sys.executable, "-c", "print('first'); print('last')"],
+                                            progress=False))
+        await until(pilot, lambda: at_end)
+        assert at_end[0], "no frame of COMMAND STATUS was drawn"
+        assert at_end[0][-1].startswith("OK|") and "last" in at_end[0][-1]
+
+
 async def test_f7_edits_a_value_in_a_larger_window(tmp_path):
     """aix-smit.md §1.6: F7 (Esc+7) edits the field in a larger window; Enter puts it back."""
     from aixsmit.tui.edit import EditPopup
