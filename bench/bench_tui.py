@@ -104,11 +104,12 @@ async def log_pane(argv: list[str], n: int) -> float:
     try:
         async with app.run_test(size=(80, 24)) as pilot:
             # As in use, the menus have been open a moment when Enter is pressed (their spare
-            # supervisor is ready by then).
+            # supervisor and COMMAND STATUS built ahead are ready by then).
             await pilot.pause(1.5)
             t, wall = time.perf_counter(), time.time()
-            screen = CommandStatusScreen(d, argv, progress=False)
-            app.push_screen(screen)
+            app.run_command(d, argv)  # as Enter on a dialog does
+            screen = app.screen
+            assert isinstance(screen, CommandStatusScreen)
             # Polled lightly (pilot.pause would walk every widget's queue each time, slowing
             # the app it measures).
             while not shown:
