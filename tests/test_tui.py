@@ -363,6 +363,28 @@ async def test_the_end_is_drawn_as_soon_as_it_is_known(tmp_path):
         assert at_end[0][-1].startswith("OK|") and "last" in at_end[0][-1]
 
 
+async def test_an_end_under_a_popup_shows_when_the_popup_closes(tmp_path):
+    """The end drawn at once is for the screen on top: a command ending while F10's EXIT
+    question covers COMMAND STATUS shows its end once the question is put away."""
+    from aixsmit.smit.model import Screen as Def
+
+    app = make(tmp_path, "fs")
+    d = Def(kind="dialog", id="later", title="Later", command={"linux": ["sh"]})
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        app.push_screen(CommandStatusScreen(d, ["sh", "-c", "echo begun; sleep 1; echo the end"], progress=False))
+        await until(pilot, lambda: isinstance(app.screen, CommandStatusScreen) and app.screen.stdout_seen)
+        screen = app.screen
+        await pilot.press("f10")
+        await pilot.pause()
+        assert isinstance(app.screen, MessagePopup) and "still running" in text(app)
+        await until(pilot, lambda: not screen.running, timeout=15)
+        await pilot.press("f3")  # back to the application
+        await pilot.pause(0.2)
+        assert app.screen is screen
+        assert "Command: OK" in text(app) and "the end" in text(app)
+
+
 async def test_f7_edits_a_value_in_a_larger_window(tmp_path):
     """aix-smit.md §1.6: F7 (Esc+7) edits the field in a larger window; Enter puts it back."""
     from aixsmit.tui.edit import EditPopup
