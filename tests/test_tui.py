@@ -348,7 +348,7 @@ async def test_the_end_is_drawn_as_soon_as_it_is_known(tmp_path):
 
         def drawn(screen, update):
             if isinstance(screen, CommandStatusScreen) and update is not None:
-                frames.append(screen.status + "|" + "|".join(map(str, screen.query_one("#output").lines)))
+                frames.append(screen.status + "|" + "|".join(map(str, screen.query_one("#output").lines[-3:])))
             display(screen, update)
 
         def ended(screen, final):
@@ -356,11 +356,18 @@ async def test_the_end_is_drawn_as_soon_as_it_is_known(tmp_path):
             finished(screen, final)
 
         app._display, app.command_finished = drawn, ended
-        app.push_screen(CommandStatusScreen(d, [sys.executable, "-c", "print('first'); print('last')"],
-                                            progress=False))
-        await until(pilot, lambda: at_end)
-        assert at_end[0], "no frame of COMMAND STATUS was drawn"
-        assert at_end[0][-1].startswith("OK|") and "last" in at_end[0][-1]
+        # Short output (the pane grows: a new layout), and output past the pane's 5,000 lines
+        # with a last line on its own (the pane keeps its size: only a repaint).
+        for code in ("print('first'); print('last')",
+                     "import time\nfor i in range(6000): print(f'line {i}')\ntime.sleep(0.3); print('last')"):
+            frames.clear()
+            at_end.clear()
+            app.push_screen(CommandStatusScreen(d, [sys.executable, "-c", code], progress=False))
+            await until(pilot, lambda: at_end)
+            assert at_end[0], "no frame of COMMAND STATUS was drawn"
+            assert at_end[0][-1].startswith("OK|") and "|last" in at_end[0][-1]
+            await pilot.press("f3")
+            await pilot.pause()
 
 
 async def test_an_end_under_a_popup_shows_when_the_popup_closes(tmp_path):

@@ -43,6 +43,9 @@ def _paint_now(screen) -> None:
     once; without the handler, the end is drawn at the next tick as before."""
     tick = getattr(screen, "_on_timer_update", None)
     if callable(tick):
+        # The widgets' own changes reach the screen as messages, after this; a repaint of the
+        # whole screen (one frame, 3-5 ms) does not wait for them.
+        screen.refresh()
         tick()
 
 
