@@ -392,6 +392,28 @@ async def test_an_end_under_a_popup_shows_when_the_popup_closes(tmp_path):
         assert "Command: OK" in text(app) and "the end" in text(app)
 
 
+async def test_a_full_pane_shows_the_newest_lines(tmp_path):
+    """Past its 5,000 lines the pane drops its oldest as new ones come, and keeps its size and
+    scroll position: Textual's Log then repainted only part of it, and the screen went on
+    showing older lines (measured: lines 179,002-179,014 on screen at the end of 200,000)."""
+    from aixsmit.smit.model import Screen as Def
+
+    app = make(tmp_path, "fs")
+    d = Def(kind="dialog", id="full", title="Full", command={"linux": [sys.executable]})
+    # 6,000 lines in six bursts, a tick of the screen apart (it takes at most 1,000 a tick), then
+    # five more on their own, and the end a while later.
+    code = ("import sys, time\nfor b in range(6):\n    for i in range(1000): print(f'line {b * 1000 + i}')\n"
+            "    sys.stdout.flush(); time.sleep(0.12)\n"
+            "for i in range(5): print(f'tail {i}')\nsys.stdout.flush(); time.sleep(0.4)")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        app.push_screen(CommandStatusScreen(d, [sys.executable, "-c", code], progress=False))
+        await until(pilot, lambda: isinstance(app.screen, CommandStatusScreen) and not app.screen.running)
+        shown = [l.strip() for l in text(app).splitlines()]
+        assert len(app.screen.query_one("#output").lines) == CommandStatusScreen.MAX_LINES
+        assert [l for l in shown if l.startswith(("line ", "tail "))][-6:] == ["line 5999"] + [f"tail {i}" for i in range(5)]
+
+
 async def test_f7_edits_a_value_in_a_larger_window(tmp_path):
     """aix-smit.md §1.6: F7 (Esc+7) edits the field in a larger window; Enter puts it back."""
     from aixsmit.tui.edit import EditPopup

@@ -722,6 +722,11 @@ class CommandStatusScreen(SmitScreen):
                 lines = [f"[... {skipped} more lines: the whole output is in {self.app.smit_log.log_path} ...]"] + lines
             # Log.write_lines drops empty strings (it splits each into lines): keep blank lines.
             log.write_lines([l or " " for l in lines])
+            if len(log.lines) >= self.MAX_LINES:
+                # Full, the pane drops as many old lines as it takes new ones and keeps its
+                # size and scroll position; Textual's Log then repaints only part of itself,
+                # and older lines stay on screen. Repaint it whole.
+                log.refresh()
             self.call_after_refresh(self._markers)
         if ended:
             _paint_now(self)
