@@ -87,24 +87,29 @@ async def log_pane(argv: list[str], n: int) -> float:
     d = Def(kind="dialog", id="flood", title="Flood", command={"linux": argv})
     # The test harness draws no frames to a terminal: each frame is turned into the bytes a
     # terminal would get here (as the real app does), and written to /dev/null. The time taken
-    # is the moment the first frame with the last line and "Command: OK" has been written.
+    # is the moment those bytes have shown both the last line and "Command: OK".
     null = os.open(os.devnull, os.O_WRONLY)
     shown: list[float] = []
+    seen: set[str] = set()
+    last = f"line {n - 1} of output"
     screen = None
     display = App._display
 
     def to_terminal(self, on, update):
         display(self, on, update)
         if update is not None and hasattr(update, "render_segments"):
-            os.write(null, update.render_segments(self.console).encode())
-            if screen is not None and not shown and not screen.running and screen.lines_total >= n:
-                shown.append(time.perf_counter())
+            out = update.render_segments(self.console)
+            os.write(null, out.encode())
+            if screen is not None and not shown:
+                seen.update(s for s in ("Command: OK", last) if s in out)
+                if len(seen) == 2:
+                    shown.append(time.perf_counter())
 
     App._display = to_terminal
     try:
         async with app.run_test(size=(80, 24)) as pilot:
             # As in use, the menus have been open a moment when Enter is pressed (their spare
-            # supervisor and COMMAND STATUS built ahead are ready by then).
+            # supervisor is ready by then).
             await pilot.pause(1.5)
             t, wall = time.perf_counter(), time.time()
             app.run_command(d, argv)  # as Enter on a dialog does
@@ -113,6 +118,8 @@ async def log_pane(argv: list[str], n: int) -> float:
             # Polled lightly (pilot.pause would walk every widget's queue each time, slowing
             # the app it measures).
             while not shown:
+                if time.perf_counter() - t > 60:
+                    raise SystemExit(f"the last line and Command: OK never reached the terminal (saw {seen})")
                 await asyncio.sleep(0.002)
             took = shown[0] - t
             assert "Command: OK" in str(screen.query_one("#status").render()), "the command failed"
