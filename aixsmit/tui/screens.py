@@ -530,7 +530,9 @@ class CommandStatusScreen(SmitScreen):
 
     def _markers(self) -> None:
         """``[TOP]`` or ``[MORE...n]`` above the output, ``[MORE...n]`` or ``[BOTTOM]`` below it:
-        n lines out of view that way. Shown only when the output overflows the pane."""
+        n lines out of view that way. Shown only when the output overflows the pane; their two
+        rows are kept, blank, while it fits, so the pane never changes size under the output
+        (it did when they appeared: the last line went out of view until the next frame)."""
         from textual.widgets import Log
 
         try:
@@ -538,19 +540,14 @@ class CommandStatusScreen(SmitScreen):
             top, bottom = self.query_one("#output-top", Static), self.query_one("#output-bottom", Static)
         except Exception:
             return  # the screen is closing
-        over = log.max_scroll_y > 0 or top.display
-        if over != top.display:
-            following = log.auto_scroll and log.is_vertical_scroll_end
-            top.display = bottom.display = over
-            # The pane is two lines shorter or longer now: keep following the last line.
-            if following:
-                self.call_after_refresh(log.scroll_end, animate=False)
-            self.call_after_refresh(self._markers)
-        if over:
+        if log.max_scroll_y > 0:
             y = round(log.scroll_y)
             below = max(0, round(log.max_scroll_y) - y)
             _show(top, "[TOP]" if y <= 0 else f"[MORE...{y}]")
             _show(bottom, "[BOTTOM]" if below <= 0 else f"[MORE...{below}]")
+        else:
+            _show(top, "")
+            _show(bottom, "")
 
     def status_text(self) -> str:
         yn = lambda b: "yes" if b else "no"  # noqa: E731
@@ -727,7 +724,7 @@ class CommandStatusScreen(SmitScreen):
                 # size and scroll position; Textual's Log then repaints only part of itself,
                 # and older lines stay on screen. Repaint it whole.
                 log.refresh()
-            self.call_after_refresh(self._markers)
+            self._markers()  # the pane keeps its size: its scroll range is known now
         if ended:
             _paint_now(self)
             self.app.command_finished(self, final)
