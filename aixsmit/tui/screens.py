@@ -33,14 +33,15 @@ def _show(line: Static, text: str) -> None:
 
 
 def _paint_now(screen) -> None:
-    """Draw ``screen``'s changes now, not at the next frame tick.
+    """Draw ``screen`` now, whole, not at the next frame tick.
 
     Textual draws a changed screen at its next tick, up to a frame (17 ms at 60 frames a second)
     later; for the end of a command that is the time between "the command has ended" and the
-    operator seeing it (measured from the command's exit to the frame: 17 ms, median, at the
-    next tick; 6-11 ms drawn at once). Textual has no public call for this: the screen's own tick handler is called, as
-    its timer would. Textual is pinned (pyproject.toml) and a test checks the end is drawn at
-    once; without the handler, the end is drawn at the next tick as before."""
+    operator seeing it (measured from the command's exit to the terminal showing it: 17 ms,
+    median, at the next tick; 6-8 ms drawn at once). Textual has no public call for this: the
+    screen's own tick handler is called, as its timer would. Textual is pinned (pyproject.toml)
+    and a test checks the end is on screen at once; without the handler, the end is drawn at
+    the next tick as before."""
     tick = getattr(screen, "_on_timer_update", None)
     if callable(tick):
         # The widgets' own changes reach the screen as messages, after this; a repaint of the
