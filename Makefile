@@ -13,7 +13,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
 	touch $(STAMP)
 
+# Bytecode written ahead (in a moment when nothing changed): an editable install has none, and
+# where PYTHONDONTWRITEBYTECODE is set Python compiles the package anew at every start (20 ms).
 run: $(STAMP)
+	@$(PY) -m compileall -q aixsmit
 	$(VENV)/bin/aixsmit $(ARGS)
 
 # Tools from Debian's packages that tests drive for real (installed only when missing, as root).

@@ -160,6 +160,11 @@ def _main(home: str) -> int:
     env = {"TERM": "xterm-256color", "HOME": home, "PATH": os.environ["PATH"], "LANG": "C.UTF-8",
            "AIXSMIT_STATE_DIR": os.environ["AIXSMIT_STATE_DIR"]}
     if shutil.which("tmux"):
+        # Both start from bytecode, as installed packages do: Textual's was written when pip
+        # installed it; the editable install of aixsmit has none until it is written, and
+        # none is written where PYTHONDONTWRITEBYTECODE is set (20 ms of compiling each start).
+        package = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "aixsmit")
+        subprocess.run([sys.executable, "-m", "compileall", "-q", package], check=True)
         bare_py = os.path.join(env["HOME"], "bare.py")
         with open(bare_py, "w") as f:
             f.write(BARE)
