@@ -356,8 +356,8 @@ async def test_the_end_is_drawn_as_soon_as_it_is_known(tmp_path):
             finished(screen, final)
 
         app._display, app.command_finished = drawn, ended
-        # Short output (the pane grows: a new layout), and output past the pane's 5,000 lines
-        # with a last line on its own (the pane keeps its size: only a repaint).
+        # Output that comes with the end, and a last line that comes alone after a pause, into
+        # a pane already drawn.
         for code in ("print('first'); print('last')",
                      "import time\nfor i in range(6000): print(f'line {i}')\ntime.sleep(0.3); print('last')"):
             frames.clear()
@@ -400,9 +400,9 @@ async def test_a_full_pane_shows_the_newest_lines(tmp_path):
 
     app = make(tmp_path, "fs")
     d = Def(kind="dialog", id="full", title="Full", command={"linux": [sys.executable]})
-    # 6,000 lines in six bursts, a tick of the screen apart (it takes at most 1,000 a tick), then
-    # five more on their own, and the end a while later.
-    code = ("import sys, time\nfor b in range(6):\n    for i in range(1000): print(f'line {b * 1000 + i}')\n"
+    # 10,000 lines in ten bursts, two ticks of the screen apart (it takes at most 1,000 a tick),
+    # then five more on their own, and the end a while later.
+    code = ("import sys, time\nfor b in range(10):\n    for i in range(1000): print(f'line {b * 1000 + i}')\n"
             "    sys.stdout.flush(); time.sleep(0.12)\n"
             "for i in range(5): print(f'tail {i}')\nsys.stdout.flush(); time.sleep(0.4)")
     async with app.run_test(size=(80, 24)) as pilot:
@@ -411,7 +411,7 @@ async def test_a_full_pane_shows_the_newest_lines(tmp_path):
         await until(pilot, lambda: isinstance(app.screen, CommandStatusScreen) and not app.screen.running)
         shown = [l.strip() for l in text(app).splitlines()]
         assert len(app.screen.query_one("#output").lines) == CommandStatusScreen.MAX_LINES
-        assert [l for l in shown if l.startswith(("line ", "tail "))][-6:] == ["line 5999"] + [f"tail {i}" for i in range(5)]
+        assert [l for l in shown if l.startswith(("line ", "tail "))][-6:] == ["line 9999"] + [f"tail {i}" for i in range(5)]
 
 
 async def test_f7_edits_a_value_in_a_larger_window(tmp_path):
