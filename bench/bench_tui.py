@@ -22,6 +22,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))  # tui_helpers, for the pane
 from _util import best_of_each, command, report  # noqa: E402
 
 BARE = '''
@@ -73,16 +74,16 @@ def flood(n: int, buffering: int) -> list[str]:
 
 
 async def log_pane(argv: list[str], n: int) -> float:
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
-    from tui_helpers import make  # noqa: E402
-    from textual.app import App
+    from pathlib import Path
 
+    from textual.app import App
+    from tui_helpers import make
+
+    from aixsmit.jobs import detached
     from aixsmit.smit.model import Screen as Def
     from aixsmit.tui.screens import CommandStatusScreen
 
     work = tempfile.mkdtemp()
-    from pathlib import Path
-
     app = make(Path(work), "fs")
     d = Def(kind="dialog", id="flood", title="Flood", command={"linux": argv})
     # The test harness draws no frames to a terminal: each frame is turned into the bytes a
@@ -123,8 +124,6 @@ async def log_pane(argv: list[str], n: int) -> float:
                 await asyncio.sleep(0.002)
             took = shown[0] - t
             assert "Command: OK" in str(screen.query_one("#status").render()), "the command failed"
-            from aixsmit.jobs import detached
-
             info = detached.read(Path(screen.job.dir))
             JOB_SECONDS.append(info.end - info.start)  # the command itself, start to exit
             AFTER_END.append(took - (info.end - wall))  # from its exit to the frame

@@ -118,9 +118,9 @@ def _alive(pid: int) -> bool:
 
 
 # The supervisor starts without site-packages or the rest of aixsmit: only the package's
-# parent directory on the path (jobs/supervise.py needs only osutil.py besides). It leaves with os._exit
-# once the job's end is written: it has no buffered output, and the interpreter's clean-up
-# would keep a follower waiting for its exit 2-3 ms longer.
+# parent directory on the path (jobs/supervise.py needs only osutil.py besides). It leaves with
+# os._exit once the job's end is written: it has no buffered output, and the interpreter's
+# clean-up would keep a follower waiting for its exit 2-3 ms longer.
 _BOOT = ("import os, sys; sys.path.insert(0, sys.argv[1]); from aixsmit.jobs.supervise import main; "
          "os._exit(main(sys.argv[2], sys.argv[3] == '1', sys.argv[4:]))")
 # A spare supervisor: started ahead, it waits on its standard input for the job to run.
