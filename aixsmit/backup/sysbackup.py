@@ -23,7 +23,7 @@ from typing import Callable
 from ..errors import AixsmitError
 from ..fs.classify import SYSTEM, USER
 from ..fs.table import System, top
-from ..fs.unmount import BusyError, Ledger, mount_again, plan_unmount, unmount
+from ..fs.unmount import BusyError, Ledger, UnmountResult, mount_again, plan_unmount, settle, unmount
 from ..fs.volume_groups import find
 from . import archive
 from .engine import (EXIT_FAILED, EXIT_SIGNAL, BackupFailed, ImageInterrupted, ImageRequest, create_image,
@@ -115,7 +115,7 @@ def _run(system: System, dest: str, emit: Emit, skip_busy: bool, exclude: bool, 
     ledger = Ledger()
     say = lambda line="": emit(line, "stdout")  # noqa: E731
 
-    left = ledger.under(system.root)
+    left = settle(system, ledger)
     if left:
         raise AixsmitError(
             "sysbackup: user file systems were left unmounted by an earlier aixsmit run: "
@@ -153,11 +153,12 @@ def _run(system: System, dest: str, emit: Emit, skip_busy: bool, exclude: bool, 
                 summary.warnings.append(f"{mp} is busy: it stays mounted and is left out of the image")
                 emit(f"  WARNING: {mp} is busy; it stays mounted and is left out of the image.", "stderr")
     done: list[str] = []
+    mine = UnmountResult()  # filled as the unmounts go: what this run must mount again
     old = {s: signal.signal(s, _raise) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         if not plan.empty:
-            res = unmount(system, plan, ledger, progress=lambda l: say("  " + l))
-            done = [e.mount_point for e in res.unmounted]
+            unmount(system, plan, ledger, progress=lambda l: say("  " + l), result=mine)
+            done = [e.mount_point for e in mine.unmounted]
         summary.unmounted = done
         if not done:
             say("  No user file system is mounted.")
@@ -202,9 +203,11 @@ def _run(system: System, dest: str, emit: Emit, skip_busy: bool, exclude: bool, 
             signal.signal(s, signal.SIG_IGN)
         try:
             say("Step 6 of 7: Mounting the user file systems again.")
-            mine = [e.mount_point for e in ledger.under(system.root) if e.mount_point in done]
-            if mine:
-                summary.remounted = mount_again(system, ledger, mine, progress=lambda l: say("  " + l))
+            summary.unmounted = summary.unmounted or [r.mount_point for r in mine.records]
+            if mine.records:
+                # Only this run's own records: another process's are never touched.
+                summary.remounted = mount_again(system, ledger, records=mine.records,
+                                                progress=lambda l: say("  " + l))
             else:
                 say("  Nothing to mount again.")
         except AixsmitError as exc:
