@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from collections.abc import Callable
 
 from ..errors import AixsmitError
-from ..fs.table import System
+from ..fs.table import System, used_below
 from ..fs.volume_groups import VolumeGroup
 from . import image_data
 from ..jobs.runner import Finished, Job, Output, Tick, orphan_proof, stop_group
@@ -781,6 +781,11 @@ def _create_image(req: ImageRequest, emit: Emit) -> ImageResult:
             # Before the walk has counted them, the entries are estimated from the inodes in use;
             # each costs tar a header and a pax record (1.5 KB).
             required = sum(used + 1536 * inodes for _, used, _, inodes in map(_fs_facts, include))
+            for lv in include_lvs:  # --root DIR not a mount point: only what lies below DIR counts
+                if lv.entry.mount.host_mount:
+                    _, used, _, inodes = _fs_facts(lv.entry.mount.path)
+                    below, entries = used_below(lv.entry.mount.path, prune)
+                    required += below + 1536 * entries - used - 1536 * inodes
             if req.structure_only:
                 required = 1536 * (len(staged) + 1)
             st = os.statvfs(dest_dir)

@@ -22,7 +22,8 @@ from typing import Callable
 
 from ..errors import AixsmitError
 from ..fs.classify import SYSTEM, USER
-from ..fs.table import System, top
+from ..fs.table import System, top, used_below
+from ..fs.ledger import checkpoint
 from ..fs.unmount import BusyError, Ledger, UnmountResult, mount_again, plan_unmount, settle, unmount
 from ..fs.volume_groups import find
 from . import archive
@@ -85,10 +86,17 @@ def check_destination(system: System, dest: str, leaving: list, required: int) -
 
 
 def estimate(system: System, keep: list[str]) -> int:
-    """Bytes the image will take: what is used on the system file systems it will hold."""
+    """Bytes the image will take: what is used on the system file systems it will hold. Where
+    ``--root DIR`` is not a mount point, only what lies below DIR on its file system counts,
+    not the whole host file system."""
     total = 0
-    for e in system.table():
+    table = system.table()
+    others = {e.mount.path for e in table}
+    for e in table:
         if e.cls == "system" and e.mount.path not in keep:
+            if e.mount.host_mount:
+                total += used_below(e.mount.path, others - {e.mount.path})[0]
+                continue
             try:
                 st = os.statvfs(e.mount.path)
             except OSError:
@@ -175,6 +183,7 @@ def _run(system: System, dest: str, emit: Emit, skip_busy: bool, exclude: bool, 
         vg = find(system, "rootvg")
         excl = load_excludes(os.path.join(system.root, "etc", "exclude.rootvg")) if exclude else ExcludeList()
         req = ImageRequest("mksysb", vg, system, dest, new_data=new_data, excludes=excl, exclude_fs=tuple(skipped))
+        checkpoint("image")
         result = create_image(req, emit)
         summary.files, summary.bytes = result.files, result.bytes
         summary.status = result.status

@@ -90,6 +90,14 @@ def scan_linux(targets: Sequence[Mount], all_mounts: Iterable[Mount], proc: str 
     for m in targets:
         if m.dev:
             want.setdefault(_makedev(m.dev), []).append(m.path)
+            # A btrfs subvolume's files carry their own device number, not the super block's
+            # that mountinfo shows: take the one the mount point's root really has too.
+            try:
+                d = os.stat(m.path).st_dev
+            except OSError:
+                continue
+            if d not in want:
+                want[d] = [m.path]
     if not want:
         return []
     # A device mounted in more than one place needs the path check to tell the mounts apart.
@@ -100,6 +108,8 @@ def scan_linux(targets: Sequence[Mount], all_mounts: Iterable[Mount], proc: str 
             if d in want:
                 seen_count[d] = seen_count.get(d, 0) + 1
     ambiguous = {d for d, n in seen_count.items() if n > 1}
+    # A subvolume's number covers only what lies below that mount point: check the path too.
+    ambiguous |= {d for d in want if d not in seen_count}
     # Maps name devices as hex "fd:01".
     want_maps = {f"{os.major(d):02x}:{os.minor(d):02x}": d for d in want}
     want_maps_b = [f" {k} ".encode() for k in want_maps]

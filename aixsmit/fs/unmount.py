@@ -238,13 +238,13 @@ class BusyError(AixsmitError):
         self.holders = holders
 
 
-def _busy_message(entries: list[Entry], holders: list[Holder]) -> str:
+def _busy_message(entries: list[Entry], holders: list[Holder], system: System | None = None) -> str:
     busy = [e for e in entries if any(_under(h.path, e.mount.path) for h in holders)]
     e = (busy or entries)[0]
     procs = [h for h in _first_per_pid(holders) if h.pid]
     others = [h for h in holders if not h.pid]
     who = [f"{h.command} (pid {h.pid}, {h.user})" for h in procs]
-    who += [f"{h.command} ({h.how} {h.path})" for h in others]
+    who += [f"{h.command} ({h.how} {system.shown(h.path) if system else h.path})" for h in others]
     n = len(procs) + len(others)
     return (
         f"umount: 0506-349 Cannot unmount {e.mount.device}: The requested resource is busy. "
@@ -289,7 +289,7 @@ def _unmount(system: System, plan: Plan, ledger: Ledger, force: bool, check_hold
     if check_holders and not force:
         holders = system.host.holders([e.mount for e in steps], system.all_mounts())
         if holders:
-            raise BusyError(_busy_message(steps, holders) + " Nothing was unmounted.", holders, system)
+            raise BusyError(_busy_message(steps, holders, system) + " Nothing was unmounted.", holders, system)
     run = new_run_id()
     for n, (e, planned) in enumerate(zip(steps, plan.records)):
         rec = stamp(planned, run, n)
@@ -325,7 +325,7 @@ def _unmount(system: System, plan: Plan, ledger: Ledger, force: bool, check_hold
         _forget(ledger, rec, [])
         if system.host.is_busy(res):
             holders = system.host.holders([e.mount], system.all_mounts())
-            err = BusyError(_busy_message([e], holders) if holders else
+            err = BusyError(_busy_message([e], holders, system) if holders else
                             f"umount: 0506-349 Cannot unmount {e.mount.device}: The requested resource is busy.",
                             holders, system)
         else:
