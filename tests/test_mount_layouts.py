@@ -17,28 +17,12 @@ import pytest
 
 from aixsmit.fs.ledger import Ledger
 
-from conftest import aixsmit, need_tool, needs_root, run
+from conftest import aixsmit, findmnt_table, need_tool, needs_root, run
 
 pytestmark = needs_root
 
-COLUMNS = "TARGET,SOURCE,FSTYPE,OPTIONS,FSROOT"
-
-
 def findmnt(tr) -> list[dict]:
-    """The mounts below the temporary root as findmnt shows them. A loop device is named by its
-    backing file: the file system is the same one when the kernel hands out another number."""
-    out = json.loads(run("findmnt", "--json", "--list", "-o", COLUMNS).stdout)["filesystems"]
-    root = str(tr.path)
-    rows = []
-    for r in out:
-        if r["target"] == root or r["target"].startswith(root + "/"):
-            src = r["source"] or ""
-            dev, bracket, rest = src.partition("[")
-            if dev.startswith("/dev/loop"):
-                back = subprocess.run(["losetup", "-n", "-O", "BACK-FILE", dev], capture_output=True, text=True).stdout.strip()
-                src = f"loop:{back}" + bracket + rest
-            rows.append(dict(r, source=src))
-    return rows
+    return findmnt_table(tr.path)
 
 
 def user_rows(tr) -> list[str]:
