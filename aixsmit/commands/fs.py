@@ -218,13 +218,15 @@ def register(sub) -> None:
 
     p = sub.add_parser("holders", help="who keeps a mounted file system busy",
                        description="Processes using MOUNT (or anything mounted below it): pid, user, command, "
-                                   "and how (cwd, root, executable, open file, memory map).")
+                                   "and how (cwd, root, executable, open file, memory map); also a loop device backed by "
+                                   "a file on it and a swap file on it (no process: pid -).")
     add_root(p); add_json(p)
     p.add_argument("mount", metavar="MOUNT")
     p.set_defaults(func=cmd_holders)
 
     p = sub.add_parser("umount", help="unmount user file systems, all-or-nothing, recorded in the ledger",
-                       description="Unmount MOUNT (and what is mounted below it) or every user file system. "
+                       description="Unmount MOUNT (with what is mounted below or over it, and what depends on it: a loop "
+                                   "file system whose image lies on it, an overlay whose layers do) or every user file system. "
                                    "System and virtual file systems are refused. A busy file system names its "
                                    "holders and nothing is unmounted. If one of a group fails, the others are "
                                    "mounted again.")
