@@ -251,3 +251,19 @@ def test_crash_between_mount_and_ledger_update_on_a_new_loop_number(troot):
     out.mkdir()
     r = aixsmit("cmd", "sysbackup", "--root", tr.path, out / "img", env=env)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_mount_ledger_goes_on_past_a_failure_and_reports_each(faulty):
+    f = faulty
+    before = findmnt(f.tr)
+    assert aixsmit("cmd", "umount", "--all-user", "--root", f.tr.path, env=f.env).returncode == 0
+    img = f.tr.images / "data.img"
+    img.rename(img.with_suffix(".away"))  # /data's loop device detached itself; its file is gone
+    r = aixsmit("cmd", "mount", "--ledger", "--root", f.tr.path, env=f.env)
+    assert r.returncode == 1
+    assert r.stderr.startswith("mount: 0506-324 Cannot mount /dev/loop") and "on /data:" in r.stderr
+    assert r.stderr.count("\n") == 1 and "Mounted /home" in r.stdout
+    img.with_suffix(".away").rename(img)
+    r = aixsmit("cmd", "mount", "--ledger", "--root", f.tr.path, env=f.env)
+    assert r.returncode == 0 and "Mounted /data" in r.stdout and "Mounted /home" not in r.stdout
+    assert findmnt(f.tr) == before

@@ -207,20 +207,6 @@ def _record(system: System, table: list[Entry], i: int, needs: dict[int, list[st
     )
 
 
-def describe(system: System, plan: Plan) -> list[str]:
-    """The plan as the dry run prints it: one line per step, in order."""
-    from ..commands.common import shown
-
-    lines = []
-    for e, rec, why in zip(plan.steps, plan.records, plan.reasons):
-        m = e.mount
-        what = m.device + (f"[{m.fs_root}]" if m.is_bind else "")
-        extra = f"; {why}" if why else ""
-        extra += "; its loop device is detached, and attached again when mounted" if rec.detach_loop else ""
-        lines.append(f"would unmount {shown(e.mount_point)} ({what}, {m.vfs}, {','.join(m.all_options)}, {e.cls}{extra})")
-    return lines
-
-
 # --- holders --------------------------------------------------------------------------------
 
 def holder_lines(holders: list[Holder], system: System | None = None) -> list[str]:
