@@ -24,18 +24,20 @@ def cmd_backup(args) -> int:
     return 0 if res.status in ("OK", "WARN") else 3
 
 
-def _install(schedules, previous) -> str:
+def _install(schedules, previous, via: str | None = None) -> str:
     """Write ``schedules`` for the scheduler in use; if that fails, put the list back as it was,
     so that no schedule is kept that nothing would run."""
     from ..jobs import schedule as sch, scheduler
 
-    sched = scheduler.detect(System(root="/").host.name)
+    sched = scheduler.detect(System(root="/").host.name, via)
     sch.save(schedules)
     try:
         scheduler.install(schedules, sched)
     except AixsmitError:
         sch.save(previous)
         raise
+    if via:
+        scheduler.choose(via)
     if sched.problem:
         emit(f"schedule: WARNING: {sched.problem}", "stderr")
     return sched.note
@@ -185,9 +187,7 @@ def cmd_schedule(args) -> int:
         return 0
     if args.action == "install":
         schedules = sch.load()
-        if args.via:
-            os.environ["AIXSMIT_SCHEDULER"] = args.via
-        print(f"{len(schedules)} schedule(s) written for {_install(schedules, schedules)}.")
+        print(f"{len(schedules)} schedule(s) written for {_install(schedules, schedules, args.via)}.")
         return 0
     if args.action == "run":
         quiet = (lambda line, stream: None) if args.quiet else emit

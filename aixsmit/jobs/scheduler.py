@@ -126,11 +126,31 @@ def unit_dir() -> Path:
     return Path(os.environ.get("AIXSMIT_UNIT_DIR") or "/etc/systemd/system")
 
 
+def _choice_path() -> Path:
+    from ..state import state_dir
+
+    return state_dir() / "scheduler"
+
+
+def chosen() -> str | None:
+    """The scheduler the operator chose with ``schedule install --via``, if any."""
+    try:
+        value = _choice_path().read_text().strip()
+    except OSError:
+        return None
+    return value if value in ("cron", "systemd") else None
+
+
+def choose(via: str) -> None:
+    atomic_write_bytes(_choice_path(), f"{via}\n".encode())
+
+
 def detect(host: str, via: str | None = None) -> Scheduler:
-    """The scheduler in use here (``via`` or ``AIXSMIT_SCHEDULER`` choose one)."""
+    """The scheduler in use here: ``via``, else ``AIXSMIT_SCHEDULER``, else the operator's
+    choice (``schedule install --via``), else systemd where it is the init system, else cron."""
     if host == "aix":
         return Scheduler("crontab", "root's crontab", True, "cron (root's crontab)")
-    via = via or os.environ.get("AIXSMIT_SCHEDULER") or ("systemd" if systemd_booted() else "cron")
+    via = via or os.environ.get("AIXSMIT_SCHEDULER") or chosen() or ("systemd" if systemd_booted() else "cron")
     if via == "systemd":
         booted = systemd_booted()
         return Scheduler("systemd", str(unit_dir()), booted, f"systemd timers in {unit_dir()}",
