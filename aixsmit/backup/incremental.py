@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from glob import escape as glob_escape
+
 from ..errors import AixsmitError
 from ..fs.mounts import unescape
 from ..state import atomic_write_bytes, state_dir
@@ -84,7 +86,8 @@ def legacy_key(path: str) -> str:
 
 
 def _snar_dir() -> Path:
-    d = state_dir() / "snapshots"
+    # "levels", not the "snapshots" of earlier versions, whose names two mount points could share.
+    d = state_dir() / "levels"
     d.mkdir(mode=0o700, exist_ok=True)
     return d
 
@@ -94,14 +97,10 @@ def snar_path(key: str, level: int) -> Path:
 
 
 def legacy_snapshots(mount_point: str) -> list[Path]:
-    """Snapshot files an earlier version wrote under the lossy key, when that key differs from
-    today's: they may belong to another file system (``/home/x`` or ``/home_x``), so they are
-    never built upon."""
-    old = legacy_key(mount_point)
-    if old == fs_key(mount_point):
-        return []
+    """Snapshot files an earlier version wrote (``snapshots/``) under the lossy key: they may
+    belong to another file system (``/home/x`` or ``/home_x``), so they are never built upon."""
     d = state_dir() / "snapshots"
-    return sorted(d.glob(f"{old}.[0-9].snar")) if d.is_dir() else []
+    return sorted(d.glob(f"{glob_escape(legacy_key(mount_point))}.[0-9].snar")) if d.is_dir() else []
 
 
 def dumpdates_path() -> Path:

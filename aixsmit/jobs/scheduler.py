@@ -310,19 +310,27 @@ def dst_clashes(hour: int, minute: int, zone, start: dt.datetime | None = None,
                 days: int = 366) -> list[tuple[dt.date, str]]:
     """The days of the next year on which ``hour:minute`` local time does not exist (a clock
     moved forward: cron skips or shifts the run) or happens twice (moved back: cron may run
-    it twice), from the zone's real transitions."""
+    it twice), from the zone's real transitions (found day by day, then to the minute)."""
     if zone is None:
         return []
     utc = dt.timezone.utc
-    t = (start or dt.datetime.now(utc)).astimezone(utc).replace(minute=0, second=0, microsecond=0)
+    t = (start or dt.datetime.now(utc)).astimezone(utc).replace(second=0, microsecond=0)
+    offset = lambda at: at.astimezone(zone).utcoffset()  # noqa: E731
     out: list[tuple[dt.date, str]] = []
-    prev = t.astimezone(zone).utcoffset()
-    for _ in range(days * 24 * 4):  # quarter hours: transitions happen on them
-        t2 = t + dt.timedelta(minutes=15)
-        off = t2.astimezone(zone).utcoffset()
+    prev = offset(t)
+    for _ in range(days):
+        t2 = t + dt.timedelta(days=1)
+        off = offset(t2)
         if off != prev:
-            # The local wall times between (t2 + prev) and (t2 + off) are skipped or repeated.
-            a, b = sorted((t2 + prev, t2 + off))
+            lo, hi = t, t2  # the change happens in (lo, hi]
+            while hi - lo > dt.timedelta(minutes=1):
+                mid = lo + (hi - lo) / 2
+                mid = mid.replace(second=0, microsecond=0)
+                if mid <= lo:
+                    break
+                lo, hi = (mid, hi) if offset(mid) == prev else (lo, mid)
+            # The local wall times between (hi + prev) and (hi + off) are skipped or repeated.
+            a, b = sorted((hi + prev, hi + off))
             a, b = a.replace(tzinfo=None), b.replace(tzinfo=None)
             wall = dt.datetime.combine(a.date(), dt.time(hour, minute))
             for w in (wall, wall + dt.timedelta(days=1)):
