@@ -214,6 +214,20 @@ def test_a_schedule_builds_its_own_chain_and_refuses_one_without_its_full(home):
     assert sch.run_schedule("user1", quiet, now=monday + dt.timedelta(days=1)) == 0
     daily = tr.dest / "home" / "20261102-040000" / "20261103-040000.L1.tar"
     assert daily.exists()
+    # F4 in Restore from a Level Backup: the chain, full first, then archives made by hand;
+    # in the destination fields: directories only.
+    from aixsmit.fs.table import System
+    from aixsmit.smit import services
+
+    system = System(root=str(tr.path))
+    items = [(i.value, i.text) for i in services.level_archives(system)]
+    full = tr.dest / "home" / "20261102-040000" / "20261102-040000.L0.tar"
+    assert [v for v, _ in items] == [str(full), str(daily), str(tr.base / "byhand.tar")]
+    assert items[0][1].split() == ["/home", "level", "0", "2026-11-02", "04:00", "schedule", "user1"]
+    assert items[2][1].split()[1:] == ["level", "backup"]
+    assert [i.value for i in services.scheduled_fs(system)] == ["/home"]
+    dirs = [i.value for i in services.backup_directories(system)]
+    assert str(tr.dest) in dirs and all(os.path.isdir(d) for d in dirs)
     # The full goes missing: a restore refuses, naming it, and writes nothing.
     (tr.dest / "home" / "20261102-040000" / "20261102-040000.L0.tar").unlink()
     target = tr.base / "r"
@@ -287,3 +301,34 @@ def test_restore_x_of_a_level_backup_deletes_nothing(home):
     assert r.returncode == 0, r.stderr
     assert "restore: removing ./b: it is not in the backup l1.tar" in r.stdout
     assert diff(snapshot(str(tr.p("/home")), skip=("lost+found",)), snapshot(str(whole), skip=("lost+found",))) == []
+
+
+# --- the menus -------------------------------------------------------------------------------
+
+SAMPLES = {"id": "user1", "when": "sun@05:30", "dest": "/backup", "keep": "3", "daily": "04:00", "fullday": "mon",
+           "weekly": "sat@06:00", "fs": "/home /data", "all": "no", "date": "2026-11-06", "target": "/restore/home",
+           "device": "/backup/home.L0.tar"}
+
+
+@pytest.mark.parametrize("host", ["linux", "aix"])
+def test_every_schedule_and_restore_dialog_parses_with_the_command_s_own_parser(host):
+    from aixsmit.cli import build_parser
+    from aixsmit.smit import command, model
+
+    tree = model.load_tree()
+    names = ["schedsys", "scheduser", "schedlist", "schedrun", "schedchange", "schedrm", "schedrestore", "restfilesys",
+             "schedchanges"]
+    assert {"schedrestore", "restfilesys"} <= {i.next for i in tree.get("restfs").items}
+    assert "restfs" in {i.next for i in tree.get("fs").items} and "restfs" in {i.next for i in tree.get("schedmenu").items}
+    for name in names:
+        d = tree.get(name)
+        values = {f.name: SAMPLES[f.name] for f in d.fields}
+        argv = command.build(d, values, host, root="/mnt/sys")
+        assert argv[:2] == ["aixsmit", "cmd"], argv
+        args = build_parser().parse_args(argv[2:])
+        assert args.func is not None, name
+        if name == "schedchange":
+            assert (args.id, args.daily, args.full_day, args.filesystems, args.dest, args.keep) == \
+                ("user1", "04:00", "mon", ["/home", "/data"], "/backup", 3)
+        if name == "restfilesys":
+            assert args.r and args.f == "/backup/home.L0.tar" and args.target == "/restore/home"

@@ -122,6 +122,20 @@ def pick(folder: Path, mount_point: str, until: dt.datetime | None) -> Chain:
     return c
 
 
+def archive_level(path: str) -> int | None:
+    """For a level backup (its first member a GNU dumpdir record): its level from a name such
+    as ``X.L1.tar`` or -1 when the name does not say; None for any other file."""
+    try:
+        with tarfile.open(path, "r:") as tf:
+            first = tf.next()
+    except (OSError, tarfile.TarError):
+        return None
+    if first is None or "GNU.dumpdir" not in first.pax_headers:
+        return None
+    m = re.search(r"\.L(\d)\b", os.path.basename(path))
+    return int(m.group(1)) if m else -1
+
+
 # --- reading the dumpdir records ------------------------------------------------------------
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ N > 0 with no lower level recorded is made as a level 0, and says so.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -77,6 +78,26 @@ def fs_key(path: str) -> str:
     if len(key) > KEY_MAX:
         key = f"{key[:KEY_MAX - 17]}~{hashlib.sha256(b'/' + b'/'.join(parts)).hexdigest()[:16]}"
     return key
+
+
+def mount_point_of(key: str) -> str | None:
+    """The mount point a key names (``systemd-escape --unescape --path``); None for a key that
+    ends in a hash (the path was too long to spell out) or that is not one."""
+    if "~" in key or not key or key.startswith("/"):
+        return None
+    if key == "-":
+        return "/"
+    out = bytearray(b"/")
+    i = 0
+    while i < len(key):
+        if key[i] == "\\" and key[i + 1:i + 2] == "x" and re.fullmatch(r"[0-9a-f]{2}", key[i + 2:i + 4]):
+            out.append(int(key[i + 2:i + 4], 16))
+            i += 4
+        else:
+            out += b"/" if key[i] == "-" else key[i].encode()
+            i += 1
+    path = os.fsdecode(bytes(out))
+    return path if fs_key(path) == key else None
 
 
 def legacy_key(path: str) -> str:

@@ -118,6 +118,7 @@ def cmd_schedule(args) -> int:
     from ..jobs import schedule as sch, scheduler
 
     if args.action in ("add", "change"):
+        args.filesystems = getattr(args, "filesystems", None) or []
         schedules = sch.load()
         if args.action == "add":
             if args.kind == "system":
@@ -231,20 +232,29 @@ def register(sub) -> None:
                                    "root. Exit status: 0 done, 1 failed or skipped, 2 wrong usage.")
     ss = p.add_subparsers(dest="action", metavar="ACTION", parser_class=type(p))
     ss.required = True
-    a = ss.add_parser("add", help="add a schedule: 'add system --weekly sun@05:30 --dest DIR' or "
-                                  "'add user FS...|--all-user --daily 04:00 --dest DIR'")
-    a.add_argument("kind", choices=("system", "user"))
+    add = ss.add_parser("add", help="add a schedule: 'add system --weekly sun@05:30 --dest DIR' or "
+                                    "'add user FS...|--all-user --daily 04:00 --dest DIR'")
+    kinds = add.add_subparsers(dest="kind", metavar="KIND", parser_class=type(p))
+    kinds.required = True
+    # A parser of its own per kind, so that file systems named after the options (as the menus
+    # put them) are still this command's.
+    a_sys = kinds.add_parser("system", help="a weekly system image (the guided procedure)")
+    a_user = kinds.add_parser("user", help="daily backups by level of user file systems")
     c = ss.add_parser("change", help="change a schedule: its times, file systems, destination or weeks kept")
     c.add_argument("id", metavar="ID")
-    for x in (a, c):
-        x.add_argument("filesystems", nargs="*", metavar="FS", help="user: the file systems (mount points)")
-        x.add_argument("--weekly", metavar="DAY@HH:MM", help="system: the weekly image, for example sun@05:30")
-        x.add_argument("--daily", metavar="HH:MM", help="user: the daily run (level 1; level 0 on --full-day)")
-        x.add_argument("--full-day", metavar="DAY", help="user: the day of the full backup (default sun)")
-        x.add_argument("--all-user", action="store_true", help="user: every user file system mounted at run time")
-        x.add_argument("--dest", required=x is a, metavar="DIR", help="the existing directory the backups go to")
+    for x in (a_sys, a_user, c):
+        if x is not a_sys:
+            x.add_argument("filesystems", nargs="*", metavar="FS", help="user: the file systems (mount points)")
+            x.add_argument("--daily", metavar="HH:MM", help="user: the daily run (level 1; level 0 on --full-day)")
+            x.add_argument("--full-day", metavar="DAY", help="user: the day of the full backup (default sun)")
+            x.add_argument("--all-user", action="store_true", help="user: every user file system mounted at run time")
+        if x is not a_user:
+            x.add_argument("--weekly", metavar="DAY@HH:MM", help="system: the weekly image, for example sun@05:30")
+        x.add_argument("--dest", required=x is not c, metavar="DIR", help="the existing directory the backups go to")
         x.add_argument("--keep", type=int, metavar="WEEKS", help="weeks of backups to keep (default 4)")
-    add_root(a)
+        if x is not c:
+            add_root(x)
+        x.set_defaults(filesystems=[], daily=None, full_day=None, all_user=False, weekly=None)
     lp = ss.add_parser("list", help="the schedules, what runs them, their next run and last result")
     add_json(lp)
     x = ss.add_parser("remove", help="remove a schedule (its backups stay)")
