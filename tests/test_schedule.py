@@ -4,7 +4,6 @@ linux-backup.md §2.2-§2.3, §6)."""
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import json
 import os
 import subprocess
@@ -122,18 +121,19 @@ def test_cron_file_exact_and_each_line_runs_as_written(home, tmp_path):
 
 
 def test_overlapping_runs_are_refused(home):
+    """A run that finds the one lock held (another run, an unmount, a mksysb) is skipped, and
+    the record says so."""
+    from aixsmit.state import mount_lock
+
     tr = home
     env = tr.env()
     assert aixsmit("cmd", "schedule", "add", "user", "/home", "--daily", "04:00", "--dest", tr.out, "--root", tr.path,
                    env=env).returncode == 0
-    lock_path = tr.base / "state" / "schedule.lock"
-    with open(lock_path, "a+") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        f.write("4242")
-        f.flush()
+    with mount_lock("umount"):
         r = aixsmit("cmd", "schedule", "run", "user1", env=env)
     assert r.returncode == 1
-    assert "another backup is running" in r.stderr and "skipped" in r.stderr
+    assert f"another aixsmit run is unmounting or mounting file systems (pid {os.getpid()}" in r.stderr
+    assert "This run is skipped." in r.stderr
     assert list(tr.out.rglob("*.tar")) == []
     assert sch.last_run("user1")["result"] == "SKIPPED"
 

@@ -17,6 +17,7 @@ import subprocess
 import pytest
 
 from aixsmit.jobs import schedule as sch
+from aixsmit.state import mount_lock
 
 from conftest import aixsmit, need_tool, needs_root, run
 from treecmp import diff, snapshot
@@ -122,7 +123,7 @@ def test_a_week_of_runs_as_written_then_day_5_restored(troot, tmp_path, monkeypa
     assert c.returncode == 0 and "Normalized form: *-*-* 04:00:00" in c.stdout
     # Day 3: skipped, another run holds the lock.
     (home / "e").write_text("e3")
-    with sch.run_lock():
+    with mount_lock("another run"):
         p = run_exec_start(service, day_env(3))
     assert p.returncode == 1 and p.stdout == "", p.stdout
     # Day 4: fails, the archive does not fit.

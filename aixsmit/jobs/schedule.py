@@ -4,7 +4,8 @@ Schedules live in the state directory (``schedules.json``, written atomically) a
 scheduler in use (:mod:`.scheduler`: a cron file, root's crontab on AIX, or systemd timers),
 which runs ``aixsmit cmd schedule run --quiet ID``. A run:
 
-* takes the lock, so runs never overlap; one that finds it held is recorded as skipped;
+* takes the one lock (``state.mount_lock``), so runs never overlap each other nor an
+  operator's unmount or mksysb; one that finds it held is recorded as skipped;
 * keeps a log and a record (result, start, end) per run in ``runs/ID/`` of the state
   directory, for ``schedule list``; a failed or skipped run is also told to the system log
   and, where a mailer exists, to root by mail (:mod:`.notify`);
@@ -21,7 +22,6 @@ destination again at each run.
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import json
 import os
 import re
@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import AixsmitError
-from ..state import DEFAULT_STATE_DIR, atomic_write_json, state_dir
+from ..state import DEFAULT_STATE_DIR, LockBusy, atomic_write_json, mount_lock, state_dir
 from .scheduler import control_free
 
 DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")  # cron: Sunday = 0
@@ -226,29 +226,6 @@ def last_run(sid: str) -> dict:
     return found[-1] if found else {}
 
 
-class Locked(AixsmitError):
-    pass
-
-
-def run_lock():
-    """The lock that keeps runs from overlapping: an open file, held until closed."""
-    path = state_dir() / "schedule.lock"
-    f = open(path, "a+")
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.seek(0)
-        holder = f.read().strip() or "?"
-        f.close()
-        raise Locked(f"schedule: another backup is running (pid {holder}); this run is skipped so that runs never "
-                     "overlap.")
-    f.seek(0)
-    f.truncate()
-    f.write(str(os.getpid()))
-    f.flush()
-    return f
-
-
 def _new_log(d: Path, stamp: str):
     for name in (f"{stamp}.log", f"{stamp}-{os.getpid()}.log"):
         try:
@@ -275,12 +252,13 @@ def run_schedule(sid: str, emit: Emit, now: dt.datetime | None = None) -> int:
         emit(line, stream)
 
     result, code = "FAILED", 1
-    lock = None
     try:
-        lock = run_lock()
-        code, result = _run(find(sid), stamp, now, tee)
-    except Locked as exc:
-        tee(str(exc), "stderr")
+        # The one lock of everything that unmounts or mounts again: a scheduled run never
+        # overlaps another, nor an operator's unmount, mksysb or walkthrough.
+        with mount_lock(f"schedule {sid}"):
+            code, result = _run(find(sid), stamp, now, tee)
+    except LockBusy as exc:
+        tee(f"{exc} This run is skipped.", "stderr")
         result, code = "SKIPPED", 1
     except AixsmitError as exc:
         tee(str(exc), "stderr")
@@ -289,9 +267,6 @@ def run_schedule(sid: str, emit: Emit, now: dt.datetime | None = None) -> int:
         tee(f"schedule: {exc.filename or ''}: {exc.strerror or exc}", "stderr")
     except Exception as exc:  # noqa: BLE001 - whatever broke, the run is recorded and told
         tee(f"schedule: the run stopped: {type(exc).__name__}: {exc}", "stderr")
-    finally:
-        if lock is not None:
-            lock.close()
     record = {"id": sid, "start": now.strftime("%Y-%m-%d %H:%M:%S"), "result": result, "code": code,
               "log": str(log_path), "seconds": round(time.time() - started, 1),
               "host_time": time.strftime("%Y-%m-%d %H:%M:%S")}
