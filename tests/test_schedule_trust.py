@@ -226,7 +226,7 @@ def test_a_schedule_builds_its_own_chain_and_refuses_one_without_its_full(home):
     assert items[0][1].split() == ["/home", "level", "0", "2026-11-02", "04:00", "schedule", "user1"]
     assert items[2][1].split()[1:] == ["level", "backup"]
     assert [i.value for i in services.scheduled_fs(system)] == ["/home"]
-    dirs = [i.value for i in services.backup_directories(system)]
+    dirs = [i.value for i in services.schedule_directories(system)]
     assert str(tr.dest) in dirs and all(os.path.isdir(d) for d in dirs)
     # The full goes missing: a restore refuses, naming it, and writes nothing.
     (tr.dest / "home" / "20261102-040000" / "20261102-040000.L0.tar").unlink()

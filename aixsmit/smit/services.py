@@ -9,6 +9,7 @@ from __future__ import annotations
 import glob
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 from ..fs.classify import SYSTEM, USER
@@ -120,7 +121,7 @@ def schedules(system: System) -> list[ListItem]:
 
 
 @service
-def backup_directories(system: System) -> list[ListItem]:
+def schedule_directories(system: System) -> list[ListItem]:
     """Folders a schedule can write into: the usual backup folders and the schedules' own
     (directories only: a schedule writes a new file into one at each run)."""
     from ..jobs import schedule as sch
@@ -174,15 +175,18 @@ def level_archives(system: System) -> list[ListItem]:
     for s in schedules:
         for folder in sorted(glob.glob(os.path.join(glob.escape(s.dest), "*"))) if os.path.isdir(s.dest) else []:
             mp = mount_point_of(os.path.basename(folder)) or os.path.basename(folder)
-            for c in chains.list_chains(chains.Path(folder)):
+            for c in chains.list_chains(Path(folder)):
                 for stamp, level, path in c.runs():
                     seen.add(str(path))
                     out.append(ListItem(str(path), _row(f"{mp:<16}", f"level {level}", f"{chains.when(stamp):%Y-%m-%d %H:%M}",
                                                         f"schedule {s.id}")))
+    found: list[str] = []
     for d in image_dirs(system):
-        for path in sorted(glob.glob(os.path.join(glob.escape(d), "**", "*.tar"), recursive=True))[:200]:
-            if path in seen:
-                continue
+        for depth in range(3):  # bounded: an F4 list is not a search of the whole disk
+            found += sorted(glob.glob(os.path.join(glob.escape(d), *["*"] * depth, "*.tar")))[:200]
+    inside_root = system.root.rstrip("/") + "/"
+    for path in list(dict.fromkeys(found))[:200]:
+        if path not in seen and (system.root == "/" or not path.startswith(inside_root)):
             level = chains.archive_level(path)
             if level is not None:
                 out.append(ListItem(path, _row(f"{path:<48}", f"level {level}" if level >= 0 else "level backup")))
