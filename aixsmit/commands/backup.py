@@ -207,11 +207,11 @@ def cmd_lsbackvg(args) -> int:
 def cmd_restore(args) -> int:
     from ..backup import archive  # tarfile: only for the commands that read images
 
-    if args.x == args.T:
-        raise AixsmitError("restore: give exactly one of -x (extract) and -T (list)", code=2)
+    if args.x + args.T + args.r != 1:
+        raise AixsmitError("restore: give exactly one of -x (extract), -r (a whole file system) and -T (list)", code=2)
     system = System(root="/")
     if system.host.name == "aix":
-        argv = ["restore", "-x" if args.x else "-T"] + (["-q"] if args.q else []) + (["-v"] if args.v else [])
+        argv = ["restore", "-x" if args.x else "-r" if args.r else "-T"] + (["-q"] if args.q else []) + (["-v"] if args.v else [])
         argv += ["-f", args.f, *args.files]
         return _aix_passthrough(argv) if not args.target else _aix_in_dir(argv, args.target)
     if args.T:
@@ -237,6 +237,16 @@ def cmd_restore(args) -> int:
         emit(f"The number of archived files is {count}.", "stdout")
         return 0
     target = args.target or os.getcwd()
+    if args.r:
+        from pathlib import Path
+
+        from ..backup.chains import restore_whole
+
+        if args.files:
+            raise AixsmitError("restore: -r restores a whole file system: name no files (use -x for some)", code=2)
+        restore_whole(Path(args.f), target, emit)
+        emit(f"restore: {args.f} was restored into {target}; restore the next level the same way.", "stdout")
+        return 0
     return archive.restore(args.f, target, args.files, args.v, emit)
 
 
@@ -362,7 +372,11 @@ def register(sub) -> None:
                        description="Extract files of an image into the current directory or --target DIR "
                                    "(all of it, or the FILEs named as ./path). Members that would land outside "
                                    "the target are refused before anything is written.")
-    p.add_argument("-x", action="store_true", help="extract")
+    p.add_argument("-x", action="store_true", help="extract (never deletes anything in the target)")
+    p.add_argument("-r", action="store_true",
+                   help="restore a whole file system from a level backup (the full, then each level in turn), into "
+                        "an empty directory or a mount point: what the backup says was deleted is removed there, "
+                        "each named first")
     p.add_argument("-T", action="store_true", help="list, with sizes")
     p.add_argument("-q", action="store_true", help="do not ask before starting (nothing is asked on Linux)")
     p.add_argument("-v", action="store_true", help="name each file as it is restored")
