@@ -87,3 +87,33 @@ def test_disk_refusals_before_writing(troot):
     r = aixsmit("cmd", "clone", "-f", img, "--disk", dev, "--map", f"/={dev}", "--target", target, env=tr.env())
     assert r.returncode == 2 and "either --disk or --map" in r.stderr
     assert subprocess.run(["sfdisk", "--dump", dev], capture_output=True, text=True).stdout.count("type=") == 1
+
+
+@needs_root
+def test_boot_disk_is_checked_before_writing(troot):
+    """With --map, GRUB goes onto the disk holding the partition for /; one it could not embed
+    into (a GPT without a BIOS boot partition) is refused before anything is written."""
+    from aixsmit.backup import boot
+
+    tr = troot
+    raw = tr.images / "gpt.raw"
+    with open(raw, "wb") as f:
+        f.truncate(64 * MiB)
+    dev = run("losetup", "-f", "--show", raw).stdout.strip()
+    tr.loops.append(dev)
+    run("sfdisk", "-q", dev, input="label: gpt\ntype=linux\n")
+    run("partx", "-a", dev)
+    try:
+        assert clone.boot_disk_of(f"{dev}p1") == dev and clone.boot_disk_of(dev) is None
+        grub = clone.Contents({}, {"./usr/sbin/grub-install", "./usr/lib/grub/i386-pc"})
+        with pytest.raises(AixsmitError, match="GPT without a BIOS boot partition"):
+            boot.check("img", grub, dev, f"{dev}p1", False)
+        with pytest.raises(AixsmitError, match="not a partition of a disk"):
+            boot.check("img", grub, "", dev, False)
+        efi = clone.Contents({}, {"./usr/sbin/grub-install", "./usr/lib/grub/x86_64-efi"})
+        with pytest.raises(AixsmitError, match="EFI only"):
+            boot.check("img", efi, dev, f"{dev}p1", False)
+        run("sfdisk", "-q", dev, input=disk.sfdisk_script(disk.layout(dev, 64 * MiB, [("/", MiB, MiB)])))
+        boot.check("img", grub, dev, f"{dev}p2", False)  # a BIOS boot partition: accepted
+    finally:
+        subprocess.run(["partx", "-d", dev], capture_output=True)
