@@ -117,3 +117,19 @@ def test_boot_disk_is_checked_before_writing(troot):
         boot.check("img", grub, dev, f"{dev}p2", False)  # a BIOS boot partition: accepted
     finally:
         subprocess.run(["partx", "-d", dev], capture_output=True)
+
+
+def test_initramfs_is_made_again_only_when_it_depends_on_the_old_machine():
+    from aixsmit.backup import boot
+
+    tools = {"./usr/sbin/update-initramfs"}
+    files = {"etc/initramfs-tools/initramfs.conf": "MODULES=most\n"}
+    assert boot.initramfs_reason("t", tools, files.get) == ""
+    files["etc/crypttab"] = "# none\n"
+    assert boot.initramfs_reason("t", tools, files.get) == ""
+    for name, text, why in (("etc/initramfs-tools/initramfs.conf", "MODULES=dep\n", "MODULES=dep"),
+                            ("etc/initramfs-tools/conf.d/resume", "RESUME=UUID=abc\n", "resumes"),
+                            ("etc/crypttab", "root_crypt UUID=abc none luks\n", "crypttab")):
+        changed = dict(files, **{name: text})
+        assert why in boot.initramfs_reason("t", tools, changed.get)
+    assert "host-only" in boot.initramfs_reason("t", {"./usr/bin/dracut"}, files.get)
