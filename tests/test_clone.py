@@ -179,3 +179,35 @@ def test_clone_writes_nothing_through_a_link_out_of_the_target(system_on_loops):
     if r.returncode != 0:
         assert "clone resolves every path inside the target" in r.stderr
     assert not [l for l in open("/proc/self/mountinfo").read().splitlines() if str(target) in l]
+
+
+def test_a_stopped_clone_unmounts_what_it_mounted(system_on_loops):
+    """SIGTERM (cancel in COMMAND STATUS, a closed terminal) while the image is restored: the
+    clone's file systems are unmounted again and the error is one line."""
+    import os
+    import signal
+    import sys
+    import time
+
+    tr = system_on_loops
+    slow = tr.base / "slowbin"
+    slow.mkdir()
+    (slow / "tar").write_text("#!/bin/sh\nsleep 60\n")  # the restore: long enough to be stopped in
+    (slow / "tar").chmod(0o755)
+    devs = {mp: new_loop(tr, f"s{i}", 32) for i, mp in enumerate(("/", "/usr", "/home"))}
+    target = tr.base / "stopped"
+    env = tr.env(PATH=f"{slow}:{os.environ['PATH']}")
+    proc = subprocess.Popen([sys.executable, "-m", "aixsmit", "cmd", "clone", "-f", str(tr.img), "--target", str(target),
+                             "--no-boot", *[f"--map={mp}={d}" for mp, d in devs.items()]],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    mounted = lambda: [l for l in open("/proc/self/mountinfo").read().splitlines() if str(target) in l]  # noqa: E731
+    end = time.monotonic() + 60
+    while len(mounted()) < 3 and time.monotonic() < end and proc.poll() is None:
+        time.sleep(0.1)
+    assert len(mounted()) == 3
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1 and err.strip().splitlines() == [
+        "clone: stopped by signal 15; what was mounted for the clone is unmounted, and the target disk is incomplete."]
+    assert mounted() == []

@@ -450,7 +450,7 @@ def aix_clone_argv(args) -> list[str]:
 
 
 def cmd_clone(args) -> int:
-    from ..backup.clone import install, parse_map
+    from ..backup.clone import parse_map
 
     if System(root="/").host.name == "aix":
         return _aix_passthrough(aix_clone_argv(args))
@@ -462,14 +462,33 @@ def cmd_clone(args) -> int:
     mapping = parse_map(args.map)
     if not args.dry_run:
         os.makedirs(args.target, mode=0o700, exist_ok=True)
-    targets = install(args.f, mapping, args.target, emit, dry_run=args.dry_run, overwrite=args.overwrite,
-                      hostname=args.hostname or "", keep_mounted=args.keep_mounted,
-                      disk=args.disk[0] if args.disk else "", layout_file=args.layout or "",
-                      boot_disk=args.boot_disk or "", boot=not args.no_boot, initramfs=args.initramfs,
-                      new_ssh_keys=args.new_ssh_keys)
+
+    def stop(signum, frame):
+        # Stopped (F3/cancel, a closed terminal): unwind so that the chroot's binds and the
+        # clone's file systems are unmounted; further signals must not cut that short.
+        for s in old:
+            signal.signal(s, signal.SIG_IGN)
+        raise AixsmitError(f"clone: stopped by signal {signum}; what was mounted for the clone is unmounted, "
+                           "and the target disk is incomplete.")
+
+    old = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)}
+    try:
+        targets = _clone_install(args, mapping)
+    finally:
+        _restore_signals(old)
     if not args.dry_run:
         print(f"clone: {args.f} is installed on {', '.join(f'{t.mount_point}={t.device}' for t in targets)}.")
     return 0
+
+
+def _clone_install(args, mapping):
+    from ..backup.clone import install
+
+    return install(args.f, mapping, args.target, emit, dry_run=args.dry_run, overwrite=args.overwrite,
+                   hostname=args.hostname or "", keep_mounted=args.keep_mounted,
+                   disk=args.disk[0] if args.disk else "", layout_file=args.layout or "",
+                   boot_disk=args.boot_disk or "", boot=not args.no_boot, initramfs=args.initramfs,
+                   new_ssh_keys=args.new_ssh_keys)
 
 
 def register_clone(sub) -> None:
