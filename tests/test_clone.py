@@ -109,7 +109,8 @@ def test_clone_onto_smaller_devices(system_on_loops):
         fstab = (target / "etc" / "fstab").read_text().splitlines()
         for mp, d in devs.items():
             assert any(l.split()[:3] == [f"UUID={blkid(d, 'UUID')}", mp, "ext4"] for l in fstab), fstab
-        assert "/dev/sdz1 /data xfs defaults 0 2" in fstab  # what the image did not hold stays as it was
+        # What the image did not hold stays, with nofail: the new machine may not have it.
+        assert "/dev/sdz1 /data xfs nofail 0 2" in fstab
         assert (target / "etc" / "hostname").read_text() == "copy\n"
         assert "127.0.1.1\tcopy" in (target / "etc" / "hosts").read_text()
     finally:

@@ -43,6 +43,8 @@ def test_fstab_from_the_source_fstab():
     assert clone.fstab_text(src, targets).splitlines() == [
         "# /etc/fstab", "UUID=new-root / ext4 errors=remount-ro 0 1", "UUID=new-home /home ext4 defaults,nodev 0 2",
         "UUID=swap none swap sw 0 0", "UUID=new-srv /srv xfs noatime 0 2"]
+    # On another machine the source's swap may not exist: kept, but the boot does not wait for it.
+    assert clone.fstab_text(src, targets, other_machine=True).splitlines()[3] == "UUID=swap none swap sw,nofail 0 0"
 
 
 def test_aix_runs_alt_disk_mksysb(aix_bin, tmp_path, monkeypatch):

@@ -1,5 +1,6 @@
 """Proof that a clone boots: a real Debian system is backed up with mksysb, cloned onto one blank
-disk of another size with ``clone --disk``, and the clone is booted in QEMU.
+disk of another size from the menus (Install a System Image onto Other Disks, in tmux; the
+dry run with ``clone --disk`` on the command line), and the clone is booted in QEMU.
 
 The oracle is the booted machine itself: a marker service prints its host name and every file
 system it mounted with the UUID; the clone must show the new host name and only the new UUIDs

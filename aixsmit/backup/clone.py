@@ -206,17 +206,28 @@ def write_text(target: str, path: str, text: str, program: str = "clone", mode: 
         raise _edit_error(program, target, path, exc)
 
 
-def fstab_text(text: str, targets: list[Target]) -> str:
+DEVICE_SPECS = ("UUID=", "LABEL=", "PARTUUID=", "PARTLABEL=", "/dev/")
+
+
+def fstab_text(text: str, targets: list[Target], other_machine: bool = False) -> str:
     """The source's fstab with each cloned file system's line naming its new UUID.
 
     Options, dump and pass come from the source's own line (not the mount table: a root mounted
     read-only for the backup must not give a clone whose fstab says ``ro``); a file system the
     fstab did not list gets a line from the image's record, without the state-only options.
+    ``other_machine`` (a clone): the lines for devices the image does not hold (swap, other
+    disks) are kept with ``nofail`` added, so the new machine boots without them.
     """
     by_mp = {t.mount_point: t for t in targets}
     out, done = [], set()
     for line in text.splitlines():
         parts = line.split()
+        if len(parts) >= 4 and other_machine and parts[0].startswith(DEVICE_SPECS) \
+                and os.path.normpath(parts[1].replace("\\040", " ")) not in by_mp \
+                and "nofail" not in parts[3].split(","):
+            parts[3] = "nofail" if parts[3] == "defaults" else parts[3] + ",nofail"
+            out.append(" ".join(parts))
+            continue
         if len(parts) >= 3 and not parts[0].startswith("#"):
             mp = os.path.normpath(parts[1].replace("\\040", " "))
             t = by_mp.get(mp)
@@ -243,9 +254,10 @@ def rewrite_references(target: str, targets: list[Target], steps: Steps, program
     """fstab for the new UUIDs, and every other file naming an old UUID (crypttab, resume, GRUB)."""
     fstab_target = fstab_root or target
     old = read_text(fstab_target, "etc/fstab", program) or ""
-    steps.say(f"Writing /etc/fstab of {fstab_target} from the source's fstab, for the new UUIDs.")
+    steps.say(f"Writing /etc/fstab of {fstab_target} from the source's fstab, for the new UUIDs"
+              + ("" if fstab_root else "; devices the image does not hold (swap, other disks) get nofail") + ".")
     if not steps.dry_run:
-        write_text(fstab_target, "etc/fstab", fstab_text(old, targets), program)
+        write_text(fstab_target, "etc/fstab", fstab_text(old, targets, other_machine=not fstab_root), program)
     swaps = {t.old_uuid: t.uuid for t in targets if t.old_uuid}
     if not swaps or fstab_root:
         return
