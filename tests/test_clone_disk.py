@@ -135,3 +135,22 @@ def test_initramfs_is_made_again_only_when_it_depends_on_the_old_machine():
         changed = dict(files, **{name: text})
         assert why in boot.initramfs_reason("t", tools, changed.get)
     assert "host-only" in boot.initramfs_reason("t", {"./usr/bin/dracut"}, files.get)
+
+
+@needs_root
+def test_f4_lists_blank_disks_only(troot):
+    from aixsmit.fs.table import System
+    from aixsmit.smit.services import free_disks
+
+    tr = troot
+    raw = tr.images / "blank.raw"
+    with open(raw, "wb") as f:
+        f.truncate(48 * MiB)
+    dev = run("losetup", "-f", "--show", raw).stdout.strip()
+    tr.loops.append(dev)
+    items = {i.value: i.text for i in free_disks(System(root="/"))}
+    assert dev in items and "48 MB" in items[dev] and "blank" in items[dev] and str(raw) in items[dev]
+    used = tr.loop_mount("/home")  # mounted: never offered
+    run("sfdisk", "-q", dev, input="label: gpt\ntype=linux\n")  # partitioned: no longer blank
+    values = {i.value for i in free_disks(System(root="/"))}
+    assert dev not in values and used not in values

@@ -147,9 +147,12 @@ def free_devices(system: System) -> list[ListItem]:
 @service
 def free_disks(system: System) -> list[ListItem]:
     """Whole disks that are blank (no partition table, no file system, nothing mounted or held),
-    from ``lsblk --json``: where clone --disk may install a system image."""
+    from ``lsblk --json``: where clone --disk may install a system image. What lsblk cannot know
+    without udev's database (file system and partition table types) is probed with blkid."""
     import json
     import subprocess
+
+    from ..fs.crfs import existing_fs
 
     try:
         proc = subprocess.run(["lsblk", "--json", "--bytes", "-o", "PATH,SIZE,TYPE,FSTYPE,PTTYPE,MOUNTPOINT,MODEL"],
@@ -163,6 +166,8 @@ def free_disks(system: System) -> list[ListItem]:
                 or d.get("mountpoint") or not int(d.get("size") or 0):
             continue
         path, size = d["path"], int(d["size"])
+        if existing_fs(path):
+            continue
         note = (d.get("model") or "").strip()
         try:
             note = "file " + open(f"/sys/class/block/{os.path.basename(path)}/loop/backing_file").read().strip()
