@@ -161,13 +161,19 @@ def test_mount_ledger_under_every_fault_at_every_step(faulty, monkeypatch):
     assert not failures, "\n".join(failures)
 
 
-def test_sysbackup_under_every_fault_at_every_step(faulty):
+# sysbackup runs the same unmount and mount-again functions as the two commands above, which go
+# through every step; here each kind of step once (the first record, the last unmount, the image,
+# the first and the last mount again), every fault at each: 24 runs instead of 44.
+SYSBACKUP_STEPS = ["record:1", "umount:2", "unmounted:2", "image", "mount:1", "mounted:2"]
+
+
+def test_sysbackup_under_every_fault_at_each_kind_of_step(faulty):
     f = faulty
     out = f.tr.base / "out"
     out.mkdir()
     before = findmnt(f.tr)
     failures: list[str] = []
-    for step in UMOUNT_STEPS + ["image"] + MOUNT_STEPS:
+    for step in SYSBACKUP_STEPS:
         for fault in FAULTS:
             check_case(f, before, ["sysbackup", "--root", f.tr.path, out / "sys.mksysb"], step, fault, failures)
     assert not failures, "\n".join(failures)
