@@ -77,7 +77,9 @@ class Ledger:
 
     def _read(self) -> list[LedgerEntry]:
         try:
-            data = json.loads(self.path.read_text())
+            from ..safefile import STATE_FILE_LIMIT, read_bounded
+
+            data = json.loads(read_bounded(str(self.path), STATE_FILE_LIMIT, "unmount ledger"))
         except FileNotFoundError:
             return []
         except (OSError, ValueError) as exc:
