@@ -44,6 +44,8 @@ def open_image_stream(path: str, program: str = "listvgbackup"):
             raise IsADirectoryError
         if stat.S_ISREG(st.st_mode) and st.st_size == 0:
             raise FileNotFoundError
+        if not (stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode) or stat.S_ISCHR(st.st_mode)):
+            raise AixsmitError(f"{program}: {path} is neither a file nor a disk or tape: not a backup image")
         seekable = stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode)
         return open(path, "rb", buffering=0 if not seekable else -1), seekable
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
@@ -389,10 +391,15 @@ def verify(path: str, program: str = "verify") -> Verification:
     crcs: list[tuple[int, int]] = []
     names: list[str] = []
     damage = Damage()
+    symlinks: set[str] = set()
+    unsafe: list[str] = []
     with open_image(path, program) as tf:
         for m in read_members(tf, damage):
             name = _norm(m.name)
             result.members += 1
+            why = unsafe_member(m, symlinks)
+            if why:
+                unsafe.append(why)
             if name in (info.toc_member, sums_name):
                 if not m.isfile() or m.size > TOC_LIMIT:
                     damage.append(f"{name}: not a file of at most {TOC_LIMIT >> 20} MB")
@@ -429,6 +436,9 @@ def verify(path: str, program: str = "verify") -> Verification:
         result.problems += list(damage)
         result.seconds = time.monotonic() - start
         return result
+    if unsafe:
+        result.problems.append(f"{len(unsafe)} member(s) would be restored outside the target (first: {unsafe[0]}); "
+                               "restore refuses this image")
     if toc is None:
         result.status = "FAILED"
         result.problems.append("the table of contents (backup.toc) is missing: the image was not made by aixsmit or is incomplete")
@@ -482,6 +492,29 @@ def _under(name: str, tops: list[str]) -> bool:
     return any(top == "." or name == top or name.startswith(top + "/") for top in tops)
 
 
+def unsafe_member(m: tarfile.TarInfo, symlinks: set[str]) -> str:
+    """Why extracting ``m`` would write outside the target ("" if it would not): an absolute
+    name, ``..``, a hard link to such a name, or a name below a symbolic link the image itself
+    holds (``symlinks``: the ./names of those met so far; a write through the link would land
+    wherever it leads). Keeps ``symlinks`` up to date."""
+    name = m.name
+    why = ""
+    if name.startswith("/") or ".." in name.split("/"):
+        why = name
+    elif m.islnk() and (m.linkname.startswith("/") or ".." in m.linkname.split("/")):
+        why = f"{name} (hard link to {m.linkname})"
+    else:
+        prefix = _norm(name)
+        while prefix.count("/") > 1:
+            prefix = prefix.rsplit("/", 1)[0]
+            if prefix in symlinks:
+                why = f"{name} (below the symbolic link {prefix} the image holds)"
+                break
+    if m.issym():
+        symlinks.add(_norm(name))
+    return why
+
+
 def survey(path: str, program: str, within: list[str] | None = None, skip: list[str] | None = None) -> Survey:
     """One pass over the image's headers (read_members). ``unsafe``: absolute names, ``..``,
     hard links to such names, and members below a symbolic link the image itself holds (a
@@ -499,25 +532,14 @@ def survey(path: str, program: str, within: list[str] | None = None, skip: list[
         for m in read_members(tf, out.damage):
             name = m.name
             norm = _norm(name)
-            parts = name.split("/")
-            if name.startswith("/") or ".." in parts:
-                out.unsafe.append(name)
-            elif m.islnk() and (m.linkname.startswith("/") or ".." in m.linkname.split("/")):
-                out.unsafe.append(f"{name} (hard link to {m.linkname})")
-            else:
-                prefix = norm
-                while prefix.count("/") > 1:
-                    prefix = prefix.rsplit("/", 1)[0]
-                    if prefix in symlinks:
-                        out.unsafe.append(f"{name} (below the symbolic link {prefix} the image holds)")
-                        break
+            why = unsafe_member(m, symlinks)
+            if why:
+                out.unsafe.append(why)
             if within is not None and not _under(norm, skip or []):
                 if not _under(norm, within) and not (m.isdir() and norm in above):
                     out.outside.append(norm)
                 elif m.islnk() and not _under(_norm(m.linkname), within):
                     out.outside.append(f"{norm} (hard link to {_norm(m.linkname)})")
-            if m.issym():
-                symlinks.add(norm)
             if "GNU.dumpdir" in m.pax_headers or m.type == b"D":
                 out.incremental = True
             out.names.add(norm)
