@@ -99,7 +99,9 @@ def parse(text: str, path: str = "<config>") -> Config:
         problem = (exc.problem or exc.context or "not valid YAML").strip()
         raise ConfigError(f"{path}: {line}{problem}")
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}")
+        # (a reader error, such as a control character: its text spans several lines)
+        text = " ".join(str(exc).split()).encode("unicode_escape", "backslashreplace").decode("ascii")
+        raise ConfigError(f"{path}: not valid YAML: {text}")
     if root is None:
         return Config(path=path)
     if not isinstance(root, yaml.MappingNode):
