@@ -25,7 +25,7 @@ import time
 import pytest
 
 from aixsmit.backup import image_data
-from aixsmit.backup.archive import SUMS_VERSION
+from aixsmit.backup import sums as blocksums
 from aixsmit.backup.walk import TOC_VERSION
 
 from conftest import aixsmit, needs_root
@@ -54,7 +54,6 @@ class Image:
         self.buf = io.BytesIO()
         self.tf = tarfile.open(fileobj=self.buf, mode="w", format=tarfile.PAX_FORMAT)
         self.toc: list[bytes] = []
-        self.sums: list[bytes] = []
         info = "./image.data" if kind == "mksysb" else f"./tmp/vgdata/{self.vg}/{self.vg}.data"
         if kind == "savevg":
             self.dir("./tmp/vgdata/datavg", toc=False)
@@ -66,10 +65,6 @@ class Image:
         self.tf.addfile(ti, io.BytesIO(data) if data is not None else None)
         if toc:
             self.toc.append(kind + (ti.name if ti.name.startswith("./") else "./" + ti.name).encode() + b"\0")
-        if ti.isfile():
-            import zlib
-
-            self.sums.append(b"%08x %d %s\0" % (zlib.crc32(data or b""), len(data or b""), ti.name.encode()))
 
     def file(self, name: str, data: bytes = b"data\n", toc: bool = True) -> "Image":
         ti = tarfile.TarInfo(name)
@@ -111,7 +106,10 @@ class Image:
         ti.size = len(toc)
         self._add(ti, toc, toc=False)
         if sums:
-            data = SUMS_VERSION.encode() + b"\n" + b"".join(self.sums)
+            end = self.tf.offset  # where the checksum member's header goes
+            image = self.buf.getvalue()[:end]
+            crcs = [blocksums.digest(image[i:i + blocksums.BLOCK]) for i in range(0, end, blocksums.BLOCK)]
+            data = blocksums.encode(crcs, end)
             ti = tarfile.TarInfo(f"./tmp/vgdata/{self.vg}/backup.sums")
             ti.size = len(data)
             self.tf.addfile(ti, io.BytesIO(data))

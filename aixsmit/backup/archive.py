@@ -8,7 +8,6 @@ import stat
 import subprocess
 import tarfile
 import time
-import zlib
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
@@ -285,50 +284,8 @@ class Verification:
     seconds: float = 0.0
 
 
-SUMS_VERSION = "aixsmit-sums 1 crc32"  # then, per file member in order: %08x crc, size, ./name, NUL
-
-
 def sums_member(toc_member: str) -> str:
     return toc_member.rsplit("/", 1)[0] + "/backup.sums"
-
-
-def _data_crc(tf: tarfile.TarFile, m: tarfile.TarInfo) -> tuple[int, int]:
-    """(bytes, CRC-32) of a file member's data, as a restore would write it."""
-    f = tf.extractfile(m)
-    if f is None:
-        return 0, 0
-    crc = n = 0
-    read = f.read
-    while True:
-        chunk = read(1 << 20)
-        if not chunk:
-            break
-        n += len(chunk)
-        crc = zlib.crc32(chunk, crc)
-    if n != m.size:
-        raise tarfile.ReadError(f"{_norm(m.name)}: {n} of {m.size} bytes")
-    return n, crc
-
-
-def checksum_image(path: str) -> tuple[bytes, int]:
-    """The checksum member's data for a complete image (one record per file member, in
-    order), and the offset of the image's end-of-archive blocks. AixsmitError if the image
-    does not read to its end."""
-    out = bytearray(SUMS_VERSION.encode() + b"\n")
-    damage = Damage()
-    with open_image(path, "mksysb") as tf:
-        for m in read_members(tf, damage):
-            if m.isfile():
-                try:
-                    n, crc = _data_crc(tf, m)
-                except (tarfile.TarError, OSError, EOFError) as exc:
-                    damage.append(str(exc))
-                    break
-                out += b"%08x %d %s\0" % (crc, n, os.fsencode(_norm(m.name)))
-        end = tf.offset
-    if damage:
-        raise damaged(path, "mksysb", damage)
-    return bytes(out), end
 
 
 def append_member(fd: int, end: int, name: str, data: bytes, record: int = 20 * 512) -> int:
@@ -360,36 +317,28 @@ def _parse_toc(data: bytes) -> dict[str, str]:
     return out
 
 
-def _parse_sums(data: bytes) -> list[tuple[int, int, str]] | None:
-    head, _, body = data.partition(b"\n")
-    if head.decode(errors="replace") != SUMS_VERSION:
-        return None
-    out = []
-    for rec in body.split(b"\0"):
-        if rec:
-            crc, size, name = rec.split(b" ", 2)
-            out.append((int(crc, 16), int(size), _norm(os.fsdecode(name))))
-    return out
-
-
 def verify(path: str, program: str = "verify") -> Verification:
-    """Read every member of the image to its end, as a restore reads it, and check it against
-    what was recorded when the image was made: the table of contents (every entry's name and
-    kind) and the checksums (every file's size and CRC-32). Damage, truncation, a changed data
-    byte, a member the table does not hold: FAILED. Entries that vanished or changed type
-    while the backup ran (tar warned about them then): WARN. An image without checksums (made
-    before they existed) is checked against its table of contents only, and says so (notes)."""
+    """Read the whole image, as a restore reads it, and check it against what was recorded when
+    it was made: the table of contents (every entry's name and kind) and the checksums (a
+    XXH3 checksum of every MiB of the image: headers and data). Damage, truncation, a changed byte, a
+    member the table does not hold, a member that would land outside a restore's target:
+    FAILED. Entries that vanished or changed type while the backup ran (tar warned about them
+    then): WARN. An image without checksums (made before they existed, or on a tape) is checked
+    against its table of contents only, and says so (notes)."""
+    from array import array
+
     from ..safefile import TOC_LIMIT
+    from . import sums as blocksums
 
     start = time.monotonic()
     result = Verification(path)
     info = read_info(path, program)
     sums_name = sums_member(info.toc_member)
     toc: dict[str, str] | None = None
-    sums: list[tuple[int, int, str]] | None = None
+    recorded: tuple[int, int, list[int]] | None = None
+    sums_at = -1
     seen: dict[str, str] = {}
-    crcs: list[tuple[int, int]] = []
-    names: list[str] = []
+    starts, ends, names = array("q"), array("q"), []  # where each member lies, for a changed block
     damage = Damage()
     symlinks: set[str] = set()
     unsafe: list[str] = []
@@ -397,6 +346,9 @@ def verify(path: str, program: str = "verify") -> Verification:
         for m in read_members(tf, damage):
             name = _norm(m.name)
             result.members += 1
+            starts.append(m.offset)
+            ends.append(tf.offset)
+            names.append(name)
             why = unsafe_member(m, symlinks)
             if why:
                 unsafe.append(why)
@@ -411,26 +363,39 @@ def verify(path: str, program: str = "verify") -> Verification:
                     break
                 if name == info.toc_member:
                     toc = _parse_toc(data)
-                    crc = zlib.crc32(data)
-                    crcs.append((len(data), crc))
-                    names.append(name)
-                    result.bytes += len(data)
                 else:
+                    sums_at = m.offset
                     try:
-                        sums = _parse_sums(data)
-                    except ValueError:
-                        damage.append(f"{name}: the checksums cannot be read")
+                        recorded = blocksums.decode(data)
+                    except ValueError as exc:
+                        damage.append(f"{name}: the checksums cannot be read ({exc})")
                 continue
             if m.isfile():
-                try:
-                    n, crc = _data_crc(tf, m)
-                except (tarfile.TarError, OSError, EOFError) as exc:
-                    damage.append(f"the image ends inside {name}: {exc}; everything after it is lost")
-                    break
-                result.bytes += n
-                crcs.append((n, crc))
-                names.append(name)
+                result.bytes += m.size
             seen[name] = _KIND.get(m.type, "f")
+        seekable = not isinstance(tf.fileobj, tarfile._Stream)
+        if recorded is not None and not damage:
+            block, end, crcs = recorded
+            if end != sums_at or not seekable:
+                result.problems.append(f"{sums_name}: the checksums cover {end} bytes, but the image's members end at "
+                                       f"byte {sums_at}")
+            else:
+                try:
+                    got = blocksums.block_crcs(tf.fileobj.fileno(), 0, end, block)
+                except OSError as exc:
+                    damage.append(f"reading the image again: {exc.strerror or exc}")
+                    got = crcs
+                bad = [i for i, (a, b) in enumerate(zip(crcs, got)) if a != b]
+                hit: list[str] = []
+                for i in bad:
+                    lo, hi = i * block, (i + 1) * block
+                    hit += [names[k] for k in range(len(names)) if starts[k] < hi and ends[k] > lo
+                            and names[k] not in hit]
+                for name in hit[:20]:
+                    result.problems.append(f"{name}: its data is not what was written (a changed byte: the checksum of "
+                                           "its part of the image differs)")
+                if len(hit) > 20:
+                    result.problems.append(f"… and {len(hit) - 20} more members in changed parts of the image")
     if damage:
         result.status = "FAILED"
         result.problems += list(damage)
@@ -455,17 +420,9 @@ def verify(path: str, program: str = "verify") -> Verification:
         extra = [n for n in seen if n not in toc and n not in staged]
         for n in extra[:20]:
             result.problems.append(f"{n}: in the image but not in its table of contents")
-    if sums is None:
-        result.notes.append("the image has no checksums (made by an older aixsmit): file data was read, not compared")
-    elif len(sums) != len(crcs):
-        result.problems.append(f"the checksums record {len(sums)} files, the image holds {len(crcs)}")
-    else:
-        bad = [(rec, got) for rec, got in zip(sums, crcs) if (rec[1], rec[0]) != got]
-        for (crc, size, name), (n, got) in bad[:20]:
-            why = f"{n} bytes, {size} recorded" if n != size else "a changed byte"
-            result.problems.append(f"{name}: its data is not what was written ({why}: CRC-32 {got:08x}, recorded {crc:08x})")
-        if len(bad) > 20:
-            result.problems.append(f"… and {len(bad) - 20} more files whose data changed")
+    if recorded is None:
+        result.notes.append("the image has no checksums (made by an older aixsmit, or on a tape): its members were "
+                            "read, its bytes not compared")
     if result.problems:
         result.status = "FAILED"
     elif result.warnings:

@@ -48,6 +48,7 @@ from .excludes import ExcludeList
 from .infofiles import info_member, vgdata_dir
 from .infofiles import stage as stage_information
 from .stop import ImageInterrupted, request_stop
+from .sums import BlockSums, archive_end
 from .streams import WARNING_RE, ListFeed, SecondTar, tar_options
 from .walk import TOC_VERSION, walk
 
@@ -159,6 +160,7 @@ def _create_image(req: ImageRequest, emit: Emit) -> ImageResult:
     stage = os.path.join(work, "stage")
     os.mkdir(stage)
     out: OutputFile | None = None
+    sums: BlockSums | None = None
     tmp = dest
     job: Job | None = None
     feeds: list[ListFeed] = []
@@ -205,6 +207,9 @@ def _create_image(req: ImageRequest, emit: Emit) -> ImageResult:
 
         # 3. tar starts at once and reads the names while the walk finds them (streams).
         opts, record = tar_options(req.verbose, req.blocks, is_device)
+        if out is not None:
+            sums = BlockSums(out.fd, margin=record + 2 * 512)
+            sums.start()
         # Two tars at once where the machine has the CPUs for it: into a file only, and not
         # with -v, whose one line per file from two tars would interleave.
         streams = req.streams or req.system.config.backup_streams or (2 if (os.cpu_count() or 1) >= 2 else 1)
@@ -292,13 +297,13 @@ def _create_image(req: ImageRequest, emit: Emit) -> ImageResult:
         emit("", "stdout")
         emit(f"{done} of {total} files backed up (100%)", "stdout")
         if out is not None:
-            # 7. The checksums: every file member's CRC-32, read back from the finished image
-            # (from the page cache, mostly) with the reader verify uses, as the image's last member.
-            from .archive import append_member, checksum_image, sums_member
+            # 7. The checksums (sums): an XXH3 per MiB of the image, read back while tar wrote
+            # it; only the last blocks are read now. They go in as the image's last member.
+            from .archive import append_member, sums_member
 
             try:
-                sums, end = checksum_image(f"/proc/self/fd/{out.fd}")
-                append_member(out.fd, end, sums_member(toc_member), sums, record)
+                end = archive_end(out.fd)
+                append_member(out.fd, end, sums_member(toc_member), sums.finish(end), record)
                 out.commit()  # fsync, rename over the destination, fsync the folder
             except (AixsmitError, OSError) as exc:
                 emit(f"{prog}: {dest}: {getattr(exc, 'strerror', None) or exc}", "stderr")
@@ -323,6 +328,8 @@ def _create_image(req: ImageRequest, emit: Emit) -> ImageResult:
             second.stop()
         for feed in feeds:
             feed.stop()
+        if sums is not None:
+            sums.stop()
         if out is not None:
             if not renamed:
                 out.discard()  # only the file created here, whatever is at its name now
