@@ -106,3 +106,26 @@ def test_planted_names_never_redirect_roots_image(troot, shared, plant):
     r = subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "cat", final],
                        capture_output=True)
     assert r.returncode != 0 and b"secret" not in r.stdout
+
+
+def test_level_archives_are_roots_and_0600_through_planted_links(troot, shared):
+    """backup -0 (the level archives of scheduled backups) into the same shared folder, with a
+    link at the final name to a file of root's: replaced, never written through; 0600."""
+    tr = troot
+    folder, victims, _ = shared
+    tr.loop_mount("/home", size_mb=16)
+    tr.p("/home/key").write_text("-----BEGIN PRIVATE KEY-----\n")
+    os.chmod(tr.p("/home/key"), 0o600)
+    victim = os.path.join(victims, "passwd")
+    with open(victim, "w") as f:
+        f.write("root:x:0:0::/root:/bin/sh\n")
+    final = os.path.join(folder, "home.L0.tar")
+    _as_attacker("ln", "-s", victim, final)
+    r = subprocess.run(["sh", "-c", f"umask 0; exec {' '.join(map(str, __import__('sys').executable.split()))} -m aixsmit "
+                        f"cmd backup -0 --root {tr.path} -f {final} /home"], capture_output=True, text=True, env=tr.env())
+    assert r.returncode == 0, r.stderr
+    st = os.lstat(final)
+    assert stat.S_ISREG(st.st_mode) and st.st_uid == 0 and stat.S_IMODE(st.st_mode) == 0o600
+    with open(victim) as f:
+        assert f.read() == "root:x:0:0::/root:/bin/sh\n"
+    assert os.listdir(folder) == ["home.L0.tar"]
