@@ -117,19 +117,12 @@ class Image:
         return self.buf.getvalue()
 
 
-def _header_offset(data: bytes, name: str) -> int:
+def _member(data: bytes, name: str) -> tarfile.TarInfo:
+    """The member ``name`` of the archive ``data`` (its header at .offset, its data at .offset_data)."""
     with tarfile.open(fileobj=io.BytesIO(data)) as tf:
         for m in tf:
             if m.name == name:
-                return m.offset
-    raise KeyError(name)
-
-
-def _data_offset(data: bytes, name: str) -> int:
-    with tarfile.open(fileobj=io.BytesIO(data)) as tf:
-        for m in tf:
-            if m.name == name:
-                return m.offset_data
+                return m
     raise KeyError(name)
 
 
@@ -156,11 +149,11 @@ def corpus(outside: str) -> dict[str, tuple[bytes, str]]:
     # Damage: a header with a wrong checksum in the middle, an image cut inside a member's data,
     # a header saying 2^40 bytes, a changed byte of a file's data.
     good = _base().file("./data/one", b"1" * 3000).file("./data/two", b"2" * 3000).file("./data/three", b"3").finish()
-    at = _header_offset(good, "./data/two")
+    at = _member(good, "./data/two").offset
     bad = bytearray(good)
     bad[at + 100] ^= 0x55  # the mode field: the header's checksum no longer matches
     c["corrupt-header"] = (bytes(bad), "damaged")
-    c["truncated"] = (good[:_data_offset(good, "./data/two") + 1000], "damaged")
+    c["truncated"] = (good[:_member(good, "./data/two").offset_data + 1000], "damaged")
     huge = tarfile.TarInfo("./data/huge")
     huge.size = 1 << 40
     head = _base().finish()
@@ -168,7 +161,7 @@ def corpus(outside: str) -> dict[str, tuple[bytes, str]]:
     end = end + b"\0" * (-len(end) % 512)
     c["size-2^40"] = (end + huge.tobuf(tarfile.PAX_FORMAT) + b"h" * 4096, "damaged")
     changed = bytearray(good)
-    changed[_data_offset(good, "./data/one") + 10] ^= 1
+    changed[_member(good, "./data/one").offset_data + 10] ^= 1
     c["changed-byte"] = (bytes(changed), "changed")
     c["not-tar"] = (b"#!/bin/sh\necho not an image\n" * 40, "damaged")
     c["mksysb-ok"] = (_base("mksysb").file("./home/user/file", b"ok\n").finish(), "ok")
@@ -271,7 +264,7 @@ def test_every_command_on_every_hostile_image(troot, tmp_path):
 def test_a_truncated_image_restores_what_can_be_read_and_says_what_was_lost(tmp_path):
     good = _base().file("./data/one", b"1" * 3000).file("./data/two", b"2" * 5000).file("./data/three", b"3").finish()
     img = tmp_path / "cut.img"
-    img.write_bytes(good[:_data_offset(good, "./data/two") + 1024])
+    img.write_bytes(good[:_member(good, "./data/two").offset_data + 1024])
     target = tmp_path / "t"
     target.mkdir()
     r = aixsmit("cmd", "restore", "-x", "-f", img, "--target", target)

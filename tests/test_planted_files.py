@@ -129,3 +129,27 @@ def test_level_archives_are_roots_and_0600_through_planted_links(troot, shared):
     with open(victim) as f:
         assert f.read() == "root:x:0:0::/root:/bin/sh\n"
     assert os.listdir(folder) == ["home.L0.tar"]
+
+
+def test_a_destination_that_is_somebodys_data_is_refused(troot):
+    """The backing file of a mounted loop file system, the mounted device itself, a file inside
+    what is being backed up: each refused with one line naming the mount, nothing written."""
+    import hashlib
+
+    tr = troot
+    dev = tr.loop_mount("/home", size_mb=16)
+    backing = tr.images / "home.img"
+    tr.p("/etc/thesis.txt").write_text("years of work\n")
+
+    def digest(path) -> str:
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read(1 << 20)).hexdigest()
+
+    before = digest(backing), digest(dev)
+    for dest, says in ((backing, f"it is the backing file of {dev.replace('/dev/', '/dev/')}, mounted at {tr.path}/home"),
+                       (dev, f"it holds the file system mounted at {tr.path}/home"),
+                       (tr.p("/etc/thesis.txt"), f"it is a file of {tr.path}, which this image backs up")):
+        r = aixsmit("cmd", "mksysb", "-i", "--root", tr.path, dest, env=tr.env())
+        assert r.returncode == 3 and says in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert (digest(backing), digest(dev)) == before
+    assert tr.p("/etc/thesis.txt").read_text() == "years of work\n"

@@ -179,11 +179,11 @@ def refuse_data(program: str, dest: str, kind: str, include: list[str]) -> None:
             pass
         return
     try:
-        st = os.stat(dest)
+        st = os.lstat(dest)
     except OSError:
         return  # a new file
     if not stat.S_ISREG(st.st_mode):
-        return
+        return  # (a link is replaced by the rename, whatever it leads to)
     # A loop device's backing file: whatever is mounted from it would be overwritten.
     try:
         loops = [n for n in os.listdir("/sys/block") if n.startswith("loop")]
