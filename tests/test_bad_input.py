@@ -162,3 +162,22 @@ def test_destinations_that_are_not_files_are_one_line(tmp_path, dest):
 def test_empty_root_is_a_usage_error():
     r = aixsmit("cmd", "lsvg", "--root", "")
     assert r.returncode == 2 and "argument --root: an empty path" in r.stderr
+
+
+def test_non_numeric_information_fields_are_not_a_traceback(tmp_path):
+    """FS_SIZE= abc, FS_USED_BYTES= 2^70 and friends: lsmksysb -l and clone's plan read them."""
+    text = image_data.dump([("image_data", {"DATE_TIME": "x"}), ("vg_data", {"VGNAME": "rootvg"}),
+                            ("fs_data", {"FS_NAME": "/", "FS_SIZE": "abc", "FS_SIZE_BYTES": "12e9",
+                                         "FS_USED_BYTES": "-"})]).encode()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        ti = tarfile.TarInfo("./image.data")
+        ti.size = len(text)
+        tf.addfile(ti, io.BytesIO(text))
+    img = tmp_path / "sys.mksysb"
+    img.write_bytes(buf.getvalue())
+    r = aixsmit("cmd", "lsmksysb", "-l", "-f", img)
+    assert r.returncode == 0 and "SHRINK SIZE (MB):       1" in r.stdout, r.stderr
+    r = aixsmit("cmd", "clone", "--dry-run", "-f", img, "--map", "/=/dev/null", "--target", tmp_path / "t")
+    assert "Traceback" not in r.stderr and "internal error" not in r.stderr, r.stderr
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr

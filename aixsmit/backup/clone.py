@@ -67,7 +67,10 @@ def data_per_fs(image: str, mount_points: list[str]) -> dict[str, int]:
 def plan(image: str, mapping: dict[str, str], program: str = "clone") -> list[Target]:
     info = archive.read_info(image, program)
     fss = image_data.every(info.stanzas, "fs_data")
-    recorded = {fs["FS_NAME"]: fs for fs in fss}
+    recorded = {fs.get("FS_NAME", ""): fs for fs in fss}
+    if "" in recorded or not all(mp.startswith("/") for mp in recorded):
+        raise AixsmitError(f"{program}: {image}: an fs_data stanza of its information file has no FS_NAME that is an "
+                           "absolute mount point")
     missing = [mp for mp in recorded if mp not in mapping]
     if missing:
         raise AixsmitError(f"{program}: no device is mapped for {', '.join(missing)} (the image holds "
@@ -83,7 +86,7 @@ def plan(image: str, mapping: dict[str, str], program: str = "clone") -> list[Ta
             raise AixsmitError(f"{program}: {dev} (for {mp}) does not exist.")
         size = device_size(dev)
         need = int(data[mp] * 1.1) + OVERHEAD
-        rec = int(fs.get("FS_SIZE_BYTES") or int(fs.get("FS_SIZE", "0") or 0) * 512)
+        rec = archive._int(fs.get("FS_SIZE_BYTES", "")) or archive._int(fs.get("FS_SIZE", "0")) * 512
         if size < need:
             raise AixsmitError(
                 f"0512-029 {program}: There is not enough room on {dev} for {mp}: the image holds "
