@@ -505,10 +505,11 @@ def survey(path: str, program: str, within: list[str] | None = None, skip: list[
     return out
 
 
-def restore_argv(path: str, target: str, files: list[str], verbose: bool, incremental: bool) -> list[str]:
+def restore_argv(path: str, target: str, files: list[str], verbose: bool, apply_deletions: bool) -> list[str]:
     argv = ["tar", "--extract", f"--file={path}", "-C", target, *TAR_EXTRACT_OPTS]
-    if incremental:
-        # Restoring a level backup also removes what was deleted since the level it builds on.
+    if apply_deletions:
+        # Only a whole-file-system restore of a chain (restore -r) removes what a level backup
+        # says was deleted since the level it builds on; restore -x never deletes, as on AIX.
         argv.append("--listed-incremental=/dev/null")
     if verbose:
         argv += ["--verbose", "--quoting-style=escape"]
@@ -518,13 +519,14 @@ def restore_argv(path: str, target: str, files: list[str], verbose: bool, increm
 
 
 def restore(path: str, target: str, files: list[str], verbose: bool, emit: Emit, program: str = "restore",
-            within: list[str] | None = None, skip: list[str] | None = None) -> int:
+            within: list[str] | None = None, skip: list[str] | None = None, apply_deletions: bool = False) -> int:
     """Extract into ``target``; refuses, before writing anything, an image with members that
     would land outside it. With ``within`` (restvg: the group's ./mount points) only members
-    below those are extracted, deletions recorded by a level backup are never applied, and an
-    image holding anything else (but ``skip``: aixsmit's own information files) is refused.
-    A damaged image restores what GNU tar can read and then fails with the same lines list and
-    verify give."""
+    below those are extracted, and an image holding anything else (but ``skip``: aixsmit's own
+    information files) is refused. Nothing in ``target`` is removed unless ``apply_deletions``
+    (a whole-file-system restore of a level backup, ``backup.chains.restore_whole``, which
+    checks the target and says first what goes; never with ``within``). A damaged image
+    restores what GNU tar can read and then fails with the same lines list and verify give."""
     try:
         st = os.stat(target)
     except OSError as exc:
@@ -557,8 +559,8 @@ def restore(path: str, target: str, files: list[str], verbose: bool, emit: Emit,
         if not files:
             emit(f"{program}: {path} holds no file of {' '.join(within)}: nothing to restore.", "stdout")
             return 0
-    incremental = found.incremental and within is None
-    proc = subprocess.run(restore_argv(path, target, files, verbose, incremental), capture_output=True, text=True,
+    deletions = apply_deletions and found.incremental and not files and within is None
+    proc = subprocess.run(restore_argv(path, target, files, verbose, deletions), capture_output=True, text=True,
                           errors="surrogateescape")
     for line in proc.stdout.splitlines():
         emit(f"x {line}", "stdout")
