@@ -20,12 +20,13 @@ def _system(args, **kw) -> System:
     fmt = getattr(args, "format", None)
     src = getattr(args, "from_file", None)
     if src:
-        try:
-            with open(src, "rb") as f:
-                import os
+        import os
 
-                text = os.fsdecode(f.read())
-        except OSError as exc:
+        from ..safefile import MOUNT_TABLE_LIMIT, read_bounded
+
+        try:
+            text = os.fsdecode(read_bounded(src, MOUNT_TABLE_LIMIT, "mount table"))
+        except FileNotFoundError as exc:
             raise AixsmitError(f"--from {src}: {exc.strerror}")
         if fmt is None:
             fmt = "mountinfo" if text[:1].isdigit() else "aix"
