@@ -303,10 +303,35 @@ def test_restore_x_of_a_level_backup_deletes_nothing(home):
     assert diff(snapshot(str(tr.p("/home")), skip=("lost+found",)), snapshot(str(whole), skip=("lost+found",))) == []
 
 
+@needs_root
+def test_a_chain_restored_onto_its_mount_point_says_first_what_goes(home):
+    tr = home
+    env = tr.env()
+    assert add(tr, "user", "/home", "--daily", "04:00", "--dest", tr.dest).returncode == 0
+    assert sch.run_schedule("user1", quiet, now=SUNDAY) == 0
+    tr.p("/home/b").unlink()
+    tr.p("/home/extra").write_text("made after the backup")
+    tr.p("/home/a").write_text("a changed")
+    target = tr.p("/home")
+    r = aixsmit("cmd", "schedule", "restore", "user1", "--fs", "/home", "--target", target, "--dry-run", env=env)
+    assert r.returncode == 0, r.stderr
+    assert f"restore: will remove ./extra from {target}: it is not in the backup" in r.stdout
+    assert "20261101-040000.L0.tar" in r.stdout and tr.p("/home/extra").exists() and not tr.p("/home/b").exists()
+    # A directory that is neither empty nor a mount point is refused before anything is read.
+    other = tr.base / "other"
+    other.mkdir()
+    (other / "keep").write_text("mine")
+    r = aixsmit("cmd", "schedule", "restore", "user1", "--fs", "/home", "--target", other, env=env)
+    assert r.returncode == 2 and "neither empty nor a mount point" in r.stderr and (other / "keep").exists()
+    r = aixsmit("cmd", "schedule", "restore", "user1", "--fs", "/home", "--target", target, env=env)
+    assert r.returncode == 0, r.stderr
+    assert not tr.p("/home/extra").exists() and tr.p("/home/b").read_text() == "b0" and tr.p("/home/a").read_text() == "a0"
+
+
 # --- the menus -------------------------------------------------------------------------------
 
 SAMPLES = {"id": "user1", "when": "sun@05:30", "dest": "/backup", "keep": "3", "daily": "04:00", "fullday": "mon",
-           "weekly": "sat@06:00", "fs": "/home /data", "all": "no", "date": "2026-11-06", "target": "/restore/home",
+           "weekly": "sat@06:00", "fs": "/home /data", "all": "no", "dryrun": "yes", "date": "2026-11-06", "target": "/restore/home",
            "device": "/backup/home.L0.tar"}
 
 
@@ -330,5 +355,7 @@ def test_every_schedule_and_restore_dialog_parses_with_the_command_s_own_parser(
         if name == "schedchange":
             assert (args.id, args.daily, args.full_day, args.filesystems, args.dest, args.keep) == \
                 ("user1", "04:00", "mon", ["/home", "/data"], "/backup", 3)
+        if name == "schedrestore":
+            assert args.dry_run and args.fs == "/home /data" and args.date == "2026-11-06"
         if name == "restfilesys":
             assert args.r and args.f == "/backup/home.L0.tar" and args.target == "/restore/home"

@@ -203,8 +203,9 @@ def cmd_schedule(args) -> int:
         if args.action == "changes":
             _print_changes(chains.changes(chains.pick(folder, mp, until)), args.json)
             return 0
-        chains.restore_chain(folder, mp, until, args.target, emit)
-        print(f"Restored {mp} as of {args.date or 'the last backup'} into {args.target}.")
+        chains.restore_chain(folder, mp, until, args.target, emit, dry_run=args.dry_run)
+        if not args.dry_run:
+            print(f"Restored {mp} as of {args.date or 'the last backup'} into {args.target}.")
         return 0
     raise AixsmitError("schedule: add, change, list, remove, run, restore, changes or install", code=2)
 
@@ -274,6 +275,8 @@ def register(sub) -> None:
             r.add_argument("--target", required=True, metavar="DIR",
                            help="an empty directory, or the mount point of the file system to restore: what the "
                                 "backups say was deleted is removed there, each named first")
+            r.add_argument("--dry-run", action="store_true",
+                           help="only say which backups would be read and what in the target would be removed")
         else:
             add_json(r)
     p.set_defaults(func=cmd_schedule)
