@@ -216,3 +216,36 @@ def free_devices(system: System) -> list[ListItem]:
             pass
         out.append(ListItem(f"/dev/{name}", _row(f"/dev/{name:<12}", f"{size >> 20:>8} MB", note)))
     return out
+
+
+@service
+def free_disks(system: System) -> list[ListItem]:
+    """Whole disks that are blank (no partition table, no file system, nothing mounted or held),
+    from ``lsblk --json``: where clone --disk may install a system image. What lsblk cannot know
+    without udev's database (file system and partition table types) is probed with blkid."""
+    import json
+    import subprocess
+
+    from ..fs.crfs import existing_fs
+
+    try:
+        proc = subprocess.run(["lsblk", "--json", "--bytes", "-o", "PATH,SIZE,TYPE,FSTYPE,PTTYPE,MOUNTPOINT,MODEL"],
+                              capture_output=True, text=True, timeout=20)
+        devices = json.loads(proc.stdout).get("blockdevices", []) if proc.returncode == 0 else []
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        devices = []
+    out = []
+    for d in devices:
+        if d.get("type") not in ("disk", "loop") or d.get("children") or d.get("fstype") or d.get("pttype") \
+                or d.get("mountpoint") or not int(d.get("size") or 0):
+            continue
+        path, size = d["path"], int(d["size"])
+        if existing_fs(path):
+            continue
+        note = (d.get("model") or "").strip()
+        try:
+            note = "file " + open(f"/sys/class/block/{os.path.basename(path)}/loop/backing_file").read().strip()
+        except OSError:
+            pass
+        out.append(ListItem(path, _row(f"{path:<14}", f"{size >> 20:>8} MB", "blank", note)))
+    return out
