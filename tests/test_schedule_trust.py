@@ -150,6 +150,38 @@ def test_a_run_of_a_schedule_that_is_gone_is_recorded_and_told(tmp_path, monkeyp
     assert sch.last_run("user7")["told"] == ["no logger command", "no mailer (sendmail) for a mail to root"]
 
 
+@needs_root
+def test_a_run_stopped_by_sigterm_is_recorded_and_told(home, tmp_path):
+    import sys
+    import time
+
+    tr = home
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "tar").write_text("#!/bin/sh\nexec sleep 60\n")  # a backup that takes its time
+    for name in ("tar", "logger", "sendmail"):
+        if name != "tar":
+            (bindir / name).write_text(f'#!/bin/sh\necho "$*" >> "{bindir}/{name}.args"\ncat >/dev/null\n')
+        (bindir / name).chmod(0o755)
+    assert add(tr, "user", "/home", "--daily", "04:00", "--dest", tr.dest).returncode == 0
+    env = tr.env(PATH=f"{bindir}:{os.environ['PATH']}", AIXSMIT_NOW=SUNDAY.isoformat())
+    p = subprocess.Popen([sys.executable, "-m", "aixsmit", "cmd", "schedule", "run", "--quiet", "user1"], env=env)
+    child = ""
+    for _ in range(100):
+        child = subprocess.run(["pgrep", "-P", str(p.pid)], capture_output=True, text=True).stdout.split()
+        if child:
+            break
+        time.sleep(0.1)
+    p.terminate()
+    assert p.wait(timeout=30) == 128 + 15
+    last = sch.last_run("user1")
+    assert last["result"] == "FAILED" and last["told"] == ["syslog", "mail to root"]
+    assert "the run was stopped by SIGTERM" in open(last["log"]).read()
+    assert list(tr.dest.rglob("*")) == [tr.dest / "home"]  # no partial archive, no chain without its full
+    time.sleep(0.2)
+    assert child and not os.path.exists(f"/proc/{child[0]}")  # the backup's process went with the run
+
+
 # --- 5. names two mount points share -----------------------------------------------------------
 
 def test_keys_are_systemd_escape_and_injective():
