@@ -172,11 +172,15 @@ def cmd_schedule(args) -> int:
         print(f"Run by {sched.note}")
         if sched.problem:
             print(f"WARNING: {sched.problem}")
-        print(f"{'ID':<9} {'WHAT':<40} {'NEXT RUN':<15} LAST RUN")
+        # Within 80 columns: the COMMAND STATUS pane and a console show it whole.
+        print(f"{'ID':<9} {'WHAT':<32} {'NEXT RUN':<15}  LAST RUN")
         for s in schedules:
             last = sch.last_run(s.id)
-            shown = f"{last.get('result', '')} {last.get('start', '')[:16]}".strip() or "never run"
-            print(f"{s.id:<9} {_visible(s.describe())[:40]:<40} {s.next_run():%a %m-%d %H:%M}  {shown}")
+            shown = f"{last.get('result', '')} {last.get('start', '')[5:16]}".strip() or "never run"
+            what = _visible(s.describe())
+            print(f"{s.id:<9} {what[:32]:<32} {s.next_run():%a %m-%d %H:%M}  {shown}")
+            if len(what) > 32:
+                print(f"{'':<9} {what}")
             if last:
                 print(f"{'':<9} log: {_visible(last.get('log', ''))}")
         return 0
