@@ -349,6 +349,9 @@ def test_a_chain_restored_onto_its_mount_point_says_first_what_goes(home):
     assert r.returncode == 0, r.stderr
     assert f"restore: will remove ./extra from {target}: it is not in the backup" in r.stdout
     assert "20261101-040000.L0.tar" in r.stdout and tr.p("/home/extra").exists() and not tr.p("/home/b").exists()
+    # Never onto a system file system, named by mistake.
+    r = aixsmit("cmd", "schedule", "restore", "user1", "--fs", "/home", "--target", "/", "--dry-run", env=env)
+    assert r.returncode == 2 and "is the system file system /" in r.stderr, r.stderr
     # A directory that is neither empty nor a mount point is refused before anything is read.
     other = tr.base / "other"
     other.mkdir()

@@ -278,7 +278,10 @@ def check_target(target: str, archive: Path, first: bool) -> None:
                            "there first.", code=2)
     if not stat.S_ISDIR(st.st_mode):
         raise AixsmitError(f"restore: {target} is not a directory (a symbolic link is not followed).", code=2)
-    if os.path.ismount(target) or not os.listdir(target):
+    if os.path.ismount(target):
+        _not_the_system(target)
+        return
+    if not os.listdir(target):
         return
     if not first:
         return
@@ -292,6 +295,20 @@ def check_target(target: str, archive: Path, first: bool) -> None:
     raise AixsmitError(f"restore: {target} is neither empty nor a mount point: a whole file system restore of "
                        f"{archive.name} would delete what it holds that the backup does not. Restore into an "
                        "empty directory, or name the mount point of the file system to restore.", code=2)
+
+
+def _not_the_system(target: str) -> None:
+    """A mount point named as the target must hold user data: restoring /home's backup onto
+    / or /usr as a whole file system would delete the operating system's files."""
+    from ..fs.classify import SYSTEM
+    from ..fs.table import System
+
+    real = os.path.realpath(target)
+    for e in System(root="/").table():
+        if e.mount_point == real and (e.cls == SYSTEM or real == "/"):
+            raise AixsmitError(f"restore: {target} is the system file system {e.mount_point}: a whole file system "
+                               "restore there would delete what the backup does not hold. Restore into an empty "
+                               "directory, or the mount point of the user file system the backup is of.", code=2)
 
 
 def restore_whole(archive: Path, target: str, emit: Emit, first: bool = True) -> list[str]:
