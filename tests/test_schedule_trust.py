@@ -227,6 +227,35 @@ def test_home_x_and_home_underscore_x_keep_apart(troot):
     assert "home_x.0.snar was recorded under a name that /home_x shares with other mount points" in r.stdout
 
 
+@needs_root
+def test_archives_of_the_earlier_layout_are_read_and_never_built_on(home):
+    """Before chains had folders, a schedule's archives lay in DEST/NAME/, NAME the lossy key."""
+    tr = home
+    env = tr.env()
+    old = tr.dest / "home"
+    old.mkdir()
+    assert aixsmit("cmd", "backup", "-0", "-f", old / "20261025-040000.L0.tar", "/home", "--root", tr.path,
+                   env=env).returncode == 0
+    assert add(tr, "user", "/home", "--daily", "04:00", "--dest", tr.dest).returncode == 0
+    tr.p("/home/a").write_text("a1")
+    msgs = []
+    assert sch.run_schedule("user1", lambda l, s: msgs.append(l), now=SUNDAY + dt.timedelta(days=1)) == 0
+    assert any("this run makes one (level 0)" in m for m in msgs)
+    assert (old / "20261102-040000" / "20261102-040000.L0.tar").exists()
+    target = tr.base / "october"
+    r = aixsmit("cmd", "schedule", "restore", "user1", "--fs", "/home", "--date", "2026-10-30", "--target", target,
+                env=env)
+    assert r.returncode == 0, r.stderr
+    assert (target / "a").read_text() == "a0"
+    # /home/x's old folder was home_x, a name /home_x had too: it is named, not read.
+    tr.p("/home/x").mkdir()
+    tr.loop_mount("/home/x", size_mb=8)
+    (tr.dest / "home_x").mkdir()
+    assert aixsmit("cmd", "schedule", "change", "user1", "/home/x", env=env).returncode == 0
+    r = aixsmit("cmd", "schedule", "restore", "user1", "--fs", "/home/x", "--target", tr.base / "x", env=env)
+    assert r.returncode == 1 and f"{tr.dest / 'home_x'} holds backups of an earlier version" in r.stderr, r.stderr
+
+
 # --- 6. a chain with a hole --------------------------------------------------------------------
 
 @needs_root
