@@ -24,6 +24,19 @@ class CmdParser(argparse.ArgumentParser):
     def __init__(self, *a, usage_code: int = 2, **kw):
         super().__init__(*a, **kw)
         self.usage_code = usage_code
+        self._intermixing = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        """A command's own options and positionals in any order, as SMIT writes them (flags
+        first, positionals last): plain argparse gives a positional list that follows another
+        positional (``schedule add user --daily 01:00 /home``) nothing and rejects the rest."""
+        if self._intermixing or any(isinstance(a, argparse._SubParsersAction) for a in self._actions):
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
 
     def error(self, message):
         self.print_usage(sys.stderr)

@@ -81,7 +81,7 @@ def test_mksysb_command_smit_rules(tree):
     argv = command.build(d, {"device": "/b/s", "exclude": "yes", "verbose": "yes", "blocks": "128", "newdata": "no"},
                          "linux", root="/mnt/sys")
     assert argv == ["aixsmit", "cmd", "mksysb", "--root", "/mnt/sys", "-e", "-v", "-b", "128", "/b/s"]
-    assert command.build(d, {"device": "/dev/rmt0", "map": "yes"}, "aix", root="/mnt/sys") == ["mksysb", "-m", "-i", "/dev/rmt0"]
+    assert command.build(d, {"device": "/dev/rmt0", "map": "yes"}, "aix") == ["mksysb", "-m", "-i", "/dev/rmt0"]
     assert command.display(["aixsmit", "cmd", "mksysb", "/b/my image"]) == "aixsmit cmd mksysb '/b/my image'"
 
 

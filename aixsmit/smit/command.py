@@ -4,7 +4,10 @@
 * a field is sent only when its value differs from the default, unless it is required (must be
   filled, always sent) or marked ``always``;
 * ring values map to arguments through ``emit`` (yes -> -m, no -> nothing), or ``flag VALUE``;
-* with ``root: true`` and aixsmit running with ``--root DIR``, Linux commands get ``--root DIR``.
+* with ``root: true`` and aixsmit running with ``--root DIR``, aixsmit's own commands get
+  ``--root DIR`` right after the command's name (before any flag the command line starts with);
+  AIX's own commands know no ``--root``, and a dialog that would run one under it is refused
+  rather than run on this machine's own ``/``.
 """
 
 from __future__ import annotations
@@ -67,8 +70,11 @@ def build(screen: Screen, values: dict[str, str], host: str, root: str = "/") ->
             continue
         (positionals if f.positional else flags).extend(field_args(f, value))
     argv = list(screen.command[host])
-    if screen.root and host == "linux" and root not in ("", "/"):
-        argv += ["--root", root]
+    if screen.root and root not in ("", "/"):
+        if argv[:2] != ["aixsmit", "cmd"]:
+            raise MenuError(f"{screen.title}: {argv[0]} works on this system's own /: it cannot run under --root {root}.")
+        at = next((i for i, a in enumerate(argv) if a.startswith("-")), len(argv))
+        argv[at:at] = ["--root", root]
     return argv + flags + positionals
 
 
