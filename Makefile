@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-PIP    := $(PY) -m pip install -q --disable-pip-version-check
+PIP    := $(PY) -m pip install -qq --disable-pip-version-check
 # Where man(1) finds aixsmit(8) and aixsmit-NAME(8) after make run: the system's local manual
 # as root, the user's own otherwise.
 MANDIR ?= $(if $(filter 0,$(shell id -u)),/usr/local/share/man,$(HOME)/.local/share/man)
@@ -12,7 +12,7 @@ MANPAGES := $(wildcard aixsmit/man/*.8)
 
 .PHONY: run test deps bench screenshots man clean
 
-# Quietly: the first thing a new user sees is the product, or pip's own error if it fails.
+# Quietly (pip -qq: errors only): the first thing a new user sees is the product, or the error.
 $(STAMP): pyproject.toml
 	@echo "aixsmit: setting up $(VENV) (first run only)"
 	@$(PYTHON) -m venv $(VENV)
