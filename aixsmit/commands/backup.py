@@ -215,27 +215,9 @@ def cmd_restore(args) -> int:
         argv += ["-f", args.f, *args.files]
         return _aix_passthrough(argv) if not args.target else _aix_in_dir(argv, args.target)
     if args.T:
-        total = count = 0
-        emit(f"New volume on {args.f}:", "stderr")
-        emit(" Cluster 51200 bytes (100 blocks).", "stderr")
-        emit("    Volume number 1", "stderr")
-        info = archive.read_info(args.f, "restore")
-        date = archive.image_data.first(info.stanzas, "image_data").get("DATE_TIME", "")
-        emit(f"    Date of backup: {date}", "stderr")
-        emit("    Files backed up by name", "stderr")
-        emit(f"    User {os.environ.get('USER', 'root')}", "stderr")
-        for m in archive.members(args.f, "restore"):
-            if m.isdir():
-                continue
-            name = archive._norm(m.name)
-            if args.files and not any(name == archive._norm(f) or name.startswith(archive._norm(f) + "/") for f in args.files):
-                continue
-            total += m.size
-            count += 1
-            emit(f"{m.size:>12} {name}", "stdout")
-        emit(f"The total size is {total} bytes.", "stdout")
-        emit(f"The number of archived files is {count}.", "stdout")
-        return 0
+        from ..backup.toc import list_contents
+
+        return list_contents(args.f, args.files, emit)
     target = args.target or os.getcwd()
     return archive.restore(args.f, target, args.files, args.v, emit)
 
