@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from ..errors import AixsmitError
-from .engine import PARTIAL
+from .destination import partial_name
 
 Emit = Callable[[str, str], None]
 
@@ -84,7 +84,7 @@ def backup_by_name(names: list[str], directory: str, dest: str, verbose: bool, r
     listing = os.path.join(work, "names")
     with open(listing, "wb") as f:
         f.write(b"\0".join(os.fsencode(n) for n in names) + b"\0")
-    out = os.path.join(os.path.dirname(dest), f".{os.path.basename(dest)}{PARTIAL}{os.getpid()}") if is_file else dest
+    out = partial_name(dest) if is_file else dest
     argv = ["tar", "--create", f"--file={out}", "--format=posix", "--xattrs", "--xattrs-include=*", "--sparse",
             "--totals", "-C", directory, "--null", "--verbatim-files-from", f"--files-from={listing}"]
     if not recurse:
