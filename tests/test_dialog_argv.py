@@ -10,6 +10,7 @@ positionals), so a value swallowed by the wrong option fails as surely as a reje
 from __future__ import annotations
 
 import argparse
+import os
 import contextlib
 import io
 import shlex
@@ -202,3 +203,60 @@ def test_aix_commands_are_not_run_under_root(tree):
     # aixsmit's own commands take it on AIX too.
     assert command.build(tree.get("lsmount"), {}, "aix", root="/mnt/sys") == \
         ["aixsmit", "cmd", "lsmount", "--root", "/mnt/sys"]
+
+
+# The options AIX documents for its own commands (aix-smit.md §2, §3.8, §4, §5).
+AIX_OPTIONS = {
+    "mksysb": "-a -A -b -e -F -G -i -m -M -N -p -P -T -v -V -x -X -Z",
+    "savevg": "-a -A -b -e -f -i -m -p -r -T -v -V -x -X -Z",
+    "lsvg": "-i -l -L -M -n -o -p",
+    "lsfs": "-a -c -l -q -u -v",
+    "restore": "-b -d -f -q -s -T -v -x",
+    "restvg": "-b -d -f -l -n -P -q -r -s",
+    "listvgbackup": "-a -b -B -c -d -D -f -l -L -n -r -s -V",
+    "lsmksysb": "-a -b -B -c -d -D -f -l -L -n -r -s -V",
+    "crfs": "-a -A -d -g -l -m -n -p -t -u -v",
+    "backup": "-0 -1 -2 -3 -4 -5 -6 -7 -8 -9 -b -c -e -f -i -l -L -o -p -q -u -v -w -W",
+}
+
+
+@pytest.mark.parametrize("screen", [s for s in dialogs() if s.command.get("aix", ["aixsmit"])[0] != "aixsmit"],
+                         ids=lambda s: s.id)
+def test_aix_dialogs_use_only_options_aix_documents(screen):
+    """On AIX a dialog runs AIX's own command: every option it writes is one AIX has (crfs
+    --mount and restvg --map were Linux-only options given to AIX's crfs and restvg)."""
+    argv0 = screen.command["aix"][0]
+    assert argv0 in AIX_OPTIONS, f"{screen.id}: give AIX's options of {argv0}"
+    known = set(AIX_OPTIONS[argv0].split())
+    for name, values in cases(screen):
+        argv = command.build(screen, values, "aix")
+        unknown = [a for a in argv[1:] if a.startswith("-") and a not in known]
+        assert unknown == [], f"{name}: {shlex.join(argv)}: AIX's {argv0} has no {unknown}"
+        if screen.root:
+            with pytest.raises(MenuError, match="cannot run under --root"):
+                command.build(screen, values, "aix", ROOT)
+
+
+def test_aix_add_a_file_system_mounts_it_when_asked(aix_bin, tree, tmp_path, monkeypatch):
+    """AIX's crfs has no --mount: the dialog runs aixsmit's crfs, which runs crfs, then mount."""
+    import subprocess
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "crfs").write_text('#!/bin/sh\nprintf \'%s %s\\n\' crfs "$*" >> "$AIX_ARGV_LOG"\n')
+    (bin_dir / "crfs").chmod(0o755)
+    log = tmp_path / "argv.log"
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("AIX_ARGV_LOG", str(log))
+    argv = command.build(tree.get("crfs"), {"vfs": "jfs2", "device": "/dev/lv01", "mp": "/local", "mount": "yes"}, "aix")
+    r = subprocess.run(command.runnable(argv), capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert log.read_text().splitlines() == ["crfs -v jfs2 -d /dev/lv01 -m /local -A yes", "mount /local"]
+
+
+def test_aix_remake_on_new_devices_is_refused_in_one_line(aix_bin):
+    from conftest import aixsmit
+
+    r = aixsmit("cmd", "restvg", "-q", "-f", "/backup/data.savevg", "--map", "/data=/dev/hdisk2")
+    assert r.returncode == 2
+    assert r.stderr.splitlines() == ["restvg: --map is for Linux; on AIX name the target disks: restvg -f IMAGE hdiskN ..."]

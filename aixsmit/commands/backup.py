@@ -236,6 +236,9 @@ def cmd_restvg(args) -> int:
 
     system = System(root=args.root)
     if system.host.name == "aix":
+        if args.map:
+            raise AixsmitError("restvg: --map is for Linux; on AIX name the target disks: restvg -f IMAGE hdiskN ...",
+                               code=2)
         return _aix_passthrough(["restvg", "-f", args.f] + (["-q"] if args.q else []) + list(args.disks))
     info = archive.read_info(args.f, "restvg")
     if info.kind != "savevg":
@@ -408,7 +411,9 @@ def cmd_crfs(args) -> int:
     system = System(root=args.root)
     if system.host.name == "aix":
         argv = ["crfs", "-v", args.v, "-d", args.d, "-m", args.m, "-A", args.A] + sum((["-a", a] for a in args.a), [])
-        return _aix_passthrough(argv)
+        rc = _aix_passthrough(argv)
+        # AIX's crfs only records the file system; --mount mounts it, as on Linux.
+        return _aix_passthrough(["mount", args.m]) if rc == 0 and args.mount else rc
     size = None
     for attr in args.a:
         key, _, value = attr.partition("=")
