@@ -34,9 +34,14 @@ class CmdParser(argparse.ArgumentParser):
             return super().parse_known_args(args, namespace)
         self._intermixing = True
         try:
-            return self.parse_known_intermixed_args(args, namespace)
+            ns, extras = self.parse_known_intermixed_args(args, namespace)
         finally:
             self._intermixing = False
+        if extras:
+            # Said by the command itself, with its usage and its usage exit code (mksysb 1),
+            # not passed up to 'aixsmit cmd' to be reported with the list of commands.
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return ns, extras
 
     def error(self, message):
         self.print_usage(sys.stderr)

@@ -1,0 +1,18 @@
+"""aixsmit cmd's parser: a command's own usage errors are its own (usage, exit code)."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import aixsmit
+
+
+@pytest.mark.parametrize("name,args,code", [("mksysb", ["--bogus", "/x"], 1), ("savevg", ["-f", "/x", "--bogus", "vg"], 2),
+                                            ("lsmount", ["extra"], 2)])
+def test_unknown_argument_is_the_commands_own_usage_error(name, args, code):
+    """AIX's mksysb exits 1 on a wrong command line, savevg 2: an unknown option was reported by
+    'aixsmit cmd' with the list of commands, and exit 2 for both."""
+    r = aixsmit("cmd", name, *args)
+    assert r.returncode == code
+    assert r.stderr.startswith(f"usage: aixsmit cmd {name} ")
+    assert r.stderr.splitlines()[-1] == f"aixsmit cmd {name}: error: unrecognized arguments: {args[-2] if name == 'savevg' else args[0]}"
