@@ -32,11 +32,26 @@ class CmdParser(argparse.ArgumentParser):
         positional (``schedule add user --daily 01:00 /home``) nothing and rejects the rest."""
         if self._intermixing or any(isinstance(a, argparse._SubParsersAction) for a in self._actions):
             return super().parse_known_args(args, namespace)
+        args = list(sys.argv[1:] if args is None else args)
+        # After "--" everything is a positional, even "-x": stand-ins that cannot look like an
+        # option carry those through the intermixed reading (which does not know "--").
+        marks: dict[str, str] = {}
+        if "--" in args:
+            at = args.index("--")
+            marks = {f"\0{n}": a for n, a in enumerate(args[at + 1:])}
+            args = args[:at] + list(marks)
         self._intermixing = True
         try:
             ns, extras = self.parse_known_intermixed_args(args, namespace)
         finally:
             self._intermixing = False
+        if marks:
+            for key, value in vars(ns).items():
+                if isinstance(value, list):
+                    setattr(ns, key, [marks.get(v, v) if isinstance(v, str) else v for v in value])
+                elif isinstance(value, str) and value in marks:
+                    setattr(ns, key, marks[value])
+            extras = [marks.get(e, e) for e in extras]
         if extras:
             # Said by the command itself, with its usage and its usage exit code (mksysb 1),
             # not passed up to 'aixsmit cmd' to be reported with the list of commands.

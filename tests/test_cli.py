@@ -16,3 +16,16 @@ def test_unknown_argument_is_the_commands_own_usage_error(name, args, code):
     assert r.returncode == code
     assert r.stderr.startswith(f"usage: aixsmit cmd {name} ")
     assert r.stderr.splitlines()[-1] == f"aixsmit cmd {name}: error: unrecognized arguments: {args[-2] if name == 'savevg' else args[0]}"
+
+
+@pytest.mark.parametrize("argv,dest,want", [
+    (["restore", "-T", "-f", "x", "--", "-weird", "./a"], "files", ["-weird", "./a"]),
+    (["schedule", "add", "user", "--daily", "05:00", "--dest", "/d", "--", "-odd", "/data"], "filesystems", ["-odd", "/data"]),
+    (["holders", "--", "-x"], "mount", "-x"),
+])
+def test_after_double_dash_everything_is_a_positional(argv, dest, want):
+    """Options and positionals in any order (SMIT writes positionals last, also after the
+    command's own), and after "--" a name such as -x is a name."""
+    from aixsmit.cli import build_parser
+
+    assert getattr(build_parser().parse_args(argv), dest) == want

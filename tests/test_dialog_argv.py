@@ -95,6 +95,17 @@ def cases(screen):
             yield f"{f.name}={choice}", {**required_only(screen), f.name: choice}
 
 
+def dashed(screen):
+    """Values that start with '-' in every field that takes free text: still values, never options."""
+    out = required_only(screen)
+    for f in screen.fields:
+        if f.is_ring or f.type in ("numeric", "hex"):
+            continue
+        v = typical(screen, f)
+        out[f.name] = " ".join(shlex.quote("-" + w) for w in shlex.split(v)) if f.type == "multi" else "-" + v
+    return out
+
+
 def leaf(parser: argparse.ArgumentParser, words: list[str]) -> argparse.ArgumentParser:
     """The (sub)parser that reads the options after the command's words (``schedule add``)."""
     p = parser
@@ -133,6 +144,13 @@ def check_meaning(p: argparse.ArgumentParser, ns, f, args: list[str], argv: list
     i = 0
     while i < len(args):
         tok = args[i]
+        joined = None
+        if tok.startswith("--") and "=" in tok:
+            tok, joined = tok.split("=", 1)
+        elif not tok.startswith("--") and len(tok) > 2 and tok[:2] in p._option_string_actions:
+            tok, joined = tok[:2], tok[2:]
+        if joined is not None:
+            args = args[:i] + [tok, joined] + args[i + 1:]
         action = p._option_string_actions.get(tok)
         assert action is not None, f"{where}: '{tok}' is not an option of '{p.prog}'"
         got = getattr(ns, action.dest)
@@ -153,7 +171,7 @@ def test_every_dialog_builds_a_command_line_its_command_accepts(screen, root, pa
         base = screen.command.get(host)
         if not base or base[:2] != ["aixsmit", "cmd"]:
             continue  # AIX's own commands: see test_aix_commands_are_not_run_under_root
-        for name, values in cases(screen):
+        for name, values in [*cases(screen), ("dashed", dashed(screen))]:
             argv = command.build(screen, values, host, root)
             ns = parse(parser, argv)
             p = leaf(parser, argv[2:])

@@ -38,11 +38,19 @@ def validate(f: Field, value: str) -> None:
         raise MenuError(f'"{value}" is not one of the values of\n"{f.label}": {", ".join(f.choices)}')
 
 
+def _option(flag: str, value: str) -> list[str]:
+    """``flag value``; a value that starts with ``-`` is joined to its flag (``--target=-x``,
+    ``-f-x``), so that it cannot be read as an option of its own."""
+    if not value.startswith("-"):
+        return [flag, value]
+    return [f"{flag}={value}" if flag.startswith("--") else flag + value]
+
+
 def field_args(f: Field, value: str) -> list[str]:
     if f.is_ring:
         if f.emit:
             return list(f.emit.get(value, []))
-        return [value] if f.positional else ([f.flag, value] if f.flag else [value])
+        return [value] if f.positional else (_option(f.flag, value) if f.flag else [value])
     if not value:
         return []
     if f.template:
@@ -51,8 +59,8 @@ def field_args(f: Field, value: str) -> list[str]:
         vals = shlex.split(value)
         if f.positional:
             return vals
-        return [a for v in vals for a in (f.flag, v)]
-    return [value] if f.positional else [f.flag, value]
+        return [a for v in vals for a in _option(f.flag, v)]
+    return [value] if f.positional else _option(f.flag, value)
 
 
 def build(screen: Screen, values: dict[str, str], host: str, root: str = "/") -> list[str]:
@@ -69,6 +77,8 @@ def build(screen: Screen, values: dict[str, str], host: str, root: str = "/") ->
         if not (value != f.default or f.required or f.always):
             continue
         (positionals if f.positional else flags).extend(field_args(f, value))
+    if any(p.startswith("-") for p in positionals):
+        positionals.insert(0, "--")  # a name such as -x is a name, not an option
     argv = list(screen.command[host])
     if screen.root and root not in ("", "/"):
         if argv[:2] != ["aixsmit", "cmd"]:
