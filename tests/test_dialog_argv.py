@@ -37,6 +37,9 @@ BY_SERVICE = {
     "schedules": "u1",
     "free_devices": "/dev/loop7",
     "level_archives": "/backup/user/home/home.0.2026-11-29.tar",
+    "free_disks": "/dev/sdb",
+    "schedule_directories": "/backup/user",
+    "scheduled_fs": "/home",
 }
 # Fields whose typical value is not the generic one of their type.
 BY_NAME = {
