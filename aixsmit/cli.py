@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 
 from . import __version__
 from .errors import AixsmitError
@@ -42,7 +43,11 @@ class CmdParser(argparse.ArgumentParser):
             args = args[:at] + list(marks)
         self._intermixing = True
         try:
-            ns, extras = self.parse_known_intermixed_args(args, namespace)
+            with warnings.catch_warnings():
+                # argparse warns when a positional's dest already has a default (set_defaults);
+                # it then reads the positional all the same: nothing for an operator to see.
+                warnings.filterwarnings("ignore", message="Do not expect ", category=UserWarning)
+                ns, extras = self.parse_known_intermixed_args(args, namespace)
         finally:
             self._intermixing = False
         if marks:

@@ -29,3 +29,17 @@ def test_after_double_dash_everything_is_a_positional(argv, dest, want):
     from aixsmit.cli import build_parser
 
     assert getattr(build_parser().parse_args(argv), dest) == want
+
+
+def test_reading_a_command_line_prints_no_warning():
+    """A parser with a default for a positional (schedule add's FS) made argparse print a
+    UserWarning before the command's own output."""
+    import warnings
+
+    from aixsmit.cli import build_parser
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ns = build_parser().parse_args(["schedule", "add", "user", "--daily", "05:00", "--dest", "/d", "/home"])
+    assert ns.filesystems == ["/home"]
+    assert [str(w.message) for w in caught] == []
