@@ -22,6 +22,7 @@ from typing import Callable, Iterable
 
 from ..errors import AixsmitError
 from .destination import partial_name
+from .tarrun import run_tar
 
 Emit = Callable[[str, str], None]
 
@@ -72,8 +73,6 @@ def backup_by_name(names: list[str], directory: str, dest: str, verbose: bool, r
     on the command line) or as named only (a list read from standard input, like find's).
 
     Errors: code 2 for a wrong destination, 3 when tar fails (no archive is left)."""
-    from ..jobs.runner import orphan_proof
-
     if not dest.startswith("/"):
         raise AixsmitError("backup: the backup device or file name must start with a '/'.", code=2)
     is_file = not os.path.exists(dest) or os.path.isfile(dest)
@@ -92,18 +91,9 @@ def backup_by_name(names: list[str], directory: str, dest: str, verbose: bool, r
     if verbose:
         argv += ["--verbose", "--quoting-style=escape"]
     try:
-        argv, preexec = orphan_proof(argv)
-        proc = subprocess.run(argv, capture_output=True, text=True, errors="replace", preexec_fn=preexec)
+        proc = run_tar(argv, f"the backup to {dest}", emit)
         for line in proc.stdout.splitlines():
             emit(f"a {line}", "stdout")
-        for line in proc.stderr.splitlines():
-            if line.startswith("Total bytes written"):
-                emit(f"backup: {line}", "stdout")
-            elif line:
-                emit(line, "stderr")
-        if proc.returncode > 1:
-            raise AixsmitError(f"backup: the backup to {dest} failed (tar exit status {proc.returncode}); "
-                               "no archive was written.", code=3)
         if is_file:
             with open(out, "rb+") as f:
                 os.fsync(f.fileno())
