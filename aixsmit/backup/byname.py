@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from ..errors import AixsmitError
-from .destination import partial_name
+from .destination import PARTIAL
 from .tarrun import run_tar
 
 Emit = Callable[[str, str], None]
@@ -73,39 +73,45 @@ def backup_by_name(names: list[str], directory: str, dest: str, verbose: bool, r
     on the command line) or as named only (a list read from standard input, like find's).
 
     Errors: code 2 for a wrong destination, 3 when tar fails (no archive is left)."""
+    from ..safefile import OutputFile, destination_kind
+
     if not dest.startswith("/"):
         raise AixsmitError("backup: the backup device or file name must start with a '/'.", code=2)
-    is_file = not os.path.exists(dest) or os.path.isfile(dest)
-    if is_file and not os.path.isdir(os.path.dirname(dest) or "/"):
-        raise AixsmitError(f"backup: {os.path.dirname(dest)} does not exist: cannot write {dest}", code=2)
+    # A file is created new by aixsmit (0600, O_EXCL|O_NOFOLLOW) and renamed over DEST when
+    # complete: a name planted in a shared folder is replaced, never written through.
+    out = None
+    if destination_kind(dest, "backup") == "file":
+        try:
+            out = OutputFile(dest, marker=PARTIAL)
+        except OSError as exc:
+            raise AixsmitError(f"backup: cannot write to {dest}: {exc.strerror}", code=3)
     emit(f"backup: Backing up {len(names)} name(s) from {directory} to {dest}, by name.", "stdout")
     work = tempfile.mkdtemp(prefix="aixsmit-byname-")
-    listing = os.path.join(work, "names")
-    with open(listing, "wb") as f:
-        f.write(b"\0".join(os.fsencode(n) for n in names) + b"\0")
-    out = partial_name(dest) if is_file else dest
-    argv = ["tar", "--create", f"--file={out}", "--format=posix", "--xattrs", "--xattrs-include=*", "--sparse",
-            "--totals", "-C", directory, "--null", "--verbatim-files-from", f"--files-from={listing}"]
-    if not recurse:
-        argv.insert(2, "--no-recursion")
-    if verbose:
-        argv += ["--verbose", "--quoting-style=escape"]
     try:
-        proc = run_tar(argv, f"the backup to {dest}", emit)
+        listing = os.path.join(work, "names")
+        with open(listing, "wb") as f:
+            f.write(b"\0".join(os.fsencode(n) for n in names) + b"\0")
+        argv = ["tar", "--create", f"--file={out.child_path if out else dest}", "--format=posix", "--xattrs",
+                "--xattrs-include=*", "--sparse", "--totals", "-C", directory, "--null", "--verbatim-files-from",
+                f"--files-from={listing}"]
+        if not recurse:
+            argv.insert(2, "--no-recursion")
+        if verbose:
+            argv += ["--verbose", "--quoting-style=escape"]
+        proc = run_tar(argv, f"the backup to {dest}", emit, pass_fds=(out.fd,) if out else ())
         for line in proc.stdout.splitlines():
             emit(f"a {line}", "stdout")
-        if is_file:
-            with open(out, "rb+") as f:
-                os.fsync(f.fileno())
-            os.replace(out, dest)
+        if out is not None:
+            out.commit()
         status = "WARN" if proc.returncode == 1 else "OK"
         if status == "WARN":
             emit("backup: some files changed or vanished while they were read (see above).", "stderr")
         emit("backup: The backup is complete.", "stdout")
-        return ByNameResult(dest, len(names), os.path.getsize(dest) if is_file else 0, status)
+        return ByNameResult(dest, len(names), os.path.getsize(dest) if out else 0, status)
     finally:
-        if is_file and os.path.exists(out):
-            os.unlink(out)
+        if out is not None:
+            out.discard()
+            out.close()
         shutil.rmtree(work, ignore_errors=True)
 
 
