@@ -11,8 +11,15 @@ from .common import add_json, add_root, print_json
 
 
 def cmd_backup(args) -> int:
+    if args.i:
+        from .byname import cmd_backup_by_name
+
+        return cmd_backup_by_name(args)
     if args.level is None:
-        raise AixsmitError("backup: give a level, -0 (full) to -9", code=2)
+        raise AixsmitError("backup: give a level, -0 (full) to -9, or -i (by name)", code=2)
+    if len(args.fs) != 1:
+        raise AixsmitError("backup: a backup by level is of one file system: name its mount point", code=2)
+    args.fs = args.fs[0]
     system = System(root=args.root)
     if system.host.name == "aix":
         argv = ["backup", f"-{args.level}"] + (["-u"] if args.u else []) + ["-f", args.f, args.fs]
@@ -215,17 +222,24 @@ def cmd_schedule(args) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("backup", help="back up a file system by level (0 full, 1-9 incremental)",
+    p = sub.add_parser("backup", help="back up a file system by level (0 full, 1-9 incremental), or files by name (-i)",
                        description="AIX backup -LEVEL [-u] -f DEST FS: level 0 is everything, level N what changed "
                                    "since the last backup at a lower level; -u records it. On Linux GNU tar "
                                    "--listed-incremental; restoring the full and then the level 1 reproduces the "
-                                   "tree, deleted files included.")
+                                   "tree, deleted files included. AIX backup -i -f DEST [-v] [-C DIR] [NAME...]: "
+                                   "the files and directories named (or, with none, read from standard input one a "
+                                   "line), relative to DIR; restore -x puts them back, restore -T lists them.")
     add_root(p)
     for n in range(10):
         p.add_argument(f"-{n}", dest="level", action="store_const", const=n, help="full backup" if n == 0 else argparse_suppress())
     p.add_argument("-u", action="store_true", help="record the backup (dumpdates), so later levels build on it")
+    p.add_argument("-i", action="store_true", help="back up by name: the files and directories NAME, with all below them")
+    p.add_argument("-v", action="store_true", help="with -i: name each file as it is backed up")
+    p.add_argument("-C", metavar="DIR", help="with -i: the directory the names are relative to (default: the current "
+                                             "one; under --root, DIR is inside it)")
     p.add_argument("-f", required=True, metavar="DEST", help="the archive file to write (absolute)")
-    p.add_argument("fs", metavar="FS", help="the mounted file system (mount point)")
+    p.add_argument("fs", nargs="*", metavar="FS|NAME",
+                   help="the mounted file system (mount point); with -i the files and directories to back up")
     p.set_defaults(func=cmd_backup)
 
     p = sub.add_parser("schedule", help="weekly system images and daily user backups, by cron or systemd timers",
