@@ -50,6 +50,21 @@ def top(table: list[Entry], cls: str | None = None) -> list[Entry]:
     return [e for e in last.values() if cls is None or e.cls == cls]
 
 
+def user_mount_points(table: list[Entry]) -> list[str]:
+    """Every mount point where a user file system is mounted, in table order — also one hidden
+    under another mount stacked over it at the same path (a tmpfs over /data): it is mounted,
+    so the guide's check and the unmount must see it."""
+    out: dict[str, None] = {}
+    for e in table:
+        if e.cls == USER and not e.mount.host_mount:
+            out.setdefault(e.mount_point)
+    return list(out)
+
+
+# Memory-backed: unmounting one destroys what it holds, and nothing can bring it back.
+VOLATILE_VFS = frozenset(("tmpfs", "ramfs"))
+
+
 def normalize_root(root: str | None) -> str:
     root = root or "/"
     real = os.path.realpath(root)
