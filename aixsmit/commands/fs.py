@@ -77,7 +77,10 @@ def cmd_sysonly(args) -> int:
     else:
         print(format_table([e for e in table if e.cls != VIRTUAL]))
         print()
-        if result.ok:
+        if not result.has_root:
+            print("No / in this mount table (empty or partial): it is not the table of a whole system, so it "
+                  "cannot show that only the system is mounted.")
+        elif result.ok:
             print("Only system file systems are mounted: the system image will hold the operating system only.")
         else:
             print(f"User file systems are still mounted: {', '.join(map(shown, result.user))}.")

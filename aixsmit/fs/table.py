@@ -34,11 +34,18 @@ class SysOnly:
     system: tuple[str, ...]
 
     @property
+    def has_root(self) -> bool:
+        """Whether ``/`` is in the table: without it (an empty or partial table) nothing says
+        that only the system is mounted."""
+        return "/" in self.system
+
+    @property
     def ok(self) -> bool:
-        return not self.user
+        return self.has_root and not self.user
 
     def to_json(self) -> dict:
-        return {"ok": self.ok, "user": list(self.user), "remote": list(self.remote), "virtual": list(self.virtual)}
+        return {"ok": self.ok, "root": self.has_root, "user": list(self.user), "remote": list(self.remote),
+                "virtual": list(self.virtual)}
 
 
 def top(table: list[Entry], cls: str | None = None) -> list[Entry]:
