@@ -120,3 +120,21 @@ def test_control_characters_in_a_mount_point_are_shown_escaped(troot):
         assert "\\033[31m" in r.stdout + r.stderr, argv
     r = aixsmit("cmd", "holders", "--root", tr.path, "/home\x1b[31m", env=tr.env())
     assert r.returncode != 0 and "\x1b" not in r.stderr and "\\033" in r.stderr
+
+
+@needs_root
+def test_a_mount_point_that_is_not_utf8_goes_and_comes_back(troot):
+    tr = troot
+    tr.loop_mount("/nu\udcff")
+
+    def table():  # (findmnt's JSON cannot carry the byte: mountinfo itself is the oracle here)
+        from aixsmit.fs.mounts import read_mountinfo
+
+        return [(m.path, m.vfs, m.fs_root, m.all_options) for m in read_mountinfo() if m.path.startswith(str(tr.path))]
+
+    before = table()
+    for argv in (("lsmount",), ("umount", "--all-user"), ("mount", "--ledger")):
+        r = aixsmit("cmd", *argv, "--root", tr.path, env=tr.env())
+        assert r.returncode == 0 and "internal error" not in r.stderr, (argv, r)
+        assert "/nu\\377" in r.stdout, (argv, r)
+    assert table() == before

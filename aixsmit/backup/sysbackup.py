@@ -65,6 +65,13 @@ def check_destination(system: System, dest: str, leaving: list, required: int) -
     Returns (required, available) bytes."""
     if not dest.startswith("/"):
         raise AixsmitError("sysbackup: 0512-006 Backup device or file name must start with a '/'.", code=EXIT_REFUSED)
+    try:
+        dest.encode("utf-8")
+    except UnicodeEncodeError:
+        # One rule: a name that is not text is refused up front, before anything changes (the
+        # image's header, the backup log and every message name it as text).
+        raise AixsmitError(f"sysbackup: the destination {visible(dest)} is not valid UTF-8; choose a name made "
+                           "of text. Nothing was changed.", code=EXIT_REFUSED) from None
     real = os.path.realpath(dest)
     for e in leaving:
         if _under(real, e.mount.path):
@@ -211,6 +218,9 @@ def _run(system: System, dest: str, emit: Emit, skip_busy: bool, exclude: bool, 
         for line in exc.details:
             emit(line, "stderr")
         summary.code = exc.code or EXIT_FAILED
+    except Exception as exc:  # noqa: BLE001 — whatever it was, mount again and say what happened
+        emit(f"sysbackup: the backup failed: {type(exc).__name__}: {visible(str(exc))}. Backup canceled.", "stderr")
+        summary.code = EXIT_FAILED
     finally:
         # Whatever happened: mount again what this run unmounted. Signals wait until it is done.
         for s in old:
@@ -234,14 +244,20 @@ def _run(system: System, dest: str, emit: Emit, skip_busy: bool, exclude: bool, 
             for s, h in old.items():
                 signal.signal(s, h)
     summary.left_mounted = skipped
+    if summary.code == EXIT_REFUSED and summary.unmounted:
+        summary.code = EXIT_FAILED  # 1 says "refused before anything changed": not so once unmounted
 
     if summary.code == 0:
         say("Step 7 of 7: Verifying the image.")
-        v = archive.verify(dest, "sysbackup")
+        try:
+            v = archive.verify(dest, "sysbackup")
+        except Exception as exc:  # noqa: BLE001 — the summary is still printed
+            v = archive.Verification(dest, status="FAILED",
+                                     problems=[f"the image cannot be verified: {type(exc).__name__}: {visible(str(exc))}"])
         summary.verified = v.status
         say(f"  {v.members} members read, {v.status}.")
         for p in v.problems[:5] + v.warnings[:5]:
-            say(f"    {p}")
+            say(f"    {visible(p)}")
         if v.status == "FAILED":
             summary.code = EXIT_FAILED
             summary.status = "FAILED"
