@@ -138,3 +138,33 @@ def test_a_mount_point_that_is_not_utf8_goes_and_comes_back(troot):
         assert r.returncode == 0 and "internal error" not in r.stderr, (argv, r)
         assert "/nu\\377" in r.stdout, (argv, r)
     assert table() == before
+
+
+@needs_root
+def test_mount_ledger_during_a_sysbackup_fails_at_once_naming_it(troot):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    tr = troot
+    tr.loop_mount("/home")
+    (tr.base / "out").mkdir()
+    p = subprocess.Popen([sys.executable, "-m", "aixsmit", "cmd", "sysbackup", "--root", str(tr.path),
+                          str(tr.base / "out" / "s.img")], env=tr.env(AIXSMIT_TEST_STOP_AT="image"),
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        end = time.time() + 120
+        while time.time() < end and open(f"/proc/{p.pid}/stat").read().split()[2] != "T":
+            time.sleep(0.05)
+        assert len(_ledger(tr)) == 1  # /home is unmounted, step 5 is running
+        for argv in (("mount", "--ledger"), ("mount", "/home"), ("umount", "--all-user")):
+            r = aixsmit("cmd", *argv, "--root", tr.path, env=tr.env())
+            assert r.returncode == 1 and "ledger is empty" not in r.stdout, (argv, r)
+            assert f"pid {p.pid}, aixsmit sysbackup" in r.stderr, (argv, r)
+        assert len(_ledger(tr)) == 1
+    finally:
+        os.kill(p.pid, signal.SIGCONT)
+        p.wait(timeout=300)
+    assert p.returncode == 0 and _ledger(tr) == []
