@@ -489,3 +489,26 @@ def test_one_line_statics_are_set_only_when_their_text_changes():
     for shown in ["Command: running", "Command: running", "Command: running", "Command: OK", "Command: OK"]:
         _show(line, shown)
     assert line.calls == [("Command: running", False), ("Command: OK", False)]
+
+
+async def test_the_cursor_stays_on_a_field_past_either_end(tmp_path):
+    # Down past the last field or Up above the first left no field focused, and Enter then did
+    # nothing. The cursor stops at the ends, as in smitty, and Enter runs the dialog.
+    from aixsmit.tui.screens import FieldRow
+
+    app = make(tmp_path, "mksysb", no_run=True)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await typed(pilot, "/backup/sys.mksysb")
+        rows = app.screen.rows()
+        for key in ("down", "up"):
+            for _ in range(len(rows) + 3):
+                await pilot.press(key)
+                await pilot.pause()
+                assert app.screen.focused_row() is not None, key
+            assert app.screen.focused_row() is rows[-1 if key == "down" else 0]
+        await pilot.press("pagedown")
+        assert app.screen.focused_row() is rows[-1]
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, MessagePopup) and "aixsmit cmd mksysb -i /backup/sys.mksysb" in app.screen.message

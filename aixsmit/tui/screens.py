@@ -294,8 +294,11 @@ class DialogScreen(SmitScreen):
         Binding("f5", "reset", "Reset"),
         Binding("f6", "show_command", "Command"),
         Binding("f7", "edit", "Edit"),
-        Binding("down", "app.focus_next", "Next field", show=False, priority=True),
-        Binding("up", "app.focus_previous", "Previous field", show=False, priority=True),
+        Binding("down", "move(1)", "Next field", show=False, priority=True),
+        Binding("up", "move(-1)", "Previous field", show=False, priority=True),
+        Binding("pagedown", "move(10)", show=False, priority=True),
+        Binding("pageup", "move(-10)", show=False, priority=True),
+        Binding("enter", "do", "Do", show=False),  # when no field has taken it (none focused)
     ]
     KEYS = DIALOG_KEYS
 
@@ -326,9 +329,24 @@ class DialogScreen(SmitScreen):
                     yield Static(f.note, classes="note", markup=False)
 
     def on_mount(self) -> None:
+        # The body scrolls with the cursor; it is never itself a stop for the cursor.
+        self.query_one("#body").can_focus = False
         rows = list(self.query(FieldRow))
         if rows:
             rows[0].focus_value()
+
+    def action_move(self, step: int) -> None:
+        """Up/Down (and PgUp/PgDn by ten) move the cursor from field to field and stop at the
+        first and the last, as in smitty: the cursor is always on a field, so Enter always
+        has a dialog to run."""
+        rows = self.rows()
+        if not rows:
+            return
+        row = self.focused_row()
+        i = rows.index(row) if row in rows else 0
+        target = rows[max(0, min(len(rows) - 1, i + step))]
+        target.focus_value()
+        target.scroll_visible(animate=False)
 
     # --- values ------------------------------------------------------------------------
     def rows(self) -> list[FieldRow]:
