@@ -162,3 +162,33 @@ async def test_start_offers_to_mount_what_a_crash_left(troot, tmp_path):
         s = await finish_command(app, pilot)
         assert "Command: OK" in s
     assert mounted(tr, "/home") and tr.p("/home/x").read_text() == "x"
+
+
+def _tree(path):
+    # An empty lock file that reading the ledger takes is not something written.
+    return sorted((str(p), p.stat().st_mtime_ns) for p in path.rglob("*")
+                  if not (p.suffix == ".lock" and p.stat().st_size == 0)) if path.exists() else []
+
+
+async def test_a_dry_run_runs_nothing_wherever_it_leads(troot, tmp_path):
+    # The dry run's last screen offered Back Up a Volume Group, which then ran savevg for real.
+    tr = troot
+    tr.loop_mount("/home")
+    state = tmp_path / "state"
+    img = tr.base / "vg.savevg"
+    app = make(tmp_path, "walkdone", root=str(tr.path), dry_run=True)
+    before = _tree(state)  # the menus' cache is there by now
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await pilot.press("enter")  # Back Up a Volume Group
+        await pilot.pause()
+        await typed(pilot, str(img))
+        await pilot.press("down")
+        await typed(pilot, "datavg")
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, MessagePopup) and "(dry run) This command would run:" in app.screen.message
+        assert "aixsmit cmd savevg" in app.screen.message
+        await pilot.pause(0.5)
+    assert not img.exists() and _tree(state) == before and mounted(tr, "/home")
+    assert "internal command was not run. (dry run)" in (tmp_path / "smit.log").read_text()

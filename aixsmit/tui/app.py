@@ -46,7 +46,7 @@ class AixsmitApp(App):
         self.no_run = no_run  # -x: log the command, do not run it
         self.no_exec = no_exec  # -X: run nothing at all, lists included
         self.esc_labels = esc_labels_wanted(esc_labels)
-        self.dry_run = dry_run  # the guided backup shows its commands and runs none
+        self.dry_run = dry_run  # every screen shows its command and runs none: nothing is written
         self.ascii_only = ascii_only  # no box drawing or other non-ASCII glyph on screen
         self.no_mouse = False
         self.last_status: str | None = None
@@ -97,7 +97,7 @@ class AixsmitApp(App):
         """A supervisor started ahead (in the background, while the operator reads the
         screen), so a command starts the moment Enter is pressed; and old jobs' folders
         removed (:func:`aixsmit.jobs.detached.prune`)."""
-        if not (self.no_run or self.no_exec):
+        if not (self.no_run or self.no_exec or self.dry_run):
             from ..jobs import detached
 
             def ahead() -> None:
@@ -145,7 +145,7 @@ class AixsmitApp(App):
 
     def _offer_jobs(self) -> None:
         """Commands started earlier that still run, or ended unseen: offer to show them."""
-        if self.no_exec:
+        if self.no_exec or self.dry_run:
             return
         from ..jobs import detached
 
@@ -230,6 +230,13 @@ class AixsmitApp(App):
             self.smit_log.not_run(shown)
             self.push_screen(MessagePopup("INFORMATION MESSAGE",
                                           "**** internal command was not run. (SMIT -X CommandString flag set.) ****\n\n"
+                                          + shown + "\n\n" + PRESS_RETURN))
+            return
+        if self.dry_run:
+            # Whichever screen the dry run leads to (the guide's last menu offers savevg, the
+            # crash offer runs mount): its command is shown, and nothing runs.
+            self.smit_log.not_run(shown, "dry run")
+            self.push_screen(MessagePopup("INFORMATION MESSAGE", "(dry run) This command would run:\n\n"
                                           + shown + "\n\n" + PRESS_RETURN))
             return
         self.smit_log.command(shown, run=not self.no_run)
@@ -379,7 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-X", action="store_true", help="do not run any command (no lists either); for viewing screens")
     p.add_argument("--root", metavar="DIR", default="/", help="treat DIR as / for everything run")
     p.add_argument("--dry-run", action="store_true",
-                   help="the guided backup (walkthrough) shows every step's command and runs none")
+                   help="every screen, the guided backup's too, shows its command and runs none")
     p.add_argument("--no-mouse", action="store_true", help="do not ask the terminal for mouse reports")
     p.add_argument("--ascii", action="store_true", default=None,
                    help="ASCII only: no box drawing or other non-ASCII glyphs (automatic when the locale is not UTF-8)")
