@@ -255,10 +255,9 @@ async def test_mksysb_from_the_dialog_to_command_ok(troot, tmp_path):
         assert "Command: OK            stdout: yes           stderr: no" in t
         assert "Before command completion, additional instructions may appear below." in t
         assert "0512-038 mksysb: Backup Completed Successfully." in t
-        from textual.widgets import ProgressBar
-
-        bar = screen.query_one(ProgressBar)
-        assert bar.total and bar.progress == bar.total
+        row = next(l for l in t.splitlines() if l.startswith("[") and "files" in l)
+        total = next(int(l.split()[2]) for l in t.splitlines() if l.startswith("Backing up "))
+        assert row.startswith("[" + "\u2588" * 20 + f"] 100%  {total}/{total} files"), row
         assert "of" in t and "files" in t
         await pilot.press("slash")
         await pilot.pause()
@@ -512,3 +511,64 @@ async def test_the_cursor_stays_on_a_field_past_either_end(tmp_path):
         await pilot.press("enter")
         await pilot.pause()
         assert isinstance(app.screen, MessagePopup) and "aixsmit cmd mksysb -i /backup/sys.mksysb" in app.screen.message
+
+
+# A command that reports progress as aixsmit's engine does: few files, most bytes in the first.
+PROGRESS_CMD = ("import sys, time\nprint('Backing up 40 files')\n"
+                "for i in range(60): print(f'output line {i} ' + 'x' * 100)\n"
+                "print('4 of 40 files backed up (10%) 75000000 of 100000000 bytes', flush=True)\n"
+                "time.sleep(1.5)\n"
+                "print('4 of 40 files backed up (10%) 75000000 of 100000000 bytes', flush=True)\n"
+                "time.sleep(30)\n")
+
+
+async def _progress_screen(app, pilot):
+    from aixsmit.smit.model import Screen as Def
+
+    d = Def(kind="dialog", id="prog", title="Progress", command={"linux": [sys.executable]}, progress="backup")
+    app.push_screen(CommandStatusScreen(d, [sys.executable, "-c", PROGRESS_CMD], progress=True))
+    await until(pilot, lambda: isinstance(app.screen, CommandStatusScreen) and app.screen.lines_total >= 60
+                and app.screen.files_total == 40)
+    await pilot.pause(2.0)
+    return app.screen
+
+
+async def test_progress_moves_with_bytes_and_is_not_repeated_in_the_pane(tmp_path):
+    app = make(tmp_path, "fs")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        screen = await _progress_screen(app, pilot)
+        row = next(l for l in text(app).splitlines() if "files" in l and "[" in l)
+        # By bytes: three quarters of the bar, though a tenth of the files.
+        assert row.startswith("[" + "\u2588" * 15 + "\u2591" * 5 + "]  75%  4/40 files  71/95 MB"), row
+        assert "ETA 0:00:0" in row
+        assert not any("of 40 files backed up" in l for l in screen.query_one("#output").lines)
+        screen.action_cancel()
+        await pilot.press("enter")
+        await until(pilot, lambda: not screen.running, timeout=15)
+    assert "of 40 files backed up" not in (tmp_path / "smit.log").read_text()
+
+
+def _cp437(ch: str) -> bool:
+    try:
+        ch.encode("cp437")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+async def test_the_linux_console_gets_only_glyphs_its_font_has(tmp_path, monkeypatch):
+    # TERM=linux: the bar and the scroll bars used glyphs the console's CP437 font lacks.
+    monkeypatch.setenv("TERM", "linux")
+    for ascii_only in (False, True):
+        app = make(tmp_path, "fs", ascii_only=ascii_only)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.pause()
+            screen = await _progress_screen(app, pilot)
+            shown = text(app)
+            assert "75%" in shown and "[MORE..." in shown  # the bar and an overflowing pane
+            odd = {c for c in shown if not (c.isascii() if ascii_only else _cp437(c))}
+            assert not odd, odd
+            screen.action_cancel()
+            await pilot.press("enter")
+            await until(pilot, lambda: not screen.running, timeout=15)

@@ -48,6 +48,9 @@ class AixsmitApp(App):
         self.esc_labels = esc_labels_wanted(esc_labels)
         self.dry_run = dry_run  # every screen shows its command and runs none: nothing is written
         self.ascii_only = ascii_only  # no box drawing or other non-ASCII glyph on screen
+        # The Linux console's font holds the IBM PC's (CP437) glyphs: no eighth blocks.
+        self.console_font = os.environ.get("TERM", "") == "linux"
+        self.glyphs = ("#", ".") if ascii_only else ("\u2588", "\u2591")  # the bar: done, to do (CP437 219, 176)
         self.no_mouse = False
         self.last_status: str | None = None
         self.last_files: int | None = None  # files the last command with progress backed up
@@ -79,6 +82,10 @@ class AixsmitApp(App):
     def on_mount(self) -> None:
         if self.ascii_only:
             self.add_class("-ascii")
+        if self.console_font:
+            from .glyphs import use_whole_cell_scrollbars
+
+            use_whole_cell_scrollbars()
         # A 16-colour terminal (the Linux console, vt100, xterm): the ANSI theme uses the
         # terminal's own colours instead of approximating truecolor ones.
         if self.console.color_system in ("standard", "windows") and not os.environ.get("TEXTUAL_THEME"):
@@ -108,6 +115,11 @@ class AixsmitApp(App):
 
     def on_unmount(self) -> None:
         from ..jobs import detached
+
+        if self.console_font:
+            from textual.scrollbar import ScrollBar, ScrollBarRender
+
+            ScrollBar.renderer = ScrollBarRender
 
         detached.release()
 

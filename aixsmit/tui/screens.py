@@ -6,11 +6,12 @@ import os
 import select
 import threading
 import time
+from dataclasses import replace
 
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.message import Message
-from textual.containers import Horizontal, VerticalScroll
+from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Input, Static
@@ -55,7 +56,7 @@ def warm_up() -> None:
     screen: the first command's screen is then built sooner, and takes less of the CPU its
     command is starting on."""
     import textual.scrollbar  # noqa: F401
-    from textual.widgets import Log, ProgressBar  # noqa: F401
+    from textual.widgets import Log  # noqa: F401
 
     from ..jobs import progress, runner  # noqa: F401
 
@@ -480,6 +481,33 @@ def _clock(seconds: float) -> str:
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
 
 
+def _size(n: int, unit: int) -> str:
+    return f"{n / unit:,.1f}" if unit >= 1 << 30 else f"{n // unit:,}"
+
+
+BAR_WIDTH = 20
+
+
+def progress_line(p, elapsed: float, glyphs: tuple[str, str], ended: bool = False) -> str:
+    """COMMAND STATUS's progress row, at most 80 columns: a bar drawn with ``glyphs`` (done,
+    to do), the percentage, files, bytes when the command says them, the time so far and,
+    while it runs, the time left (ETA: the rate so far, by bytes when known, else by files).
+
+    ``p`` is a :class:`aixsmit.jobs.progress.BackupProgress`."""
+    fraction = p.fraction
+    done = int(BAR_WIDTH * fraction)
+    out = f"[{glyphs[0] * done}{glyphs[1] * (BAR_WIDTH - done)}] {int(100 * fraction):3d}%"
+    if p.files_total:
+        out += f"  {p.files_done:,}/{p.files_total:,} files"
+    if p.bytes_total:
+        unit = 1 << 30 if p.bytes_total >= 10 << 30 else 1 << 20
+        out += f"  {_size(p.bytes_done, unit)}/{_size(p.bytes_total, unit)} {'GB' if unit == 1 << 30 else 'MB'}"
+    out += f"  {_clock(elapsed)}"
+    if not ended and 0.0 < fraction < 1.0 and elapsed >= 2.0:
+        out += f"  ETA {_clock(elapsed * (1.0 - fraction) / fraction)}"
+    return out
+
+
 class CommandStatusScreen(SmitScreen):
     """COMMAND STATUS: the command's state, a progress bar when it reports one, its output."""
 
@@ -532,16 +560,13 @@ class CommandStatusScreen(SmitScreen):
         return text + "\n " * max(0, done - text.count("\n"))
 
     def body(self) -> ComposeResult:
-        from textual.widgets import Log, ProgressBar
+        from textual.widgets import Log
 
         yield Static(self.status_text(), classes="status-line", id="status", markup=False)
         yield Static("Before command completion, additional instructions may appear below.", classes="before",
                      markup=False)
         if self.with_progress:
-            with Horizontal(id="progress-row"):
-                if not self.app.ascii_only:
-                    yield ProgressBar(total=None, show_eta=False, id="bar")
-                yield Static("", id="progress-text", markup=False)
+            yield Static("", id="progress-text", markup=False)
         # SMIT's markers when the output is longer than the pane (aix-smit.md §1.2, §1.10).
         yield Static("", id="output-top", classes="output-marker", markup=False)
         yield Log(max_lines=self.MAX_LINES, id="output")
@@ -590,7 +615,7 @@ class CommandStatusScreen(SmitScreen):
     def _follow(self) -> None:
         from ..jobs import detached
         from ..jobs.progress import BackupProgress
-        from ..jobs.runner import Finished, Progress, _lines
+        from ..jobs.runner import Finished, _lines
 
         try:
             if self._start_error is not None:
@@ -633,15 +658,20 @@ class CommandStatusScreen(SmitScreen):
                         # Only the newest lines can reach the pane: decode just those.
                         shown = b"\n".join(data.rsplit(b"\n", self.MAX_BATCH)[1:])
                     lines = list(_lines(shown))
-                    if b"\r" in data or b"\x1b" in data:
-                        self.app.smit_log.output(lines if shown is data else list(_lines(data)))
-                    else:
-                        self.app.smit_log.output_bytes(data + b"\n")
                     changed = False
                     if parser is not None:
                         for line in lines:
                             if "of" in line or "0512-" in line or "Backing" in line:
                                 changed = parser.feed(line) or changed
+                        # The bar shows the counter: the pane and smit.log keep its last line
+                        # (100%), not one a second.
+                        lines = [line for line in lines if not parser.is_tick(line)]
+                        count = len(lines)
+                        self.app.smit_log.output(lines)
+                    elif b"\r" in data or b"\x1b" in data:
+                        self.app.smit_log.output(lines if shown is data else list(_lines(data)))
+                    else:
+                        self.app.smit_log.output_bytes(data + b"\n")
                     with self._lock:
                         self._pending.extend(lines)
                         self._unseen += count - len(lines)
@@ -650,7 +680,7 @@ class CommandStatusScreen(SmitScreen):
                             del self._pending[:-self.MAX_BATCH]
                         self.bytes_total += len(data) + 1
                         if changed:
-                            self._progress = Progress(parser.files_done, parser.files_total, parser.percent)
+                            self._progress = replace(parser)
                 with self._lock:
                     self.stdout_seen, self.stderr_seen = info.stdout, info.stderr
                 # Done when the job has ended and its log is read to the end.
@@ -690,7 +720,7 @@ class CommandStatusScreen(SmitScreen):
             os.close(supervisor_gone)
 
     def flush(self) -> None:
-        from textual.widgets import Log, ProgressBar
+        from textual.widgets import Log
 
         with self._lock:
             lines, self._pending = self._pending, []
@@ -705,28 +735,18 @@ class CommandStatusScreen(SmitScreen):
             if final.status == "WARN":
                 self.status = "OK (warnings)"
             self.app.smit_log.output_end(self.bytes_total)
-            if self.with_progress and final.status != "FAILED":
-                for bar in self.query(ProgressBar):
-                    if bar.total:
-                        bar.update(progress=bar.total)
+            if self.with_progress and final.status != "FAILED" and progress is not None:
+                progress = self._progress = replace(progress, files_done=progress.files_total,
+                                                    bytes_done=progress.bytes_total, percent=100.0)
             self.set_class(final.status == "FAILED", "-failed")
             self.set_class(final.status == "WARN", "-warn")
             self.set_keys(STATUS_DONE_KEYS, layout=False)  # the same rows: see footer_keys
         _show(self.query_one("#status", Static), self.status_text())
         if self.with_progress:
-            bars = list(self.query(ProgressBar))
             text = self.query_one("#progress-text", Static)
             elapsed = (self.finished_at or time.monotonic()) - self.started
-            if progress is not None and progress.files_total:
-                rate = progress.files_done / elapsed if elapsed > 0 else 0
-                counts = f" {progress.files_done}/{progress.files_total} files  {_clock(elapsed)}  {rate:,.0f}/s"
-                if bars:
-                    bars[0].update(total=progress.files_total, progress=progress.files_done)
-                    _show(text, counts)
-                else:
-                    done = int(30 * progress.files_done / progress.files_total)
-                    pct = 100 * progress.files_done // progress.files_total
-                    _show(text, f"[{'#' * done}{'.' * (30 - done)}] {pct:3d}%" + counts)
+            if progress is not None and (progress.files_total or progress.bytes_total):
+                _show(text, progress_line(progress, elapsed, self.app.glyphs, ended=self.finished_at is not None))
             elif final is None:
                 _show(text, f" {_clock(elapsed)}")
         log = self.query_one(Log)

@@ -62,10 +62,8 @@ def _mid_backup(app: AixsmitApp) -> bool:
     s = app.screen
     if not isinstance(s, CommandStatusScreen):
         return False
-    from textual.widgets import ProgressBar
-
-    bar = s.query_one(ProgressBar)
-    return bool(bar.total) and 0.2 < (bar.progress / bar.total) < 0.9 or not s.running
+    p = s._progress
+    return p is not None and 0.2 < p.fraction < 0.9 or not s.running
 
 
 async def main(out: Path) -> int:
