@@ -572,3 +572,79 @@ async def test_the_linux_console_gets_only_glyphs_its_font_has(tmp_path, monkeyp
             screen.action_cancel()
             await pilot.press("enter")
             await until(pilot, lambda: not screen.running, timeout=15)
+
+
+async def test_long_lines_show_they_go_on_and_scroll_sideways(tmp_path):
+    # COMMAND STATUS cut lines at column 80 without a sign; the footer did not say Right/Left scroll.
+    from aixsmit.smit.model import Screen as Def
+
+    app = make(tmp_path, "fs")
+    d = Def(kind="dialog", id="wide", title="Wide", command={"linux": ["sh"]})
+    wide = "0506-349 Cannot unmount /home/a/rather/long/mount/point/name: The requested resource is busy."
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        app.push_screen(CommandStatusScreen(d, ["printf", "%s\\nshort\\n", wide], progress=False))
+        await until(pilot, lambda: isinstance(app.screen, CommandStatusScreen) and not app.screen.running)
+        rows = text(app).splitlines()
+        row = next(r for r in rows if r.startswith("0506-349"))
+        width = app.screen.query_one("#output").scrollable_content_region.width
+        assert width >= 78 and row[:width] == wide[:width - 1] + "\u00bb"
+        assert next(r for r in rows if r.startswith("short")).rstrip() == "short"
+        assert "Left/Right=Scroll" in text(app)
+        for _ in range(20):
+            await pilot.press("right")
+        await pilot.pause()
+        row = next(r for r in text(app).splitlines() if "busy." in r)
+        assert row.startswith("\u00ab") and row.rstrip().endswith("resource is busy.")
+
+
+@needs_root
+async def test_lsmount_shows_each_class_at_80_columns(troot, tmp_path):
+    troot.loop_mount("/home")
+    app = make(tmp_path, "lsmount", root=str(troot.path))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: isinstance(app.screen, CommandStatusScreen) and not app.screen.running)
+        shown = text(app)
+        assert "  user:    /home" in shown and "  system:  /" in shown
+
+
+async def test_search_home_and_pgup_reach_the_whole_output(tmp_path):
+    # The pane keeps the newest 5,000 lines; / found nothing older, Home stopped at the pane's top.
+    from aixsmit.smit.model import Screen as Def
+
+    app = make(tmp_path, "fs")
+    d = Def(kind="dialog", id="long", title="Long", command={"linux": [sys.executable]})
+    code = "for i in range(12000): print(f'member {i} of the image')"
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        app.push_screen(CommandStatusScreen(d, [sys.executable, "-c", code], progress=False))
+        await until(pilot, lambda: isinstance(app.screen, CommandStatusScreen) and not app.screen.running)
+        screen = app.screen
+        assert "member 11999 of the image" in text(app) and "[MORE...119" in text(app)
+
+        def first_shown():
+            return next(l for l in text(app).splitlines() if l.startswith("member ")).split()[1]
+
+        await pilot.press("slash")
+        await pilot.pause()
+        await typed(pilot, "member 7 ")
+        await pilot.press("enter")
+        await until(pilot, lambda: "[line 8]" in text(app))
+        assert "member 7 of the image" in text(app)
+        await pilot.press("n")  # the only other match: none; it wraps to the same line
+        await until(pilot, lambda: "[line 8]" in text(app))
+        await pilot.press("end")
+        await until(pilot, lambda: "member 11999 of the image" in text(app))
+        await pilot.press("home")
+        await until(pilot, lambda: first_shown() == "0")
+        assert "[TOP]" in text(app) and "[MORE...11" in text(app)
+        await pilot.press("end")
+        await until(pilot, lambda: "member 11999 of the image" in text(app) and "[BOTTOM]" in text(app))
+        # PgUp past the pane's top reads the older lines in.
+        screen.query_one("#output").scroll_home(animate=False)
+        await pilot.pause()
+        top = int(first_shown())
+        assert top == 12000 - CommandStatusScreen.MAX_LINES
+        await pilot.press("pageup")
+        await until(pilot, lambda: int(first_shown()) < top)
+        assert int(first_shown()) == top - screen.query_one("#output").size.height

@@ -64,7 +64,29 @@ def cmd_lsmount(args) -> int:
         print_json([e.to_json() for e in table])
     else:
         print(format_table(table))
+        print(class_summary(table))
     return 0
+
+
+def class_summary(table: list[Entry], width: int = 80) -> str:
+    """The data class of each mount point, below the table and within ``width`` columns: the
+    table's class column lies past column 80, off an 80-column screen (COMMAND STATUS)."""
+    import textwrap
+
+    from ..fs.classify import CLASSES
+
+    out = ["", "Data class of each file system:"]
+    for cls in CLASSES:
+        mps = [shown(e.mount_point) for e in table if e.cls == cls]
+        if not mps:
+            continue
+        if cls == VIRTUAL:
+            some = ", ".join(mps[:3]) + (", ..." if len(mps) > 3 else "")
+            out.append(f"  {cls + ':':<9}{len(mps)} (never part of an image: {some})"[:width - 1])
+            continue
+        out += textwrap.wrap(" ".join(mps), width - 1, initial_indent=f"  {cls + ':':<9}", subsequent_indent=" " * 11,
+                             break_long_words=False, break_on_hyphens=False)
+    return "\n".join(out)
 
 
 def cmd_sysonly(args) -> int:

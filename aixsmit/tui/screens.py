@@ -56,7 +56,7 @@ def warm_up() -> None:
     screen: the first command's screen is then built sooner, and takes less of the CPU its
     command is starting on."""
     import textual.scrollbar  # noqa: F401
-    from textual.widgets import Log  # noqa: F401
+    from . import output  # noqa: F401  (the pane, with textual.widgets.Log)
 
     from ..jobs import progress, runner  # noqa: F401
 
@@ -546,6 +546,11 @@ class CommandStatusScreen(SmitScreen):
         self._unseen = 0  # lines passed over since the last tick (too many to show; in smit.log)
         self._progress = None
         self._final = None
+        self._consumed = 0  # bytes of the job's log read, up to the end of the last whole line
+        self._file_lines = 0  # lines of the job's log read
+        self._tail_loading = False  # the pane is being given the log's newest lines again
+        self._index = None  # the job's log's line index, made when first needed
+        self.lines_skipped = 0  # lines never written to the pane (too many at once)
         self.lines_total = 0
         self.bytes_total = 0
         self.pattern = ""
@@ -560,7 +565,7 @@ class CommandStatusScreen(SmitScreen):
         return text + "\n " * max(0, done - text.count("\n"))
 
     def body(self) -> ComposeResult:
-        from textual.widgets import Log
+        from .output import OutputLog
 
         yield Static(self.status_text(), classes="status-line", id="status", markup=False)
         yield Static("Before command completion, additional instructions may appear below.", classes="before",
@@ -569,7 +574,7 @@ class CommandStatusScreen(SmitScreen):
             yield Static("", id="progress-text", markup=False)
         # SMIT's markers when the output is longer than the pane (aix-smit.md §1.2, §1.10).
         yield Static("", id="output-top", classes="output-marker", markup=False)
-        yield Log(max_lines=self.MAX_LINES, id="output")
+        yield OutputLog(max_lines=self.MAX_LINES, id="output")
         yield Static("", id="output-bottom", classes="output-marker", markup=False)
 
     def _markers(self) -> None:
@@ -584,9 +589,13 @@ class CommandStatusScreen(SmitScreen):
             top, bottom = self.query_one("#output-top", Static), self.query_one("#output-bottom", Static)
         except Exception:
             return  # the screen is closing
-        if log.max_scroll_y > 0:
-            y = round(log.scroll_y)
-            below = max(0, round(log.max_scroll_y) - y)
+        # Counted in the whole output, not only the lines the pane holds.
+        after = 0
+        if log.window is not None:
+            after = max(0, self._file_lines - 1 - log.window[-1]) if log.window else 0
+        if log.max_scroll_y > 0 or log.top_line > 0 or after > 0:
+            y = log.top_line + round(log.scroll_y)
+            below = max(0, round(log.max_scroll_y) - round(log.scroll_y)) + after
             _show(top, "[TOP]" if y <= 0 else f"[MORE...{y}]")
             _show(bottom, "[BOTTOM]" if below <= 0 else f"[MORE...{below}]")
         else:
@@ -679,6 +688,8 @@ class CommandStatusScreen(SmitScreen):
                             self._unseen += len(self._pending) - self.MAX_BATCH
                             del self._pending[:-self.MAX_BATCH]
                         self.bytes_total += len(data) + 1
+                        self._file_lines += data.count(b"\n") + 1
+                        self._consumed = log.tell() - len(partial)
                         if changed:
                             self._progress = replace(parser)
                 with self._lock:
@@ -723,8 +734,11 @@ class CommandStatusScreen(SmitScreen):
         from textual.widgets import Log
 
         with self._lock:
-            lines, self._pending = self._pending, []
-            skipped, self._unseen = self._unseen, 0
+            if self._tail_loading:  # these lines come after the tail being read: kept for it
+                lines, skipped = [], 0
+            else:
+                lines, self._pending = self._pending, []
+                skipped, self._unseen = self._unseen, 0
             progress, final = self._progress, self._final
         # The end first, then the lines: the status line and the keys are then drawn in the
         # same frame as the last lines, not one frame (16-33 ms) later.
@@ -752,12 +766,16 @@ class CommandStatusScreen(SmitScreen):
         log = self.query_one(Log)
         if lines or skipped:
             self.lines_total += len(lines) + skipped
+            self.lines_skipped += skipped
+        if (lines or skipped) and log.window is None:
             # Writing a huge batch at once would stall the screen; the pane shows the newest lines
-            # and says how many it skipped (all of them are in smit.log).
+            # and says how many it skipped (Home and PgUp read them from the job's log).
             if skipped:
-                lines = [f"[... {skipped} more lines: the whole output is in {self.app.smit_log.log_path} ...]"] + lines
+                lines = [f"[... {skipped} more lines: Home and PgUp show them ...]"] + lines
             # Log.write_lines drops empty strings (it splits each into lines): keep blank lines.
             log.write_lines([l or " " for l in lines])
+            # The output's line number of the pane's first line (a mark of skipped lines aside).
+            log.first_line = max(0, self.lines_total - len(log.lines))
             if len(log.lines) >= self.MAX_LINES:
                 # Full, the pane drops as many old lines as it takes new ones and keeps its
                 # size and scroll position; Textual's Log then repaints only part of itself,
@@ -826,6 +844,9 @@ class CommandStatusScreen(SmitScreen):
         if not self.pattern:
             return
         log = self.query_one(Log)
+        if not log._whole():
+            self._find_in_log(self.pattern, self.found_at)
+            return
         lines = log.lines
         n = len(lines)
         needle = self.pattern.lower()
@@ -837,7 +858,103 @@ class CommandStatusScreen(SmitScreen):
                 log.scroll_to(y=max(0, i - 2), animate=False)
                 _show(self.query_one("#status", Static), self.status_text())
                 return
+        self._not_found()
+
+    def _not_found(self) -> None:
         self.app.push_screen(MessagePopup("INFORMATION MESSAGE", "Pattern not found.\n\n" + PRESS_RETURN))
+
+    # --- the whole output, from the job's log (the pane keeps the newest MAX_LINES) ---------
+    def _in_thread(self, work, done, upto: int | None = None) -> bool:
+        """``work()`` in a thread (it reads the job's log), then ``done(result)`` on the screen's."""
+        from textual.widgets import Log
+
+        log = self.query_one(Log)
+        if log.loading or self.job is None:
+            return False
+        log.loading = True
+
+        def run() -> None:
+            from .outputlog import LineIndex
+
+            try:
+                if self._index is None:
+                    self._index = LineIndex(self.job.log)
+                with self._lock:
+                    end = self._consumed if upto is None else upto
+                self._index.extend(end)
+                result = work(self._index)
+            except OSError as exc:
+                result = exc
+            try:
+                self.app.call_from_thread(finish, result)
+            except RuntimeError:
+                pass  # the app is closing
+
+        def finish(result) -> None:
+            log.loading = False
+            if isinstance(result, OSError):
+                self.app.push_screen(MessagePopup("ERROR MESSAGE", f"{self.job.log}: {result.strerror or result}\n\n"
+                                                  + PRESS_RETURN))
+            else:
+                done(result)
+            self._markers()
+
+        threading.Thread(target=run, name="aixsmit-output", daemon=True).start()
+        return True
+
+    def _keep(self):
+        from ..jobs.progress import BackupProgress
+
+        return (lambda line: not BackupProgress.is_tick(line)) if self.with_progress else None
+
+    def load_window(self, start: int, at: int) -> None:
+        """Show MAX_LINES lines of the whole output from line ``start``, line ``at`` on top."""
+        from textual.widgets import Log
+        from ..jobs.runner import _lines
+
+        keep = self._keep()
+        self._in_thread(lambda ix: ix.read(start, self.MAX_LINES, _lines, keep),
+                        lambda r: self.query_one(Log).show_window(r[0], r[1], at))
+
+    def load_tail(self) -> None:
+        """Follow the output again: the pane gets the newest lines of the job's log."""
+        from textual.widgets import Log
+        from ..jobs.runner import _lines
+
+        keep = self._keep()
+        if self.query_one(Log).loading:
+            return
+        with self._lock:
+            self._tail_loading = True
+            self._pending.clear()  # what is pending lies in the log, up to _consumed: read below
+            self._unseen = 0
+            upto, stop = self._consumed, self._file_lines
+
+        def tail(ix):
+            return ix.read(max(0, stop - self.MAX_LINES), self.MAX_LINES, _lines, keep, stop=stop)
+
+        def shown(r) -> None:
+            texts, numbers = r
+            self.query_one(Log).follow(texts, numbers[0] if numbers else 0)
+            with self._lock:
+                self._tail_loading = False
+
+        if not self._in_thread(tail, shown, upto):
+            with self._lock:
+                self._tail_loading = False
+
+    def _find_in_log(self, pattern: str, after: int) -> None:
+        from .outputlog import window_start
+
+        def found(line: int) -> None:
+            if line < 0:
+                self._not_found()
+                return
+            self.found_at = line
+            self.load_window(window_start(line, self.MAX_LINES), max(0, line - 2))
+            _show(self.query_one("#status", Static), self.status_text())
+
+        self._in_thread(lambda ix: ix.search(pattern, after), found)
 
 
 class TooSmallScreen(Screen):
