@@ -124,8 +124,7 @@ async def test_f4_single_list_from_service_and_are_you_sure(troot, tmp_path):
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
         await pilot.press("f4")
-        await pilot.pause()
-        assert isinstance(app.screen, ListPopup)
+        await until(pilot, lambda: isinstance(app.screen, ListPopup) and not app.screen.building)
         assert "Move cursor to desired item and press Enter." in text(app)
         assert "/home" in text(app) and "ext4" in text(app)
         await pilot.press("enter")
@@ -143,7 +142,7 @@ async def test_f4_multi_select_with_f7(troot, tmp_path):
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
         await pilot.press("down", "f4")
-        await pilot.pause()
+        await until(pilot, lambda: isinstance(app.screen, ListPopup) and not app.screen.building)
         assert "ONE OR MORE items can be selected." in text(app)
         await pilot.press("f7", "down", "f7", "enter")
         await pilot.pause()
@@ -648,3 +647,59 @@ async def test_search_home_and_pgup_reach_the_whole_output(tmp_path):
         await pilot.press("pageup")
         await until(pilot, lambda: int(first_shown()) < top)
         assert int(first_shown()) == top - screen.query_one("#output").size.height
+
+
+async def test_f4_shows_at_once_and_the_screen_stays_live_while_the_list_is_built(tmp_path, monkeypatch):
+    # The destination list was built on the screen's own thread: with --root on a full system
+    # the screen froze for minutes.
+    from aixsmit.smit import services
+
+    def slow(system):
+        time.sleep(1.5)
+        return [services.ListItem("/backup/a.mksysb", "/backup/a.mksysb   12 MB")]
+
+    monkeypatch.setitem(services.SERVICES, "backup_destinations", slow)
+    app = make(tmp_path, "mksysb")
+    gaps = []
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        last = [time.monotonic()]
+
+        def tick():
+            now = time.monotonic()
+            gaps.append(now - last[0])
+            last[0] = now
+
+        app.set_interval(0.02, tick)
+        await pilot.press("f4")
+        await pilot.pause(0.1)
+        assert isinstance(app.screen, ListPopup) and "Building the list ..." in text(app)
+        await until(pilot, lambda: not app.screen.building)
+        assert "/backup/a.mksysb   12 MB" in text(app)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.screen.values()["device"] == "/backup/a.mksysb"
+    assert max(gaps[2:]) < 0.25
+
+
+def test_image_lists_are_bounded_and_fields_get_what_they_take(tmp_path, monkeypatch):
+    from aixsmit.fs.table import System
+    from aixsmit.smit import services
+
+    monkeypatch.setattr(services, "image_dirs", lambda system: [str(tmp_path / "top")])
+    top = tmp_path / "top"
+    (top / "out").mkdir(parents=True)
+    (top / "out" / "sys.mksysb").write_text("x")
+    deep = top / "a" / "b" / "c" / "d"
+    deep.mkdir(parents=True)
+    (deep / "deep.mksysb").write_text("x")  # four folders down: past the bound
+    (top / "root" / "backup").mkdir(parents=True)
+    (top / "root" / "backup" / "in-root.mksysb").write_text("x")  # inside --root: the system itself
+    system = System(root=str(top / "root"))
+    images = [i.value for i in services.backup_images(system)]
+    assert images == [str(top / "out" / "sys.mksysb")]
+    # A schedule's Backup DIRECTORY takes a folder: its list offers folders, no image file.
+    folders = [i.value for i in services.backup_directories(system)]
+    assert str(top / "out") in folders and not any(f.endswith(".mksysb") for f in folders)
+    monkeypatch.setattr(services, "MAX_ENTRIES", 3)
+    assert services.backup_images(system)[-1].text.startswith("(more not searched")

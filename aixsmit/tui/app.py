@@ -78,6 +78,42 @@ class AixsmitApp(App):
             self.push_screen(MessagePopup("ERROR MESSAGE", f"{exc}\n\n{PRESS_RETURN}"))
             return []
 
+    def open_list(self, title: str, name: str, chosen, multi: bool = False, selected: list[str] | None = None,
+                  help_text: str = "") -> None:
+        """F4: the list pop-up at once, saying it is being built; the service ``name`` builds it
+        in a thread (services bound their own searches), and the pop-up shows it when done.
+        ``chosen`` gets the value picked (a list with ``multi``), or None."""
+        from .popups import ListPopup
+
+        if self.no_exec:
+            self.smit_log.not_run(f"(list) {name}")
+            self.push_screen(MessagePopup("ERROR MESSAGE", "1800-051 There are no items of this type.\n\n" + PRESS_RETURN))
+            return
+        popup = ListPopup(title, None, multi=multi, selected=selected, help_text=help_text)
+        self.push_screen(popup, chosen)
+
+        def build() -> None:
+            try:
+                result = [(i.value, i.text) for i in SERVICES[name](self.system)]
+            except (AixsmitError, OSError) as exc:
+                result = exc
+            try:
+                self.call_from_thread(done, result)
+            except RuntimeError:
+                pass  # the app has closed
+
+        def done(result) -> None:
+            if getattr(popup, "_answered", False):
+                return  # cancelled while it was built
+            if isinstance(result, Exception) or not result:
+                popup.dismiss(None)
+                why = str(result) if isinstance(result, Exception) else "1800-051 There are no items of this type."
+                self.push_screen(MessagePopup("ERROR MESSAGE", f"{why}\n\n{PRESS_RETURN}"))
+            else:
+                popup.fill(result)
+
+        threading.Thread(target=build, name=f"aixsmit-list-{name}", daemon=True).start()
+
     # --- navigation --------------------------------------------------------------------
     def on_mount(self) -> None:
         if self.ascii_only:

@@ -382,9 +382,19 @@ class DialogScreen(SmitScreen):
         if row is None:
             return
         f = row.field
+        multi = f.type == "multi"
+
+        def chosen(value) -> None:
+            if value is None or value == "":
+                return
+            row.set_value(" ".join(value) if isinstance(value, list) else value)
+            row.focus_value()
+
+        current = row.value.split() if multi else []
         if f.list:
-            items = self.app.list_items(f.list)
-        elif f.is_ring:
+            self.app.open_list(f.label, f.list, chosen, multi=multi, selected=current, help_text=f.help)
+            return
+        if f.is_ring:
             items = [(c, c) for c in f.choices]
         else:
             self.app.push_screen(MessagePopup("ERROR MESSAGE", "There is no list for this entry field.\n\n" + PRESS_RETURN))
@@ -392,15 +402,6 @@ class DialogScreen(SmitScreen):
         if not items:
             self.app.push_screen(MessagePopup("ERROR MESSAGE", "1800-051 There are no items of this type.\n\n" + PRESS_RETURN))
             return
-        multi = f.type == "multi"
-
-        def chosen(value) -> None:
-            if value is None:
-                return
-            row.set_value(" ".join(value) if isinstance(value, list) else value)
-            row.focus_value()
-
-        current = row.value.split() if multi else []
         self.app.push_screen(ListPopup(f.label, items, multi=multi, selected=current, help_text=f.help), chosen)
 
     def action_reset(self) -> None:

@@ -21,7 +21,7 @@ from ..errors import AixsmitError
 from ..smit import command as cmdbuild
 from ..smit.model import Screen as ScreenDef
 from .keys import WALK_KEYS
-from .popups import PRESS_RETURN, ListPopup, MessagePopup
+from .popups import PRESS_RETURN, MessagePopup
 from .screens import FKEYS, SmitScreen
 
 
@@ -242,16 +242,11 @@ class WalkthroughScreen(SmitScreen):
     def action_list(self) -> None:
         if STEPS[self.step].kind != "dest":
             return
-        items = self.app.list_items("backup_destinations")
-        if not items:
-            self.app.push_screen(MessagePopup("ERROR MESSAGE", "1800-051 There are no items of this type.\n\n" + PRESS_RETURN))
-            return
-
         def chosen(v):
             if v:
                 self.query_one("#dest", Input).value = v
 
-        self.app.push_screen(ListPopup("Backup DEVICE or FILE", items), chosen)
+        self.app.open_list("Backup DEVICE or FILE", "backup_destinations", chosen)
 
     def action_show_command(self) -> None:
         argv = self.argv()
