@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from _util import best_of_each, command, report  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from aixsmit.backup.engine import FILE_BLOCKS  # noqa: E402
+from aixsmit.backup.streams import FILE_BLOCKS  # noqa: E402
 
 FILES = 50_000
 PER_DIR = 100

@@ -1,6 +1,6 @@
-"""Two tar streams joined into one image (aixsmit/backup/engine.py: walk, SecondStream,
-members_end): the image must read as one ordinary archive and restore exactly what one tar
-would have made, whatever the split.
+"""Two tar streams joined into one image (aixsmit/backup/walk.py, streams.py: walk,
+SecondStream, members_end): the image must read as one ordinary archive and restore exactly
+what one tar would have made, whatever the split.
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ import tarfile
 import pytest
 
 from aixsmit import config
-from aixsmit.backup import engine
-from aixsmit.backup.engine import BackupFailed, ImageRequest, create_image, members_end
+from aixsmit.backup import engine, streams
+from aixsmit.backup.engine import BackupFailed, ImageRequest, create_image
+from aixsmit.backup.streams import members_end
 from aixsmit.errors import ConfigError
 from aixsmit.fs.table import System
 from aixsmit.fs.volume_groups import find
@@ -125,7 +126,7 @@ def test_second_stream_waits_when_its_memory_is_full(troot, monkeypatch):
     image is still complete and exact."""
     tr = troot
     _many(tr, 20, 100, lambda f: 2000)
-    monkeypatch.setattr(engine, "_memory_cap", lambda: 64 << 10)
+    monkeypatch.setattr(streams, "memory_cap", lambda: 64 << 10)
     img = _image(tr, 2, "sys.mksysb")
     # The second stream's share (2 MB or so) is more than its memory, a read and the pipe.
     assert os.path.getsize(img) > 5 << 20
@@ -143,7 +144,7 @@ def test_second_stream_failure_is_0512_005_and_no_image(troot, monkeypatch):
     def wrong_end(fd, marker, record):
         raise OSError(5, "the first tar stream does not end with its marker member")
 
-    monkeypatch.setattr(engine, "members_end", wrong_end)
+    monkeypatch.setattr(streams, "members_end", wrong_end)
     out: list[tuple[str, str]] = []
     with pytest.raises(BackupFailed) as err:
         _image(tr, 2, "sys.mksysb", lambda line, stream: out.append((stream, line)))
@@ -231,13 +232,13 @@ def test_a_failed_join_stops_the_second_tar_and_leaves_no_image(troot, monkeypat
     and the backup fails as any write failure does."""
     tr = troot
     _many(tr, 10, 200, lambda f: 3000)
-    monkeypatch.setattr(engine, "_memory_cap", lambda: 64 << 10)  # the second tar must wait
-    place = engine.SecondStream.place
+    monkeypatch.setattr(streams, "memory_cap", lambda: 64 << 10)  # the second tar must wait
+    place = streams.SecondStream.place
 
     def read_only(self, fd, offset):
         place(self, os.open(os.devnull, os.O_RDONLY), offset)
 
-    monkeypatch.setattr(engine.SecondStream, "place", read_only)
+    monkeypatch.setattr(streams.SecondStream, "place", read_only)
     out: list[tuple[str, str]] = []
     with pytest.raises(BackupFailed) as err:
         _image(tr, 2, "sys.mksysb", lambda line, stream: out.append((stream, line)))
@@ -252,7 +253,7 @@ def test_second_stream_without_splice_is_copied_by_reads_and_writes(troot, monke
     writes, and the image is the same."""
     tr = troot
     _many(tr, 10, 100, lambda f: 2500)
-    monkeypatch.setattr(engine, "_memory_cap", lambda: 64 << 10)  # most of it after the first ends
+    monkeypatch.setattr(streams, "memory_cap", lambda: 64 << 10)  # most of it after the first ends
     calls = []
 
     def no_splice(*args, **kwargs):

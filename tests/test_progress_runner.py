@@ -140,7 +140,7 @@ def test_runner_keeps_up_with_200k_lines_a_second():
 
 def test_list_feed_counts_the_names_the_reader_has_taken(tmp_path):
     """mksysb's progress without a line per file: what was fed less what waits in the pipe."""
-    from aixsmit.backup.engine import ListFeed
+    from aixsmit.backup.streams import ListFeed
 
     names = [b"./f%07d\0" % i for i in range(20_000)]  # 11 bytes each
     take = 7_000
