@@ -424,3 +424,28 @@ def test_m_writes_a_map_file_per_logical_volume(troot):
             assert lines[-1] == f"{name}:0-{size - 1}"
             assert f"# backing file: {tr.images / (mp.strip('/') + '.img')}" in lines
     assert lvs["/"]["MAPFILE"] == ""  # a tmpfs lies on no disk
+
+
+def test_progress_counts_bytes_as_well_as_files(troot):
+    # The count of names handed to tar sat at 99% while tar read the last large files.
+    tr = troot
+    tr.p("/big").write_bytes(os.urandom(48 << 20))
+    for i in range(40):
+        tr.p(f"/small{i}").write_text(str(i))
+    img = tr.base / "sys.mksysb"
+    env = tr.env()
+    env["AIXSMIT_PROGRESS_SECONDS"] = "0.02"
+    r = aixsmit("cmd", "mksysb", "-i", "--root", tr.path, img, env=env)
+    assert r.returncode == 0, r.stderr
+    ticks = []
+    for line in r.stdout.splitlines():
+        p = BackupProgress()
+        if p.feed(line) and p.bytes_total:
+            ticks.append((p.files_done, p.files_total, p.bytes_done, p.bytes_total))
+    assert ticks, r.stdout
+    st = os.statvfs(tr.path)
+    used = (st.f_blocks - st.f_bfree) * st.f_frsize
+    assert all(t[3] == used for t in ticks)  # what the file systems imaged hold in use
+    done = [t[2] for t in ticks]
+    assert done == sorted(done) and 0 < done[-1] <= used
+    assert all(t[0] < t[1] for t in ticks)  # 100% only once the image is complete
