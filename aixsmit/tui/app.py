@@ -195,6 +195,8 @@ class AixsmitApp(App):
         """Commands started earlier that still run, or ended unseen: offer to show them."""
         if self.no_exec or self.dry_run:
             return
+        if getattr(self.screen, "fastpath", "") == "walkthrough":
+            return  # not over the guide's first step: the guide picks up its own job
         from ..jobs import detached
 
         try:
@@ -272,7 +274,7 @@ class AixsmitApp(App):
         else:
             self.pop_screen()
 
-    def run_command(self, d, argv: list[str]) -> None:
+    def run_command(self, d, argv: list[str], next_label: str = "", on_next=None) -> None:
         shown = cmdbuild.display(argv)
         if self.no_exec:
             self.smit_log.not_run(shown)
@@ -293,7 +295,7 @@ class AixsmitApp(App):
                                           "(SMIT -x CommandString flag set)\nCommand has been logged to script file.\n\n"
                                           + shown + "\n\n" + PRESS_RETURN))
             return
-        self.push_screen(CommandStatusScreen(d, argv, progress=bool(d.progress)))
+        self.push_screen(CommandStatusScreen(d, argv, progress=bool(d.progress), next_label=next_label, on_next=on_next))
 
     def command_finished(self, screen, final) -> None:
         """Hook: the command shown by ``screen`` ended (tests and later features listen here)."""

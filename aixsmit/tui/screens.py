@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import select
+import signal
 import threading
 import time
 from dataclasses import replace
@@ -516,13 +517,19 @@ class CommandStatusScreen(SmitScreen):
         Binding("f6", "show_command", "Command"),
         Binding("slash", "find", "Find"),
         Binding("n", "find_next", "Find Next"),
+        Binding("enter", "go_on", "Continue", show=False),
     ]
     KEYS = STATUS_RUNNING_KEYS
     MAX_LINES = 5000  # on screen; the whole output is in smit.log
     MAX_BATCH = 1000  # lines written to the pane per 50 ms tick
 
-    def __init__(self, definition: ScreenDef, argv: list[str], progress: bool, job=None):
+    def __init__(self, definition: ScreenDef, argv: list[str], progress: bool, job=None, next_label: str = "",
+                 on_next=None):
+        """``next_label``: once the command has ended, Enter (so labelled) leaves this screen
+        and calls ``on_next()`` (the guided backup goes on to its summary)."""
         super().__init__(definition, "COMMAND STATUS")
+        self.next_label = next_label
+        self.on_next = on_next
         self.argv = argv
         self.with_progress = progress
         self.status = "running"
@@ -562,7 +569,7 @@ class CommandStatusScreen(SmitScreen):
         # the end changes text only: the output pane does not shrink and move under the eye,
         # and the end is drawn in one frame, without a new layout.
         text = super().footer_keys()
-        done = footer_text(STATUS_DONE_KEYS, self.app.esc_labels, 80).count("\n")
+        done = footer_text(self.done_keys(), self.app.esc_labels, 80).count("\n")
         return text + "\n " * max(0, done - text.count("\n"))
 
     def body(self) -> ComposeResult:
@@ -755,7 +762,7 @@ class CommandStatusScreen(SmitScreen):
                                                     bytes_done=progress.bytes_total, percent=100.0)
             self.set_class(final.status == "FAILED", "-failed")
             self.set_class(final.status == "WARN", "-warn")
-            self.set_keys(STATUS_DONE_KEYS, layout=False)  # the same rows: see footer_keys
+            self.set_keys(self.done_keys(), layout=False)  # the same rows: see footer_keys
         _show(self.query_one("#status", Static), self.status_text())
         if self.with_progress:
             text = self.query_one("#progress-text", Static)
@@ -799,17 +806,40 @@ class CommandStatusScreen(SmitScreen):
     def on_unmount(self) -> None:
         self._stop_following = True
 
+    def done_keys(self) -> list:
+        return STATUS_DONE_KEYS + ([("Enter", self.next_label)] if self.next_label else [])
+
+    def action_go_on(self) -> None:
+        if self.running or not self.next_label:
+            return
+        self.app.pop_screen()
+        if self.on_next is not None:
+            self.on_next()
+
     def action_cancel(self) -> None:
         if self.running:
+            # A command that mounts again what it unmounted (the guide's sysbackup) is asked to
+            # stop (TERM) and given the time it takes: a KILL would leave file systems unmounted.
+            mounts_again = self.definition is not None and self.definition.id == "walkthrough"
+
             def answer(ok):
                 if ok and self.job is not None:
                     from ..jobs import detached
 
-                    threading.Thread(target=detached.cancel, args=(detached.refresh(self.job),),
-                                     daemon=True).start()
+                    info = detached.refresh(self.job)
+                    if mounts_again:
+                        if info.pgid:
+                            try:
+                                os.killpg(info.pgid, signal.SIGTERM)
+                            except ProcessLookupError:
+                                pass
+                        return
+                    threading.Thread(target=detached.cancel, args=(info,), daemon=True).start()
 
+            what = ("It stops after mounting again the user file systems it unmounted."
+                    if mounts_again else "(its whole process group).")
             self.app.push_screen(MessagePopup(
-                "CANCEL", "The command is still running.\n    Press Enter to stop it (its whole process group).\n"
+                "CANCEL", f"The command is still running.\n    Press Enter to stop it {what}\n"
                           "    Press Cancel to let it run."), answer)
         else:
             self.app.go_back()
