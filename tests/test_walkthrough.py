@@ -270,3 +270,21 @@ async def test_a_dry_run_runs_nothing_wherever_it_leads(troot, tmp_path):
         await pilot.pause(0.5)
     assert not img.exists() and _tree(state) == before and mounted(tr, "/home")
     assert "internal command was not run. (dry run)" in (tmp_path / "smit.log").read_text()
+
+
+async def test_earlier_jobs_do_not_cover_step_one(troot, tmp_path):
+    # The "Commands started earlier" pop-up covered step 1 and took its Enter.
+    from aixsmit.jobs import detached
+
+    job = detached.start("Earlier", "true", ["true"])
+    end = time.monotonic() + 20
+    while detached.refresh(job).status == detached.RUNNING and time.monotonic() < end:
+        time.sleep(0.05)
+    app = make(tmp_path, "walkthrough", root=str(troot.path))
+    app._started_at = time.time() + 1  # the job above counts as started earlier
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause(0.3)
+        assert isinstance(app.screen, WalkthroughScreen)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.screen.step == 1 and "Step 2 of 8" in text(app)
