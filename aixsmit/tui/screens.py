@@ -487,7 +487,12 @@ def _size(n: int, unit: int) -> str:
     return f"{n / unit:,.1f}" if unit >= 1 << 30 else f"{n // unit:,}"
 
 
-BAR_WIDTH = 20
+BAR_WIDTH = 16
+
+
+def _short_clock(seconds: float) -> str:
+    s = int(seconds)
+    return _clock(s) if s >= 3600 else f"{s // 60}:{s % 60:02d}"
 
 
 def progress_line(p, elapsed: float, glyphs: tuple[str, str], ended: bool = False) -> str:
@@ -504,10 +509,12 @@ def progress_line(p, elapsed: float, glyphs: tuple[str, str], ended: bool = Fals
     if p.bytes_total:
         unit = 1 << 30 if p.bytes_total >= 10 << 30 else 1 << 20
         out += f"  {_size(p.bytes_done, unit)}/{_size(p.bytes_total, unit)} {'GB' if unit == 1 << 30 else 'MB'}"
-    out += f"  {_clock(elapsed)}"
+    eta = ""
     if not ended and 0.0 < fraction < 1.0 and elapsed >= 2.0:
-        out += f"  ETA {_clock(elapsed * (1.0 - fraction) / fraction)}"
-    return out
+        eta = f"  ETA {_short_clock(elapsed * (1.0 - fraction) / fraction)}"
+    # Within 80 columns: the time so far gives way to the time left.
+    spent = f"  {_short_clock(elapsed)}"
+    return out + (spent if len(out + spent + eta) < 80 else "") + eta
 
 
 class CommandStatusScreen(SmitScreen):

@@ -192,10 +192,11 @@ class WalkthroughScreen(SmitScreen):
     def facts(self) -> str:
         step = self.step
         if step == 0:
-            rows = [f"  {'MOUNTED OVER':<24} {'DEVICE':<20} {'VFS':<8} CLASS"]
+            # The class first: a long mount point never pushes it out of view.
+            rows = [f"  {'CLASS':<8} {'VFS':<8} {'DEVICE':<20} MOUNTED OVER"]
             for e in self.system().table():
                 if e.cls != "virtual":
-                    rows.append(f"  {e.mount_point:<24} {e.mount.device[:20]:<20} {e.mount.vfs:<8} {e.cls}")
+                    rows.append(f"  {e.cls:<8} {e.mount.vfs:<8} {e.mount.device[:20]:<20} {e.mount_point}")
             virtual = sum(1 for e in self.system().table() if e.cls == "virtual")
             rows.append(f"  (and {virtual} virtual file systems: /proc, /sys, ...)")
             return "\n".join(rows)
