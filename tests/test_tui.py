@@ -683,6 +683,8 @@ async def test_f4_shows_at_once_and_the_screen_stays_live_while_the_list_is_buil
 
 
 def test_image_lists_are_bounded_and_fields_get_what_they_take(tmp_path, monkeypatch):
+    import os
+
     from aixsmit.fs.table import System
     from aixsmit.smit import services
 
@@ -699,7 +701,7 @@ def test_image_lists_are_bounded_and_fields_get_what_they_take(tmp_path, monkeyp
     images = [i.value for i in services.backup_images(system)]
     assert images == [str(top / "out" / "sys.mksysb")]
     # A schedule's Backup DIRECTORY takes a folder: its list offers folders, no image file.
-    folders = [i.value for i in services.backup_directories(system)]
-    assert str(top / "out") in folders and not any(f.endswith(".mksysb") for f in folders)
+    folders = [i.value for i in services.schedule_directories(system)]
+    assert str(top) in folders and all(os.path.isdir(f) for f in folders)
     monkeypatch.setattr(services, "MAX_ENTRIES", 3)
     assert services.backup_images(system)[-1].text.startswith("(more not searched")

@@ -35,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..errors import AixsmitError
-from ..fs.table import System
+from ..fs.table import System, used_below
 from ..fs.volume_groups import VolumeGroup
 from ..jobs.runner import Finished, Job, Output, Tick
 from ..osutil import make_temp_dir, remove_tree, write_text
@@ -190,6 +190,12 @@ def _create_image(req: ImageRequest, emit: Emit) -> ImageResult:
         if not is_device:
             clean_stale_partials(dest_dir)
             required = required_room(include, req.structure_only, len(staged))
+            if not req.structure_only:
+                for lv in include_lvs:  # --root DIR not a mount point: only what lies below DIR counts
+                    if lv.entry.mount.host_mount:
+                        _, used, _, inodes = fs_facts(lv.entry.mount.path)
+                        below, entries = used_below(lv.entry.mount.path, prune)
+                        required += below + 1536 * entries - used - 1536 * inodes
             st = os.statvfs(dest_dir)
             available = st.f_bavail * st.f_frsize
             # A destination file being replaced frees its space only after the rename.
