@@ -10,7 +10,7 @@ from aixsmit.tui.popups import ListPopup, MessagePopup
 from aixsmit.tui.screens import CommandStatusScreen, DialogScreen, MenuScreen, TooSmallScreen
 
 from conftest import aixsmit, needs_root
-from tui_helpers import make, text, typed, until
+from tui_helpers import loop_gaps, make, text, typed, until
 
 
 async def test_menu_screen_exact_texts_and_navigation(tmp_path):
@@ -309,17 +309,9 @@ async def test_streaming_200k_lines_never_stalls_the_loop(tmp_path):
     n = 200_000
     d = Def(kind="dialog", id="flood", title="Flood", command={"linux": [sys.executable]})
     argv = [sys.executable, "-c", f"import sys\nfor i in range({n}): sys.stdout.write(f'line {{i}} of output\\n')"]
-    gaps = []
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
-        last = [time.monotonic()]
-
-        def tick():
-            now = time.monotonic()
-            gaps.append(now - last[0])
-            last[0] = now
-
-        app.set_interval(0.01, tick)
+        gaps = loop_gaps(app, 0.01)
         app.push_screen(CommandStatusScreen(d, argv, progress=False))
         await until(pilot, lambda: isinstance(app.screen, CommandStatusScreen) and not app.screen.running
                     and app.screen.lines_total == n, timeout=120)
@@ -660,17 +652,9 @@ async def test_f4_shows_at_once_and_the_screen_stays_live_while_the_list_is_buil
 
     monkeypatch.setitem(services.SERVICES, "backup_destinations", slow)
     app = make(tmp_path, "mksysb")
-    gaps = []
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
-        last = [time.monotonic()]
-
-        def tick():
-            now = time.monotonic()
-            gaps.append(now - last[0])
-            last[0] = now
-
-        app.set_interval(0.02, tick)
+        gaps = loop_gaps(app, 0.02)
         await pilot.press("f4")
         await pilot.pause(0.1)
         assert isinstance(app.screen, ListPopup) and "Building the list ..." in text(app)

@@ -24,6 +24,16 @@ def mounted(tr, mp):
     return any(m.path == str(tr.p(mp)) for m in read_mountinfo())
 
 
+async def to_steps_3_to_7(pilot, dest) -> None:
+    """From step 1: on to the destination, type it, on to steps 3-7."""
+    await pilot.pause()
+    await pilot.press("enter")
+    await pilot.pause()
+    await typed(pilot, str(dest))
+    await pilot.press("enter")
+    await pilot.pause()
+
+
 async def finish_command(app, pilot):
     await until(pilot, lambda: isinstance(app.screen, CommandStatusScreen) and not app.screen.running, timeout=120)
     status = text(app)
@@ -117,10 +127,8 @@ async def test_a_stopped_backup_mounts_again_and_reaches_the_summary(troot, tmp_
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
         w = app.screen
+        await to_steps_3_to_7(pilot, img)
         await pilot.press("enter")
-        await pilot.pause()
-        await typed(pilot, str(img))
-        await pilot.press("enter", "enter")
         # Hold the image's tar where it is (it takes a second here), so the cancel lands in the
         # middle of the backup.
         tars, end = [], time.monotonic() + 30
@@ -179,11 +187,7 @@ async def test_busy_step_names_holder_and_retry(troot, tmp_path):
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
         w = app.screen
-        await pilot.press("enter")
-        await pilot.pause()
-        await typed(pilot, str(tr.base / "sys.img"))
-        await pilot.press("enter")
-        await pilot.pause()
+        await to_steps_3_to_7(pilot, tr.base / "sys.img")
         assert w.step == 2
         assert "BUSY" in w.facts() and f"pid {holder.pid:>7}" in w.facts()
         await pilot.press("enter")  # tries, fails, names the holder, nothing changes
