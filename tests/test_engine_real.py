@@ -449,3 +449,15 @@ def test_progress_counts_bytes_as_well_as_files(troot):
     done = [t[2] for t in ticks]
     assert done == sorted(done) and 0 < done[-1] <= used
     assert all(t[0] < t[1] for t in ticks)  # 100% only once the image is complete
+    # Reading it back says how far it is, and ends with its result line.
+    r = aixsmit("cmd", "verify", "-f", img, env=env)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    read = []
+    for line in lines:
+        p = BackupProgress()
+        if p.feed(line):
+            read.append(p.bytes_done)
+            assert p.bytes_total == img.stat().st_size and BackupProgress.is_tick(line)
+    assert read and read == sorted(read)
+    assert lines[-1].startswith(f"Verified {img}: ") and lines[-1].endswith(": OK.")

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 _TOTAL = re.compile(r"^Backing up (\d+) files")
 # The counter may follow a run of progress dots on the same line; "backed up" is optional.
 _COUNT = re.compile(r"(\d+) of (\d+) files(?: backed up)? \((\d+)%\)(?: (\d+) of (\d+) bytes)?")
+# Reading an image back (verify): "52428800 of 209715200 bytes read (25%)".
+_READ = re.compile(r"^(\d+) of (\d+) bytes read \((\d+)%\)")
 _OK = re.compile(r"^0512-038 (\S+): Backup Completed Successfully\.")
 _FAIL = re.compile(r"^(?:\S+: )?0512-0(0[4-9]|1\d|2[0-3]|4[12])\b|^0512-005 |^0512-007 |^\S+: 0512-0(0[5-9]|1\d|2[0-3])\b")
 _WARN = re.compile(r"0512-003 ")
@@ -52,6 +54,10 @@ class BackupProgress:
         if m:
             self.files_total = int(m.group(1))
             return True
+        m = _READ.match(line)
+        if m:
+            self.bytes_done, self.bytes_total, self.percent = int(m.group(1)), int(m.group(2)), float(m.group(3))
+            return True
         m = _OK.match(line)
         if m:
             self.succeeded = True
@@ -83,7 +89,7 @@ class BackupProgress:
     def is_tick(line: str) -> bool:
         """A counter line short of the end: a progress bar shows it; the pane and smit.log need
         not repeat it every second (the last one, at 100%, stays)."""
-        m = _COUNT.search(line)
+        m = _COUNT.search(line) or _READ.match(line)
         return m is not None and m.group(1) != m.group(2)
 
     @property
