@@ -597,6 +597,10 @@ async def test_lsmount_shows_each_class_at_80_columns(troot, tmp_path):
         await until(pilot, lambda: isinstance(app.screen, CommandStatusScreen) and not app.screen.running)
         shown = text(app)
         assert "  user:    /home" in shown and "  system:  /" in shown
+    # sysonly's verdict, below its table, within 80 columns too.
+    out = aixsmit("cmd", "sysonly", "--root", troot.path, env=troot.env()).stdout
+    verdict = out[out.index("User file systems are still mounted"):].splitlines()
+    assert "/home" in verdict[0] and all(len(l) < 80 for l in verdict)
 
 
 async def test_search_home_and_pgup_reach_the_whole_output(tmp_path):

@@ -96,15 +96,19 @@ def cmd_sysonly(args) -> int:
     if args.json:
         print_json(result.to_json())
     else:
+        import textwrap
+
+        # The verdict within 80 columns (the table's own lines run past them).
+        say = lambda text: print(textwrap.fill(text, 79, subsequent_indent="  ", break_on_hyphens=False))  # noqa: E731
         print(format_table([e for e in table if e.cls != VIRTUAL]))
         print()
         if result.ok:
-            print("Only system file systems are mounted: the system image will hold the operating system only.")
+            say("Only system file systems are mounted: the system image will hold the operating system only.")
         else:
-            print(f"User file systems are still mounted: {', '.join(map(shown, result.user))}.")
-            print("Unmount them (aixsmit cmd umount --all-user) before backing up the system.")
+            say(f"User file systems are still mounted: {', '.join(map(shown, result.user))}.")
+            say("Unmount them (aixsmit cmd umount --all-user) before backing up the system.")
         if result.remote:
-            print(f"Remote file systems mounted (never part of the image): {', '.join(map(shown, result.remote))}.")
+            say(f"Remote file systems mounted (never part of the image): {', '.join(map(shown, result.remote))}.")
     return 0 if result.ok else 1
 
 
