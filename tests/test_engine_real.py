@@ -461,3 +461,17 @@ def test_progress_counts_bytes_as_well_as_files(troot):
             assert p.bytes_total == img.stat().st_size and BackupProgress.is_tick(line)
     assert read and read == sorted(read)
     assert lines[-1].startswith(f"Verified {img}: ") and lines[-1].endswith(": OK.")
+    # And so does restoring from it.
+    target = tr.base / "restored"
+    target.mkdir()
+    r = aixsmit("cmd", "restore", "-x", "-f", img, "--target", target, env=env)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    read = []
+    for line in lines:
+        p = BackupProgress()
+        if p.feed(line):
+            read.append(p.bytes_done)
+    assert read and read == sorted(read) and read[-1] > 0
+    assert lines[-1] == f"restore: {img} was restored into {target}."
+    assert (target / "big").stat().st_size == 48 << 20

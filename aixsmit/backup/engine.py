@@ -108,6 +108,25 @@ def read_chars(pid: int) -> int:
     return 0
 
 
+def read_chars_tree(pid: int) -> int:
+    """Bytes process ``pid`` and the processes it started (tar, zstd) have read so far."""
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat", "rb") as f:
+                    ppid = int(f.read().rsplit(b")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(name))
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        total += read_chars(p)
+        todo += children.get(p, [])
+    return total
+
+
 def create_image(req: ImageRequest, emit: Emit) -> ImageResult:
     """Make the image; ``emit`` receives AIX-style output lines. Raises BackupFailed, or
     ImageInterrupted when a signal handler called request_stop()."""

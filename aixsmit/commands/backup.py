@@ -248,7 +248,11 @@ def cmd_restore(args) -> int:
         restore_whole(Path(args.f), target, emit)
         emit(f"restore: {args.f} was restored into {target}; restore the next level the same way.", "stdout")
         return 0
-    return archive.restore(args.f, target, args.files, args.v, emit)
+    with read_progress(args.f):
+        archive.restore(args.f, target, args.files, args.v, emit)
+    emit(f"restore: {args.f} was restored into {target}"
+         + (f" ({len(args.files)} name(s) asked for)." if args.files else "."), "stdout")
+    return 0
 
 
 def _aix_in_dir(argv: list[str], target: str) -> int:
@@ -307,10 +311,11 @@ def cmd_sysbackup(args) -> int:
 @contextlib.contextmanager
 def read_progress(path: str, quiet: bool = False):
     """While the body reads the image ``path``: a line every PROGRESS_SECONDS saying how much of
-    it this process has read, ``N of M bytes read (P%)`` (COMMAND STATUS draws its bar from it)."""
+    it this process and the ones it started (tar) have read, ``N of M bytes read (P%)``
+    (COMMAND STATUS draws its bar from it)."""
     import threading
 
-    from ..backup.engine import PROGRESS_SECONDS, read_chars
+    from ..backup.engine import PROGRESS_SECONDS, read_chars_tree
 
     try:
         size = os.path.getsize(path) if os.path.isfile(path) else 0
@@ -320,11 +325,12 @@ def read_progress(path: str, quiet: bool = False):
         yield
         return
     stop = threading.Event()
-    base = read_chars(os.getpid())
+    base = read_chars_tree(os.getpid())
 
     def tell() -> None:
+        done = 0  # (a child that has ended no longer counts: never go back)
         while not stop.wait(PROGRESS_SECONDS):
-            done = min(max(0, read_chars(os.getpid()) - base), size - 1)
+            done = max(done, min(max(0, read_chars_tree(os.getpid()) - base), size - 1))
             print(f"{done} of {size} bytes read ({done * 100 // size}%)", flush=True)
 
     thread = threading.Thread(target=tell, name="aixsmit-read-progress", daemon=True)
