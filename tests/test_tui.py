@@ -693,3 +693,14 @@ def test_image_lists_are_bounded_and_fields_get_what_they_take(tmp_path, monkeyp
     assert str(top) in folders and all(os.path.isdir(f) for f in folders)
     monkeypatch.setattr(services, "MAX_ENTRIES", 3)
     assert services.backup_images(system)[-1].text.startswith("(more not searched")
+
+
+async def test_keys_typed_fast_move_field_by_field(tmp_path):
+    # Two Downs in one burst (a paste, a fast typist over SSH) must move two fields.
+    app = make(tmp_path, "mksysb")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        rows = app.screen.rows()
+        app.screen.action_move(1)
+        app.screen.action_move(1)
+        assert app.screen.focused_row() is rows[2]

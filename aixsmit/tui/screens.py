@@ -284,8 +284,11 @@ class FieldRow(Widget):
     def on_input_changed(self, event: Input.Changed) -> None:
         self.refresh_changed()
 
+    def value_widget(self) -> Widget:
+        return self.query_one(RingValue) if self.field.is_ring else self.query_one(Input)
+
     def focus_value(self) -> None:
-        (self.query_one(RingValue) if self.field.is_ring else self.query_one(Input)).focus()
+        self.value_widget().focus()
 
 
 class DialogScreen(SmitScreen):
@@ -347,7 +350,9 @@ class DialogScreen(SmitScreen):
         row = self.focused_row()
         i = rows.index(row) if row in rows else 0
         target = rows[max(0, min(len(rows) - 1, i + step))]
-        target.focus_value()
+        # At once, not at the next turn of the loop (as Widget.focus does): a second Down typed
+        # fast must start from the field the first one reached.
+        self.set_focus(target.value_widget())
         target.scroll_visible(animate=False)
 
     # --- values ------------------------------------------------------------------------
