@@ -46,15 +46,19 @@ def config_path() -> str:
 
 def load(path: str | None = None) -> Config:
     path = path or config_path()
+    from .errors import AixsmitError
+    from .safefile import CONFIG_LIMIT, read_bounded
+
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        text = read_bounded(path, CONFIG_LIMIT, "configuration file").decode("utf-8")
     except FileNotFoundError:
         if path == DEFAULT_CONFIG or not os.environ.get("AIXSMIT_CONFIG"):
             return Config()
         raise ConfigError(f"{path}: the configuration file does not exist")
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: cannot read the configuration file: {exc}")
+    except AixsmitError as exc:
+        raise ConfigError(str(exc)) from None
     if all(not line.strip() or line.lstrip().startswith("#") for line in text.splitlines()):
         return Config(path=path)  # nothing set: no YAML parser to load (it costs 20 ms of start-up)
     return parse(text, path)
@@ -95,7 +99,9 @@ def parse(text: str, path: str = "<config>") -> Config:
         problem = (exc.problem or exc.context or "not valid YAML").strip()
         raise ConfigError(f"{path}: {line}{problem}")
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}")
+        # (a reader error, such as a control character: its text spans several lines)
+        text = " ".join(str(exc).split()).encode("unicode_escape", "backslashreplace").decode("ascii")
+        raise ConfigError(f"{path}: not valid YAML: {text}")
     if root is None:
         return Config(path=path)
     if not isinstance(root, yaml.MappingNode):

@@ -284,16 +284,28 @@ def cmd_restvg(args) -> int:
         if not args.dry_run:
             emit(f"restvg: Volume group {info.vg} was remade on {', '.join(mapping.values())} from {args.f}.", "stdout")
         return 0
-    mounted = {e.mount_point for e in system.table()}
+    from ..fs.classify import USER
+
+    table = {e.mount_point: e for e in system.table()}
     fss = [fs.get("FS_NAME", "") for fs in archive.image_data.every(info.stanzas, "fs_data")]
-    missing = [fs for fs in fss if fs not in mounted]
+    missing = [fs for fs in fss if fs not in table]
     if missing:
         raise AixsmitError(f"restvg: {missing[0]} of volume group {info.vg} is not mounted under {system.root}; "
                            "mount or create it first. Restore of Volume Group canceled.")
+    # A volume group backup restores user file systems only: an image that names / or /etc as
+    # one of its file systems would otherwise be let write over the system.
+    system_fs = [fs for fs in fss if table[fs].cls != USER]
+    if system_fs:
+        raise AixsmitError(f"restvg: {args.f} names {system_fs[0]} as a file system of {info.vg}, but it is a "
+                           f"{table[system_fs[0]].cls} file system here. Restore of Volume Group canceled.")
     emit(f"Will restore the Volume Group:\t{info.vg}", "stderr")
     emit(f"Target File Systems:\t{' '.join(fss)}", "stderr")
     emit(f"Target Root:\t{system.root}", "stderr")
-    archive.restore(args.f, system.root, [], args.v, emit, program="restvg")
+    # Only the group's own file systems are written: an image holding anything else is refused
+    # before anything is written (its information files, under ./tmp/vgdata, are not restored).
+    within = [archive._norm(fs) for fs in fss if fs]
+    archive.restore(args.f, system.root, [], args.v, emit, program="restvg", within=within,
+                    skip=[f"./tmp/vgdata/{info.vg}"])
     emit(f"restvg: Volume group {info.vg} was restored from {args.f}.", "stdout")
     return 0
 
@@ -352,7 +364,7 @@ def cmd_verify(args) -> int:
     else:
         print(f"Verified {args.f}: {result.members} members, {result.bytes // (1024 * 1024)} MB of file data read "
               f"in {result.seconds:.1f} s: {result.status}.")
-        for line in result.problems + result.warnings:
+        for line in result.problems + result.warnings + result.notes:
             print(f"  {line}")
     return 1 if result.status == "FAILED" else 0
 
