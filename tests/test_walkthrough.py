@@ -133,7 +133,7 @@ async def test_a_stopped_backup_mounts_again_and_reaches_the_summary(troot, tmp_
         # middle of the backup.
         tars, end = [], time.monotonic() + 30
         while not tars and time.monotonic() < end:
-            tars = [pid for pid in _tars() if str(img.parent) in _cmdline(pid)]
+            tars = [pid for pid in _tars() if str(tr.path) in _cmdline(pid)]  # (tar -C ROOT)
             time.sleep(0.002)
         assert tars
         for pid in tars:
