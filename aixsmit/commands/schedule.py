@@ -179,11 +179,15 @@ def cmd_schedule(args) -> int:
         print(f"Run by {sched.note}")
         if sched.problem:
             print(f"WARNING: {sched.problem}")
-        print(f"{'ID':<9} {'WHAT':<40} {'NEXT RUN':<15} LAST RUN")
+        # Within 80 columns: the COMMAND STATUS pane and a console show it whole.
+        print(f"{'ID':<9} {'WHAT':<32} {'NEXT RUN':<15}  LAST RUN")
         for s in schedules:
             last = sch.last_run(s.id)
-            shown = f"{last.get('result', '')} {last.get('start', '')[:16]}".strip() or "never run"
-            print(f"{s.id:<9} {_visible(s.describe())[:40]:<40} {s.next_run():%a %m-%d %H:%M}  {shown}")
+            shown = f"{last.get('result', '')} {last.get('start', '')[5:16]}".strip() or "never run"
+            what = _visible(s.describe())
+            print(f"{s.id:<9} {what[:32]:<32} {s.next_run():%a %m-%d %H:%M}  {shown}")
+            if len(what) > 32:
+                print(f"{'':<9} {what}")
             if last:
                 print(f"{'':<9} log: {_visible(last.get('log', ''))}")
         return 0
@@ -210,8 +214,9 @@ def cmd_schedule(args) -> int:
         if args.action == "changes":
             _print_changes(chains.changes(chains.pick(folder, mp, until)), args.json)
             return 0
-        chains.restore_chain(folder, mp, until, args.target, emit)
-        print(f"Restored {mp} as of {args.date or 'the last backup'} into {args.target}.")
+        chains.restore_chain(folder, mp, until, args.target, emit, dry_run=args.dry_run)
+        if not args.dry_run:
+            print(f"Restored {mp} as of {args.date or 'the last backup'} into {args.target}.")
         return 0
     raise AixsmitError("schedule: add, change, list, remove, run, restore, changes or install", code=2)
 
@@ -288,6 +293,8 @@ def register(sub) -> None:
             r.add_argument("--target", required=True, metavar="DIR",
                            help="an empty directory, or the mount point of the file system to restore: what the "
                                 "backups say was deleted is removed there, each named first")
+            r.add_argument("--dry-run", action="store_true",
+                           help="only say which backups would be read and what in the target would be removed")
         else:
             add_json(r)
     p.set_defaults(func=cmd_schedule)
