@@ -88,6 +88,17 @@ def _path_list(path: str, node, what: str) -> tuple[str, ...]:
     return tuple(_mount_point(path, item) for item in node.value)
 
 
+def _no_twice(path: str, mapping) -> None:
+    """YAML keeps the last of two equal keys without a word: a second volume group of one name
+    would replace the first. Name both lines instead."""
+    seen: dict[str, int] = {}
+    for key_node, _ in mapping.value:
+        key = str(key_node.value)
+        if key in seen:
+            raise _fail(path, key_node, f"'{key}' is given twice (first at line {seen[key]})")
+        seen[key] = _line(key_node)
+
+
 def parse(text: str, path: str = "<config>") -> Config:
     import yaml  # only when there is a file to read: it costs start-up time
 
@@ -109,6 +120,7 @@ def parse(text: str, path: str = "<config>") -> Config:
     system: tuple[str, ...] | None = None
     groups: dict[str, tuple[str, ...]] = {}
     streams: int | None = None
+    _no_twice(path, root)
     for key_node, value_node in root.value:
         key = key_node.value
         if key == "system_filesystems":
@@ -116,6 +128,7 @@ def parse(text: str, path: str = "<config>") -> Config:
         elif key == "volume_groups":
             if not isinstance(value_node, yaml.MappingNode):
                 raise _fail(path, value_node, "volume_groups must map a group name to a list of mount points")
+            _no_twice(path, value_node)
             for name_node, fs_node in value_node.value:
                 name = str(name_node.value)
                 if not name or not name.replace("_", "").replace("-", "").isalnum():

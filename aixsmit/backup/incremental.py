@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
@@ -26,8 +25,8 @@ from glob import escape as glob_escape
 from ..errors import AixsmitError
 from ..fs.mounts import unescape
 from ..state import atomic_write_bytes, state_dir
-from ..jobs.runner import orphan_proof
 from .engine import PARTIAL
+from .tarrun import run_tar
 
 Emit = Callable[[str, str], None]
 
@@ -234,17 +233,7 @@ def backup_fs(fs_path: str, shown: str, level: int, dest: str, record: bool, emi
             "--one-file-system", f"--listed-incremental={snar}", "--no-check-device", "--totals",
             "-C", fs_path, "."]
     try:
-        argv, preexec = orphan_proof(argv)
-        proc = subprocess.run(argv, capture_output=True, text=True, errors="replace", preexec_fn=preexec,
-                              pass_fds=(out.fd,) if out else ())
-        for line in proc.stderr.splitlines():
-            if line.startswith("Total bytes written"):
-                emit(f"backup: {line}", "stdout")
-            elif line:
-                emit(line, "stderr")
-        if proc.returncode > 1:
-            raise AixsmitError(f"backup: the backup of {shown} failed (tar exit status {proc.returncode}); no archive "
-                               "was written.", code=3)
+        proc = run_tar(argv, f"the backup of {shown}", emit, pass_fds=(out.fd,) if out else ())
         if out is not None:
             out.commit()
         if chain is not None:

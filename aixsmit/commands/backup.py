@@ -216,27 +216,9 @@ def cmd_restore(args) -> int:
         argv += ["-f", args.f, *args.files]
         return _aix_passthrough(argv) if not args.target else _aix_in_dir(argv, args.target)
     if args.T:
-        total = count = 0
-        emit(f"New volume on {args.f}:", "stderr")
-        emit(" Cluster 51200 bytes (100 blocks).", "stderr")
-        emit("    Volume number 1", "stderr")
-        info = archive.read_info(args.f, "restore")
-        date = archive.image_data.first(info.stanzas, "image_data").get("DATE_TIME", "")
-        emit(f"    Date of backup: {date}", "stderr")
-        emit("    Files backed up by name", "stderr")
-        emit(f"    User {os.environ.get('USER', 'root')}", "stderr")
-        for m in archive.members(args.f, "restore"):
-            if m.isdir():
-                continue
-            name = archive._norm(m.name)
-            if args.files and not any(name == archive._norm(f) or name.startswith(archive._norm(f) + "/") for f in args.files):
-                continue
-            total += m.size
-            count += 1
-            emit(f"{m.size:>12} {name}", "stdout")
-        emit(f"The total size is {total} bytes.", "stdout")
-        emit(f"The number of archived files is {count}.", "stdout")
-        return 0
+        from ..backup.toc import list_contents
+
+        return list_contents(args.f, args.files, emit)
     target = args.target or os.getcwd()
     if args.r:
         from pathlib import Path
@@ -269,6 +251,9 @@ def cmd_restvg(args) -> int:
 
     system = System(root=args.root)
     if system.host.name == "aix":
+        if args.map:
+            raise AixsmitError("restvg: --map is for Linux; on AIX name the target disks: restvg -f IMAGE hdiskN ...",
+                               code=2)
         return _aix_passthrough(["restvg", "-f", args.f] + (["-q"] if args.q else []) + list(args.disks))
     info = archive.read_info(args.f, "restvg")
     if info.kind != "savevg":
@@ -492,7 +477,9 @@ def cmd_crfs(args) -> int:
     system = System(root=args.root)
     if system.host.name == "aix":
         argv = ["crfs", "-v", args.v, "-d", args.d, "-m", args.m, "-A", args.A] + sum((["-a", a] for a in args.a), [])
-        return _aix_passthrough(argv)
+        rc = _aix_passthrough(argv)
+        # AIX's crfs only records the file system; --mount mounts it, as on Linux.
+        return _aix_passthrough(["mount", args.m]) if rc == 0 and args.mount else rc
     size = None
     for attr in args.a:
         key, _, value = attr.partition("=")
