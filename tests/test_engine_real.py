@@ -427,6 +427,16 @@ def test_m_writes_a_map_file_per_logical_volume(troot):
     assert lvs["/"]["MAPFILE"] == ""  # a tmpfs lies on no disk
 
 
+def _progress(out: str) -> list[BackupProgress]:
+    """The progress lines of ``out``, each as read by the progress grammar."""
+    found = []
+    for line in out.splitlines():
+        p = BackupProgress()
+        if p.feed(line) and BackupProgress.is_tick(line):
+            found.append(p)
+    return found
+
+
 def test_progress_counts_bytes_as_well_as_files(troot):
     # The count of names handed to tar sat at 99% while tar read the last large files.
     tr = troot
@@ -438,11 +448,7 @@ def test_progress_counts_bytes_as_well_as_files(troot):
     env["AIXSMIT_PROGRESS_SECONDS"] = "0.02"
     r = aixsmit("cmd", "mksysb", "-i", "--root", tr.path, img, env=env)
     assert r.returncode == 0, r.stderr
-    ticks = []
-    for line in r.stdout.splitlines():
-        p = BackupProgress()
-        if p.feed(line) and p.bytes_total:
-            ticks.append((p.files_done, p.files_total, p.bytes_done, p.bytes_total))
+    ticks = [(p.files_done, p.files_total, p.bytes_done, p.bytes_total) for p in _progress(r.stdout) if p.bytes_total]
     assert ticks, r.stdout
     st = os.statvfs(tr.path)
     used = (st.f_blocks - st.f_bfree) * st.f_frsize
@@ -453,26 +459,17 @@ def test_progress_counts_bytes_as_well_as_files(troot):
     # Reading it back says how far it is, and ends with its result line.
     r = aixsmit("cmd", "verify", "-f", img, env=env)
     assert r.returncode == 0, r.stderr
-    lines = r.stdout.splitlines()
-    read = []
-    for line in lines:
-        p = BackupProgress()
-        if p.feed(line):
-            read.append(p.bytes_done)
-            assert p.bytes_total == img.stat().st_size and BackupProgress.is_tick(line)
-    assert read and read == sorted(read)
-    assert lines[-1].startswith(f"Verified {img}: ") and lines[-1].endswith(": OK.")
+    read = _progress(r.stdout)
+    assert read and all(p.bytes_total == img.stat().st_size for p in read)
+    assert [p.bytes_done for p in read] == sorted(p.bytes_done for p in read)
+    last = r.stdout.splitlines()[-1]
+    assert last.startswith(f"Verified {img}: ") and last.endswith(": OK.")
     # And so does restoring from it.
     target = tr.base / "restored"
     target.mkdir()
     r = aixsmit("cmd", "restore", "-x", "-f", img, "--target", target, env=env)
     assert r.returncode == 0, r.stderr
-    lines = r.stdout.splitlines()
-    read = []
-    for line in lines:
-        p = BackupProgress()
-        if p.feed(line):
-            read.append(p.bytes_done)
+    read = [p.bytes_done for p in _progress(r.stdout)]
     assert read and read == sorted(read) and read[-1] > 0
-    assert lines[-1] == f"restore: {img} was restored into {target}."
+    assert r.stdout.splitlines()[-1] == f"restore: {img} was restored into {target}."
     assert (target / "big").stat().st_size == 48 << 20
