@@ -473,3 +473,21 @@ def test_progress_counts_bytes_as_well_as_files(troot):
     assert read and read == sorted(read) and read[-1] > 0
     assert r.stdout.splitlines()[-1] == f"restore: {img} was restored into {target}."
     assert (target / "big").stat().st_size == 48 << 20
+
+
+def test_mksysb_i_of_a_read_only_root_says_image_data_was_not_written(troot):
+    """mksysb -i writes /image.data as AIX's mkszfile does; a root mounted read-only (a rescue
+    boot, the clone test's source) still gets its image, with image.data inside, and is told."""
+    tr = troot
+    tr.p("/etc/hostname").write_text("ro-host\n")
+    out = tr.base / "out"
+    out.mkdir()
+    run("mount", "-o", "remount,ro", tr.path)
+    img = out / "ro.mksysb"
+    r = aixsmit("cmd", "mksysb", "-i", "--root", tr.path, img, env=tr.env())
+    assert r.returncode == 0, r.stderr
+    assert "/image.data was not written (Read-only file system)" in r.stderr
+    assert "internal error" not in r.stderr
+    assert not tr.p("/image.data").exists()
+    names = aixsmit("cmd", "lsmksysb", "-f", img, env=tr.env()).stdout
+    assert "./image.data" in names and "./etc/hostname" in names
