@@ -168,3 +168,31 @@ def test_mount_ledger_during_a_sysbackup_fails_at_once_naming_it(troot):
         os.kill(p.pid, signal.SIGCONT)
         p.wait(timeout=300)
     assert p.returncode == 0 and _ledger(tr) == []
+
+
+@needs_root
+def test_mount_again_never_follows_a_link_planted_in_the_mount_point_or_the_bind_source(troot):
+    """While unmounted, a mount point in a folder users can write becomes a link out of the
+    root, and a bind's sub-path in user data (/data/www) becomes a link to /etc: mount --ledger
+    refuses both in one line each, mounts nothing through them, and keeps both records."""
+    tr = troot
+    outside = tr.base / "outside"
+    outside.mkdir()
+    tr.loop_mount("/home")
+    tr.loop_mount("/data")
+    tr.p("/data/www").mkdir()
+    tr.p("/srv/www").mkdir(parents=True)
+    run("mount", "--bind", tr.p("/data/www"), tr.p("/srv/www"))
+    assert aixsmit("cmd", "umount", "--root", tr.path, "/home", "/srv/www", env=tr.env()).returncode == 0
+    assert len(_ledger(tr)) == 2
+    tr.p("/home").rmdir()
+    tr.p("/home").symlink_to(outside)
+    tr.p("/data/www").rename(tr.p("/data/www.old"))
+    tr.p("/data/www").symlink_to(outside)
+    r = aixsmit("cmd", "mount", "--ledger", "--root", tr.path, env=tr.env())
+    assert r.returncode != 0
+    errs = [l for l in r.stderr.splitlines() if "symbolic link" in l]
+    assert len(errs) == 2 and "on /home:" in errs[0] and "on /srv/www:" in errs[1], r.stderr
+    targets = [m["target"] for m in findmnt_table(tr.base)]
+    assert str(outside) not in targets and str(tr.p("/srv/www")) not in targets
+    assert len(_ledger(tr)) == 2

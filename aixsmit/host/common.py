@@ -25,10 +25,12 @@ class Result:
         return f"exit status {self.rc}"
 
 
-def run(argv: list[str], merge: bool = False, timeout: float | None = 600) -> Result:
+def run(argv: list[str], merge: bool = False, timeout: float | None = 600, pass_fds: tuple[int, ...] = ()) -> Result:
+    """Run ``argv``; ``pass_fds`` stay open in the child at the same numbers (``/proc/self/fd/N``)."""
     try:
         proc = subprocess.run(
             argv,
+            pass_fds=pass_fds,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT if merge else subprocess.PIPE,

@@ -93,8 +93,22 @@ class LinuxHost:
         if res is not None:
             return res
         opts = ",".join(extra + list(rec.options))
+        try:
+            target = _open_no_links(rec.root, rec.path)
+        except OSError as exc:
+            return Result(("mount", rec.path), 32, "", f"the mount point {_reason(exc)}; it stays in the ledger")
+        try:
+            return self._mount_at(rec, source, opts, target)
+        finally:
+            os.close(target)
+
+    def _mount_at(self, rec, source: str, opts: str, target: int) -> Result:
+        """Mount ``rec`` on the directory open as O_PATH fd ``target`` (mount -c of
+        /proc/self/fd/N: the kernel mounts on that very directory, no path is looked up again)."""
+        at = f"/proc/self/fd/{target}"
         if not rec.is_bind:
-            return run(["mount", "-t", rec.vfs, *(["-o", opts] if opts else []), "--", source, rec.path])
+            return run(["mount", "-c", "-t", rec.vfs, *(["-o", opts] if opts else []), "--", source, at],
+                       pass_fds=(target,))
         from ..fs.ledger import natural_root
 
         base = natural_root(rec.vfs, rec.fs_options).rstrip("/")
@@ -111,7 +125,16 @@ class LinuxHost:
                 return res
             src = tmp
         try:
-            res = run(["mount", "--bind", "--", src.rstrip("/") + sub, rec.path])
+            try:
+                # The sub-path lies in user data: no link on the way (a recorded FSROOT has none).
+                sfd = _open_no_links(src, sub)
+            except OSError as exc:
+                res = Result(("mount", "--bind"), 32, "", f"the bind source {sub} {_reason(exc)}; it stays in the ledger")
+            else:
+                try:
+                    res = run(["mount", "-c", "--bind", "--", f"/proc/self/fd/{sfd}", at], pass_fds=(sfd, target))
+                finally:
+                    os.close(sfd)
         finally:
             if tmp:
                 run(["umount", "--", tmp])
@@ -190,6 +213,31 @@ class LinuxHost:
         if rec.uuid and mount.device.startswith("/dev/"):
             return _same_device(mount.device, rec.source) or device_uuid(mount.device) == rec.uuid
         return mount.device == rec.source
+
+
+def _open_no_links(root: str, path: str) -> int:
+    """An O_PATH fd of the directory ``path`` taken inside ``root`` (a host path below ``root``
+    is taken relative to it), reached from ``root`` through no symbolic link: mountinfo's paths
+    have none, so a link met now was put there since (a mount point in a folder users can
+    write, a bind's sub-path in user data). OSError (ELOOP for a link) otherwise."""
+    from .. import inroot
+
+    root = root.rstrip("/") or "/"
+    if root != "/" and (path == root or path.startswith(root + "/")):
+        path = path[len(root):]
+    return inroot.open_in(root, path, os.O_PATH | os.O_DIRECTORY, follow_links=False)
+
+
+def _reason(exc: OSError) -> str:
+    import errno
+
+    if exc.errno == errno.ELOOP:
+        return "is reached through a symbolic link"
+    if exc.errno == errno.ENOTDIR:
+        return "is not a directory"
+    if exc.errno == errno.ENOENT:
+        return "does not exist"
+    return f"cannot be opened: {exc.strerror}"
 
 
 def _same_file(a: str, b: str) -> bool:
