@@ -198,6 +198,46 @@ def mount_lock(who: str, wait: float | None = 0) -> Iterator[None]:
         _proc_lock.release()
 
 
+def check_lock(who: str = "aixsmit") -> None:
+    """Make sure the flock this thread holds is still on the state directory's ``mount.lock``.
+
+    Removing or replacing the state directory under a running process leaves its flock on a
+    deleted file: another process would lock the new ``mount.lock`` and both would change
+    mounts and the ledger at once. So, when ``fstat`` of the held descriptor and ``lstat`` of
+    STATE/mount.lock differ, the lock is taken again on the new file (the directory recreated
+    and checked) at once, without waiting; when another process holds it already, raises
+    :class:`LockBusy` naming it. Raises :class:`StateDirError` when the directory is unusable.
+    A no-op when this thread holds no lock.
+    """
+    global _lock_fd
+    if not lock_held() or _lock_fd < 0:
+        return
+    import fcntl
+
+    path = os.path.join(os.path.abspath(os.environ.get("AIXSMIT_STATE_DIR") or DEFAULT_STATE_DIR), LOCK_NAME)
+    held = os.fstat(_lock_fd)
+    try:
+        now = os.lstat(path)
+        if (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino):
+            return
+    except OSError:
+        pass
+    path = os.path.join(state_path(), LOCK_NAME)
+    fd = _open_lock(path)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid, command, since = _holder(fd)
+            raise LockBusy(f"{who}: the state directory {os.path.dirname(path)} was replaced while this run held "
+                           f"the mount lock, and {_holder_text(pid, command, since)} holds the new one; stopping here.",
+                           pid=pid, command=command, since=since) from None
+        _note_holder(fd, who)
+        os.dup2(fd, _lock_fd)  # the held number now refers to the new lock (the old file's is let go)
+    finally:
+        os.close(fd)
+
+
 def _open_lock(path: str) -> int:
     flags = os.O_CLOEXEC | os.O_NOFOLLOW
     try:
@@ -256,16 +296,21 @@ def _holder(fd: int) -> tuple[int, str, str]:
     return pid, command, since
 
 
-def _busy(who: str, pid: int, fd: int | None) -> LockBusy:
-    if fd is not None:
-        pid, command, since = _holder(fd)
-    else:
-        command, since = "another thread of this process", ""
+def _holder_text(pid: int, command: str, since: str) -> str:
     holder = f"pid {pid}" if pid else "another process"
     if command:
         holder += f", {command}"
     if since:
         holder += f", since {since}"
+    return holder
+
+
+def _busy(who: str, pid: int, fd: int | None) -> LockBusy:
+    if fd is not None:
+        pid, command, since = _holder(fd)
+    else:
+        command, since = "another thread of this process", ""
+    holder = _holder_text(pid, command, since)
     return LockBusy(f"{who}: another aixsmit run is unmounting or mounting file systems ({holder}); "
                     "try again when it has finished.", pid=pid, command=command, since=since)
 

@@ -176,7 +176,9 @@ def test_mount_again_never_follows_a_link_planted_in_the_mount_point_or_the_bind
     root, and a bind's sub-path in user data (/data/www) becomes a link to /etc: mount --ledger
     refuses both in one line each, mounts nothing through them, and keeps both records."""
     tr = troot
-    outside = tr.base / "outside"
+    # An absolute host path as the links' target (a place outside the root, as /etc is); it is
+    # made under the test's root only so that the cleanup unmounts whatever lands there.
+    outside = tr.p("/outside")
     outside.mkdir()
     tr.loop_mount("/home")
     tr.loop_mount("/data")

@@ -152,3 +152,37 @@ def test_lock_works_in_a_read_only_state_directory(sd, tmp_path):
             assert state.lock_held()
     finally:
         subprocess.run(["umount", sd], check=True)
+
+
+def test_lock_still_locks_after_the_state_directory_is_recreated(sd):
+    """The state directory removed under a run that holds the lock: its flock is on a deleted
+    file. Before the ledger changes, the lock is taken again on the new mount.lock; when
+    another process took that one meanwhile, the change is refused in one line naming it."""
+    import fcntl
+    import shutil
+
+    from aixsmit.fs.ledger import Ledger, Record
+
+    rec = Record(mount_point="/home", path="/home", root="/", source="/dev/x", vfs="ext4", id="r1")
+    with mount_lock("sysbackup"):
+        led = Ledger()
+        led.add(rec)
+        shutil.rmtree(sd)
+        led.ensure([rec])  # nobody else holds the new lock: taken again, the record written again
+        assert led.has(rec)
+        fd = os.open(sd / "mount.lock", os.O_RDONLY)
+        try:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(fd)
+        shutil.rmtree(sd)
+        p = hold(30, "umount")  # another run locks the new state directory's mount.lock
+        try:
+            with pytest.raises(LockBusy) as exc:
+                led.ensure([rec])
+            assert f"pid {p.pid}" in str(exc.value) and "\n" not in str(exc.value)
+            assert not led.has(rec)
+        finally:
+            p.kill()
+            p.wait()

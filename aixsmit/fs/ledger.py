@@ -27,7 +27,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 
 from ..errors import AixsmitError
-from ..state import LockBusy, atomic_write_json, fsync_dir, lock_held, state_path
+from ..state import LockBusy, atomic_write_json, check_lock, fsync_dir, lock_held, state_path
 
 LEDGER_DIR = "ledger"
 LEGACY_NAME = "unmounted.json"  # the version-1 ledger: one file, one entry per path
@@ -186,6 +186,7 @@ class Ledger:
     def _need_lock(self) -> None:
         if not lock_held():
             raise LockBusy("aixsmit: the ledger is changed only under the mount lock.")
+        check_lock()
 
     def record_path(self, rec: Record) -> str:
         return os.path.join(self.dir, f"{rec.id}.json")
@@ -224,6 +225,7 @@ class Ledger:
         """Write again any of ``records`` whose file has gone (the state directory removed
         under a running process). Raises :class:`LedgerError` when that fails."""
         state_path()  # recreated 0700 and checked, if it was removed
+        check_lock()  # and the lock taken again on its new mount.lock (or LockBusy)
         for rec in records:
             if not self.has(rec):
                 self.add(rec)
