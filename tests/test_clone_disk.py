@@ -47,6 +47,13 @@ def test_fstab_from_the_source_fstab():
     assert clone.fstab_text(src, targets, other_machine=True).splitlines()[3] == "UUID=swap none swap sw,nofail 0 0"
 
 
+def test_a_host_name_is_checked():
+    for bad in ("a\nb", "-x", "a..b", "x" * 64, "", "a b"):
+        r = aixsmit("cmd", "clone", "-f", "/nonexistent", "--disk", "/dev/null", "--target", "/nonexistent",
+                    f"--hostname={bad}")
+        assert r.returncode == 2 and r.stderr.startswith("clone: --hostname") and len(r.stderr.splitlines()) == 1, bad
+
+
 def test_aix_runs_alt_disk_mksysb(aix_bin, tmp_path, monkeypatch):
     log = tmp_path / "argv.log"
     monkeypatch.setenv("AIX_ARGV_LOG", str(log))
@@ -117,6 +124,16 @@ def test_boot_disk_is_checked_before_writing(troot):
             boot.check("img", efi, dev, f"{dev}p1", False)
         run("sfdisk", "-q", dev, input=disk.sfdisk_script(disk.layout(dev, 64 * MiB, [("/", MiB, MiB)])))
         boot.check("img", grub, dev, f"{dev}p2", False)  # a BIOS boot partition: accepted
+        subprocess.run(["partx", "-d", dev], capture_output=True)
+        run("partx", "-a", dev)
+        run("mkfs.ext4", "-q", f"{dev}p2")
+        (tr.base / "m").mkdir()
+        run("mount", f"{dev}p2", tr.base / "m")
+        try:  # a disk with a mounted partition may be this machine's own boot disk
+            with pytest.raises(AixsmitError, match="will not replace the boot loader of a disk in use"):
+                boot.check("img", grub, dev, f"{dev}p3", False)
+        finally:
+            run("umount", tr.base / "m")
     finally:
         subprocess.run(["partx", "-d", dev], capture_output=True)
 
