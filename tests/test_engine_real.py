@@ -72,8 +72,9 @@ def test_mksysb_done_when(system_root):
     assert "./data" in names  # the mount point stays, so a restore recreates it
     assert not any(n.startswith("./data/") for n in names)
     assert "./tmp/vgdata/rootvg/fstab" in names
-    # The table of contents is complete only when the walk is, which tar overlaps: it goes last.
-    assert names[-1] == "./tmp/vgdata/rootvg/backup.toc"
+    # The table of contents is complete only when the walk is, which tar overlaps: it goes last,
+    # followed only by the checksums of every file member, computed from the finished image.
+    assert names[-2:] == ["./tmp/vgdata/rootvg/backup.toc", "./tmp/vgdata/rootvg/backup.sums"]
     with tarfile.open(img) as tf:
         assert len(tf.getmembers()) == total  # "Backing up N files" counts every member
 
@@ -154,7 +155,7 @@ def test_savevg_r_saves_the_structure_only(system_root):
     img = tr.out / "datavg.structure"
     r = aixsmit("cmd", "savevg", "-r", "-f", img, "--root", tr.path, "datavg", env=tr.env())
     assert r.returncode == 0, r.stderr
-    assert "Backing up 3 files" in r.stdout.splitlines()  # datavg.data, fstab, table of contents: no file
+    assert "Backing up 4 files" in r.stdout.splitlines()  # datavg.data, fstab, table of contents, checksums: no file
     names = aixsmit("cmd", "lsbackvg", "-f", img).stdout.splitlines()
     assert names[0] == "./tmp/vgdata/datavg/datavg.data"
     assert not any(n.startswith("./data") for n in names)

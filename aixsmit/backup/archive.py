@@ -32,17 +32,132 @@ def _norm(name: str) -> str:
     return name
 
 
-def open_image(path: str, program: str = "listvgbackup") -> tarfile.TarFile:
-    """An image in a file, on a disk (read in place) or on a tape (read as a stream)."""
+def open_image_stream(path: str, program: str = "listvgbackup"):
+    """The image's bytes as tar wrote them, from a file, a disk (read in place) or a tape (read
+    as a stream): the one place every reader of an image (list, verify, restore, restvg,
+    clone) opens it. Returns ``(stream, seekable)``. AixsmitError (0512-054) when there is
+    nothing to read."""
     try:
         st = os.stat(path)
+        if stat.S_ISDIR(st.st_mode):
+            raise IsADirectoryError
         if stat.S_ISREG(st.st_mode) and st.st_size == 0:
             raise FileNotFoundError
-        return tarfile.open(path, "r|" if stat.S_ISCHR(st.st_mode) else "r:")
-    except (FileNotFoundError, IsADirectoryError):
+        if not (stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode) or stat.S_ISCHR(st.st_mode)):
+            raise AixsmitError(f"{program}: {path} is neither a file nor a disk or tape: not a backup image")
+        seekable = stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode)
+        return open(path, "rb", buffering=0 if not seekable else -1), seekable
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         raise AixsmitError(f"0512-054 {program}: File {path} does not exist or is empty.")
-    except (tarfile.TarError, OSError) as exc:
+    except OSError as exc:
+        raise AixsmitError(f"{program}: {path}: cannot read the image: {exc.strerror}")
+
+
+def open_image(path: str, program: str = "listvgbackup") -> tarfile.TarFile:
+    """The image as a tarfile.TarFile (over open_image_stream). Iterate it with ``read_members``,
+    which reads it as GNU tar does and keeps no list of members."""
+    stream, seekable = open_image_stream(path, program)
+    try:
+        return tarfile.open(fileobj=stream, mode="r:" if seekable else "r|")
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        stream.close()
         raise AixsmitError(f"{program}: {path} is not a backup image: {exc}")
+    except BaseException:
+        stream.close()
+        raise
+
+
+class Damage(list):
+    """What ``read_members`` found wrong with an image, one line each, in the order met."""
+
+
+def _valid_header(block: bytes) -> bool:
+    try:
+        tarfile.TarInfo.frombuf(block, tarfile.ENCODING, "surrogateescape")
+        return True
+    except tarfile.HeaderError:
+        return False
+
+
+def read_members(tf: tarfile.TarFile, damage: Damage) -> Iterator[tarfile.TarInfo]:
+    """The members of ``tf`` as GNU tar's extraction meets them: a damaged header is skipped
+    to the next valid header (GNU tar: "Skipping to next header"); a member whose data the image
+    does not hold in full ends the reading (GNU tar: "Unexpected EOF in archive"); an image that
+    stops at a member boundary without its end-of-archive blocks was cut short. Each of these
+    adds one line to ``damage``; list, verify and restore report the same lines. Memory stays
+    bounded (tarfile's own list of members is emptied as it goes)."""
+    last = ""
+    fileobj = tf.fileobj
+    seekable = tf.mode == "r" and hasattr(fileobj, "seekable") and fileobj.seekable() and not isinstance(
+        fileobj, tarfile._Stream)
+    while True:
+        try:
+            m = tf.next()
+        except (tarfile.TarError, EOFError, OSError) as exc:
+            where = f"after {last}" if last else "at its start"
+            damage.append(f"the image ends in the middle of a member {where} (byte {tf.offset}): "
+                          f"everything after it is lost ({exc})")
+            return
+        tf.members.clear()
+        if m is not None:
+            if seekable and tf.offset > _size_of(tf):
+                # (tf.offset: where the next header would be, past the data the image stores)
+                got = max(0, _size_of(tf) - m.offset_data)
+                stored = tf.offset - m.offset_data
+                damage.append(f"{_norm(m.name)}: only {got} of its {min(m.size, stored)} bytes are in the image, which "
+                              "ends there: this file is incomplete and everything after it is lost")
+                yield m
+                return
+            last = _norm(m.name)
+            yield m
+            continue
+        if not seekable:
+            return  # a tape: read as a stream, the reading ends at the first block that is no header
+        at = tf.offset
+        fileobj.seek(at)
+        block = fileobj.read(tarfile.BLOCKSIZE)
+        if len(block) == tarfile.BLOCKSIZE and block.count(0) == tarfile.BLOCKSIZE:
+            return  # the end-of-archive marker
+        if len(block) < tarfile.BLOCKSIZE:
+            if last:
+                damage.append(f"the image stops after {last} (byte {at}) without its end-of-archive marker: "
+                              "it was cut short, and what followed is lost")
+            return
+        # A damaged header: on to the next block that is a valid header, as GNU tar does.
+        nxt = at + tarfile.BLOCKSIZE
+        while True:
+            fileobj.seek(nxt)
+            block = fileobj.read(tarfile.BLOCKSIZE)
+            if len(block) < tarfile.BLOCKSIZE or block.count(0) == tarfile.BLOCKSIZE:
+                nxt = -1
+                break
+            if _valid_header(block):
+                break
+            nxt += tarfile.BLOCKSIZE
+        where = f"after {last}" if last else "at its start"
+        if nxt < 0:
+            damage.append(f"a damaged header {where} (byte {at}): no valid header follows; what it held is lost")
+            return
+        damage.append(f"a damaged header {where} (byte {at}): skipped to the next header (byte {nxt}); "
+                      "the member it described is lost")
+        fileobj.seek(nxt)
+        tf.offset = nxt
+        tf._loaded = False
+
+
+def _size_of(tf: tarfile.TarFile) -> int:
+    size = getattr(tf, "_aixsmit_size", None)
+    if size is None:
+        try:
+            size = os.fstat(tf.fileobj.fileno()).st_size
+            if size == 0:  # a block device
+                pos = tf.fileobj.tell()
+                size = tf.fileobj.seek(0, os.SEEK_END)
+                tf.fileobj.seek(pos)
+        except (OSError, AttributeError, ValueError):
+            size = 1 << 62
+        tf._aixsmit_size = size
+    return size
 
 
 @dataclass
@@ -57,15 +172,28 @@ class ImageInfo:
 
 def read_info(path: str, program: str = "listvgbackup") -> ImageInfo:
     """The information file, found among the first members of the image."""
+    from ..safefile import INFO_FILE_LIMIT
+
     with open_image(path, program) as tf:
-        for i, m in enumerate(tf):
+        for i, m in enumerate(read_members(tf, Damage())):
             name = _norm(m.name)
             if name == "./image.data" or (name.startswith("./tmp/vgdata/") and name.endswith(".data")
                                           and name.count("/") == 4):
+                if not m.isfile() or m.size > INFO_FILE_LIMIT:
+                    raise AixsmitError(f"{program}: {path}: its information file {name} is not a file of at most "
+                                       f"{INFO_FILE_LIMIT >> 20} MB: it is not a mksysb or savevg image")
                 f = tf.extractfile(m)
-                text = f.read().decode("utf-8", "replace") if f else ""
-                stanzas = image_data.parse(text)
+                try:
+                    text = f.read().decode("utf-8", "replace") if f else ""
+                except (tarfile.TarError, OSError, EOFError) as exc:
+                    raise AixsmitError(f"{program}: {path}: its information file {name} cannot be read: {exc}")
+                try:
+                    stanzas = image_data.parse(text)
+                except AixsmitError as exc:
+                    raise AixsmitError(f"{program}: {path}: {name}: {exc}") from None
                 vg = image_data.first(stanzas, "vg_data").get("VGNAME", "rootvg")
+                if not vg or "/" in vg or vg in (".", ".."):
+                    raise AixsmitError(f"{program}: {path}: {name}: VGNAME {vg!r} is not a volume group name")
                 kind = "mksysb" if name == "./image.data" else "savevg"
                 return ImageInfo(path, kind, vg, name, stanzas, f"./tmp/vgdata/{vg}/backup.toc")
             if i > 8:
@@ -73,9 +201,19 @@ def read_info(path: str, program: str = "listvgbackup") -> ImageInfo:
     raise AixsmitError(f"{program}: {path} has no image.data or vgname.data: it is not a mksysb or savevg image")
 
 
+def damaged(path: str, program: str, damage: Damage) -> AixsmitError:
+    """The one error list, verify and restore give for a damaged image: its first problem on
+    the line, the others as details."""
+    return AixsmitError(f"{program}: {path} is damaged: {damage[0]}", details=[f"  {d}" for d in damage[1:]])
+
+
 def members(path: str, program: str = "listvgbackup") -> Iterator[tarfile.TarInfo]:
+    """Every member GNU tar would extract, in order; then AixsmitError if the image is damaged."""
+    damage = Damage()
     with open_image(path, program) as tf:
-        yield from tf
+        yield from read_members(tf, damage)
+    if damage:
+        raise damaged(path, program, damage)
 
 
 def _image_size(path: str) -> int:
@@ -84,9 +222,16 @@ def _image_size(path: str) -> int:
     if stat.S_ISREG(st.st_mode):
         return st.st_size
     with open_image(path) as tf:
-        for _ in tf:
+        for _ in read_members(tf, Damage()):
             pass
         return tf.offset
+
+
+def _int(value: str, default: int = 0) -> int:
+    try:
+        return int(value or default)
+    except ValueError:
+        return default
 
 
 def long_header(info: ImageInfo) -> list[str]:
@@ -94,7 +239,7 @@ def long_header(info: ImageInfo) -> list[str]:
     img = image_data.first(info.stanzas, "image_data")
     fss = image_data.every(info.stanzas, "fs_data")
     size = _image_size(info.path)
-    used = sum(int(fs.get("FS_USED_BYTES", "0") or 0) for fs in fss)
+    used = sum(_int(fs.get("FS_USED_BYTES", "0")) for fs in fss)
     lines = [
         f"VOLUME GROUP:           {info.vg}",
         f"BACKUP DATE/TIME:       {img.get('DATE_TIME', '')}",
@@ -135,53 +280,130 @@ class Verification:
     status: str = "OK"  # OK, WARN, FAILED
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what was not checked, and why
     seconds: float = 0.0
 
 
+def sums_member(toc_member: str) -> str:
+    return toc_member.rsplit("/", 1)[0] + "/backup.sums"
+
+
+def append_member(fd: int, end: int, name: str, data: bytes, record: int = 20 * 512) -> int:
+    """Write member ``name`` holding ``data`` at ``end`` (over the end-of-archive blocks), then
+    new end-of-archive blocks, padded to a whole ``record``. Returns the new length."""
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mode = 0o600
+    info.mtime = int(time.time())
+    buf = info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape") + data
+    buf += b"\0" * (-len(buf) % tarfile.BLOCKSIZE) + b"\0" * (2 * tarfile.BLOCKSIZE)
+    buf += b"\0" * (-(end + len(buf)) % record)
+    view, pos = memoryview(buf), end
+    while view:
+        n = os.pwrite(fd, view, pos)
+        view, pos = view[n:], pos + n
+    os.ftruncate(fd, pos)
+    return pos
+
+
+def _parse_toc(data: bytes) -> dict[str, str]:
+    head, _, body = data.partition(b"\n")
+    if head.decode(errors="replace") != TOC_VERSION:
+        return {}
+    out: dict[str, str] = {}
+    for rec in body.split(b"\0"):
+        if rec:
+            out[_norm(os.fsdecode(rec[1:]))] = chr(rec[0])
+    return out
+
+
 def verify(path: str, program: str = "verify") -> Verification:
-    """Read every member of the image to its end and check it against the table of contents
-    recorded when the image was made. Truncation or corruption: FAILED. Entries that vanished
-    or changed type while the backup ran (tar warned about them then): WARN."""
+    """Read the whole image, as a restore reads it, and check it against what was recorded when
+    it was made: the table of contents (every entry's name and kind) and the checksums (a
+    XXH3 checksum of every MiB of the image: headers and data). Damage, truncation, a changed byte, a
+    member the table does not hold, a member that would land outside a restore's target:
+    FAILED. Entries that vanished or changed type while the backup ran (tar warned about them
+    then): WARN. An image without checksums (made before they existed, or on a tape) is checked
+    against its table of contents only, and says so (notes)."""
+    from array import array
+
+    from ..safefile import TOC_LIMIT
+    from . import sums as blocksums
+
     start = time.monotonic()
     result = Verification(path)
     info = read_info(path, program)
+    sums_name = sums_member(info.toc_member)
     toc: dict[str, str] | None = None
+    recorded: tuple[int, int, list[int]] | None = None
+    sums_at = -1
     seen: dict[str, str] = {}
-    try:
-        with open_image(path, program) as tf:
-            for m in tf:
-                name = _norm(m.name)
-                result.members += 1
-                if m.isfile():
-                    f = tf.extractfile(m)
-                    if f is not None:
-                        n = 0
-                        while True:
-                            chunk = f.read(1 << 20)
-                            if not chunk:
-                                break
-                            n += len(chunk)
-                        if n != m.size:
-                            raise tarfile.ReadError(f"{name}: {n} of {m.size} bytes")
-                        result.bytes += n
+    starts, ends, names = array("q"), array("q"), []  # where each member lies, for a changed block
+    damage = Damage()
+    symlinks: set[str] = set()
+    unsafe: list[str] = []
+    with open_image(path, program) as tf:
+        for m in read_members(tf, damage):
+            name = _norm(m.name)
+            result.members += 1
+            starts.append(m.offset)
+            ends.append(tf.offset)
+            names.append(name)
+            why = unsafe_member(m, symlinks)
+            if why:
+                unsafe.append(why)
+            if name in (info.toc_member, sums_name):
+                if not m.isfile() or m.size > TOC_LIMIT:
+                    damage.append(f"{name}: not a file of at most {TOC_LIMIT >> 20} MB")
+                    break
+                try:
+                    data = tf.extractfile(m).read()
+                except (tarfile.TarError, OSError, EOFError) as exc:
+                    damage.append(f"{name}: {exc}")
+                    break
                 if name == info.toc_member:
-                    f = tf.extractfile(m)
-                    toc = _parse_toc(f.read() if f else b"")
-                    continue
-                seen[name] = _KIND.get(m.type, "f")
-            # A complete archive ends with two zero blocks; an image cut short at a member
-            # boundary reads like a shorter archive without them. (A tape is read as a
-            # stream, which cannot go back to look.)
-            if not stat.S_ISCHR(os.stat(path).st_mode):
-                tf.fileobj.seek(tf.offset)
-                tail = tf.fileobj.read(2 * tarfile.BLOCKSIZE)
-                if len(tail) < 2 * tarfile.BLOCKSIZE or tail.strip(b"\0"):
-                    raise tarfile.ReadError("no end-of-archive marker: the image stops in the middle")
-    except (tarfile.TarError, OSError, EOFError) as exc:
+                    toc = _parse_toc(data)
+                else:
+                    sums_at = m.offset
+                    try:
+                        recorded = blocksums.decode(data)
+                    except ValueError as exc:
+                        damage.append(f"{name}: the checksums cannot be read ({exc})")
+                continue
+            if m.isfile():
+                result.bytes += m.size
+            seen[name] = _KIND.get(m.type, "f")
+        seekable = not isinstance(tf.fileobj, tarfile._Stream)
+        if recorded is not None and not damage:
+            block, end, crcs = recorded
+            if end != sums_at or not seekable:
+                result.problems.append(f"{sums_name}: the checksums cover {end} bytes, but the image's members end at "
+                                       f"byte {sums_at}")
+            else:
+                try:
+                    got = blocksums.block_crcs(tf.fileobj.fileno(), 0, end, block)
+                except OSError as exc:
+                    damage.append(f"reading the image again: {exc.strerror or exc}")
+                    got = crcs
+                bad = [i for i, (a, b) in enumerate(zip(crcs, got)) if a != b]
+                hit: list[str] = []
+                for i in bad:
+                    lo, hi = i * block, (i + 1) * block
+                    hit += [names[k] for k in range(len(names)) if starts[k] < hi and ends[k] > lo
+                            and names[k] not in hit]
+                for name in hit[:20]:
+                    result.problems.append(f"{name}: its data is not what was written (a changed byte: the checksum of "
+                                           "its part of the image differs)")
+                if len(hit) > 20:
+                    result.problems.append(f"… and {len(hit) - 20} more members in changed parts of the image")
+    if damage:
         result.status = "FAILED"
-        result.problems.append(f"the image is damaged or incomplete after {result.members} members: {exc}")
+        result.problems += list(damage)
         result.seconds = time.monotonic() - start
         return result
+    if unsafe:
+        result.problems.append(f"{len(unsafe)} member(s) would be restored outside the target (first: {unsafe[0]}); "
+                               "restore refuses this image")
     if toc is None:
         result.status = "FAILED"
         result.problems.append("the table of contents (backup.toc) is missing: the image was not made by aixsmit or is incomplete")
@@ -198,23 +420,15 @@ def verify(path: str, program: str = "verify") -> Verification:
         extra = [n for n in seen if n not in toc and n not in staged]
         for n in extra[:20]:
             result.problems.append(f"{n}: in the image but not in its table of contents")
-        if extra:
-            result.status = "FAILED"
-        elif result.warnings:
-            result.status = "WARN"
+    if recorded is None:
+        result.notes.append("the image has no checksums (made by an older aixsmit, or on a tape): its members were "
+                            "read, its bytes not compared")
+    if result.problems:
+        result.status = "FAILED"
+    elif result.warnings:
+        result.status = "WARN"
     result.seconds = time.monotonic() - start
     return result
-
-
-def _parse_toc(data: bytes) -> dict[str, str]:
-    head, _, body = data.partition(b"\n")
-    if head.decode(errors="replace") != TOC_VERSION:
-        return {}
-    out: dict[str, str] = {}
-    for rec in body.split(b"\0"):
-        if rec:
-            out[_norm(os.fsdecode(rec[1:]))] = chr(rec[0])
-    return out
 
 
 # --- restore ----------------------------------------------------------------------------
@@ -224,31 +438,78 @@ class Survey:
     """What a restore needs to know before it writes anything, from one pass over the image."""
 
     unsafe: list[str] = field(default_factory=list)  # members that would land outside the target
+    outside: list[str] = field(default_factory=list)  # members outside ``within`` (restvg: the group)
     names: set[str] = field(default_factory=set)
     links: dict[str, str] = field(default_factory=dict)  # hard link member -> the member it links to
     incremental: bool = False  # a level backup: its GNU dumpdir records say what was deleted
+    damage: Damage = field(default_factory=Damage)
 
 
-def survey(path: str, program: str) -> Survey:
+def _under(name: str, tops: list[str]) -> bool:
+    return any(top == "." or name == top or name.startswith(top + "/") for top in tops)
+
+
+def unsafe_member(m: tarfile.TarInfo, symlinks: set[str]) -> str:
+    """Why extracting ``m`` would write outside the target ("" if it would not): an absolute
+    name, ``..``, a hard link to such a name, or a name below a symbolic link the image itself
+    holds (``symlinks``: the ./names of those met so far; a write through the link would land
+    wherever it leads). Keeps ``symlinks`` up to date."""
+    name = m.name
+    why = ""
+    if name.startswith("/") or ".." in name.split("/"):
+        why = name
+    elif m.islnk() and (m.linkname.startswith("/") or ".." in m.linkname.split("/")):
+        why = f"{name} (hard link to {m.linkname})"
+    else:
+        prefix = _norm(name)
+        while prefix.count("/") > 1:
+            prefix = prefix.rsplit("/", 1)[0]
+            if prefix in symlinks:
+                why = f"{name} (below the symbolic link {prefix} the image holds)"
+                break
+    if m.issym():
+        symlinks.add(_norm(name))
+    return why
+
+
+def survey(path: str, program: str, within: list[str] | None = None, skip: list[str] | None = None) -> Survey:
+    """One pass over the image's headers (read_members). ``unsafe``: absolute names, ``..``,
+    hard links to such names, and members below a symbolic link the image itself holds (a
+    write through the link would land wherever it leads). With ``within`` (./mount points),
+    members below none of them, nor in ``skip`` nor a folder above one of them, are
+    ``outside``; hard links must stay within too."""
     out = Survey()
-    for m in members(path, program):
-        name = m.name
-        if name.startswith("/") or ".." in name.split("/"):
-            out.unsafe.append(name)
-        elif m.islnk() and (m.linkname.startswith("/") or ".." in m.linkname.split("/")):
-            out.unsafe.append(f"{name} (hard link to {m.linkname})")
-        if "GNU.dumpdir" in m.pax_headers or m.type == b"D":
-            out.incremental = True
-        out.names.add(_norm(name))
-        if m.islnk():
-            out.links[_norm(name)] = _norm(m.linkname)
+    symlinks: set[str] = set()
+    above = set()
+    for top in within or []:
+        while top not in (".", ""):
+            top = top.rsplit("/", 1)[0]
+            above.add(top or ".")
+    with open_image(path, program) as tf:
+        for m in read_members(tf, out.damage):
+            name = m.name
+            norm = _norm(name)
+            why = unsafe_member(m, symlinks)
+            if why:
+                out.unsafe.append(why)
+            if within is not None and not _under(norm, skip or []):
+                if not _under(norm, within) and not (m.isdir() and norm in above):
+                    out.outside.append(norm)
+                elif m.islnk() and not _under(_norm(m.linkname), within):
+                    out.outside.append(f"{norm} (hard link to {_norm(m.linkname)})")
+            if "GNU.dumpdir" in m.pax_headers or m.type == b"D":
+                out.incremental = True
+            out.names.add(norm)
+            if m.islnk():
+                out.links[norm] = _norm(m.linkname)
     return out
 
 
-def restore_argv(path: str, target: str, files: list[str], verbose: bool, incremental: bool) -> list[str]:
+def restore_argv(path: str, target: str, files: list[str], verbose: bool, apply_deletions: bool) -> list[str]:
     argv = ["tar", "--extract", f"--file={path}", "-C", target, *TAR_EXTRACT_OPTS]
-    if incremental:
-        # Restoring a level backup also removes what was deleted since the level it builds on.
+    if apply_deletions:
+        # Only a whole-file-system restore of a chain (restore -r) removes what a level backup
+        # says was deleted since the level it builds on; restore -x never deletes, as on AIX.
         argv.append("--listed-incremental=/dev/null")
     if verbose:
         argv += ["--verbose", "--quoting-style=escape"]
@@ -257,14 +518,28 @@ def restore_argv(path: str, target: str, files: list[str], verbose: bool, increm
     return argv
 
 
-def restore(path: str, target: str, files: list[str], verbose: bool, emit: Emit, program: str = "restore") -> int:
-    """Extract into ``target``; refuses an image with members that would land outside it."""
-    if not os.path.isdir(target):
+def restore(path: str, target: str, files: list[str], verbose: bool, emit: Emit, program: str = "restore",
+            within: list[str] | None = None, skip: list[str] | None = None, apply_deletions: bool = False) -> int:
+    """Extract into ``target``; refuses, before writing anything, an image with members that
+    would land outside it. With ``within`` (restvg: the group's ./mount points) only members
+    below those are extracted, and an image holding anything else (but ``skip``: aixsmit's own
+    information files) is refused. Nothing in ``target`` is removed unless ``apply_deletions``
+    (a whole-file-system restore of a level backup, ``backup.chains.restore_whole``, which
+    checks the target and says first what goes; never with ``within``). A damaged image
+    restores what GNU tar can read and then fails with the same lines list and verify give."""
+    try:
+        st = os.stat(target)
+    except OSError as exc:
+        raise AixsmitError(f"{program}: {target}: {exc.strerror}")
+    if not stat.S_ISDIR(st.st_mode):
         raise AixsmitError(f"{program}: {target} is not a directory")
-    found = survey(path, program)
+    found = survey(path, program, within, skip)
     if found.unsafe:
         raise AixsmitError(f"{program}: {path}: {len(found.unsafe)} member(s) would be restored outside {target} "
                            f"(first: {found.unsafe[0]}); nothing was restored.")
+    if found.outside:
+        raise AixsmitError(f"{program}: {path}: {len(found.outside)} member(s) lie outside the volume group's file "
+                           f"systems ({' '.join(within or [])}) (first: {found.outside[0]}); nothing was restored.")
     names = found.names
     missing = [f for f in files if _norm(f) not in names and not any(n.startswith(_norm(f) + "/") for n in names)]
     if missing:
@@ -279,12 +554,20 @@ def restore(path: str, target: str, files: list[str], verbose: bool, emit: Emit,
                 emit(f"{program}: also restoring {data}: {link} is a hard link to it", "stdout")
                 files.append(data)
                 link, data = data, found.links.get(data, data)
-    proc = subprocess.run(restore_argv(path, target, files, verbose, found.incremental), capture_output=True, text=True,
+    elif within is not None:
+        files = [top for top in within if top in names]
+        if not files:
+            emit(f"{program}: {path} holds no file of {' '.join(within)}: nothing to restore.", "stdout")
+            return 0
+    deletions = apply_deletions and found.incremental and not files and within is None
+    proc = subprocess.run(restore_argv(path, target, files, verbose, deletions), capture_output=True, text=True,
                           errors="surrogateescape")
     for line in proc.stdout.splitlines():
         emit(f"x {line}", "stdout")
     for line in proc.stderr.splitlines():
         emit(line, "stderr")
+    if found.damage:
+        raise damaged(path, program, found.damage)
     if proc.returncode != 0:
         raise AixsmitError(f"{program}: restoring from {path} failed (tar exit status {proc.returncode}); see the messages above.")
     return 0

@@ -20,12 +20,13 @@ def _system(args, **kw) -> System:
     fmt = getattr(args, "format", None)
     src = getattr(args, "from_file", None)
     if src:
-        try:
-            with open(src, "rb") as f:
-                import os
+        import os
 
-                text = os.fsdecode(f.read())
-        except OSError as exc:
+        from ..safefile import MOUNT_TABLE_LIMIT, read_bounded
+
+        try:
+            text = os.fsdecode(read_bounded(src, MOUNT_TABLE_LIMIT, "mount table"))
+        except FileNotFoundError as exc:
             raise AixsmitError(f"--from {src}: {exc.strerror}")
         if fmt is None:
             fmt = "mountinfo" if text[:1].isdigit() else "aix"
@@ -52,7 +53,7 @@ def format_table(table: list[Entry]) -> str:
         m = e.mount
         lines.append(
             f"{m.node:<8.32} {shown(m.device):<16} {shown(m.mount_point):<16} {m.vfs:<6} {m.date:<12} "
-            f"{','.join(m.options):<15} {e.cls}"
+            f"{','.join(m.all_options):<15} {e.cls}"
         )
     return "\n".join(lines)
 
@@ -106,7 +107,7 @@ def cmd_holders(args) -> int:
         return 0
     print(f"{'PID':>7}  {'USER':<10} {'COMMAND':<16} {'ACCESS':<14} PATH")
     for h in holders:
-        print(f"{h.pid:>7}  {h.user:<10} {h.command:<16} {h.how + ' (' + LETTER[h.how] + ')':<14} {shown(system.shown(h.path))}")
+        print(f"{h.pid or '-':>7}  {h.user:<10} {h.command:<16} {h.how + ' (' + LETTER[h.how] + ')':<14} {shown(system.shown(h.path))}")
     return 0
 
 
@@ -128,6 +129,18 @@ def cmd_umount(args) -> int:
     return 0
 
 
+def describe(system: System, plan) -> list[str]:
+    """The plan as the dry run prints it: one line per step, in the order the real run uses."""
+    lines = []
+    for e, rec, why in zip(plan.steps, plan.records, plan.reasons):
+        m = e.mount
+        what = shown(m.device) + (f"[{shown(m.fs_root)}]" if m.is_bind else "")
+        extra = f"; {shown(why)}" if why else ""
+        extra += "; its loop device is detached, and attached again when mounted" if rec.detach_loop else ""
+        lines.append(f"would unmount {shown(e.mount_point)} ({what}, {m.vfs}, {','.join(m.all_options)}, {e.cls}{extra})")
+    return lines
+
+
 def _umount_dry_run(system: System, args) -> int:
     from ..fs.unmount import holder_lines, plan_unmount
 
@@ -135,8 +148,7 @@ def _umount_dry_run(system: System, args) -> int:
     if plan.empty:
         print("No user file system is mounted: nothing to unmount.")
         return 0
-    for e in plan.steps:
-        print(f"would unmount {shown(e.mount_point)} ({e.mount.device}, {e.mount.vfs}, {e.cls})")
+    print("\n".join(describe(system, plan)))
     holders = system.host.holders([e.mount for e in plan.steps], system.all_mounts())
     if holders:
         print("These processes would keep it busy:")
@@ -219,13 +231,15 @@ def register(sub) -> None:
 
     p = sub.add_parser("holders", help="who keeps a mounted file system busy",
                        description="Processes using MOUNT (or anything mounted below it): pid, user, command, "
-                                   "and how (cwd, root, executable, open file, memory map).")
+                                   "and how (cwd, root, executable, open file, memory map); also a loop device backed by "
+                                   "a file on it and a swap file on it (no process: pid -).")
     add_root(p); add_json(p)
     p.add_argument("mount", metavar="MOUNT")
     p.set_defaults(func=cmd_holders)
 
     p = sub.add_parser("umount", help="unmount user file systems, all-or-nothing, recorded in the ledger",
-                       description="Unmount MOUNT (and what is mounted below it) or every user file system. "
+                       description="Unmount MOUNT (with what is mounted below or over it, and what depends on it: a loop "
+                                   "file system whose image lies on it, an overlay whose layers do) or every user file system. "
                                    "System and virtual file systems are refused. A busy file system names its "
                                    "holders and nothing is unmounted. If one of a group fails, the others are "
                                    "mounted again.")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import glob
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 from ..fs.classify import SYSTEM, USER
@@ -117,6 +118,79 @@ def schedules(system: System) -> list[ListItem]:
     from ..jobs import schedule as sch
 
     return [ListItem(s.id, _row(f"{s.id:<9}", s.describe())) for s in sch.load()]
+
+
+@service
+def schedule_directories(system: System) -> list[ListItem]:
+    """Folders a schedule can write into: the usual backup folders and the schedules' own
+    (directories only: a schedule writes a new file into one at each run)."""
+    from ..jobs import schedule as sch
+
+    try:
+        dests = [s.dest for s in sch.load()]
+    except Exception:  # noqa: BLE001 - an unreadable schedule list must not break a list
+        dests = []
+    out = []
+    for d in dict.fromkeys(image_dirs(system) + dests):
+        if os.path.isdir(d):
+            out.append(ListItem(d, _row(f"{d:<48}", "directory")))
+    return out
+
+
+@service
+def scheduled_fs(system: System) -> list[ListItem]:
+    """The file systems user schedules back up: named in them, or found in their folders."""
+    from ..backup.incremental import mount_point_of
+    from ..jobs import schedule as sch
+
+    seen: dict[str, str] = {}
+    try:
+        schedules = [s for s in sch.load() if s.kind == "user"]
+    except Exception:  # noqa: BLE001
+        schedules = []
+    for s in schedules:
+        for mp in s.filesystems:
+            seen.setdefault(mp, s.id)
+        for p in sorted(glob.glob(os.path.join(glob.escape(s.dest), "*"))) if os.path.isdir(s.dest) else []:
+            mp = mount_point_of(os.path.basename(p))
+            if mp and os.path.isdir(p):
+                seen.setdefault(mp, s.id)
+    return [ListItem(mp, _row(f"{mp:<24}", f"schedule {sid}")) for mp, sid in sorted(seen.items())]
+
+
+@service
+def level_archives(system: System) -> list[ListItem]:
+    """Backups by level: the schedules' chains (full first, then its dailies) and the level
+    archives of Backup a File System found in the usual folders."""
+    from ..backup import chains
+    from ..backup.incremental import mount_point_of
+    from ..jobs import schedule as sch
+
+    out: list[ListItem] = []
+    try:
+        schedules = [s for s in sch.load() if s.kind == "user"]
+    except Exception:  # noqa: BLE001
+        schedules = []
+    seen: set[str] = set()
+    for s in schedules:
+        for folder in sorted(glob.glob(os.path.join(glob.escape(s.dest), "*"))) if os.path.isdir(s.dest) else []:
+            mp = mount_point_of(os.path.basename(folder)) or os.path.basename(folder)
+            for c in chains.list_chains(Path(folder)):
+                for stamp, level, path in c.runs():
+                    seen.add(str(path))
+                    out.append(ListItem(str(path), _row(f"{mp:<16}", f"level {level}", f"{chains.when(stamp):%Y-%m-%d %H:%M}",
+                                                        f"schedule {s.id}")))
+    found: list[str] = []
+    for d in image_dirs(system):
+        for depth in range(3):  # bounded: an F4 list is not a search of the whole disk
+            found += sorted(glob.glob(os.path.join(glob.escape(d), *["*"] * depth, "*.tar")))[:200]
+    inside_root = system.root.rstrip("/") + "/"
+    for path in list(dict.fromkeys(found))[:200]:
+        if path not in seen and (system.root == "/" or not path.startswith(inside_root)):
+            level = chains.archive_level(path)
+            if level is not None:
+                out.append(ListItem(path, _row(f"{path:<48}", f"level {level}" if level >= 0 else "level backup")))
+    return out
 
 
 @service
