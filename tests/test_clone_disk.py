@@ -171,3 +171,22 @@ def test_f4_lists_blank_disks_only(troot):
     run("sfdisk", "-q", dev, input="label: gpt\ntype=linux\n")  # partitioned: no longer blank
     values = {i.value for i in free_disks(System(root="/"))}
     assert dev not in values and used not in values
+
+
+def test_old_uuids_are_replaced_where_the_clone_names_them(tmp_path):
+    target = tmp_path / "t"
+    (target / "etc/default/grub.d").mkdir(parents=True)
+    (target / "etc/initramfs-tools/conf.d").mkdir(parents=True)
+    (target / "etc/fstab").write_text("UUID=old-root / ext4 errors=remount-ro 0 1\n")
+    (target / "etc/crypttab").write_text("data UUID=old-home none luks\n")
+    (target / "etc/initramfs-tools/conf.d/resume").write_text("RESUME=UUID=swap-not-cloned\n")
+    (target / "etc/default/grub.d/local.cfg").write_text('GRUB_CMDLINE_LINUX="root=UUID=old-root"\n')
+    targets = [clone.Target("/", "/dev/x2", "ext4", 0, 0, 0, "", uuid="new-root", old_uuid="old-root"),
+               clone.Target("/home", "/dev/x3", "ext4", 0, 0, 0, "", uuid="new-home", old_uuid="old-home")]
+    said = []
+    clone.rewrite_references(str(target), targets, clone.Steps(lambda l, s: said.append(l), False), "clone", None)
+    assert (target / "etc/fstab").read_text().startswith("UUID=new-root / ext4 errors=remount-ro 0 1\n")
+    assert (target / "etc/crypttab").read_text() == "data UUID=new-home none luks\n"
+    assert (target / "etc/default/grub.d/local.cfg").read_text() == 'GRUB_CMDLINE_LINUX="root=UUID=new-root"\n'
+    assert (target / "etc/initramfs-tools/conf.d/resume").read_text() == "RESUME=UUID=swap-not-cloned\n"
+    assert sum("Rewriting" in l for l in said) == 2
