@@ -142,16 +142,17 @@ def test_clone_onto_a_blank_disk_boots(tmp_path):
             src = vmsystem.Disk(tmp_path / "source.raw", 1536)
             disks.append(src)
             uuids = vmsystem.make_source(src, tree, mnt, "aixsrc")
-        source_sum = sha256(src.path)
         with phase("mksysb"):
-            # Mounted read-only, as a rescue system would: the image.data then records "ro",
-            # which the clone's fstab must not take over (it comes from the source's fstab).
-            subprocess.run(["mount", "-o", "ro,noload", src.part(2), mnt], check=True)
-            subprocess.run(["mount", "-o", "ro,noload", src.part(3), mnt / "home"], check=True)
+            # mksysb writes /image.data into the system it saves, as AIX's mkszfile does: the
+            # source is mounted read-write for it (the clone's fstab options come from the
+            # source's fstab either way; tests/test_clone_disk.py checks a read-only source).
+            subprocess.run(["mount", src.part(2), mnt], check=True)
+            subprocess.run(["mount", src.part(3), mnt / "home"], check=True)
             image = tmp_path / "aixsrc.mksysb"
             r = aixsmit("cmd", "mksysb", "-i", "--root", mnt, image, env=env)
             subprocess.run(["umount", "-R", str(mnt)], check=True)
             assert r.returncode == 0, r.stdout + r.stderr
+        source_sum = sha256(src.path)
         # The source boots (on a snapshot: its disk stays as it was) while the clone is made.
         booting = vmsystem.start_vm([(src.path, False)], tmp_path / "source-console.log", snapshot=True)
         phase.begin("source boot")
@@ -189,7 +190,7 @@ def test_clone_onto_a_blank_disk_boots(tmp_path):
         assert len(seen["machine-id"]) == 32 and seen["machine-id"] != vmsystem.SOURCE_MACHINE_ID, seen
         assert {mp: m[0] for mp, m in seen["mounts"].items()} == new_uuids, seen
         assert seen["mounts"]["/"][1] == "/dev/vda2"
-        # The source's fstab options, not the read-only mount the image was made from.
+        # The source's fstab options.
         assert "rw" in seen["mounts"]["/"][2].split(",") and "errors=remount-ro" in seen["mounts"]["/"][2], seen
         assert "nodev" in seen["mounts"]["/home"][2].split(","), seen
         assert sha256(src.path) == source_sum, "the source disk changed"
