@@ -130,7 +130,12 @@ def stage(req: ImageRequest, stage_dir: str, when: str, maps: dict[str, str],
         if prog == "mksysb":
             # As AIX's mkszfile: /image.data is written too, so that a later mksysb without -i
             # ("Generate new /image.data file? no") uses it.
-            write_file(os.path.join(req.system.root, "image.data"), text.encode())
+            # A root mounted read-only (a rescue boot, a snapshot) still gets its image: the
+            # image holds image.data whatever happens here, so this is said, not fatal.
+            try:
+                write_file(os.path.join(req.system.root, "image.data"), text.encode())
+            except OSError as exc:
+                emit(f"mksysb: /image.data was not written ({exc.strerror}); the image holds it.", "stderr")
     else:
         data = read_bounded(os.path.join(req.system.root, "image.data"), INFO_FILE_LIMIT, "information file")
         with open(info_path, "wb") as f:

@@ -7,6 +7,7 @@ restore run the real commands with the same flags, their output streamed as it c
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import signal
@@ -230,7 +231,11 @@ def cmd_restore(args) -> int:
         restore_whole(Path(args.f), target, emit)
         emit(f"restore: {args.f} was restored into {target}; restore the next level the same way.", "stdout")
         return 0
-    return archive.restore(args.f, target, args.files, args.v, emit)
+    with read_progress(args.f):
+        archive.restore(args.f, target, args.files, args.v, emit)
+    emit(f"restore: {args.f} was restored into {target}"
+         + (f" ({len(args.files)} name(s) asked for)." if args.files else "."), "stdout")
+    return 0
 
 
 def _aix_in_dir(argv: list[str], target: str) -> int:
@@ -301,10 +306,45 @@ def cmd_sysbackup(args) -> int:
     return summary.code
 
 
+@contextlib.contextmanager
+def read_progress(path: str, quiet: bool = False):
+    """While the body reads the image ``path``: a line every PROGRESS_SECONDS saying how much of
+    it this process and the ones it started (tar) have read, ``N of M bytes read (P%)``
+    (COMMAND STATUS draws its bar from it)."""
+    import threading
+
+    from ..backup.engine import PROGRESS_SECONDS, read_chars_tree
+
+    try:
+        size = os.path.getsize(path) if os.path.isfile(path) else 0
+    except OSError:
+        size = 0
+    if quiet or not size:
+        yield
+        return
+    stop = threading.Event()
+    base = read_chars_tree(os.getpid())
+
+    def tell() -> None:
+        done = 0  # (a child that has ended no longer counts: never go back)
+        while not stop.wait(PROGRESS_SECONDS):
+            done = max(done, min(max(0, read_chars_tree(os.getpid()) - base), size - 1))
+            print(f"{done} of {size} bytes read ({done * 100 // size}%)", flush=True)
+
+    thread = threading.Thread(target=tell, name="aixsmit-read-progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
 def cmd_verify(args) -> int:
     from ..backup import archive  # tarfile: only for the commands that read images
 
-    result = archive.verify(args.f)
+    with read_progress(args.f, quiet=args.json):
+        result = archive.verify(args.f)
     if args.json:
         print_json(result.__dict__)
     else:

@@ -65,7 +65,29 @@ def cmd_lsmount(args) -> int:
         print_json([e.to_json() for e in table])
     else:
         print(format_table(table))
+        print(class_summary(table))
     return 0
+
+
+def class_summary(table: list[Entry], width: int = 80) -> str:
+    """The data class of each mount point, below the table and within ``width`` columns: the
+    table's class column lies past column 80, off an 80-column screen (COMMAND STATUS)."""
+    import textwrap
+
+    from ..fs.classify import CLASSES
+
+    out = ["", "Data class of each file system:"]
+    for cls in CLASSES:
+        mps = [shown(e.mount_point) for e in table if e.cls == cls]
+        if not mps:
+            continue
+        if cls == VIRTUAL:
+            some = ", ".join(mps[:3]) + (", ..." if len(mps) > 3 else "")
+            out.append(f"  {cls + ':':<9}{len(mps)} (never part of an image: {some})"[:width - 1])
+            continue
+        out += textwrap.wrap(" ".join(mps), width - 1, initial_indent=f"  {cls + ':':<9}", subsequent_indent=" " * 11,
+                             break_long_words=False, break_on_hyphens=False)
+    return "\n".join(out)
 
 
 def cmd_sysonly(args) -> int:
@@ -75,15 +97,19 @@ def cmd_sysonly(args) -> int:
     if args.json:
         print_json(result.to_json())
     else:
+        import textwrap
+
+        # The verdict within 80 columns (the table's own lines run past them).
+        say = lambda text: print(textwrap.fill(text, 79, subsequent_indent="  ", break_on_hyphens=False))  # noqa: E731
         print(format_table([e for e in table if e.cls != VIRTUAL]))
         print()
         if result.ok:
-            print("Only system file systems are mounted: the system image will hold the operating system only.")
+            say("Only system file systems are mounted: the system image will hold the operating system only.")
         else:
-            print(f"User file systems are still mounted: {', '.join(map(shown, result.user))}.")
-            print("Unmount them (aixsmit cmd umount --all-user) before backing up the system.")
+            say(f"User file systems are still mounted: {', '.join(map(shown, result.user))}.")
+            say("Unmount them (aixsmit cmd umount --all-user) before backing up the system.")
         if result.remote:
-            print(f"Remote file systems mounted (never part of the image): {', '.join(map(shown, result.remote))}.")
+            say(f"Remote file systems mounted (never part of the image): {', '.join(map(shown, result.remote))}.")
     return 0 if result.ok else 1
 
 
