@@ -198,3 +198,26 @@ def test_mount_again_never_follows_a_link_planted_in_the_mount_point_or_the_bind
     targets = [m["target"] for m in findmnt_table(tr.base)]
     assert str(outside) not in targets and str(tr.p("/srv/www")) not in targets
     assert len(_ledger(tr)) == 2
+
+
+@needs_root
+def test_mount_ledger_keeps_a_record_whose_device_name_now_holds_another_file_system(troot):
+    """A disk's record (UUID, no loop file): while unmounted, its device name comes to hold
+    another file system, mounted at the same place. That is not "already mounted": the record
+    stays, for the file system that was unmounted."""
+    tr = troot
+    dev = tr.loop_mount("/home")
+    assert aixsmit("cmd", "umount", "--root", tr.path, "/home", env=tr.env()).returncode == 0
+    (path,) = (tr.base / "state" / "ledger").glob("*.json")
+    rec = json.loads(path.read_text())
+    uuid = rec["uuid"]
+    rec["backing_file"] = ""  # as a partition's record is
+    path.write_text(json.dumps(rec))
+    run("losetup", "-d", dev)
+    tr.loops.remove(dev)
+    run("losetup", dev, tr.image("other", 24))  # the same name, another file system
+    tr.loops.append(dev)
+    run("mount", dev, tr.p("/home"))
+    r = aixsmit("cmd", "mount", "--ledger", "--root", tr.path, env=tr.env())
+    assert r.returncode != 0 and r.stderr.count("\n") == 1, r.stdout + r.stderr
+    assert [x["uuid"] for x in _ledger(tr)] == [uuid]

@@ -211,7 +211,8 @@ class LinuxHost:
             return (bool(loop) and _same_file(loop["backing_file"], rec.backing_file) and loop["offset"] == rec.offset
                     and (not rec.uuid or device_uuid(mount.device) == rec.uuid))
         if rec.uuid and mount.device.startswith("/dev/"):
-            return _same_device(mount.device, rec.source) or device_uuid(mount.device) == rec.uuid
+            # The UUID only: the recorded device name may hold another file system by now.
+            return device_uuid(mount.device) == rec.uuid
         return mount.device == rec.source
 
 
