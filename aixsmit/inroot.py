@@ -211,7 +211,12 @@ def makedirs_in(root: str, path: str, mode: int = 0o755) -> None:
             try:
                 os.mkdir(name, mode, dir_fd=dfd)
             except FileExistsError:
-                pass
+                # Made meanwhile, or a link whose target is missing inside the root (then
+                # nothing is made through it: mkdir -p refuses it too).
+                try:
+                    os.close(open_in(root, done, os.O_RDONLY | os.O_DIRECTORY))
+                except FileNotFoundError:
+                    raise OSError(errno.ENOENT, "a symbolic link to nothing inside the root", done) from None
             finally:
                 os.close(dfd)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 
 import pytest
@@ -52,6 +53,34 @@ def test_crfs_refusals(troot):
     r = aixsmit("cmd", "crfs", "-v", "ext4", "-d", str(tr.p("/etc/plain")), "-m", "/x", "--root", tr.path, env=tr.env())
     assert r.returncode == 1 and "is not a block device" in r.stderr
     assert not tr.p("/x").exists()
+
+
+def test_crfs_writes_nothing_through_links_in_root(troot):
+    """ROOT/etc a link to a host folder holding an fstab, ROOT/srv a link to a host folder:
+    crfs --root refuses each in one line before mkfs (the device stays blank) and writes
+    nothing outside ROOT; an fstab larger than any real one is refused, not read whole."""
+    tr = troot
+    host = tr.base / "host"
+    (host / "etc").mkdir(parents=True)
+    (host / "srv").mkdir()
+    (host / "etc" / "fstab").write_text("# the host's\n")
+    dev = new_loop(tr, "blank", 32)
+    shutil.rmtree(tr.p("/etc"))
+    tr.p("/etc").symlink_to(host / "etc")
+    r = aixsmit("cmd", "crfs", "-v", "ext4", "-d", dev, "-m", "/local", "--root", tr.path, env=tr.env())
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "no file system was made" in r.stderr, r.stderr
+    tr.p("/etc").unlink()
+    tr.p("/etc").mkdir()
+    tr.p("/srv").symlink_to(host / "srv")
+    r = aixsmit("cmd", "crfs", "-v", "ext4", "-d", dev, "-m", "/srv/data", "--root", tr.path, env=tr.env())
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "no file system was made" in r.stderr, r.stderr
+    assert blkid(dev, "TYPE") == ""
+    assert (host / "etc" / "fstab").read_text() == "# the host's\n" and not (host / "srv" / "data").exists()
+    assert not (host / "local").exists() and not tr.p("/etc/fstab").exists()
+    with open(tr.p("/etc/fstab"), "wb") as f:
+        f.truncate(2 << 20)
+    r = aixsmit("cmd", "lsfs", "--root", tr.path, env=tr.env())
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "larger than" in r.stderr, r.stderr
 
 
 @pytest.fixture

@@ -15,7 +15,9 @@ from pathlib import Path
 
 from ..errors import AixsmitError
 from ..host.common import run
+from .. import inroot
 from . import fstab
+from .mounts import visible
 
 LINUX_VFS = ("ext4", "xfs", "btrfs")
 
@@ -126,13 +128,38 @@ def crfs(system, vfs: str, device: str, mount_point: str, auto: bool = True, siz
     if size and size > device_size(device):
         raise AixsmitError(f"crfs: size {size // (1 << 20)} MB is more than {device} holds "
                            f"({device_size(device) // (1 << 20)} MB).")
-    uuid = mkfs(device, vfs, size, label=os.path.basename(mount_point))
-    path = system.abs_path(mount_point)
-    os.makedirs(path, exist_ok=True)
+    # Everything crfs writes lies inside ROOT, resolved there (a link ROOT/etc -> /etc or a
+    # link on the mount point's way is refused, never followed); checked before mkfs.
     table = fstab.path(system.root)
-    fstab.set_entry(table, mount_point, f"UUID={uuid}" if uuid else device, vfs, "defaults" if auto else "defaults,noauto", 2)
+    try:
+        inroot.makedirs_in(system.root, mount_point)
+        fstab.check_writable(system.root)
+    except OSError as exc:
+        raise AixsmitError(f"crfs: {visible(exc.filename or mount_point)} in {visible(system.root)}: "
+                           f"{_why(exc)}; no file system was made.") from None
+    uuid = mkfs(device, vfs, size, label=os.path.basename(mount_point))
+    try:
+        fstab.set_entry(system.root, mount_point, f"UUID={uuid}" if uuid else device, vfs,
+                        "defaults" if auto else "defaults,noauto", 2)
+    except OSError as exc:
+        raise AixsmitError(f"crfs: {visible(str(table))}: {_why(exc)}; {device} holds the new file system "
+                           f"(UUID={uuid}), not entered in fstab.") from None
     if mount:
-        res = run(["mount", "-t", vfs, "--", device, path])
+        try:
+            fd = inroot.open_in(system.root, mount_point, os.O_PATH | os.O_DIRECTORY)
+        except OSError as exc:
+            raise AixsmitError(f"mount: 0506-324 Cannot mount {device} on {visible(mount_point)}: {_why(exc)}") from None
+        try:
+            # mount -c of /proc/self/fd/N: on the very directory resolved inside ROOT.
+            res = run(["mount", "-c", "-t", vfs, "--", device, f"/proc/self/fd/{fd}"], pass_fds=(fd,))
+        finally:
+            os.close(fd)
         if res.rc != 0:
-            raise AixsmitError(f"mount: 0506-324 Cannot mount {device} on {mount_point}: {res.message}")
+            raise AixsmitError(f"mount: 0506-324 Cannot mount {device} on {visible(mount_point)}: {res.message}")
     return Made(device, vfs, uuid, mount_point, str(table))
+
+
+def _why(exc: OSError) -> str:
+    if exc.errno == errno.ELOOP:
+        return "a symbolic link on the way leads out of the root or in a loop"
+    return exc.strerror or str(exc)
