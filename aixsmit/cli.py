@@ -98,9 +98,12 @@ def run_cmd(argv: list[str]) -> int:
         return args.func(args)
     except AixsmitError as exc:
         sys.stdout.flush()
-        print(str(exc), file=sys.stderr)
+        from .fs.mounts import visible
+
+        # One line each, whatever a name in it holds (ESC, newline, C1): never raw on the terminal.
+        print(visible(str(exc), backslash=False), file=sys.stderr)
         for line in exc.details:
-            print(line, file=sys.stderr)
+            print(visible(line, backslash=False), file=sys.stderr)
         return exc.code
     except KeyboardInterrupt:
         print("aixsmit: interrupted", file=sys.stderr)

@@ -221,3 +221,33 @@ def test_mount_ledger_keeps_a_record_whose_device_name_now_holds_another_file_sy
     r = aixsmit("cmd", "mount", "--ledger", "--root", tr.path, env=tr.env())
     assert r.returncode != 0 and r.stderr.count("\n") == 1, r.stdout + r.stderr
     assert [x["uuid"] for x in _ledger(tr)] == [uuid]
+
+
+def _raw_controls(text: str) -> list[str]:
+    return [c for c in text if (ord(c) < 0x20 and c != "\n") or 0x7F <= ord(c) <= 0x9F]
+
+
+@needs_root
+def test_no_control_character_reaches_the_terminal(troot, tmp_path):
+    """A process named with ESC holding /home, a file name with ESC in an error, a tool's
+    output with BEL in a job log: each is shown as \\ooo by the one visible(), ordinary UTF-8
+    kept; a whole message passed through it again is unchanged."""
+    import subprocess
+    import sys
+
+    from aixsmit.jobs.runner import _lines
+
+    tr = troot
+    tr.loop_mount("/home")
+    holder = subprocess.Popen([sys.executable, "-c", "import time; open('/proc/self/comm', 'w').write("
+                               "'\\x1b[2Jévil'); print('ok', flush=True); time.sleep(60)"],
+                              cwd=tr.p("/home"), stdout=subprocess.PIPE, text=True, start_new_session=True)
+    tr.procs.append(holder)
+    assert holder.stdout.readline() == "ok\n"
+    r = aixsmit("cmd", "umount", "--root", tr.path, "/home", env=tr.env())
+    assert r.returncode != 0 and "\\033[2Jévil" in r.stdout + r.stderr, r.stdout + r.stderr
+    assert not _raw_controls(r.stdout + r.stderr)
+    r = aixsmit("cmd", "lsmksysb", "-f", tmp_path / "no\x1b]0;owned\x07pe", env=tr.env())
+    assert r.returncode != 0 and "no\\033]0;owned\\007pe" in r.stderr and not _raw_controls(r.stderr)
+    assert _lines(b"tar: a\x07b\xc2\x9b \xc3\xa9\\x\n") == ("tar: a\\007b\\233 é\\x", "")
+    assert visible("aixsmit: /srv/a\\033b", backslash=False) == "aixsmit: /srv/a\\033b"

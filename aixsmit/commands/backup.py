@@ -192,9 +192,11 @@ def _listing(args, program: str, kind: str) -> int:
     if args.l:
         print("\n".join(archive.long_header(info)))
         return 0
+    from ..fs.mounts import visible
+
     out = sys.stdout
     for name in archive.list_names(args.f, program):
-        out.write(name + "\n")
+        out.write(visible(name) + "\n")
     return 0
 
 

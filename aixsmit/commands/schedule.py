@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from ..errors import AixsmitError
+from ..fs.mounts import visible
 from ..fs.table import System
 from .backup import _aix_passthrough, emit
 from .common import add_json, add_root, print_json
@@ -114,11 +115,7 @@ def _print_changes(runs, as_json: bool) -> None:
         rows = ([("+", n) for n in r.added] + [("~", n) for n in r.changed]
                 + [(">", f"{a} -> {b}") for a, b in r.renamed] + [("-", n) for n in r.deleted])
         for mark, n in rows:
-            print(f"  {mark} {_visible(n)}")
-
-
-def _visible(text: str) -> str:
-    return "".join(c if c.isprintable() else f"\\x{ord(c) & 0xff:02x}" for c in text)
+            print(f"  {mark} {visible(n)}")
 
 
 def cmd_schedule(args) -> int:
@@ -184,12 +181,12 @@ def cmd_schedule(args) -> int:
         for s in schedules:
             last = sch.last_run(s.id)
             shown = f"{last.get('result', '')} {last.get('start', '')[5:16]}".strip() or "never run"
-            what = _visible(s.describe())
+            what = visible(s.describe(), backslash=False)
             print(f"{s.id:<9} {what[:32]:<32} {s.next_run():%a %m-%d %H:%M}  {shown}")
             if len(what) > 32:
                 print(f"{'':<9} {what}")
             if last:
-                print(f"{'':<9} log: {_visible(last.get('log', ''))}")
+                print(f"{'':<9} log: {visible(last.get('log', ''))}")
         return 0
     if args.action == "remove":
         schedules = sch.load()

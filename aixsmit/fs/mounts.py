@@ -128,16 +128,19 @@ def _hidden(c: str) -> bool:
     return unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp", "Co", "Cn", "Cs")
 
 
-def visible(text: str, spaces: bool = False) -> str:
+def visible(text: str, spaces: bool = False, backslash: bool = True) -> str:
     """``text`` (a mount point, device, file or group name) safe to print on a terminal or put
     in a one-line message: control characters (ESC, tab, newline, C1, DEL), Unicode format and
     separator characters, undecodable bytes and the backslash itself become ``\\ooo`` (octal, as
     mountinfo writes them; ``\\uXXXX`` above U+00FF), so nothing a name holds can move the
     cursor, forge a line or change colours, and two different names never look alike.
-    ``spaces=True`` escapes spaces too (``\\040``), for a column of a table."""
-    if text.isascii() and text.isprintable() and "\\" not in text:
+    ``spaces=True`` escapes spaces too (``\\040``), for a column of a table. ``backslash=False``
+    keeps backslashes as they are: for a whole message or log line whose names were made visible
+    already (then a second pass changes nothing). The one escaper of text shown to people:
+    the CLI's errors, tables, image listings, holders, schedules, mail and syslog, job logs."""
+    if text.isascii() and text.isprintable() and ("\\" not in text or not backslash):
         return text.replace(" ", "\\040") if spaces else text
-    out = "".join(_octal(c) if _hidden(c) else c for c in text)
+    out = "".join(_octal(c) if _hidden(c) and (backslash or c != "\\") else c for c in text)
     return out.replace(" ", "\\040") if spaces else out
 
 

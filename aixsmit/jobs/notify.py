@@ -22,16 +22,14 @@ def mailer() -> str | None:
     return next((m for m in MAILERS if os.access(m, os.X_OK)), None)
 
 
-def _visible(text: str) -> str:
-    return "".join(c if c.isprintable() or c == "\n" else f"\\x{ord(c):02x}" for c in text)
-
-
 def notify(subject: str, body: str) -> list[str]:
     """Send ``subject`` to the system log and, with ``body``, to root by mail.
 
     Returns one line per way it went: ``"syslog"``, ``"mail to root"``, or why not."""
     said: list[str] = []
-    subject = _visible(subject).replace("\n", " ")
+    from ..fs.mounts import visible
+
+    subject = visible(subject.replace("\n", " "), backslash=False)
     logger = shutil.which("logger")
     if logger:
         try:
@@ -44,7 +42,7 @@ def notify(subject: str, body: str) -> list[str]:
         said.append("no logger command")
     mail = mailer()
     if mail:
-        message = f"To: root\nSubject: aixsmit: {subject}\n\n{_visible(body)}\n"
+        message = f"To: root\nSubject: aixsmit: {subject}\n\n{chr(10).join(visible(line, backslash=False) for line in body.split(chr(10)))}\n"
         try:
             p = subprocess.run([mail, "-oi", "root"], input=message.encode(errors="replace"), capture_output=True,
                                timeout=60)

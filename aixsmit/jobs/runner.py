@@ -16,9 +16,10 @@ import selectors
 import signal
 import subprocess
 import time
-from dataclasses import dataclass, field
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 
+from ..fs.mounts import visible
 from .progress import BackupProgress, outcome
 
 OK, WARN, FAILED, RUNNING = "OK", "WARN", "FAILED", "running"
@@ -56,7 +57,8 @@ _ANSI = None
 
 
 def _clean(s: str) -> str:
-    """Carriage-return overwrites keep their last state; terminal escapes are removed."""
+    """Carriage-return overwrites keep their last state; terminal escapes are removed, any
+    other control character made visible (:func:`aixsmit.fs.mounts.visible`)."""
     global _ANSI
     if "\r" in s:
         s = s.rsplit("\r", 1)[-1] if not s.endswith("\r") else s.rstrip("\r")
@@ -66,15 +68,18 @@ def _clean(s: str) -> str:
 
             _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-_]")
         s = _ANSI.sub("", s)
-    return s
+    return visible(s, backslash=False)  # what other control characters remain, shown, not obeyed
+
+
+_PLAIN = bytes(range(0x20, 0x7F)) + b"\n"
 
 
 def _lines(block: bytes) -> tuple[str, ...]:
     # One decode and one split per read, not per line: this is the hot path for big outputs.
     text = block.decode("utf-8", "replace")
     lines = text.split("\n")
-    if "\r" in text or "\x1b" in text:
-        lines = [_clean(l) for l in lines]
+    if block.translate(None, _PLAIN):  # anything but printable ASCII and newlines (one C pass)
+        lines = [l if l.isascii() and l.isprintable() else _clean(l) for l in lines]
     return tuple(lines)
 
 
