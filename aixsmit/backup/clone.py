@@ -9,7 +9,6 @@ parents first, restore the image, and write the target's fstab for the new devic
 from __future__ import annotations
 
 import os
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -56,13 +55,12 @@ def data_per_fs(image: str, mount_points: list[str]) -> dict[str, int]:
     """Bytes of file data the image holds for each file system (its deepest mount point)."""
     order = sorted(mount_points, key=len, reverse=True)
     sizes = {mp: 0 for mp in mount_points}
-    with tarfile.open(image, "r:") as tf:
-        for m in tf:
-            name = "/" + archive._norm(m.name)[2:]
-            for mp in order:
-                if mp == "/" or name == mp or name.startswith(mp + "/"):
-                    sizes[mp] += m.size
-                    break
+    for m in archive.members(image, "clone"):
+        name = "/" + archive._norm(m.name)[2:]
+        for mp in order:
+            if mp == "/" or name == mp or name.startswith(mp + "/"):
+                sizes[mp] += m.size
+                break
     return sizes
 
 

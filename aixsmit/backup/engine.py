@@ -38,11 +38,11 @@ from ..errors import AixsmitError
 from ..fs.table import System
 from ..fs.volume_groups import VolumeGroup
 from ..jobs.runner import Finished, Job, Output, Tick
-from ..osutil import make_temp_dir, remove_tree, write_text
+from ..osutil import make_temp_dir, remove_tree, which, write_text
 from ..state import fsync_dir
 from . import stop
-from .destination import (BACKUP_LOG, PARTIAL, clean_stale_partials, log_backup, nearly_full, partial_name,
-                          required_room, space_block)
+from .destination import (BACKUP_LOG, PARTIAL, clean_stale_partials, log_backup, nearly_full, packed_ratio,
+                          partial_name, required_room, space_block)
 from .excludes import ExcludeList
 from .infofiles import info_member, vgdata_dir
 from .infofiles import stage as stage_information
@@ -76,6 +76,7 @@ class ImageRequest:
     structure_only: bool = False  # savevg -r
     check_space: bool = True
     streams: int = 0  # tar processes: 0 = the config's backup_streams, else 2 with 2 CPUs or more
+    pack: bool = True  # packed (zstd) unless -p, as AIX packs unless told not to
 
 
 @dataclass
@@ -173,7 +174,8 @@ def _create_image(req: ImageRequest, emit: Emit) -> ImageResult:
         # 2. Room at the destination (destination).
         if not is_device:
             clean_stale_partials(dest_dir)
-            required = required_room(include, req.structure_only, len(staged))
+            ratio = packed_ratio(include) if req.pack and not req.structure_only else 1.0
+            required = required_room(include, req.structure_only, len(staged), ratio)
             st = os.statvfs(dest_dir)
             available = st.f_bavail * st.f_frsize
             # A destination file being replaced frees its space only after the rename.
@@ -189,11 +191,19 @@ def _create_image(req: ImageRequest, emit: Emit) -> ImageResult:
             emit("", "stdout")
 
         # 3. tar starts at once and reads the names while the walk finds them (streams).
-        opts, record = tar_options(req.verbose, req.blocks, is_device)
+        # Packed into a file only: on a disk, zstd could not tell where the image ends and what
+        # the device held before begins.
+        pack = req.pack and not is_device
+        if pack and not which("zstd"):
+            raise BackupFailed(f"{prog}: zstd is not installed, so the image cannot be packed: install it "
+                               "(scripts/install-deps) or give -p for an image that is not packed. Backup canceled.",
+                               EXIT_FAILED)
+        opts, record = tar_options(req.verbose, req.blocks, is_device, pack)
         # Two tars at once where the machine has the CPUs for it: into a file only, and not
-        # with -v, whose one line per file from two tars would interleave.
+        # with -v, whose one line per file from two tars would interleave. A packed image is
+        # one tar whose zstd packs on every CPU (two packed streams cannot be joined in place).
         streams = req.streams or req.system.config.backup_streams or (2 if (os.cpu_count() or 1) >= 2 else 1)
-        parallel = streams > 1 and not is_device and not req.verbose and not req.structure_only
+        parallel = streams > 1 and not pack and not is_device and not req.verbose and not req.structure_only
         marker = vgdata_dir(req)
         argv = ["tar", "--create", f"--file={tmp}", *opts, "-C", stage, *staged, "-C", req.system.root, "-T", "-",
                 "-C", stage, marker if parallel else toc_member]
