@@ -99,7 +99,18 @@ def estimate(system: System, keep: list[str]) -> int:
 
 
 def run(system: System, dest: str, emit: Emit, skip_busy: bool = False, exclude: bool = False,
-        new_data: bool = True) -> Summary:
+        new_data: bool = True, wait: float | None = 0) -> Summary:
+    """The whole procedure, holding the mount lock from the first look at the ledger to the last
+    mount again (``wait`` seconds for it: 0 fails at once, None waits). Raises
+    :class:`~aixsmit.state.LockBusy` or :class:`AixsmitError` when refused before anything
+    changed; afterwards every outcome is in the returned :class:`Summary` (``code``)."""
+    from ..state import mount_lock
+
+    with mount_lock("sysbackup", wait=wait):
+        return _run(system, dest, emit, skip_busy, exclude, new_data)
+
+
+def _run(system: System, dest: str, emit: Emit, skip_busy: bool, exclude: bool, new_data: bool) -> Summary:
     start = time.monotonic()
     summary = Summary(image=dest)
     ledger = Ledger()

@@ -111,39 +111,53 @@ def cmd_holders(args) -> int:
 
 
 def cmd_umount(args) -> int:
-    from ..fs.unmount import Ledger, holder_lines, plan_unmount, unmount
+    from ..fs.unmount import Ledger, plan_unmount, unmount
+    from ..state import mount_lock
 
     if not args.mounts and not args.all_user:
         raise AixsmitError("umount: name a mount point, or give --all-user", code=2)
     system = _system(args)
+    if args.dry_run:
+        return _umount_dry_run(system, args)
+    with mount_lock("umount"):
+        plan = plan_unmount(system, args.mounts, all_user=args.all_user)
+        if plan.empty:
+            print("No user file system is mounted: nothing to unmount.")
+            return 0
+        unmount(system, plan, Ledger(), force=args.force, progress=print)
+    return 0
+
+
+def _umount_dry_run(system: System, args) -> int:
+    from ..fs.unmount import holder_lines, plan_unmount
+
     plan = plan_unmount(system, args.mounts, all_user=args.all_user)
     if plan.empty:
         print("No user file system is mounted: nothing to unmount.")
         return 0
-    if args.dry_run:
-        for e in plan.steps:
-            print(f"would unmount {shown(e.mount_point)} ({e.mount.device}, {e.mount.vfs}, {e.cls})")
-        holders = system.host.holders([e.mount for e in plan.steps], system.all_mounts())
-        if holders:
-            print("These processes would keep it busy:")
-            print("\n".join(holder_lines(holders, system)))
-            return 1
-        return 0
-    unmount(system, plan, Ledger(), force=args.force, progress=print)
+    for e in plan.steps:
+        print(f"would unmount {shown(e.mount_point)} ({e.mount.device}, {e.mount.vfs}, {e.cls})")
+    holders = system.host.holders([e.mount for e in plan.steps], system.all_mounts())
+    if holders:
+        print("These processes would keep it busy:")
+        print("\n".join(holder_lines(holders, system)))
+        return 1
     return 0
 
 
 def cmd_mount(args) -> int:
     from ..fs.unmount import Ledger, mount_again
+    from ..state import mount_lock
 
     if not args.mounts and not args.ledger:
         raise AixsmitError("mount: name a mount point, or give --ledger", code=2)
     system = _system(args)
-    ledger = Ledger()
-    if args.ledger and not args.mounts and not ledger.under(system.root):
-        print("The ledger is empty: aixsmit left no file system unmounted.")
-        return 0
-    mount_again(system, ledger, args.mounts, from_ledger=args.ledger, progress=print)
+    with mount_lock("mount"):
+        ledger = Ledger()
+        if args.ledger and not args.mounts and not ledger.under(system.root):
+            print("The ledger is empty: aixsmit left no file system unmounted.")
+            return 0
+        mount_again(system, ledger, args.mounts, from_ledger=args.ledger, progress=print)
     return 0
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..errors import AixsmitError
-from ..state import atomic_write_json, state_dir
+from ..state import atomic_write_json, mount_lock, state_dir
 from .classify import SYSTEM, USER, VIRTUAL
 from .holders import LETTER, Holder
 from .mounts import Mount
@@ -250,6 +250,11 @@ def _ledger_entry(system: System, e: Entry, all_mounts: list[Mount], leaving: se
 def unmount(system: System, plan: Plan, ledger: Ledger, force: bool = False,
             check_holders: bool = True, progress=None) -> UnmountResult:
     """Unmount ``plan`` all-or-nothing. Raises :class:`BusyError` or :class:`AixsmitError`."""
+    with mount_lock("umount"):
+        return _unmount(system, plan, ledger, force, check_holders, progress)
+
+
+def _unmount(system: System, plan: Plan, ledger: Ledger, force: bool, check_holders: bool, progress) -> UnmountResult:
     result = UnmountResult()
     if plan.empty:
         return result
@@ -327,6 +332,12 @@ def mount_again(system: System, ledger: Ledger, mount_points: list[str] | None =
     A named mount point not in the ledger is looked up in ``ROOT/etc/fstab``. Returns the
     mount points mounted; raises one error naming every one that failed (the others still run).
     """
+    with mount_lock("mount"):
+        return _mount_again(system, ledger, mount_points, from_ledger, progress)
+
+
+def _mount_again(system: System, ledger: Ledger, mount_points: list[str] | None, from_ledger: bool,
+                 progress) -> list[str]:
     wanted: list[LedgerEntry] = []
     errors: list[str] = []
     entries = ledger.under(system.root)
