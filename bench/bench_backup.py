@@ -11,7 +11,7 @@ Images are written to another ext4 file system on a loop device (made anew for e
 bench), never to tmpfs; every archive the reference tar writes is synced to disk (`sync FILE`),
 as mksysb syncs its image before renaming it.
 
-Rows (--rows, comma-separated; default: small,restore,level):
+Rows (--rows or $BENCH_ROWS, comma-separated; default: small,restore,level):
   small, big, usr   mksysb (packed) against tar with the image's flags piped through zstd -T0,
                     and mksysb -p against tar with the image's flags; in three conditions
                     (small and big: all CPUs free, both on one CPU, a CPU-bound neighbour;
@@ -21,7 +21,8 @@ Rows (--rows, comma-separated; default: small,restore,level):
   level             a level 1 after 1% of the files changed, against GNU tar --listed-incremental
   rss               mksysb's peak memory (RSS) on 1,000,000 files
   all               every row above
---runs N sets the runs per row (default: 5 for small, 3 for big and the restore rows, 2 for usr).
+--runs N (or $BENCH_RUNS) sets the runs per row (default: 5 for small and level, 3 for big and
+the restore rows, 2 for usr).
 """
 
 from __future__ import annotations
@@ -248,8 +249,8 @@ def _rss_row(b: Bench) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rows", default="small,restore,level")
-    ap.add_argument("--runs", type=int)
+    ap.add_argument("--rows", default=os.environ.get("BENCH_ROWS", "small,restore,level"))
+    ap.add_argument("--runs", type=int, default=int(os.environ.get("BENCH_RUNS", "0")) or None)
     args = ap.parse_args()
     rows = {"small", "big", "usr", "restore", "level", "rss"} if args.rows == "all" else set(args.rows.split(","))
     if os.geteuid() != 0 or not shutil.which("zstd"):
