@@ -195,11 +195,13 @@ def _read_rows(b: Bench, name: str, images: dict[str, str], runs: int) -> None:
             "tar -x": steps(["tar", "--extract", *comp, "-f", img, "-C", t2, *TAR_EXTRACT_OPTS], before=b.gone(t2)),
         }, None, b.env)
         row(f"restore -x / tar -x ({kind} image)", t, "restore", "tar -x", GOAL_READ, "wall")
+        row("  the same in CPU time", t, "restore", "tar -x", None, "cpu")
         t = in_turns(runs, {
             "verify": steps([PY, "-m", "aixsmit", "cmd", "verify", "-f", img]),
             "tar -t": steps(["tar", "--list", *comp, "-f", img]),
         }, None, b.env)
         row(f"verify / tar -t ({kind} image)", t, "verify", "tar -t", GOAL_READ, "wall")
+        row("  the same in CPU time", t, "verify", "tar -t", None, "cpu")
     for d in (t1, t2):
         shutil.rmtree(d, ignore_errors=True)
 
