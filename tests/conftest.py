@@ -64,6 +64,27 @@ def _mounts_under(path: str) -> list[str]:
     return out
 
 
+def findmnt_table(root) -> list[dict]:
+    """``findmnt --json -o TARGET,SOURCE,FSTYPE,OPTIONS,FSROOT`` for the mounts at or below
+    ``root``: util-linux's view, to compare before and after. A loop device is named by its
+    backing file: it is the same file system when the kernel hands out another number (on a
+    busy machine another process may take a loop number the moment it is free)."""
+    import json
+
+    out = json.loads(run("findmnt", "--json", "--list", "-o", "TARGET,SOURCE,FSTYPE,OPTIONS,FSROOT").stdout)
+    root = str(root)
+    rows = []
+    for r in out["filesystems"]:
+        if r["target"] == root or r["target"].startswith(root + "/"):
+            src = r["source"] or ""
+            dev, bracket, rest = src.partition("[")
+            if dev.startswith("/dev/loop"):
+                back = run("losetup", "-n", "-O", "BACK-FILE", dev, check=False).stdout.strip()
+                src = f"loop:{back}" + bracket + rest
+            rows.append(dict(r, source=src))
+    return rows
+
+
 class TempRoot:
     """A tmpfs mounted at ``path`` that plays ``/``, with user file systems on loop devices."""
 

@@ -4,14 +4,13 @@ linux-backup.md §2.2-§2.3, §6)."""
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import json
 import os
 import subprocess
 
 import pytest
 
-from aixsmit.jobs import schedule as sch
+from aixsmit.jobs import schedule as sch, scheduler
 
 from conftest import aixsmit, needs_root
 from treecmp import diff, snapshot
@@ -36,7 +35,7 @@ def home(troot, tmp_path, monkeypatch):
 def restore_into(tr, archives, target):
     target.mkdir()
     for a in archives:
-        r = aixsmit("cmd", "restore", "-x", "-f", a, "--target", target, env=tr.env())
+        r = aixsmit("cmd", "restore", "-r", "-f", a, "--target", target, env=tr.env())
         assert r.returncode == 0, r.stderr
 
 
@@ -85,7 +84,9 @@ def test_daily_without_a_full_becomes_one(home):
 
 def test_cron_file_exact_and_each_line_runs_as_written(home, tmp_path):
     tr = home
-    env = tr.env(AIXSMIT_CRON_DIR=tmp_path / "cron.d")
+    env = tr.env(AIXSMIT_CRON_DIR=tmp_path / "cron.d", AIXSMIT_SCHEDULER="cron")
+    (tr.out / "sys").mkdir()
+    (tr.out / "user").mkdir()
     r = aixsmit("cmd", "schedule", "add", "system", "--weekly", "sun@03:30", "--dest", tr.out / "sys", "--root", tr.path, env=env)
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("Added system1: system image every Sun 03:30; next run ")
@@ -94,13 +95,13 @@ def test_cron_file_exact_and_each_line_runs_as_written(home, tmp_path):
     assert r.returncode == 0, r.stderr
     cron = (tmp_path / "cron.d" / "aixsmit").read_text()
     lines = cron.splitlines()
-    assert lines[0] == sch.BEGIN and lines[-1] == sch.END
+    assert lines[0] == scheduler.BEGIN and lines[-1] == scheduler.END
     assert lines[1:3] == ["SHELL=/bin/sh", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
     assert lines[3] == "# system1: system image every Sun 03:30"
     assert lines[5] == "# user1: /home: full Sun 00:15, level 1 daily 00:15"
     sys_line, user_line = lines[4], lines[6]
-    assert sys_line.startswith("30 3 * * 0 root ") and sys_line.endswith(" cmd schedule run system1 >/dev/null 2>&1")
-    assert user_line.startswith("15 0 * * * root ") and user_line.endswith(" cmd schedule run user1 >/dev/null 2>&1")
+    assert sys_line.startswith("30 3 * * 0 root ") and sys_line.endswith(" cmd schedule run --quiet system1")
+    assert user_line.startswith("15 0 * * * root ") and user_line.endswith(" cmd schedule run --quiet user1")
     assert f"AIXSMIT_STATE_DIR={tr.base / 'state'}" in sys_line
     # Run each command as cron would: the sixth field on, through /bin/sh, with cron's PATH.
     for line in (user_line, sys_line):
@@ -108,11 +109,11 @@ def test_cron_file_exact_and_each_line_runs_as_written(home, tmp_path):
         p = subprocess.run(["/bin/sh", "-c", command], env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(tmp_path)},
                            capture_output=True, text=True, timeout=300)
         assert p.returncode == 0, (command, p.stdout, p.stderr)
-    listed = json.loads(aixsmit("cmd", "schedule", "list", "--json", env=env).stdout)
+    listed = json.loads(aixsmit("cmd", "schedule", "list", "--json", env=env).stdout)["schedules"]
     assert [(s["id"], s["last"]["result"]) for s in listed] == [("system1", "OK"), ("user1", "OK")]
     assert all(s["next_run"] for s in listed)
     assert len(list((tr.out / "sys").glob("*.mksysb"))) == 1
-    assert len(list((tr.out / "user" / "home").glob("*.L*.tar"))) == 1
+    assert len(list((tr.out / "user" / "home").glob("*/*.L0.tar"))) == 1
     logs = list((tr.base / "state" / "runs" / "system1").glob("*.log"))
     assert logs and "0512-038 mksysb: Backup Completed Successfully." in logs[0].read_text()
     assert aixsmit("cmd", "schedule", "remove", "system1", env=env).returncode == 0
@@ -120,19 +121,21 @@ def test_cron_file_exact_and_each_line_runs_as_written(home, tmp_path):
 
 
 def test_overlapping_runs_are_refused(home):
+    """A run that finds the one lock held (another run, an unmount, a mksysb) is skipped, and
+    the record says so."""
+    from aixsmit.state import mount_lock
+
     tr = home
     env = tr.env()
     assert aixsmit("cmd", "schedule", "add", "user", "/home", "--daily", "04:00", "--dest", tr.out, "--root", tr.path,
                    env=env).returncode == 0
-    lock_path = tr.base / "state" / "schedule.lock"
-    with open(lock_path, "a+") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        f.write("4242")
-        f.flush()
+    with mount_lock("umount"):
         r = aixsmit("cmd", "schedule", "run", "user1", env=env)
     assert r.returncode == 1
-    assert "another scheduled backup is running" in r.stderr and "skipped" in r.stderr
+    assert f"another aixsmit run is unmounting or mounting file systems (pid {os.getpid()}" in r.stderr
+    assert "This run is skipped." in r.stderr
     assert list(tr.out.rglob("*.tar")) == []
+    assert sch.last_run("user1")["result"] == "SKIPPED"
 
 
 def test_retention_keeps_the_last_chains_after_a_new_full(home):
@@ -146,14 +149,18 @@ def test_retention_keeps_the_last_chains_after_a_new_full(home):
         for day in range(2):  # the full, then a daily
             when = sunday + dt.timedelta(weeks=week, days=day)
             tr.p("/home/a").write_text(f"week {week} day {day}")
-            assert sch.run_schedule("user1", lambda l, s: msgs.append(l), now=when.timestamp()) == 0
-    files = sorted(p.name for p in (tr.out / "home").iterdir())
-    assert files == ["20261108-040000.L0.tar", "20261109-040000.L1.tar", "20261115-040000.L0.tar", "20261116-040000.L1.tar"]
-    assert any("removed" in m and "20261101-040000.L0.tar" in m for m in msgs)
+            assert sch.run_schedule("user1", lambda l, s: msgs.append(l), now=when) == 0
+    files = sorted(str(p.relative_to(tr.out / "home")) for p in (tr.out / "home").rglob("*.tar"))
+    assert files == ["20261108-040000/20261108-040000.L0.tar", "20261108-040000/20261109-040000.L1.tar",
+                     "20261115-040000/20261115-040000.L0.tar", "20261115-040000/20261116-040000.L1.tar"]
+    assert any("removed the chain of 2026-11-01 04:00" in m for m in msgs)
+    assert sorted(p.name for p in (tr.base / "state" / "chains" / "user1" / "home").iterdir()) == [
+        "20261108-040000.snar", "20261115-040000.snar"]
     # Restore the state of Monday 16 Nov: the full of the 15th, then the daily of the 16th.
     target = tr.base / "restored"
-    s = sch.find("user1")
-    picked = sch.restore_chain(s, "/home", dt.datetime(2026, 11, 17), str(target), lambda l, st: None)
+    from aixsmit.backup import chains
+
+    picked = chains.restore_chain(tr.out / "home", "/home", dt.datetime(2026, 11, 17), str(target), lambda l, st: None)
     assert [os.path.basename(p) for p in picked] == ["20261115-040000.L0.tar", "20261116-040000.L1.tar"]
     assert (target / "a").read_text() == "week 2 day 1"
 
@@ -164,6 +171,8 @@ async def test_schedules_from_the_menus(home, tmp_path):
     from tui_helpers import make, text, typed, until
 
     tr = home
+    (tr.out / "sys").mkdir()
+    (tr.out / "user").mkdir()
     app = make(tmp_path, "schedsys", root=str(tr.path))
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
@@ -171,7 +180,7 @@ async def test_schedules_from_the_menus(home, tmp_path):
         await typed(pilot, str(tr.out / "sys"))
         await pilot.press("enter")
         await until(pilot, lambda: isinstance(app.screen, CommandStatusScreen) and not app.screen.running)
-        assert "Command: OK" in text(app) and "Added system1: system image every Sun 02:00" in text(app)
+        assert "Command: OK" in text(app) and "Added system1: system image every Sun 05:30" in text(app)
     app = make(tmp_path, "scheduser", root=str(tr.path))
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
@@ -186,6 +195,7 @@ async def test_schedules_from_the_menus(home, tmp_path):
         await until(pilot, lambda: isinstance(app.screen, CommandStatusScreen) and not app.screen.running)
         await pilot.pause(0.2)
         t = text(app)
-        assert "system1" in t, t and "user1" in t and "never run" in t
+        assert "system1" in t and "user1" in t and "never run" in t, t
+        assert "Run by cron (" in t and "WARNING: no cron daemon is running" in t, t
     cron = (tmp_path / "cron.d" / "aixsmit").read_text()
-    assert " cmd schedule run system1 " in cron and " cmd schedule run user1 " in cron
+    assert " cmd schedule run --quiet system1\n" in cron and " cmd schedule run --quiet user1\n" in cron

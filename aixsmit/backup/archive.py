@@ -452,13 +452,14 @@ def survey(path: str, program: str) -> Survey:
     return out
 
 
-def restore_argv(path: str, target: str, files: list[str], verbose: bool, incremental: bool,
+def restore_argv(path: str, target: str, files: list[str], verbose: bool, apply_deletions: bool,
                  packed: bool = False) -> list[str]:
     argv = ["tar", "--extract", f"--file={path}", "-C", target, *TAR_EXTRACT_OPTS]
     if packed:
         argv.append("--zstd")
-    if incremental:
-        # Restoring a level backup also removes what was deleted since the level it builds on.
+    if apply_deletions:
+        # Only a whole-file-system restore of a chain (restore -r) removes what a level backup
+        # says was deleted since the level it builds on; restore -x never deletes, as on AIX.
         argv.append("--listed-incremental=/dev/null")
     if verbose:
         argv += ["--verbose", "--quoting-style=escape"]
@@ -467,8 +468,13 @@ def restore_argv(path: str, target: str, files: list[str], verbose: bool, increm
     return argv
 
 
-def restore(path: str, target: str, files: list[str], verbose: bool, emit: Emit, program: str = "restore") -> int:
-    """Extract into ``target``; refuses an image with members that would land outside it."""
+def restore(path: str, target: str, files: list[str], verbose: bool, emit: Emit, program: str = "restore",
+            apply_deletions: bool = False) -> int:
+    """Extract into ``target``; refuses an image with members that would land outside it.
+
+    Nothing in ``target`` is removed unless ``apply_deletions`` (a whole-file-system restore of
+    a level backup, ``backup.chains.restore_whole``, which checks the target and says first
+    what goes)."""
     if not os.path.isdir(target):
         raise AixsmitError(f"{program}: {target} is not a directory")
     found = survey(path, program)
@@ -489,7 +495,8 @@ def restore(path: str, target: str, files: list[str], verbose: bool, emit: Emit,
                 emit(f"{program}: also restoring {data}: {link} is a hard link to it", "stdout")
                 files.append(data)
                 link, data = data, found.links.get(data, data)
-    proc = subprocess.run(restore_argv(path, target, files, verbose, found.incremental, is_packed(path)),
+    proc = subprocess.run(restore_argv(path, target, files, verbose, apply_deletions and found.incremental and not files,
+                                       is_packed(path)),
                           capture_output=True, text=True, errors="surrogateescape")
     for line in proc.stdout.splitlines():
         emit(f"x {line}", "stdout")

@@ -19,15 +19,14 @@ def partial_name(dest: str) -> str:
     return os.path.join(os.path.dirname(dest), f".{os.path.basename(dest)}{PARTIAL}{os.getpid()}")
 
 
-def required_room(include: list[str], structure_only: bool, staged: int, ratio: float = 1.0) -> int:
-    """Bytes an image of the file systems mounted at ``include`` needs, before the walk has
-    counted the entries: they are estimated from the inodes in use; each costs tar a header and
-    a pax record (1.5 KB). With ``structure_only`` (savevg -r), only the ``staged``
-    information files and the table of contents. ``ratio``: packed size over unpacked size
-    (packed_ratio); the estimate is then given PACKED_MARGIN more, as a sample can misjudge."""
+def required_room(include: list[str], structure_only: bool, staged: int) -> int:
+    """Bytes an unpacked image of the file systems mounted at ``include`` needs, before the
+    walk has counted the entries: they are estimated from the inodes in use; each costs tar a
+    header and a pax record (1.5 KB). With ``structure_only`` (savevg -r), only the ``staged``
+    information files and the table of contents. A packed image: packed_size()."""
     if structure_only:
         return 1536 * (staged + 1)
-    return packed_size(sum(used + 1536 * inodes for _, used, _, inodes in map(fs_facts, include)), ratio)
+    return sum(used + 1536 * inodes for _, used, _, inodes in map(fs_facts, include))
 
 
 def packed_size(unpacked: int, ratio: float) -> int:

@@ -35,16 +35,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..errors import AixsmitError
-from ..fs.table import System
+from ..fs.table import System, used_below
 from ..fs.volume_groups import VolumeGroup
 from ..jobs.runner import Finished, Job, Output, Tick
 from ..osutil import make_temp_dir, remove_tree, which, write_text
 from ..state import fsync_dir
 from . import stop
 from .destination import (BACKUP_LOG, PARTIAL, clean_stale_partials, log_backup, nearly_full, packed_ratio,
-                          partial_name, required_room, space_block)
+                          packed_size, partial_name, required_room, space_block)
 from .excludes import ExcludeList
-from .infofiles import info_member, vgdata_dir
+from .infofiles import fs_facts, info_member, vgdata_dir
 from .infofiles import stage as stage_information
 from .stop import ImageInterrupted, request_stop
 from .streams import WARNING_RE, ListFeed, SecondTar, tar_options
@@ -174,8 +174,15 @@ def _create_image(req: ImageRequest, emit: Emit) -> ImageResult:
         # 2. Room at the destination (destination).
         if not is_device:
             clean_stale_partials(dest_dir)
-            ratio = packed_ratio(include) if req.pack and not req.structure_only else 1.0
-            required = required_room(include, req.structure_only, len(staged), ratio)
+            required = required_room(include, req.structure_only, len(staged))
+            if not req.structure_only:
+                for lv in include_lvs:  # --root DIR not a mount point: only what lies below DIR counts
+                    if lv.entry.mount.host_mount:
+                        _, used, _, inodes = fs_facts(lv.entry.mount.path)
+                        below, entries = used_below(lv.entry.mount.path, prune)
+                        required += below + 1536 * entries - used - 1536 * inodes
+                if req.pack:
+                    required = packed_size(required, packed_ratio(include))
             st = os.statvfs(dest_dir)
             available = st.f_bavail * st.f_frsize
             # A destination file being replaced frees its space only after the rename.

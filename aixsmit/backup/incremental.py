@@ -12,6 +12,7 @@ N > 0 with no lower level recorded is made as a level 0, and says so.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -20,7 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from glob import escape as glob_escape
+
 from ..errors import AixsmitError
+from ..fs.mounts import unescape
 from ..state import atomic_write_bytes, state_dir
 from ..jobs.runner import orphan_proof
 from .engine import PARTIAL
@@ -37,12 +41,74 @@ class LevelResult:
     status: str  # OK, WARN
 
 
+KEY_MAX = 200  # a key is a file and folder name: well below NAME_MAX (255 bytes)
+
+
 def fs_key(path: str) -> str:
+    """The name under which a file system's level backups live: ``/`` -> ``-``, ``/home/x`` ->
+    ``home-x``, ``/home_x`` -> ``home_x``, ``/a-b`` -> ``a\\x2db``.
+
+    The rules are systemd-escape's for paths (systemd.unit(5), "String Escaping"): the path is
+    normalised, its slashes become ``-``, and every byte other than ASCII letters, digits,
+    ``:``, ``_`` and a non-leading ``.`` is written ``\\xNN``. Two different mount points
+    never share a key, and a key reads as its mount point. A key that would be longer than
+    ``KEY_MAX`` keeps a readable head and ends in ``~`` and 16 hex digits of the SHA-256 of
+    the exact path bytes. ``systemd-escape --path`` gives the same result (tests check it).
+    """
+    import hashlib
+
+    raw = os.fsencode(path)
+    if not raw.startswith(b"/"):
+        raise AixsmitError(f"backup: {path!r} is not an absolute path", code=2)
+    parts = [p for p in raw.split(b"/") if p and p != b"."]
+    if b".." in parts:
+        raise AixsmitError(f"backup: {path!r} is not a normalised path", code=2)
+    if not parts:
+        return "-"
+    out = []
+    for i, byte in enumerate(b"/".join(parts)):
+        ch = chr(byte)
+        if ch == "/":
+            out.append("-")
+        elif (ch.isascii() and (ch.isalnum() or ch in ":_")) or (ch == "." and i > 0):
+            out.append(ch)
+        else:
+            out.append(f"\\x{byte:02x}")
+    key = "".join(out)
+    if len(key) > KEY_MAX:
+        key = f"{key[:KEY_MAX - 17]}~{hashlib.sha256(b'/' + b'/'.join(parts)).hexdigest()[:16]}"
+    return key
+
+
+def mount_point_of(key: str) -> str | None:
+    """The mount point a key names (``systemd-escape --unescape --path``); None for a key that
+    ends in a hash (the path was too long to spell out) or that is not one."""
+    if "~" in key or not key or key.startswith("/"):
+        return None
+    if key == "-":
+        return "/"
+    out = bytearray(b"/")
+    i = 0
+    while i < len(key):
+        if key[i] == "\\" and key[i + 1:i + 2] == "x" and re.fullmatch(r"[0-9a-f]{2}", key[i + 2:i + 4]):
+            out.append(int(key[i + 2:i + 4], 16))
+            i += 4
+        else:
+            out += b"/" if key[i] == "-" else key[i].encode()
+            i += 1
+    path = os.fsdecode(bytes(out))
+    return path if fs_key(path) == key else None
+
+
+def legacy_key(path: str) -> str:
+    """The key of earlier versions (``/home/x`` and ``/home_x`` both ``home_x``): only to find,
+    and refuse, state they left behind."""
     return "root" if path == "/" else path.strip("/").replace("/", "_")
 
 
 def _snar_dir() -> Path:
-    d = state_dir() / "snapshots"
+    # "levels", not the "snapshots" of earlier versions, whose names two mount points could share.
+    d = state_dir() / "levels"
     d.mkdir(mode=0o700, exist_ok=True)
     return d
 
@@ -51,28 +117,43 @@ def snar_path(key: str, level: int) -> Path:
     return _snar_dir() / f"{key}.{level}.snar"
 
 
+def legacy_snapshots(mount_point: str) -> list[Path]:
+    """Snapshot files an earlier version wrote (``snapshots/``) under the lossy key: they may
+    belong to another file system (``/home/x`` or ``/home_x``), so they are never built upon."""
+    d = state_dir() / "snapshots"
+    return sorted(d.glob(f"{glob_escape(legacy_key(mount_point))}.[0-9].snar")) if d.is_dir() else []
+
+
 def dumpdates_path() -> Path:
     return state_dir() / "dumpdates"
 
 
 def read_dumpdates() -> list[tuple[str, int, str]]:
     try:
-        lines = dumpdates_path().read_text().splitlines()
+        lines = dumpdates_path().read_text(errors="surrogateescape").splitlines()
     except FileNotFoundError:
         return []
     out = []
     for line in lines:
         parts = line.split(None, 2)
         if len(parts) == 3 and parts[1].isdigit():
-            out.append((parts[0], int(parts[1]), parts[2]))
+            out.append((os.fsdecode(os.fsencode(unescape(parts[0]))), int(parts[1]), parts[2]))
     return out
+
+
+def _escape(name: str) -> str:
+    """Every byte but printable ASCII (and the backslash) as ``\\ooo``, as mountinfo does."""
+    return "".join(chr(b) if 0x20 < b < 0x7F and b != 0x5C else f"\\{b:03o}" for b in os.fsencode(name))
 
 
 def _record(fs: str, level: int, when: str) -> None:
     rows = [r for r in read_dumpdates() if not (r[0] == fs and r[1] == level)]
     rows.append((fs, level, when))
     rows.sort()
-    atomic_write_bytes(dumpdates_path(), "".join(f"{f} {l} {d}\n" for f, l, d in rows).encode(), 0o644)
+    # The name is escaped as in /proc/self/mountinfo, so a space or a newline in a mount point
+    # can neither split a record nor forge one.
+    text = "".join(f"{_escape(f)} {l} {d}\n" for f, l, d in rows)
+    atomic_write_bytes(dumpdates_path(), text.encode(errors="surrogateescape"), 0o644)
 
 
 def base_level(key: str, level: int) -> int | None:
@@ -82,9 +163,23 @@ def base_level(key: str, level: int) -> int | None:
     return None
 
 
-def backup_fs(fs_path: str, shown: str, level: int, dest: str, record: bool, emit: Emit) -> LevelResult:
+@dataclass(frozen=True)
+class Chain:
+    """A schedule's own chain: the snapshot a level 1 is measured against (None for a level 0)
+    and where the snapshot of this run is kept (None: not kept). Outside ``dumpdates``."""
+
+    base: Path | None
+    keep: Path | None
+
+
+def backup_fs(fs_path: str, shown: str, level: int, dest: str, record: bool, emit: Emit,
+              chain: Chain | None = None) -> LevelResult:
     """Back up the file system mounted at ``fs_path`` (host path; ``shown`` as the operator
-    names it) at ``level`` into ``dest``."""
+    names it) at ``level`` into ``dest``.
+
+    Without ``chain`` the base is the last recorded backup of a lower level (``dumpdates`` and
+    the snapshots of the state directory, written with ``record``); with it, the base and the
+    snapshot are the chain's own and nothing global is read or written."""
     if not 0 <= level <= 9:
         raise AixsmitError(f"backup: the level must be 0 to 9, not {level}", code=2)
     if not dest.startswith("/"):
@@ -93,7 +188,16 @@ def backup_fs(fs_path: str, shown: str, level: int, dest: str, record: bool, emi
         raise AixsmitError(f"backup: {shown} is not a mounted file system.")
     key = fs_key(shown)
     promoted = False
-    base = base_level(key, level) if level > 0 else None
+    if chain is not None:
+        base = None if chain.base is None else level - 1
+        base_file = chain.base
+    else:
+        base = base_level(key, level) if level > 0 else None
+        base_file = snar_path(key, base) if base is not None else None
+        stale = legacy_snapshots(shown) if level > 0 and base is None else []
+        if stale:
+            emit(f"backup: {stale[0]} was recorded under a name that {shown} shares with other mount points; it "
+                 "is not used.", "stdout")
     if level > 0 and base is None:
         emit(f"backup: There is no lower-level backup of {shown} recorded: this level {level} backup is made as a "
              "full (level 0) backup.", "stdout")
@@ -102,14 +206,16 @@ def backup_fs(fs_path: str, shown: str, level: int, dest: str, record: bool, emi
     emit(f"backup: The date of this level {level} backup is {when}.", "stdout")
     if base is None:
         emit("backup: The date of the last level 0 backup is the epoch.", "stdout")
+    elif chain is not None:
+        emit(f"backup: The last level {base} backup is the one of this chain ({chain.base.stem}).", "stdout")
     else:
         last = [d for f, l, d in read_dumpdates() if f == shown and l == base]
         emit(f"backup: The date of the last level {base} backup is {last[-1] if last else 'not recorded'}.", "stdout")
     emit(f"backup: Backing up {shown} to {dest}.", "stdout")
     work = tempfile.mkdtemp(prefix="aixsmit-backup-")
     snar = os.path.join(work, "snar")
-    if base is not None:
-        shutil.copyfile(snar_path(key, base), snar)  # measured against the base, which stays as it is
+    if base_file is not None:
+        shutil.copyfile(base_file, snar)  # measured against the base, which stays as it is
     dest_dir = os.path.dirname(os.path.abspath(dest))
     tmp = os.path.join(dest_dir, f".{os.path.basename(dest)}{PARTIAL}{os.getpid()}")
     argv = ["tar", "--create", f"--file={tmp}", "--format=posix", "--xattrs", "--xattrs-include=*", "--sparse",
@@ -129,7 +235,11 @@ def backup_fs(fs_path: str, shown: str, level: int, dest: str, record: bool, emi
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, dest)
-        if record:
+        if chain is not None:
+            if chain.keep is not None:
+                chain.keep.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                atomic_write_bytes(chain.keep, Path(snar).read_bytes())
+        elif record:
             atomic_write_bytes(snar_path(key, level), Path(snar).read_bytes())
             for higher in range(level + 1, 10):  # a new base makes the higher levels' snapshots stale
                 try:

@@ -22,8 +22,9 @@ from typing import Callable
 
 from ..errors import AixsmitError
 from ..fs.classify import SYSTEM, USER
-from ..fs.table import System, top
-from ..fs.unmount import BusyError, Ledger, mount_again, plan_unmount, unmount
+from ..fs.table import System, top, used_below
+from ..fs.ledger import checkpoint
+from ..fs.unmount import BusyError, Ledger, UnmountResult, mount_again, plan_unmount, settle, unmount
 from ..fs.volume_groups import find
 from . import archive
 from .engine import (EXIT_FAILED, EXIT_SIGNAL, BackupFailed, ImageInterrupted, ImageRequest, create_image,
@@ -86,10 +87,17 @@ def check_destination(system: System, dest: str, leaving: list, required: int) -
 
 
 def estimate(system: System, keep: list[str]) -> int:
-    """Bytes the image will take: what is used on the system file systems it will hold."""
+    """Bytes the image will take: what is used on the system file systems it will hold. Where
+    ``--root DIR`` is not a mount point, only what lies below DIR on its file system counts,
+    not the whole host file system."""
     total = 0
-    for e in system.table():
+    table = system.table()
+    others = {e.mount.path for e in table}
+    for e in table:
         if e.cls == "system" and e.mount.path not in keep:
+            if e.mount.host_mount:
+                total += used_below(e.mount.path, others - {e.mount.path})[0]
+                continue
             try:
                 st = os.statvfs(e.mount.path)
             except OSError:
@@ -116,7 +124,7 @@ def _run(system: System, dest: str, emit: Emit, skip_busy: bool, exclude: bool, 
     ledger = Ledger()
     say = lambda line="": emit(line, "stdout")  # noqa: E731
 
-    left = ledger.under(system.root)
+    left = settle(system, ledger)
     if left:
         raise AixsmitError(
             "sysbackup: user file systems were left unmounted by an earlier aixsmit run: "
@@ -157,11 +165,12 @@ def _run(system: System, dest: str, emit: Emit, skip_busy: bool, exclude: bool, 
                 summary.warnings.append(f"{mp} is busy: it stays mounted and is left out of the image")
                 emit(f"  WARNING: {mp} is busy; it stays mounted and is left out of the image.", "stderr")
     done: list[str] = []
+    mine = UnmountResult()  # filled as the unmounts go: what this run must mount again
     old = {s: signal.signal(s, _raise) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         if not plan.empty:
-            res = unmount(system, plan, ledger, progress=lambda l: say("  " + l))
-            done = [e.mount_point for e in res.unmounted]
+            unmount(system, plan, ledger, progress=lambda l: say("  " + l), result=mine)
+            done = [e.mount_point for e in mine.unmounted]
         summary.unmounted = done
         if not done:
             say("  No user file system is mounted.")
@@ -178,6 +187,7 @@ def _run(system: System, dest: str, emit: Emit, skip_busy: bool, exclude: bool, 
         vg = find(system, "rootvg")
         excl = load_excludes(os.path.join(system.root, "etc", "exclude.rootvg")) if exclude else ExcludeList()
         req = ImageRequest("mksysb", vg, system, dest, new_data=new_data, excludes=excl, exclude_fs=tuple(skipped))
+        checkpoint("image")
         result = create_image(req, emit)
         summary.files, summary.bytes = result.files, result.bytes
         summary.status = result.status
@@ -206,9 +216,11 @@ def _run(system: System, dest: str, emit: Emit, skip_busy: bool, exclude: bool, 
             signal.signal(s, signal.SIG_IGN)
         try:
             say("Step 6 of 7: Mounting the user file systems again.")
-            mine = [e.mount_point for e in ledger.under(system.root) if e.mount_point in done]
-            if mine:
-                summary.remounted = mount_again(system, ledger, mine, progress=lambda l: say("  " + l))
+            summary.unmounted = summary.unmounted or [r.mount_point for r in mine.records]
+            if mine.records:
+                # Only this run's own records: another process's are never touched.
+                summary.remounted = mount_again(system, ledger, records=mine.records,
+                                                progress=lambda l: say("  " + l))
             else:
                 say("  Nothing to mount again.")
         except AixsmitError as exc:

@@ -208,11 +208,11 @@ def cmd_lsbackvg(args) -> int:
 def cmd_restore(args) -> int:
     from ..backup import archive  # tarfile: only for the commands that read images
 
-    if args.x == args.T:
-        raise AixsmitError("restore: give exactly one of -x (extract) and -T (list)", code=2)
+    if args.x + args.T + args.r != 1:
+        raise AixsmitError("restore: give exactly one of -x (extract), -r (a whole file system) and -T (list)", code=2)
     system = System(root="/")
     if system.host.name == "aix":
-        argv = ["restore", "-x" if args.x else "-T"] + (["-q"] if args.q else []) + (["-v"] if args.v else [])
+        argv = ["restore", "-x" if args.x else "-r" if args.r else "-T"] + (["-q"] if args.q else []) + (["-v"] if args.v else [])
         argv += ["-f", args.f, *args.files]
         return _aix_passthrough(argv) if not args.target else _aix_in_dir(argv, args.target)
     if args.T:
@@ -238,6 +238,16 @@ def cmd_restore(args) -> int:
         emit(f"The number of archived files is {count}.", "stdout")
         return 0
     target = args.target or os.getcwd()
+    if args.r:
+        from pathlib import Path
+
+        from ..backup.chains import restore_whole
+
+        if args.files:
+            raise AixsmitError("restore: -r restores a whole file system: name no files (use -x for some)", code=2)
+        restore_whole(Path(args.f), target, emit)
+        emit(f"restore: {args.f} was restored into {target}; restore the next level the same way.", "stdout")
+        return 0
     return archive.restore(args.f, target, args.files, args.v, emit)
 
 
@@ -364,7 +374,11 @@ def register(sub) -> None:
                        description="Extract files of an image into the current directory or --target DIR "
                                    "(all of it, or the FILEs named as ./path). Members that would land outside "
                                    "the target are refused before anything is written.")
-    p.add_argument("-x", action="store_true", help="extract")
+    p.add_argument("-x", action="store_true", help="extract (never deletes anything in the target)")
+    p.add_argument("-r", action="store_true",
+                   help="restore a whole file system from a level backup (the full, then each level in turn), into "
+                        "an empty directory or a mount point: what the backup says was deleted is removed there, "
+                        "each named first")
     p.add_argument("-T", action="store_true", help="list, with sizes")
     p.add_argument("-q", action="store_true", help="do not ask before starting (nothing is asked on Linux)")
     p.add_argument("-v", action="store_true", help="name each file as it is restored")
@@ -441,17 +455,56 @@ def cmd_crfs(args) -> int:
     return 0
 
 
-def cmd_clone(args) -> int:
-    from ..backup.clone import install, parse_map
+def aix_clone_argv(args) -> list[str]:
+    """AIX's clone: ``alt_disk_mksysb -m IMAGE -d DISKS`` (``-B``: leave the boot list alone)."""
+    if not args.disk:
+        raise AixsmitError("clone: on AIX give the target disks with --disk hdiskN (alt_disk_mksysb -d)", code=2)
+    argv = ["alt_disk_mksysb", "-m", args.f, "-d", " ".join(args.disk)]
+    if args.bootlist == "no":
+        argv.append("-B")
+    return argv
 
+
+def cmd_clone(args) -> int:
+    from ..backup.clone import parse_map
+
+    if System(root="/").host.name == "aix":
+        return _aix_passthrough(aix_clone_argv(args))
+    if not args.disk and not args.map:
+        raise AixsmitError("clone: give the blank disk to install onto (--disk DEVICE) or the devices of each "
+                           "file system (--map MOUNTPOINT=DEVICE)", code=2)
+    if len(args.disk) > 1:
+        raise AixsmitError("clone: on Linux clone partitions one disk (--disk once); use --map for several", code=2)
     mapping = parse_map(args.map)
     if not args.dry_run:
-        os.makedirs(args.target, exist_ok=True)
-    install(args.f, mapping, args.target, emit, dry_run=args.dry_run, overwrite=args.overwrite,
-            hostname=args.hostname or "", keep_mounted=args.keep_mounted)
+        os.makedirs(args.target, mode=0o700, exist_ok=True)
+
+    def stop(signum, frame):
+        # Stopped (F3/cancel, a closed terminal): unwind so that the chroot's binds and the
+        # clone's file systems are unmounted; further signals must not cut that short.
+        for s in old:
+            signal.signal(s, signal.SIG_IGN)
+        raise AixsmitError(f"clone: stopped by signal {signum}; what was mounted for the clone is unmounted, "
+                           "and the target disk is incomplete.")
+
+    old = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)}
+    try:
+        targets = _clone_install(args, mapping)
+    finally:
+        _restore_signals(old)
     if not args.dry_run:
-        print(f"clone: {args.f} is installed on {', '.join(f'{k}={v}' for k, v in mapping.items())}.")
+        print(f"clone: {args.f} is installed on {', '.join(f'{t.mount_point}={t.device}' for t in targets)}.")
     return 0
+
+
+def _clone_install(args, mapping):
+    from ..backup.clone import install
+
+    return install(args.f, mapping, args.target, emit, dry_run=args.dry_run, overwrite=args.overwrite,
+                   hostname=args.hostname or "", keep_mounted=args.keep_mounted,
+                   disk=args.disk[0] if args.disk else "", layout_file=args.layout or "",
+                   boot_disk=args.boot_disk or "", boot=not args.no_boot, initramfs=args.initramfs,
+                   new_ssh_keys=args.new_ssh_keys)
 
 
 def register_clone(sub) -> None:
@@ -468,15 +521,30 @@ def register_clone(sub) -> None:
     p.add_argument("--mount", action="store_true", help="mount it now")
     p.set_defaults(func=cmd_crfs)
 
-    p = sub.add_parser("clone", help="install a system image onto other devices",
-                       description="Read image.data; make each file system on the device mapped to its mount point "
-                                   "(a smaller device is fine when the data fits); mount them under TARGET; restore; "
-                                   "write TARGET/etc/fstab for the new UUIDs; say what is still needed to boot.")
+    p = sub.add_parser("clone", help="install a system image onto other disks and make it boot",
+                       description="Read image.data; partition a blank disk (--disk: GPT, a BIOS boot partition, one "
+                                   "partition per file system, sized to fit) or take prepared devices (--map); make "
+                                   "each file system (a smaller device is fine when the data fits); mount them under "
+                                   "TARGET; restore; rewrite fstab, crypttab, resume and GRUB's defaults for the new "
+                                   "UUIDs; reset the machine's identity; in a chroot, make the initramfs when needed "
+                                   "and install the image's GRUB onto the disk holding / (--boot-disk overrides). "
+                                   "On AIX: alt_disk_mksysb -m IMAGE -d DISKS. Exit 0 when the clone is installed, "
+                                   "1 on an error (nothing written when found before), 2 on a usage error.")
     p.add_argument("-f", required=True, metavar="IMAGE")
-    p.add_argument("--map", action="append", default=[], required=True, metavar="MOUNTPOINT=DEVICE")
+    p.add_argument("--disk", action="append", default=[], metavar="DEVICE",
+                   help="a blank disk to partition and install onto (on AIX: the hdisks for alt_disk_mksysb)")
+    p.add_argument("--layout", metavar="FILE", help="partition sizes for --disk: lines MOUNTPOINT SIZE (512M, 2G, rest)")
+    p.add_argument("--map", action="append", default=[], metavar="MOUNTPOINT=DEVICE",
+                   help="prepared devices, one per file system of the image")
     p.add_argument("--target", required=True, metavar="DIR", help="where the clone's / is mounted while installing")
     p.add_argument("--hostname", metavar="NAME", help="the clone's host name")
-    p.add_argument("--dry-run", action="store_true", help="print the plan; touch no device")
+    p.add_argument("--boot-disk", metavar="DISK", help="the disk for the boot loader (default: the disk holding /)")
+    p.add_argument("--no-boot", action="store_true", help="install no boot loader (the result is a restore, not a clone)")
+    p.add_argument("--initramfs", choices=("auto", "yes", "no"), default="auto",
+                   help="make the initramfs again: when the source's depends on its machine (auto), always, never")
+    p.add_argument("--new-ssh-keys", action="store_true", help="replace the source's SSH host keys with new ones")
+    p.add_argument("--bootlist", choices=("yes", "no"), default="yes", help="AIX: set the boot list to the new disks")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and every command; touch no device")
     p.add_argument("--overwrite", action="store_true", help="allow devices that already hold a file system")
     p.add_argument("--keep-mounted", action="store_true", help="leave the clone mounted under TARGET")
     p.set_defaults(func=cmd_clone)

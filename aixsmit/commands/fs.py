@@ -52,7 +52,7 @@ def format_table(table: list[Entry]) -> str:
         m = e.mount
         lines.append(
             f"{m.node:<8.32} {shown(m.device):<16} {shown(m.mount_point):<16} {m.vfs:<6} {m.date:<12} "
-            f"{','.join(m.options):<15} {e.cls}"
+            f"{','.join(m.all_options):<15} {e.cls}"
         )
     return "\n".join(lines)
 
@@ -106,7 +106,7 @@ def cmd_holders(args) -> int:
         return 0
     print(f"{'PID':>7}  {'USER':<10} {'COMMAND':<16} {'ACCESS':<14} PATH")
     for h in holders:
-        print(f"{h.pid:>7}  {h.user:<10} {h.command:<16} {h.how + ' (' + LETTER[h.how] + ')':<14} {shown(system.shown(h.path))}")
+        print(f"{h.pid or '-':>7}  {h.user:<10} {h.command:<16} {h.how + ' (' + LETTER[h.how] + ')':<14} {shown(system.shown(h.path))}")
     return 0
 
 
@@ -129,14 +129,13 @@ def cmd_umount(args) -> int:
 
 
 def _umount_dry_run(system: System, args) -> int:
-    from ..fs.unmount import holder_lines, plan_unmount
+    from ..fs.unmount import describe, holder_lines, plan_unmount
 
     plan = plan_unmount(system, args.mounts, all_user=args.all_user)
     if plan.empty:
         print("No user file system is mounted: nothing to unmount.")
         return 0
-    for e in plan.steps:
-        print(f"would unmount {shown(e.mount_point)} ({e.mount.device}, {e.mount.vfs}, {e.cls})")
+    print("\n".join(describe(system, plan)))
     holders = system.host.holders([e.mount for e in plan.steps], system.all_mounts())
     if holders:
         print("These processes would keep it busy:")
@@ -219,13 +218,15 @@ def register(sub) -> None:
 
     p = sub.add_parser("holders", help="who keeps a mounted file system busy",
                        description="Processes using MOUNT (or anything mounted below it): pid, user, command, "
-                                   "and how (cwd, root, executable, open file, memory map).")
+                                   "and how (cwd, root, executable, open file, memory map); also a loop device backed by "
+                                   "a file on it and a swap file on it (no process: pid -).")
     add_root(p); add_json(p)
     p.add_argument("mount", metavar="MOUNT")
     p.set_defaults(func=cmd_holders)
 
     p = sub.add_parser("umount", help="unmount user file systems, all-or-nothing, recorded in the ledger",
-                       description="Unmount MOUNT (and what is mounted below it) or every user file system. "
+                       description="Unmount MOUNT (with what is mounted below or over it, and what depends on it: a loop "
+                                   "file system whose image lies on it, an overlay whose layers do) or every user file system. "
                                    "System and virtual file systems are refused. A busy file system names its "
                                    "holders and nothing is unmounted. If one of a group fails, the others are "
                                    "mounted again.")

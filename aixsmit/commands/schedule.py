@@ -24,68 +24,189 @@ def cmd_backup(args) -> int:
     return 0 if res.status in ("OK", "WARN") else 3
 
 
-def cmd_schedule(args) -> int:
+def _install(schedules, previous, via: str | None = None) -> str:
+    """Write ``schedules`` for the scheduler in use; if that fails, put the list back as it was,
+    so that no schedule is kept that nothing would run."""
+    from ..jobs import schedule as sch, scheduler
+
+    sched = scheduler.detect(System(root="/").host.name, via)
+    sch.save(schedules)
+    try:
+        scheduler.install(schedules, sched)
+    except AixsmitError:
+        sch.save(previous)
+        raise
+    if via:
+        scheduler.choose(via)
+    if sched.problem:
+        emit(f"schedule: WARNING: {sched.problem}", "stderr")
+    return sched.note
+
+
+def _dst_note(hour: int, minute: int) -> None:
+    from ..jobs import scheduler
+
+    zone = scheduler.local_zone()
+    clashes = scheduler.dst_clashes(hour, minute, zone)
+    if clashes:
+        day, how = clashes[0]
+        name = getattr(zone, "key", None) or "the local time zone"
+        name = "the local time zone" if name == "localtime" else name
+        emit(f"schedule: note: in {name}, {hour:02d}:{minute:02d} is {how} on {day:%Y-%m-%d} (a daylight-saving "
+             f"change): cron may {'skip or shift that run' if how == 'skipped' else 'run it twice'}"
+             + (f", and {clashes[1][1]} on {clashes[1][0]:%Y-%m-%d}" if len(clashes) > 1 else "")
+             + ". Choose a time between 04:00 and 21:00 to avoid it.", "stderr")
+
+
+def _when(args, s) -> None:
     from ..jobs import schedule as sch
 
-    if args.action == "add":
+    if s.kind == "system":
+        if args.weekly:
+            s.day, s.hour, s.minute = sch.parse_when(args.weekly, daily=False)
+        elif getattr(args, "daily", None):
+            raise AixsmitError("schedule: a system schedule is weekly: give --weekly DAY@HH:MM", code=2)
+        return
+    if args.weekly:
+        raise AixsmitError("schedule: a user schedule runs daily: give --daily HH:MM and --full-day DAY", code=2)
+    if args.daily:
+        _, s.hour, s.minute = sch.parse_when(args.daily, daily=True)
+    if args.full_day:
+        s.day = sch.parse_when(f"{args.full_day}@00:00", daily=False)[0]
+
+
+def _until(date: str | None):
+    import datetime as dt
+
+    if not date:
+        return None
+    try:
+        return dt.datetime.strptime(date, "%Y-%m-%d") + dt.timedelta(days=1) - dt.timedelta(seconds=1)
+    except ValueError:
+        raise AixsmitError(f"schedule: --date {date}: give YYYY-MM-DD", code=2)
+
+
+def _fs_of(s, fs: str) -> str:
+    mp = os.path.normpath(fs)
+    if s.kind != "user":
+        raise AixsmitError(f"schedule: {s.id} makes system images; restore them with restore -x or clone.", code=2)
+    if not s.all_user and mp not in s.filesystems:
+        raise AixsmitError(f"schedule: {s.id} does not back up {mp} (it backs up {' '.join(s.filesystems)}).", code=2)
+    return mp
+
+
+def _print_changes(runs, as_json: bool) -> None:
+    if as_json:
+        from dataclasses import asdict
+
+        print_json([asdict(r) for r in runs])
+        return
+    for r in runs:
+        print(f"{r.stamp}  level {r.level}  {os.path.basename(r.archive)}: {len(r.added)} added, {len(r.changed)} "
+              f"changed, {len(r.renamed)} renamed, {len(r.deleted)} deleted")
+        rows = ([("+", n) for n in r.added] + [("~", n) for n in r.changed]
+                + [(">", f"{a} -> {b}") for a, b in r.renamed] + [("-", n) for n in r.deleted])
+        for mark, n in rows:
+            print(f"  {mark} {_visible(n)}")
+
+
+def _visible(text: str) -> str:
+    return "".join(c if c.isprintable() else f"\\x{ord(c) & 0xff:02x}" for c in text)
+
+
+def cmd_schedule(args) -> int:
+    from ..jobs import schedule as sch, scheduler
+
+    if args.action in ("add", "change"):
+        args.filesystems = getattr(args, "filesystems", None) or []
         schedules = sch.load()
-        if args.kind == "system":
-            if not args.weekly:
-                raise AixsmitError("schedule add system: give --weekly DAY@HH:MM", code=2)
-            day, hour, minute = sch.parse_when(args.weekly, daily=False)
-            s = sch.Schedule(sch.new_id("system", schedules), "system", os.path.abspath(args.dest), day, hour, minute,
-                             root=os.path.realpath(args.root), keep_weeks=args.keep)
+        if args.action == "add":
+            if args.kind == "system":
+                if not args.weekly:
+                    raise AixsmitError("schedule add system: give --weekly DAY@HH:MM", code=2)
+                s = sch.Schedule(sch.new_id("system", schedules), "system", args.dest, 0, 0, 0)
+            else:
+                if not args.daily:
+                    raise AixsmitError("schedule add user: give --daily HH:MM", code=2)
+                if not args.filesystems and not args.all_user:
+                    raise AixsmitError("schedule add user: name the file systems, or give --all-user", code=2)
+                s = sch.Schedule(sch.new_id("user", schedules), "user", args.dest, 0, 0, 0, daily=True)
+                args.full_day = args.full_day or "sun"
+            s.root = os.path.realpath(args.root)
+            s.keep_weeks = args.keep if args.keep is not None else 4
         else:
-            if not args.daily:
-                raise AixsmitError("schedule add user: give --daily HH:MM", code=2)
-            if not args.filesystems and not args.all_user:
-                raise AixsmitError("schedule add user: name the file systems, or give --all-user", code=2)
-            day, hour, minute = sch.parse_when(args.daily, daily=True)
-            full = sch.parse_when(f"{args.full_day}@00:00", daily=False)[0]
-            s = sch.Schedule(sch.new_id("user", schedules), "user", os.path.abspath(args.dest), full, hour, minute,
-                             daily=True, filesystems=[os.path.normpath(f) for f in args.filesystems],
-                             all_user=args.all_user, root=os.path.realpath(args.root), keep_weeks=args.keep)
-        if 1 <= hour <= 2:
-            emit(f"schedule: note: {hour:02d}:{minute:02d} falls in the hours a daylight-saving change repeats "
-                 "or skips; cron may run it twice or not at all on those nights.", "stderr")
-        schedules.append(s)
-        sch.save(schedules)
-        where = sch.install_cron(schedules, System(root="/").host.name)
-        print(f"Added {s.id}: {s.describe()}; next run {s.next_run():%a %Y-%m-%d %H:%M}. Written to {where}.")
+            import copy
+
+            s = copy.deepcopy(sch.find(args.id, schedules))
+            if args.dest:
+                s.dest = args.dest
+            if args.keep is not None:
+                s.keep_weeks = args.keep
+        if s.kind == "user" and (args.filesystems or args.all_user):
+            s.filesystems = [os.path.normpath(f) for f in args.filesystems]
+            s.all_user = bool(args.all_user) and not s.filesystems
+        elif s.kind == "system" and (args.filesystems or args.all_user):
+            raise AixsmitError("schedule: a system schedule takes no file systems", code=2)
+        _when(args, s)
+        sch.check(s)
+        _dst_note(s.hour, s.minute)
+        new = [x for x in schedules if x.id != s.id] + [s]
+        new.sort(key=lambda x: (x.kind, int(x.id[len(x.kind):])))
+        where = _install(new, schedules)
+        verb = "Added" if args.action == "add" else "Changed"
+        print(f"{verb} {s.id}: {s.describe()}; next run {s.next_run():%a %Y-%m-%d %H:%M}. Written for {where}.")
         return 0
     if args.action == "list":
         schedules = sch.load()
+        sched = scheduler.detect(System(root="/").host.name)
         if args.json:
-            print_json([dict(id=s.id, kind=s.kind, what=s.describe(), dest=s.dest, cron=s.cron_fields(),
-                             next_run=f"{s.next_run():%Y-%m-%d %H:%M}", last=s.last) for s in schedules])
+            print_json({"scheduler": {"kind": sched.kind, "where": sched.where, "running": sched.running,
+                                      "note": sched.note, "problem": sched.problem},
+                        "schedules": [dict(id=s.id, kind=s.kind, what=s.describe(), dest=s.dest, cron=s.cron_fields(),
+                                           next_run=f"{s.next_run():%Y-%m-%d %H:%M}", last=sch.last_run(s.id))
+                                      for s in schedules]})
             return 0
         if not schedules:
             print("No backups are scheduled.")
             return 0
-        print(f"{'ID':<9} {'WHAT':<46} {'NEXT RUN':<17} LAST RESULT")
+        print(f"Run by {sched.note}")
+        if sched.problem:
+            print(f"WARNING: {sched.problem}")
+        print(f"{'ID':<9} {'WHAT':<40} {'NEXT RUN':<15} LAST RUN")
         for s in schedules:
-            last = f"{s.last.get('result', '')} {s.last.get('start', '')}".strip() or "never run"
-            print(f"{s.id:<9} {s.describe()[:46]:<46} {s.next_run():%a %m-%d %H:%M}  {last}")
+            last = sch.last_run(s.id)
+            shown = f"{last.get('result', '')} {last.get('start', '')[:16]}".strip() or "never run"
+            print(f"{s.id:<9} {_visible(s.describe())[:40]:<40} {s.next_run():%a %m-%d %H:%M}  {shown}")
+            if last:
+                print(f"{'':<9} log: {_visible(last.get('log', ''))}")
         return 0
     if args.action == "remove":
         schedules = sch.load()
         sch.find(args.id, schedules)
-        schedules = [s for s in schedules if s.id != args.id]
-        sch.save(schedules)
-        sch.install_cron(schedules, System(root="/").host.name)
+        _install([s for s in schedules if s.id != args.id], schedules)
         print(f"Removed {args.id}. Its backups stay in place.")
         return 0
+    if args.action == "install":
+        schedules = sch.load()
+        print(f"{len(schedules)} schedule(s) written for {_install(schedules, schedules, args.via)}.")
+        return 0
     if args.action == "run":
-        return sch.run_schedule(args.id, emit)
-    if args.action == "restore":
-        import datetime as dt
+        quiet = (lambda line, stream: None) if args.quiet else emit
+        return sch.run_schedule(args.id, quiet)
+    if args.action in ("restore", "changes"):
+        from ..backup import chains
 
         s = sch.find(args.id)
-        when = dt.datetime.strptime(args.date, "%Y-%m-%d") + dt.timedelta(days=1) if args.date else dt.datetime.now()
-        sch.restore_chain(s, os.path.normpath(args.fs), when, args.target, emit)
-        print(f"Restored {args.fs} as of {args.date or 'the last backup'} into {args.target}.")
+        mp = _fs_of(s, args.fs)
+        folder = chains.fs_folder(s.dest, mp)
+        until = _until(args.date)
+        if args.action == "changes":
+            _print_changes(chains.changes(chains.pick(folder, mp, until)), args.json)
+            return 0
+        chains.restore_chain(folder, mp, until, args.target, emit)
+        print(f"Restored {mp} as of {args.date or 'the last backup'} into {args.target}.")
         return 0
-    raise AixsmitError("schedule: add, list, remove, run or restore", code=2)
+    raise AixsmitError("schedule: add, change, list, remove, run, restore, changes or install", code=2)
 
 
 def register(sub) -> None:
@@ -102,32 +223,59 @@ def register(sub) -> None:
     p.add_argument("fs", metavar="FS", help="the mounted file system (mount point)")
     p.set_defaults(func=cmd_backup)
 
-    p = sub.add_parser("schedule", help="weekly system images and daily user backups, in cron",
-                       description="Schedules live in the state directory and in /etc/cron.d/aixsmit "
-                                   "(AIXSMIT_CRON_DIR overrides; AIX: root's crontab).")
+    p = sub.add_parser("schedule", help="weekly system images and daily user backups, by cron or systemd timers",
+                       description="Schedules live in the state directory (schedules.json) and are run by cron "
+                                   "(/etc/cron.d/aixsmit, AIXSMIT_CRON_DIR overrides; AIX: root's crontab) or, where "
+                                   "systemd is the init system, by timers (/etc/systemd/system/aixsmit-ID.timer, "
+                                   "AIXSMIT_UNIT_DIR overrides). Each run keeps a log and a record in runs/ID/ of the "
+                                   "state directory; a failed or skipped run goes to the system log and by mail to "
+                                   "root. Exit status: 0 done, 1 failed or skipped, 2 wrong usage.")
     ss = p.add_subparsers(dest="action", metavar="ACTION", parser_class=type(p))
     ss.required = True
-    a = ss.add_parser("add", help="add a schedule: 'add system --weekly sun@02:00 --dest DIR' or "
-                                  "'add user FS...|--all-user --daily 01:00 --dest DIR'")
-    a.add_argument("kind", choices=("system", "user"))
-    a.add_argument("filesystems", nargs="*", metavar="FS", help="user: the file systems (mount points)")
-    a.add_argument("--weekly", metavar="DAY@HH:MM", help="system: the weekly image, for example sun@02:00")
-    a.add_argument("--daily", metavar="HH:MM", help="user: the daily run (level 1; level 0 on --full-day)")
-    a.add_argument("--full-day", default="sun", metavar="DAY", help="user: the day of the full backup (default sun)")
-    a.add_argument("--all-user", action="store_true", help="user: every user file system mounted at run time")
-    a.add_argument("--dest", required=True, metavar="DIR", help="the folder the backups go to")
-    a.add_argument("--keep", type=int, default=4, metavar="WEEKS", help="weeks of backups to keep (default 4)")
-    add_root(a)
-    lp = ss.add_parser("list", help="the schedules, their next run and last result")
+    add = ss.add_parser("add", help="add a schedule: 'add system --weekly sun@05:30 --dest DIR' or "
+                                    "'add user FS...|--all-user --daily 04:00 --dest DIR'")
+    kinds = add.add_subparsers(dest="kind", metavar="KIND", parser_class=type(p))
+    kinds.required = True
+    # A parser of its own per kind, so that file systems named after the options (as the menus
+    # put them) are still this command's.
+    a_sys = kinds.add_parser("system", help="a weekly system image (the guided procedure)")
+    a_user = kinds.add_parser("user", help="daily backups by level of user file systems")
+    c = ss.add_parser("change", help="change a schedule: its times, file systems, destination or weeks kept")
+    c.add_argument("id", metavar="ID")
+    for x in (a_sys, a_user, c):
+        if x is not a_sys:
+            x.add_argument("filesystems", nargs="*", metavar="FS", help="user: the file systems (mount points)")
+            x.add_argument("--daily", metavar="HH:MM", help="user: the daily run (level 1; level 0 on --full-day)")
+            x.add_argument("--full-day", metavar="DAY", help="user: the day of the full backup (default sun)")
+            x.add_argument("--all-user", action="store_true", help="user: every user file system mounted at run time")
+        if x is not a_user:
+            x.add_argument("--weekly", metavar="DAY@HH:MM", help="system: the weekly image, for example sun@05:30")
+        x.add_argument("--dest", required=x is not c, metavar="DIR", help="the existing directory the backups go to")
+        x.add_argument("--keep", type=int, metavar="WEEKS", help="weeks of backups to keep (default 4)")
+        if x is not c:
+            add_root(x)
+        x.set_defaults(filesystems=[], daily=None, full_day=None, all_user=False, weekly=None)
+    lp = ss.add_parser("list", help="the schedules, what runs them, their next run and last result")
     add_json(lp)
-    for name, text in (("remove", "remove a schedule (its backups stay)"), ("run", "run a schedule now (what cron calls)")):
-        x = ss.add_parser(name, help=text)
-        x.add_argument("id", metavar="ID")
-    r = ss.add_parser("restore", help="restore a file system from a user schedule's chain")
-    r.add_argument("id", metavar="ID")
-    r.add_argument("--fs", required=True, metavar="FS", help="the file system (mount point)")
-    r.add_argument("--date", metavar="YYYY-MM-DD", help="the state at the end of that day (default: the latest)")
-    r.add_argument("--target", required=True, metavar="DIR", help="where to restore (an empty directory)")
+    x = ss.add_parser("remove", help="remove a schedule (its backups stay)")
+    x.add_argument("id", metavar="ID")
+    x = ss.add_parser("run", help="run a schedule now (what cron and the timers call)")
+    x.add_argument("id", metavar="ID")
+    x.add_argument("--quiet", action="store_true", help="print nothing: the run's log and record keep it all")
+    x = ss.add_parser("install", help="write every schedule again for the scheduler in use (or --via)")
+    x.add_argument("--via", choices=("cron", "systemd"), help="cron (a cron.d file) or systemd (timer units)")
+    for name, text in (("restore", "restore a file system, as a whole, from a user schedule's chain"),
+                       ("changes", "the files each run of a chain added, changed, renamed and deleted")):
+        r = ss.add_parser(name, help=text)
+        r.add_argument("id", metavar="ID")
+        r.add_argument("--fs", required=True, metavar="FS", help="the file system (mount point)")
+        r.add_argument("--date", metavar="YYYY-MM-DD", help="the state at the end of that day (default: the latest)")
+        if name == "restore":
+            r.add_argument("--target", required=True, metavar="DIR",
+                           help="an empty directory, or the mount point of the file system to restore: what the "
+                                "backups say was deleted is removed there, each named first")
+        else:
+            add_json(r)
     p.set_defaults(func=cmd_schedule)
 
 

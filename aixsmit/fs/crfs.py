@@ -84,8 +84,8 @@ def check_device(device: str, program: str = "crfs", overwrite: bool = False) ->
                                f"{program} will not overwrite it.")
 
 
-def mkfs(device: str, vfs: str, size: int | None = None, label: str = "") -> str:
-    """Make the file system; returns its UUID."""
+def mkfs_argv(device: str, vfs: str, size: int | None = None, label: str = "") -> list[str]:
+    """The mkfs command line for ``vfs`` on ``device`` (shown before it runs, then run by mkfs)."""
     if vfs not in LINUX_VFS:
         raise AixsmitError(f"crfs: {vfs} is not a file system type aixsmit makes on Linux ({', '.join(LINUX_VFS)}).",
                            code=2)
@@ -100,6 +100,12 @@ def mkfs(device: str, vfs: str, size: int | None = None, label: str = "") -> str
         argv = [tool, "-q", "-f"] + (["-L", label[:12]] if label else []) + (["-d", f"size={size}"] if size else []) + [device]
     else:
         argv = [tool, "-q", "-f"] + (["-L", label] if label else []) + (["-b", str(size)] if size else []) + [device]
+    return argv
+
+
+def mkfs(device: str, vfs: str, size: int | None = None, label: str = "") -> str:
+    """Make the file system; returns its UUID."""
+    argv = mkfs_argv(device, vfs, size, label)
     res = run(argv, timeout=600)
     if res.rc != 0:
         raise AixsmitError(f"crfs: mkfs.{vfs} {device} failed: {res.message}")

@@ -19,8 +19,10 @@ from typing import Iterable, Sequence
 from .mounts import Mount
 
 CWD, ROOT, EXE, OPEN, MMAP = "cwd", "root", "executable", "open file", "memory map"
-# fuser's access letters, for the table operators know.
-LETTER = {CWD: "c", ROOT: "r", EXE: "e", OPEN: "f", MMAP: "m"}
+# Held by the kernel, not a process: a loop device's backing file, an active swap file.
+LOOP, SWAP = "loop backing file", "swap file"
+# fuser's access letters, for the table operators know ("-": no process, fuser has no letter).
+LETTER = {CWD: "c", ROOT: "r", EXE: "e", OPEN: "f", MMAP: "m", LOOP: "-", SWAP: "-"}
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,14 @@ def scan_linux(targets: Sequence[Mount], all_mounts: Iterable[Mount], proc: str 
     for m in targets:
         if m.dev:
             want.setdefault(_makedev(m.dev), []).append(m.path)
+            # A btrfs subvolume's files carry their own device number, not the super block's
+            # that mountinfo shows: take the one the mount point's root really has too.
+            try:
+                d = os.stat(m.path).st_dev
+            except OSError:
+                continue
+            if d not in want:
+                want[d] = [m.path]
     if not want:
         return []
     # A device mounted in more than one place needs the path check to tell the mounts apart.
@@ -98,6 +108,8 @@ def scan_linux(targets: Sequence[Mount], all_mounts: Iterable[Mount], proc: str 
             if d in want:
                 seen_count[d] = seen_count.get(d, 0) + 1
     ambiguous = {d for d, n in seen_count.items() if n > 1}
+    # A subvolume's number covers only what lies below that mount point: check the path too.
+    ambiguous |= {d for d in want if d not in seen_count}
     # Maps name devices as hex "fd:01".
     want_maps = {f"{os.major(d):02x}:{os.minor(d):02x}": d for d in want}
     want_maps_b = [f" {k} ".encode() for k in want_maps]
@@ -192,6 +204,52 @@ def scan_linux(targets: Sequence[Mount], all_mounts: Iterable[Mount], proc: str 
             seen.add((how, path))
             out.append(Holder(pid=pid, user=user, command=command, how=how, path=path))
     out.sort(key=lambda h: (h.pid, h.how, h.path))
+    return out
+
+
+def kernel_holders(targets: Sequence[Mount], sys_block: str = "/sys/block", swaps: str = "/proc/swaps") -> list[Holder]:
+    """What keeps ``targets`` busy with no process to blame: a loop device whose backing file
+    lies on one of them (unless the loop is itself the source of one of ``targets``, which go
+    together), and an active swap file on one. ``pid`` is 0, ``command`` names the device."""
+    from ..host.linux import loop_info
+    from .mounts import unescape
+
+    want = [m for m in targets if m.dev]
+    if not want:
+        return []
+    devs = {_makedev(m.dev) for m in want}
+    sources = {os.path.realpath(m.device) for m in targets if m.device.startswith("/dev/")}
+
+    def on_target(path: str) -> bool:
+        if not _under(path, [m.path for m in want]):
+            return False
+        try:
+            return os.stat(path).st_dev in devs
+        except OSError:
+            return True  # deleted or unreachable, but named under the mount: still blame it
+
+    out: list[Holder] = []
+    try:
+        names = sorted(os.listdir(sys_block), key=lambda n: (len(n), n))
+    except OSError:
+        names = []
+    for name in names:
+        if not name.startswith("loop") or os.path.realpath(f"/dev/{name}") in sources:
+            continue
+        info = loop_info(f"/dev/{name}")
+        if info and on_target(info["backing_file"]):
+            out.append(Holder(0, "kernel", f"/dev/{name}", LOOP, info["backing_file"]))
+    try:
+        with open(swaps, "rb") as f:
+            lines = os.fsdecode(f.read()).splitlines()[1:]
+    except OSError:
+        lines = []
+    for line in lines:
+        parts = line.split()
+        if len(parts) >= 2 and parts[1] == "file":
+            path = unescape(parts[0])
+            if on_target(path):
+                out.append(Holder(0, "kernel", "swap", SWAP, path))
     return out
 
 

@@ -37,14 +37,32 @@ class Mount:
     fs_root: str = "/"  # root of the mount inside its file system; not "/" for bind mounts
     super_options: tuple[str, ...] = ()
     path: str = ""
+    # Set when --root DIR is not a mount point: this entry is the part below DIR of the file
+    # system mounted at host_mount, playing "/" (path is DIR, fs_root its place in the FS).
+    host_mount: str = ""
 
     def __post_init__(self) -> None:
         if not self.path:
             object.__setattr__(self, "path", self.mount_point)
 
     @property
+    def all_options(self) -> tuple[str, ...]:
+        """Per-mount and file-system options, as ``findmnt -o OPTIONS`` shows them."""
+        from .ledger import merge_options
+
+        return merge_options(self.options, self.super_options)
+
+    @property
+    def natural_root(self) -> str:
+        from .ledger import natural_root
+
+        return natural_root(self.vfs, self.super_options)
+
+    @property
     def is_bind(self) -> bool:
-        return self.fs_root != "/"
+        """A bind mount: its root is not the one a plain mount of the device gets (a btrfs
+        ``subvol=`` mount is not a bind)."""
+        return self.fs_root != self.natural_root
 
     def to_json(self, data_class: str | None = None) -> dict:
         out = {
@@ -53,7 +71,8 @@ class Mount:
             "mount_point": self.mount_point,
             "vfs": self.vfs,
             "date": self.date,
-            "options": list(self.options),
+            "options": list(self.all_options),
+            "fsroot": self.fs_root,
         }
         if data_class is not None:
             out["class"] = data_class
@@ -197,15 +216,29 @@ def parse_aix_mount(text: str) -> list[Mount]:
 # --- --root ----------------------------------------------------------------------------
 
 def relative_to_root(mounts: Iterable[Mount], root: str) -> list[Mount]:
-    """Keep the mounts at or below ``root`` and show them relative to it (``root`` becomes ``/``)."""
+    """Keep the mounts at or below ``root`` and show them relative to it (``root`` becomes ``/``).
+
+    When ``root`` is not itself a mount point, the file system holding it plays ``/``: its part
+    below ``root`` comes first, as mount point ``/`` with ``path`` ``root``, ``fs_root`` its
+    place in that file system and ``host_mount`` where the file system is really mounted.
+    """
     root = os.path.normpath(root)
+    mounts = list(mounts)
     if root == "/":
-        return list(mounts)
+        return mounts
     out = []
     prefix = root + "/"
+    holder = None
     for m in mounts:
         if m.path == root:
             out.append(replace(m, mount_point="/"))
         elif m.path.startswith(prefix):
             out.append(replace(m, mount_point=m.path[len(root):]))
+        elif m.path == "/" or root.startswith(m.path.rstrip("/") + "/"):
+            if holder is None or len(m.path) >= len(holder.path):
+                holder = m  # the deepest mount above root; the last listed at a path is on top
+    if holder is not None and not any(m.mount_point == "/" for m in out):
+        part = root[len(holder.path.rstrip("/")):]
+        fs_root = holder.fs_root.rstrip("/") + part
+        out.insert(0, replace(holder, mount_point="/", path=root, fs_root=fs_root, host_mount=holder.path))
     return out

@@ -102,3 +102,38 @@ class System:
         if self.root == "/":
             return mp
         return self.root if mp == "/" else self.root + mp
+
+
+def used_below(path: str, prune: set[str]) -> tuple[int, int]:
+    """(bytes allocated, entries) below ``path`` on its own file system (``du -sx``), not
+    descending into the mount points in ``prune``; a hard-linked file counts once. For the part
+    of a file system that plays ``/`` when ``--root DIR`` is not a mount point."""
+    total, count, seen = 0, 0, set()
+    try:
+        dev = os.lstat(path).st_dev
+    except OSError:
+        return 0, 0
+    stack = [path]
+    while stack:
+        d = stack.pop()
+        try:
+            it = os.scandir(d)
+        except OSError:
+            continue
+        with it:
+            for ent in it:
+                try:
+                    st = ent.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                if st.st_dev != dev:
+                    continue
+                if st.st_nlink > 1:
+                    if (st.st_ino) in seen:
+                        continue
+                    seen.add(st.st_ino)
+                total += st.st_blocks * 512
+                count += 1
+                if ent.is_dir(follow_symlinks=False) and ent.path not in prune:
+                    stack.append(ent.path)
+    return total, count

@@ -1,109 +1,36 @@
-"""Unmount user file systems safely, and mount them again — even after a crash.
+"""Unmount user file systems safely, and mount them again exactly as they were — even after a crash.
 
-* :func:`plan_unmount` works out what must go, deepest first (nested mounts before their
-  parent, over-mounts top-most first), and refuses system and virtual file systems.
-* :func:`unmount` names the holders of a busy file system before touching anything, then
-  unmounts; a group is all-or-nothing: when one step fails, what this call already unmounted
-  is mounted again.
-* Every unmount is written to the :class:`Ledger` *before* ``umount`` runs, so a crash at any
-  moment leaves a record from which :func:`mount_again` restores the file systems, no fstab
-  entry needed.
+* :func:`plan_unmount` works out what must go and in which order, and everything needed to
+  mount each one again (its ledger record). The dry run prints this plan and the real run
+  carries it out: they are one computation, so they never disagree. A named mount point brings
+  along what is mounted below it or over it (stacked mounts) and what depends on it (a
+  loop-mounted file system whose backing file lies on it, an overlay whose layers do); each
+  goes before what it needs. System and virtual file systems are refused.
+* :func:`unmount` names the holders of a busy file system before touching anything, then for
+  each step writes its record, durably, *before* ``umount`` runs: a record that cannot be
+  written stops the run there. A group is all-or-nothing: when one step fails, what this call
+  already unmounted is mounted again, from this call's own records.
+* :func:`mount_again` mounts records again in the reverse order of their unmounts (so a stack
+  comes back in the same order), recognising a file system already mounted by its identity
+  (UUID, or loop backing file and offset), and goes on past a failure, reporting each.
+
+Every step holds :func:`aixsmit.state.mount_lock`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import json
 import os
-import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Iterator
+from dataclasses import dataclass, field, replace
 
 from ..errors import AixsmitError
-from ..state import atomic_write_json, mount_lock, state_dir
+from ..state import mount_lock
 from .classify import SYSTEM, USER, VIRTUAL
 from .holders import LETTER, Holder
+from .ledger import Ledger, LedgerError, Record, checkpoint, new_run_id, stamp
 from .mounts import Mount
 from .table import Entry, System, top
 
-LEDGER_NAME = "unmounted.json"
-
-
-@dataclass(frozen=True)
-class LedgerEntry:
-    mount_point: str  # as the operator named it, relative to root
-    path: str  # absolute host path
-    root: str
-    device: str
-    vfs: str
-    options: tuple[str, ...]
-    host: str = "linux"
-    bind_source: str = ""  # for a bind mount: the host path it was bound from
-    backing_file: str = ""  # for a loop device: its file, to attach again if the loop is gone
-    uuid: str = ""
-    dev: str = ""
-    unmounted_at: str = ""
-
-    def to_json(self) -> dict:
-        d = asdict(self)
-        d["options"] = list(self.options)
-        return d
-
-    @classmethod
-    def from_json(cls, d: dict) -> "LedgerEntry":
-        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
-        known["options"] = tuple(known.get("options", ()))
-        return cls(**known)
-
-
-class Ledger:
-    """What aixsmit unmounted and has not mounted again, in the state directory."""
-
-    def __init__(self, directory: str | os.PathLike[str] | None = None):
-        self.dir = Path(directory) if directory else state_dir()
-        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.path = self.dir / LEDGER_NAME
-
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        with open(self.dir / (LEDGER_NAME + ".lock"), "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
-
-    def _read(self) -> list[LedgerEntry]:
-        try:
-            data = json.loads(self.path.read_text())
-        except FileNotFoundError:
-            return []
-        except (OSError, ValueError) as exc:
-            raise AixsmitError(f"{self.path}: the unmount ledger cannot be read: {exc}")
-        return [LedgerEntry.from_json(d) for d in data.get("entries", [])]
-
-    def entries(self) -> list[LedgerEntry]:
-        with self._locked():
-            return self._read()
-
-    def add(self, entry: LedgerEntry) -> None:
-        with self._locked():
-            entries = [e for e in self._read() if e.path != entry.path]
-            entries.append(entry)
-            atomic_write_json(self.path, {"version": 1, "entries": [e.to_json() for e in entries]})
-
-    def remove(self, path: str) -> None:
-        with self._locked():
-            entries = self._read()
-            kept = [e for e in entries if e.path != path]
-            if len(kept) != len(entries):
-                atomic_write_json(self.path, {"version": 1, "entries": [e.to_json() for e in kept]})
-
-    def under(self, root: str) -> list[LedgerEntry]:
-        root = root.rstrip("/") or "/"
-        return [e for e in self.entries() if root == "/" or e.path == root or e.path.startswith(root + "/")]
+LedgerEntry = Record  # the name earlier code used
 
 
 # --- planning ------------------------------------------------------------------------------
@@ -112,6 +39,8 @@ class Ledger:
 class Plan:
     targets: tuple[str, ...]
     steps: tuple[Entry, ...]  # in the order they will be unmounted
+    records: tuple[Record, ...] = ()  # one per step: how to mount it again
+    reasons: tuple[str, ...] = ()  # one per step: "" or why it is unmounted too
 
     @property
     def empty(self) -> bool:
@@ -126,8 +55,55 @@ def _below(mp: str, parent: str) -> bool:
     return parent == "/" or mp.startswith(parent.rstrip("/") + "/")
 
 
+def _under(path: str, mp: str) -> bool:
+    return path == mp or path.startswith(mp.rstrip("/") + "/")
+
+
+def _unescape_opt(value: str) -> str:
+    from .mounts import unescape
+
+    return unescape(value)
+
+
+def overlay_layers(m: Mount) -> list[str]:
+    """The directories an overlay mount is made of (lowerdir, upperdir, workdir)."""
+    if m.vfs != "overlay":
+        return []
+    out = []
+    for o in m.super_options:
+        key, _, value = o.partition("=")
+        if key in ("lowerdir", "upperdir", "workdir", "datadir"):
+            out += [_unescape_opt(v) for v in value.replace("::", ":").split(":") if v]
+    return out
+
+
+def _needs(system: System, m: Mount) -> list[str]:
+    """Host paths ``m`` keeps open: a loop device's backing file, an overlay's layers."""
+    if system.host.name != "linux":
+        return []
+    if m.device.startswith("/dev/loop"):
+        from ..host.linux import loop_backing_file
+
+        f = loop_backing_file(m.device)
+        return [f] if f else []
+    return overlay_layers(m)
+
+
+def _fs_holding(path: str, table: list[Entry]) -> int | None:
+    """Index of the visible mount that holds host path ``path`` (deepest, top of its stack)."""
+    best = None
+    for i, e in enumerate(table):
+        if _under(path, e.mount.path) and (best is None or len(e.mount.path) >= len(table[best].mount.path)):
+            best = i
+    return best
+
+
 def plan_unmount(system: System, targets: list[str], all_user: bool = False,
                  table: list[Entry] | None = None) -> Plan:
+    """What unmounting ``targets`` (mount points as the operator names them; with ``all_user``
+    every user file system too) takes, in order, each with its ledger record. Raises
+    :class:`AixsmitError` (``0506-347`` nothing there; system, virtual and dependent system
+    file systems refused)."""
     table = table if table is not None else system.table()
     names: list[str] = []
     if all_user:
@@ -138,7 +114,7 @@ def plan_unmount(system: System, targets: list[str], all_user: bool = False,
         t = os.path.normpath(t)
         if t not in names:
             names.append(t)
-    chosen: dict[int, tuple[int, Entry]] = {}
+    chosen: dict[int, str] = {}
     for t in names:
         here = [(i, e) for i, e in enumerate(table) if e.mount_point == t]
         if not here:
@@ -152,16 +128,97 @@ def plan_unmount(system: System, targets: list[str], all_user: bool = False,
             raise AixsmitError(
                 f"umount: {t} is a virtual file system ({shown.mount.vfs}); it holds no data to protect and is not unmounted."
             )
+        _take(table, t, chosen, "")
+    # What depends on a chosen file system goes too (it would keep it busy), until nothing new.
+    needs = {i: _needs(system, e.mount) for i, e in enumerate(table)}
+    changed = True
+    while changed:
+        changed = False
         for i, e in enumerate(table):
-            if e.mount_point == t or _below(e.mount_point, t):
-                if e.cls == SYSTEM and e.mount_point != t:
-                    raise AixsmitError(
-                        f"umount: {t}: the system file system {e.mount_point} is mounted below it; unmount refused."
-                    )
-                chosen[i] = (i, e)
-    # Deepest first; at one path the top-most (listed last) first.
-    order = sorted(chosen.values(), key=lambda ie: (-_depth(ie[1].mount_point), -ie[0]))
-    return Plan(targets=tuple(names), steps=tuple(e for _, e in order))
+            if i in chosen:
+                continue
+            for p in needs[i]:
+                j = _fs_holding(p, table)
+                if j is not None and j in chosen:
+                    if e.cls == SYSTEM:
+                        raise AixsmitError(f"umount: {table[j].mount_point}: the system file system {e.mount_point} "
+                                           f"depends on it ({p}); unmount refused.")
+                    _take(table, e.mount_point, chosen, f"it uses {system.shown(p)}, on {table[j].mount_point}")
+                    changed = True
+                    break
+    order = _order(system, table, chosen, needs)
+    leaving = {table[i].mount.path for i in order}
+    records = tuple(_record(system, table, i, needs, leaving) for i in order)
+    return Plan(targets=tuple(names), steps=tuple(table[i] for i in order), records=records,
+                reasons=tuple(chosen[i] for i in order))
+
+
+def _take(table: list[Entry], t: str, chosen: dict[int, str], why: str) -> None:
+    for i, e in enumerate(table):
+        if e.mount_point == t or _below(e.mount_point, t):
+            if e.cls == SYSTEM and e.mount_point != t:
+                raise AixsmitError(
+                    f"umount: {t}: the system file system {e.mount_point} is mounted below it; unmount refused."
+                )
+            if e.mount.host_mount:
+                continue  # the part of a file system playing "/" is never a step
+            chosen.setdefault(i, why if e.mount_point == t else "")
+
+
+def _order(system: System, table: list[Entry], chosen: dict[int, str], needs: dict[int, list[str]]) -> list[int]:
+    """Deepest first; at one path the top-most (listed last) first; a mount before the file
+    systems its backing file or layers lie on."""
+    order = sorted(chosen, key=lambda i: (-_depth(table[i].mount_point), -i))
+
+    def before(a: int, b: int) -> bool:  # must a be unmounted before b?
+        return any(_fs_holding(p, table) == b for p in needs[a])
+
+    for _ in range(len(order)):
+        moved = False
+        for x in range(len(order)):
+            for y in range(x + 1, len(order)):
+                if before(order[y], order[x]):
+                    order.insert(x, order.pop(y))
+                    moved = True
+                    break
+            if moved:
+                break
+        if not moved:
+            break
+    return order
+
+
+def _record(system: System, table: list[Entry], i: int, needs: dict[int, list[str]], leaving: set[str]) -> Record:
+    e = table[i]
+    m = e.mount
+    facts = system.host.device_facts(m)
+    below = tuple((o.mount.vfs, system.host.identity(o.mount), o.mount.fs_root)
+                  for o in table[:i] if o.mount.path == m.path and not o.mount.host_mount)
+    backing = facts.get("backing_file", "")
+    return Record(
+        mount_point=e.mount_point, path=m.path, root=system.root, source=m.device, vfs=m.vfs,
+        fs_root=m.fs_root, vfs_options=tuple(o for o in m.options if o),
+        fs_options=tuple(o for o in m.super_options if o), host=system.host.name,
+        uuid=facts.get("uuid", ""), backing_file=backing, offset=facts.get("offset", 0),
+        sizelimit=facts.get("sizelimit", 0), autoclear=facts.get("autoclear", False),
+        # A loop device that outlives its mount would keep the file system of its file busy.
+        detach_loop=bool(backing) and not facts.get("autoclear", False) and any(_under(backing, p) for p in leaving),
+        below=below,
+    )
+
+
+def describe(system: System, plan: Plan) -> list[str]:
+    """The plan as the dry run prints it: one line per step, in order."""
+    from ..commands.common import shown
+
+    lines = []
+    for e, rec, why in zip(plan.steps, plan.records, plan.reasons):
+        m = e.mount
+        what = m.device + (f"[{m.fs_root}]" if m.is_bind else "")
+        extra = f"; {why}" if why else ""
+        extra += "; its loop device is detached, and attached again when mounted" if rec.detach_loop else ""
+        lines.append(f"would unmount {shown(e.mount_point)} ({what}, {m.vfs}, {','.join(m.all_options)}, {e.cls}{extra})")
+    return lines
 
 
 # --- holders --------------------------------------------------------------------------------
@@ -170,7 +227,8 @@ def holder_lines(holders: list[Holder], system: System | None = None) -> list[st
     lines = []
     for h in holders:
         path = system.shown(h.path) if system is not None else h.path
-        lines.append(f"  pid {h.pid:>7}  {h.user:<10} {h.command:<16} {h.how} ({LETTER[h.how]}): {path}")
+        pid = f"pid {h.pid:>7}" if h.pid else f"{'':>11}"
+        lines.append(f"  {pid}  {h.user:<10} {h.command:<16} {h.how} ({LETTER[h.how]}): {path}")
     return lines
 
 
@@ -180,14 +238,17 @@ class BusyError(AixsmitError):
         self.holders = holders
 
 
-def _busy_message(entries: list[Entry], holders: list[Holder]) -> str:
-    busy = [e for e in entries if any(h.path == e.mount.path or h.path.startswith(e.mount.path.rstrip("/") + "/") for h in holders)]
+def _busy_message(entries: list[Entry], holders: list[Holder], system: System | None = None) -> str:
+    busy = [e for e in entries if any(_under(h.path, e.mount.path) for h in holders)]
     e = (busy or entries)[0]
-    pids = sorted({h.pid for h in holders})
-    who = ", ".join(f"{h.command} (pid {h.pid}, {h.user})" for h in _first_per_pid(holders))
+    procs = [h for h in _first_per_pid(holders) if h.pid]
+    others = [h for h in holders if not h.pid]
+    who = [f"{h.command} (pid {h.pid}, {h.user})" for h in procs]
+    who += [f"{h.command} ({h.how} {system.shown(h.path) if system else h.path})" for h in others]
+    n = len(procs) + len(others)
     return (
         f"umount: 0506-349 Cannot unmount {e.mount.device}: The requested resource is busy. "
-        f"{e.mount_point} is held by {len(pids)} process{'es' if len(pids) != 1 else ''}: {who}."
+        f"{e.mount_point} is held by {n} {'holder' if n == 1 else 'holders'}: {', '.join(who)}."
     )
 
 
@@ -200,90 +261,83 @@ def _first_per_pid(holders: list[Holder]) -> list[Holder]:
     return out
 
 
-# --- unmount and mount ---------------------------------------------------------------------
+# --- unmount --------------------------------------------------------------------------------
 
 @dataclass
 class UnmountResult:
     unmounted: list[Entry] = field(default_factory=list)
+    records: list[Record] = field(default_factory=list)  # this call's records, in unmount order
     skipped: list[str] = field(default_factory=list)
 
 
-def _bind_source(m: Mount, all_mounts: list[Mount], leaving: set[str]) -> str:
-    for o in all_mounts:
-        if o is m or o.dev != m.dev or o.path in leaving:
-            continue
-        if any(o.path == p or o.path.startswith(p.rstrip("/") + "/") for p in leaving):
-            continue
-        root = o.fs_root.rstrip("/")
-        if m.fs_root == o.fs_root or m.fs_root.startswith(root + "/"):
-            return o.path.rstrip("/") + m.fs_root[len(root):] if m.fs_root != o.fs_root else o.path
-    return ""
-
-
-def _ledger_entry(system: System, e: Entry, all_mounts: list[Mount], leaving: set[str]) -> LedgerEntry:
-    m = e.mount
-    bind_source = ""
-    if m.is_bind:
-        bind_source = _bind_source(m, all_mounts, leaving)
-        if not bind_source:
-            raise AixsmitError(
-                f"umount: {e.mount_point} is a bind mount of {m.fs_root} whose source is not mounted anywhere else; "
-                "it could not be mounted again, so it is not unmounted."
-            )
-    facts = system.host.device_facts(m) if not bind_source else {"uuid": "", "backing_file": ""}
-    return LedgerEntry(
-        mount_point=e.mount_point,
-        path=m.path,
-        root=system.root,
-        device=m.device,
-        vfs=m.vfs,
-        options=tuple(o for o in m.options if o),
-        host=system.host.name,
-        bind_source=bind_source,
-        backing_file=facts.get("backing_file", ""),
-        uuid=facts.get("uuid", ""),
-        dev=m.dev,
-        unmounted_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    )
-
-
 def unmount(system: System, plan: Plan, ledger: Ledger, force: bool = False,
-            check_holders: bool = True, progress=None) -> UnmountResult:
-    """Unmount ``plan`` all-or-nothing. Raises :class:`BusyError` or :class:`AixsmitError`."""
+            check_holders: bool = True, progress=None, result: UnmountResult | None = None) -> UnmountResult:
+    """Carry out ``plan`` all-or-nothing. Raises :class:`BusyError`, :class:`AixsmitError` when a
+    record could not be written (that file system and the ones after it stay mounted, the ones
+    before it are mounted again) or another step failed. ``result``, when given, is filled as
+    the run goes, so a caller interrupted by a signal knows what this call unmounted."""
+    result = result if result is not None else UnmountResult()
     with mount_lock("umount"):
-        return _unmount(system, plan, ledger, force, check_holders, progress)
+        return _unmount(system, plan, ledger, force, check_holders, progress, result)
 
 
-def _unmount(system: System, plan: Plan, ledger: Ledger, force: bool, check_holders: bool, progress) -> UnmountResult:
-    result = UnmountResult()
+def _unmount(system: System, plan: Plan, ledger: Ledger, force: bool, check_holders: bool, progress,
+             result: UnmountResult) -> UnmountResult:
     if plan.empty:
         return result
-    all_mounts = system.all_mounts()
     steps = list(plan.steps)
     if check_holders and not force:
-        holders = system.host.holders([e.mount for e in steps], all_mounts)
+        holders = system.host.holders([e.mount for e in steps], system.all_mounts())
         if holders:
-            raise BusyError(_busy_message(steps, holders) + " Nothing was unmounted.", holders, system)
-    leaving = {e.mount.path for e in steps}
-    records = [_ledger_entry(system, e, all_mounts, leaving) for e in steps]
-    for e, rec in zip(steps, records):
-        ledger.add(rec)  # before umount: a crash from here on leaves a record to recover from
-        res = system.host.umount(e.mount, force=force)
+            raise BusyError(_busy_message(steps, holders, system) + " Nothing was unmounted.", holders, system)
+    run = new_run_id()
+    for n, (e, planned) in enumerate(zip(steps, plan.records)):
+        rec = stamp(planned, run, n)
+        try:
+            checkpoint("record")
+            ledger.add(rec)  # before umount: a crash from here on leaves a record to recover from
+            checkpoint("umount")
+            ledger.ensure([*result.records, rec])  # the state directory may have been removed meanwhile
+        except LedgerError as exc:
+            err = AixsmitError(f"{exc} umount: {e.mount_point} was not unmounted.")
+            _roll_back(system, ledger, result, err)
+            raise err from None
+        try:
+            res = system.host.umount(e.mount, force=force)
+        except BaseException:
+            if not any(m.path == e.mount.path and system.host.matches(rec, m) for m in system.all_mounts()):
+                result.unmounted.append(e)
+                result.records.append(rec)
+            else:
+                _forget(ledger, rec, [])
+            raise
         if res.rc == 0:
             result.unmounted.append(e)
+            result.records.append(rec)
+            if rec.detach_loop:
+                from ..host.common import run as run_cmd
+
+                run_cmd(["losetup", "-d", rec.source])
             if progress:
                 progress(f"Unmounted {e.mount_point} ({e.mount.device}).")
+            checkpoint("unmounted")
             continue
-        ledger.remove(rec.path)
+        _forget(ledger, rec, [])
         if system.host.is_busy(res):
             holders = system.host.holders([e.mount], system.all_mounts())
-            err: AixsmitError = BusyError(_busy_message([e], holders) if holders else
-                                          f"umount: 0506-349 Cannot unmount {e.mount.device}: The requested resource is busy.",
-                                          holders, system)
+            err = BusyError(_busy_message([e], holders, system) if holders else
+                            f"umount: 0506-349 Cannot unmount {e.mount.device}: The requested resource is busy.",
+                            holders, system)
         else:
             err = AixsmitError(f"umount: 0506-349 Cannot unmount {e.mount.device}: {_clean(res.message)}")
-        _roll_back(system, ledger, result.unmounted, records, err)
+        _roll_back(system, ledger, result, err)
         raise err
+    try:
+        ledger.ensure(result.records)
+    except LedgerError as exc:
+        err = AixsmitError(f"{exc} The unmounts could not stay recorded.")
+        _roll_back(system, ledger, result, err)
+        raise err from None
     return result
 
 
@@ -291,28 +345,38 @@ def _clean(message: str) -> str:
     return message.removeprefix("umount: ")
 
 
-def _roll_back(system: System, ledger: Ledger, done: list[Entry], records: list[LedgerEntry],
-               err: AixsmitError) -> None:
-    if not done:
+def _forget(ledger: Ledger, rec: Record, warnings: list[str]) -> None:
+    try:
+        ledger.forget(rec)
+    except LedgerError as exc:
+        warnings.append(str(exc))
+
+
+def _roll_back(system: System, ledger: Ledger, result: UnmountResult, err: AixsmitError) -> None:
+    if not result.records:
         err.args = (str(err) + " Nothing was unmounted.",)
         return
-    by_path = {r.path: r for r in records}
-    again, failed = [], []
-    for e in reversed(done):  # parents were unmounted last: mount them first
-        rec = by_path[e.mount.path]
+    again, failed, warnings, back = [], [], [], []
+    for rec in reversed(result.records):  # the reverse of the unmount order
         res = system.host.mount(rec)
         if res.rc == 0:
-            ledger.remove(rec.path)
-            again.append(e.mount_point)
+            _forget(ledger, rec, warnings)
+            again.append(rec.mount_point)
+            back.append(rec)
         else:
-            failed.append(f"{e.mount_point} ({_clean(res.message)})")
+            failed.append(f"{rec.mount_point} ({_clean(res.message)})")
     note = f" The {len(again)} file system(s) unmounted in this call were mounted again: {', '.join(again)}." if again else ""
     if failed:
         note += f" Could NOT mount again: {', '.join(failed)}; run 'aixsmit cmd mount --ledger'."
     err.args = (str(err) + note,)
+    err.details = list(getattr(err, "details", [])) + warnings
+    result.unmounted.clear()
+    result.records[:] = [r for r in result.records if r not in back]
 
 
-def _fstab_entry(system: System, mount_point: str) -> LedgerEntry | None:
+# --- mount again ------------------------------------------------------------------------------
+
+def _fstab_entry(system: System, mount_point: str) -> Record | None:
     from . import fstab
 
     e = fstab.by_mount_point(system.root).get(mount_point)
@@ -321,68 +385,103 @@ def _fstab_entry(system: System, mount_point: str) -> LedgerEntry | None:
     opts = tuple(o for o in e.options.split(",")
                  if o not in ("defaults", "noauto", "auto", "nofail", "user", "users") and not o.startswith("x-"))
     uuid = e.device[5:] if e.device.startswith("UUID=") else ""
-    return LedgerEntry(mount_point=mount_point, path=system.abs_path(mount_point), root=system.root,
-                       device=e.device, vfs=e.vfs, options=opts, host=system.host.name, uuid=uuid)
+    return Record(mount_point=mount_point, path=system.abs_path(mount_point), root=system.root,
+                  source=e.device, vfs=e.vfs, vfs_options=opts, host=system.host.name, uuid=uuid)
+
+
+@dataclass
+class MountResult:
+    mounted: list[str] = field(default_factory=list)
+    already: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 def mount_again(system: System, ledger: Ledger, mount_points: list[str] | None = None,
-                from_ledger: bool = False, progress=None) -> list[str]:
-    """Mount ledger entries (``from_ledger``) and/or named mount points; parents first.
-
-    A named mount point not in the ledger is looked up in ``ROOT/etc/fstab``. Returns the
-    mount points mounted; raises one error naming every one that failed (the others still run).
-    """
+                from_ledger: bool = False, progress=None, records: list[Record] | None = None) -> list[str]:
+    """Mount again ledger records (``from_ledger``: every one under the root; ``records``: just
+    these, as a run gives back its own) and/or named mount points (from the ledger, else
+    ``ROOT/etc/fstab``), in the reverse order of their unmounts. Returns the mount points
+    mounted; goes on past a failure and then raises one error naming each (``details``)."""
     with mount_lock("mount"):
-        return _mount_again(system, ledger, mount_points, from_ledger, progress)
+        res = _mount_again(system, ledger, mount_points, from_ledger, progress, records)
+    if res.errors:
+        raise AixsmitError(res.errors[0] if len(res.errors) == 1 else
+                           f"mount: {len(res.errors)} file systems could not be mounted again:",
+                           details=(res.errors if len(res.errors) > 1 else []) + res.warnings)
+    return res.mounted
 
 
 def _mount_again(system: System, ledger: Ledger, mount_points: list[str] | None, from_ledger: bool,
-                 progress) -> list[str]:
-    wanted: list[LedgerEntry] = []
-    errors: list[str] = []
-    entries = ledger.under(system.root)
-    if from_ledger:
-        wanted += entries
-    for mp in mount_points or []:
-        path = system.abs_path(mp)
-        hit = [e for e in entries if e.path == path]
-        if hit:
-            if hit[0] not in wanted:
-                wanted.append(hit[0])
+                 progress, records: list[Record] | None) -> MountResult:
+    out = MountResult()
+    say = progress or (lambda line: None)
+    wanted: list[Record] = list(records or [])
+    if from_ledger or mount_points:
+        found, problems = ledger.scan()
+        out.errors += problems
+        root = system.root.rstrip("/") or "/"
+        entries = [r for r in found if root == "/" or _under(r.path, root)]
+        if from_ledger:
+            wanted += [r for r in entries if r not in wanted]
+        for mp in mount_points or []:
+            path = system.abs_path(mp)
+            hit = [r for r in entries if r.path == path]
+            if hit:
+                wanted += [r for r in hit if r not in wanted]
+                continue
+            fs = _fstab_entry(system, os.path.normpath(mp)) if system.host.name == "linux" else None
+            if fs is None and system.host.name == "aix":
+                fs = Record(mount_point=mp, path=path, root=system.root, source="", vfs="", host="aix")
+            if fs is None:
+                out.errors.append(f"mount: 0506-334 {mp} is not a known file system.")
+                continue
+            wanted.append(fs)
+    # The reverse of the unmount order: parents and the lower mounts of a stack first.
+    wanted.sort(key=lambda r: (r.seq, r.order, -_depth(r.path)), reverse=True)
+    for rec in wanted:
+        checkpoint("mount")
+        here = [m for m in system.all_mounts() if m.path == rec.path]
+        if any(system.host.matches(rec, m) for m in here) or (not rec.id and here and not rec.vfs):
+            _forget(ledger, rec, out.warnings)
+            out.already.append(rec.mount_point)
+            say(f"{rec.mount_point} is already mounted.")
             continue
-        fs = _fstab_entry(system, os.path.normpath(mp)) if system.host.name == "linux" else None
-        if fs is None and system.host.name == "aix":
-            fs = LedgerEntry(mount_point=mp, path=path, root=system.root, device="", vfs="", options=(), host="aix")
-        if fs is None:
-            errors.append(f"mount: 0506-334 {mp} is not a known file system.")
+        if (rec.id or here) and tuple((m.vfs, system.host.identity(m), m.fs_root) for m in here) != rec.below:
+            top_m = here[-1] if here else None
+            out.errors.append(f"mount: 0506-333 {rec.mount_point} is already mounted (by {top_m.device if top_m else '?'}); "
+                              f"{rec.source} was not mounted over it." if here else
+                              f"mount: 0506-324 Cannot mount {rec.source} on {rec.mount_point}: it was stacked over "
+                              f"{rec.below[-1][1] if rec.below else '?'}, which is not mounted now.")
             continue
-        wanted.append(fs)
-    current = {m.path: m for m in system.all_mounts()}
-    done: list[str] = []
-    for e in sorted(wanted, key=lambda e: _depth(e.path)):
-        m = current.get(e.path)
-        if m is not None:
-            if (e.dev and m.dev == e.dev) or m.device == e.device:
-                ledger.remove(e.path)
-                if progress:
-                    progress(f"{e.mount_point} is already mounted.")
-            else:
-                errors.append(f"mount: 0506-333 {e.mount_point} is already mounted (by {m.device}).")
-            continue
-        if system.host.name == "aix" and not e.device:
+        if system.host.name == "aix" and not rec.source:
             from ..host.common import run
 
-            res = run(["mount", e.path])
+            res = run(["mount", rec.path])
         else:
-            res = system.host.mount(e)
-        if res.rc == 0:
-            ledger.remove(e.path)
-            done.append(e.mount_point)
-            if progress:
-                progress(f"Mounted {e.mount_point} ({e.device if not e.bind_source else e.bind_source}).")
-        else:
-            errors.append(f"mount: 0506-324 Cannot mount {e.device} on {e.mount_point}: {_clean(res.message).removeprefix('mount: ')}")
-    if errors:
-        raise AixsmitError(errors[0] if len(errors) == 1 else f"{len(errors)} file systems could not be mounted",
-                           details=errors if len(errors) > 1 else [])
-    return done
+            res = system.host.mount(rec)
+        if res.rc != 0:
+            out.errors.append(f"mount: 0506-324 Cannot mount {rec.source} on {rec.mount_point}: "
+                              f"{_clean(res.message).removeprefix('mount: ')}")
+            continue
+        checkpoint("mounted")
+        _forget(ledger, rec, out.warnings)
+        out.mounted.append(rec.mount_point)
+        say(f"Mounted {rec.mount_point} ({rec.source}{f'[{rec.fs_root}]' if rec.is_bind else ''}).")
+    for w in out.warnings:
+        say(f"WARNING: {w} It is mounted; 'aixsmit cmd mount --ledger' clears the record later.")
+    return out
+
+
+def settle(system: System, ledger: Ledger) -> list[Record]:
+    """The records under the root whose file system is not mounted as recorded; the records of
+    ones that are (a crash between a mount and forgetting its record) are forgotten."""
+    with mount_lock("mount"):
+        left = []
+        mounts = system.all_mounts()
+        for rec in ledger.under(system.root):
+            if any(m.path == rec.path and system.host.matches(rec, m) for m in mounts):
+                _forget(ledger, rec, [])
+            else:
+                left.append(rec)
+        return left

@@ -60,7 +60,13 @@ class AixHost:
         return run(self.mount_argv(entry))
 
     def device_facts(self, mount: Mount) -> dict:
-        return {"uuid": "", "backing_file": ""}
+        return {}
+
+    def identity(self, mount: Mount) -> str:
+        return mount.device
+
+    def matches(self, rec, mount: Mount) -> bool:
+        return mount.device == rec.source and mount.vfs == rec.vfs
 
 
 def _process_names(pids: set[int]) -> dict[int, str]:

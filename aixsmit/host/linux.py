@@ -26,7 +26,8 @@ class LinuxHost:
     def holders(self, targets: Sequence[Mount], all_mounts: Iterable[Mount]) -> list[Holder]:
         from ..fs import holders as _holders
 
-        return _holders.scan_linux(targets, all_mounts, self.proc)
+        targets = list(targets)
+        return _holders.scan_linux(targets, all_mounts, self.proc) + _holders.kernel_holders(targets)
 
     def umount_argv(self, mount: Mount, force: bool = False) -> list[str]:
         # Never lazy (-l): a lazily detached file system is still in use, only invisible.
@@ -39,42 +40,177 @@ class LinuxHost:
     def is_busy(result: Result) -> bool:
         return result.rc == 32 and "busy" in (result.stderr + result.stdout)
 
-    def mount_argv(self, entry) -> list[str]:
-        if entry.bind_source:
-            return ["mount", "--bind", "--", entry.bind_source, entry.path]
-        source = entry.device
-        opts = [o for o in entry.options if o]
-        if entry.backing_file and not _loop_backs(entry.device, entry.backing_file):
-            # The loop device went away (autoclear on unmount, or a reboot): attach the file anew.
-            source = entry.backing_file
-            opts = ["loop", *opts]
-        elif entry.uuid and not os.path.exists(entry.device):
-            by_uuid = f"/dev/disk/by-uuid/{entry.uuid}"
-            source = by_uuid if os.path.exists(by_uuid) else f"UUID={entry.uuid}"
-        argv = ["mount", "-t", entry.vfs]
-        if opts:
-            argv += ["-o", ",".join(opts)]
-        return argv + ["--", source, entry.path]
-
-    def mount(self, entry) -> Result:
-        return run(self.mount_argv(entry))
-
     def device_facts(self, mount: Mount) -> dict:
-        """What is needed to mount ``mount`` again after a crash or a reboot."""
+        """What identifies ``mount``'s file system across reboots and loop numbers: a loop
+        device's backing file, offset, size limit and autoclear flag; otherwise the UUID."""
         dev = mount.device
         if not dev.startswith("/dev/"):
-            return {"uuid": "", "backing_file": ""}
-        return {"uuid": device_uuid(dev), "backing_file": loop_backing_file(dev)}
+            return {}
+        loop = loop_info(dev)
+        if loop:
+            return loop
+        return {"uuid": device_uuid(dev)}
+
+    def identity(self, mount: Mount) -> str:
+        """A cheap, stable name of what ``mount`` mounts: ``file@offset`` for a loop device,
+        else its source (used to compare the stack under a mount point)."""
+        loop = loop_info(mount.device) if mount.device.startswith("/dev/loop") else {}
+        return f"{loop['backing_file']}@{loop['offset']}" if loop else mount.device
+
+    def mount(self, rec) -> Result:
+        """Mount ledger record ``rec`` again at ``rec.path``: the same source (found again by
+        loop backing file or UUID), type, FSROOT and options; a bind mount (FSROOT not the
+        device's natural root) is bound from a mount of the same file system, or from a private
+        temporary mount of the device."""
+        source, extra, res = self.source_of(rec)
+        if res is not None:
+            return res
+        opts = ",".join(extra + list(rec.options))
+        if not rec.is_bind:
+            return run(["mount", "-t", rec.vfs, *(["-o", opts] if opts else []), "--", source, rec.path])
+        from ..fs.ledger import natural_root
+
+        base = natural_root(rec.vfs, rec.fs_options).rstrip("/")
+        sub = rec.fs_root[len(base):] if rec.fs_root.startswith(base + "/") else rec.fs_root
+        tmp = ""
+        src = _visible_mount_of(self.mounts(), source, rec.vfs, base or "/")
+        if src is None:
+            import tempfile
+
+            tmp = tempfile.mkdtemp(prefix="aixsmit-bind-")  # 0700, root's: nobody else reaches it
+            res = run(["mount", "-t", rec.vfs, *(["-o", opts] if opts else []), "--", source, tmp])
+            if res.rc != 0:
+                os.rmdir(tmp)
+                return res
+            src = tmp
+        try:
+            res = run(["mount", "--bind", "--", src.rstrip("/") + sub, rec.path])
+        finally:
+            if tmp:
+                run(["umount", "--", tmp])
+                try:
+                    os.rmdir(tmp)
+                except OSError:
+                    pass
+        if res.rc == 0 and rec.vfs_options:
+            # A bind takes the source's per-mount flags: set the recorded ones (ro, nosuid, ...).
+            res2 = run(["mount", "-o", "remount,bind," + ",".join(rec.vfs_options), "--", rec.path])
+            if res2.rc != 0:
+                return res2
+        return res
+
+    def source_of(self, rec) -> tuple[str, list[str], Result | None]:
+        """(device to mount, extra -o options, or a failed Result): the recorded file system as
+        it is known now — its loop device (attached again on the recorded number when that is
+        free), or the device holding its UUID."""
+        if rec.backing_file:
+            now = loops_backing(rec.backing_file, rec.offset)
+            if now:
+                return (rec.source if rec.source in now else now[0]), [], None
+            want = rec.source if rec.source.startswith("/dev/loop") and _loop_free(rec.source) else ""
+            if rec.autoclear:
+                # As 'mount -o loop' made it: the loop device detaches itself again on unmount.
+                extra = [f"loop={want}" if want else "loop"]
+                extra += [f"offset={rec.offset}"] if rec.offset else []
+                extra += [f"sizelimit={rec.sizelimit}"] if rec.sizelimit else []
+                return rec.backing_file, extra, None
+            argv = ["losetup", *(["-o", str(rec.offset)] if rec.offset else []),
+                    *(["--sizelimit", str(rec.sizelimit)] if rec.sizelimit else [])]
+            res = run(argv + ["--show", want or "-f", "--", rec.backing_file])
+            if res.rc != 0 and want:
+                res = run(argv + ["--show", "-f", "--", rec.backing_file])
+            if res.rc != 0:
+                return "", [], res
+            return res.stdout.strip(), [], None
+        if rec.uuid:
+            if os.path.exists(rec.source) and device_uuid(rec.source) == rec.uuid:
+                return rec.source, [], None
+            found = run(["blkid", "-U", rec.uuid], timeout=30)
+            if found.rc == 0 and found.stdout.strip():
+                return found.stdout.strip(), [], None
+            return "", [], Result(("blkid", "-U", rec.uuid), 2, "", f"no device holds the file system UUID={rec.uuid}")
+        return rec.source, [], None
+
+    def matches(self, rec, mount: Mount) -> bool:
+        """Whether ``mount`` is the file system and subtree ``rec`` records."""
+        if mount.vfs != rec.vfs or mount.fs_root != rec.fs_root:
+            return False
+        if rec.backing_file:
+            loop = loop_info(mount.device) if mount.device.startswith("/dev/") else {}
+            return bool(loop) and _same_file(loop["backing_file"], rec.backing_file) and loop["offset"] == rec.offset
+        if rec.uuid and mount.device.startswith("/dev/"):
+            return _same_device(mount.device, rec.source) or device_uuid(mount.device) == rec.uuid
+        return mount.device == rec.source
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        sa, sb = os.stat(a), os.stat(b)
+        return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+    except OSError:
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _same_device(a: str, b: str) -> bool:
+    try:
+        return os.stat(a).st_rdev == os.stat(b).st_rdev != 0
+    except OSError:
+        return False
+
+
+def _visible_mount_of(mounts: list[Mount], device: str, vfs: str, fs_root: str) -> str | None:
+    """The path of a mount of ``device`` whose FSROOT is ``fs_root``, not hidden by another."""
+    tops: dict[str, Mount] = {}
+    for m in mounts:
+        tops[m.path] = m
+    for m in tops.values():
+        if m.vfs == vfs and m.fs_root == fs_root and (m.device == device or _same_device(m.device, device)):
+            return m.path
+    return None
+
+
+def loop_info(device: str) -> dict:
+    """A loop device's backing file, offset, size limit and autoclear flag ({} for others)."""
+    name = os.path.basename(os.path.realpath(device))
+    base = f"/sys/block/{name}/loop"
+    try:
+        with open(f"{base}/backing_file", "rb") as f:
+            backing = os.fsdecode(f.read().rstrip(b"\n"))
+    except OSError:
+        return {}
+    out = {"backing_file": backing.removesuffix(" (deleted)"), "offset": 0, "sizelimit": 0, "autoclear": False}
+    for key in ("offset", "sizelimit", "autoclear"):
+        try:
+            with open(f"{base}/{key}") as f:
+                value = int(f.read().strip() or 0)
+            out[key] = bool(value) if key == "autoclear" else value
+        except (OSError, ValueError):
+            pass
+    return out
+
+
+def loops_backing(path: str, offset: int = 0) -> list[str]:
+    """Loop devices whose backing file is ``path`` at ``offset``."""
+    out = []
+    try:
+        names = sorted(os.listdir("/sys/block"))
+    except OSError:
+        return out
+    for name in names:
+        if name.startswith("loop"):
+            info = loop_info(f"/dev/{name}")
+            if info and info["offset"] == offset and _same_file(info["backing_file"], path):
+                out.append(f"/dev/{name}")
+    return out
+
+
+def _loop_free(device: str) -> bool:
+    return os.path.exists(device) and not loop_info(device)
 
 
 def loop_backing_file(device: str) -> str:
     """The file behind a loop device ("" for anything else)."""
-    name = os.path.basename(os.path.realpath(device))
-    try:
-        with open(f"/sys/block/{name}/loop/backing_file") as f:
-            return f.read().strip()
-    except OSError:
-        return ""
+    return loop_info(device).get("backing_file", "")
 
 
 def device_uuid(device: str) -> str:
@@ -92,10 +228,3 @@ def device_uuid(device: str) -> str:
     except OSError:
         pass
     return ""
-
-
-def _loop_backs(device: str, backing_file: str) -> bool:
-    current = loop_backing_file(device)
-    if not current:
-        return False
-    return os.path.realpath(current) == os.path.realpath(backing_file)

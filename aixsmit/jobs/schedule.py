@@ -1,42 +1,59 @@
 """Scheduled backups: a weekly full system image, daily user backups by level.
 
-Schedules live in the state directory (``schedules.json``, written atomically). On Linux they
-become lines of ``/etc/cron.d/aixsmit`` (``AIXSMIT_CRON_DIR`` names another folder); on AIX, a
-marked block of root's crontab, in the documented field forms only (numbers, ``*``, ranges:
-no ``*/n``, no ``@daily``). Each line runs ``aixsmit cmd schedule run ID``, which:
+Schedules live in the state directory (``schedules.json``, written atomically) and reach the
+scheduler in use (:mod:`.scheduler`: a cron file, root's crontab on AIX, or systemd timers),
+which runs ``aixsmit cmd schedule run --quiet ID``. A run:
 
-* takes a lock, so runs never overlap (a second one is skipped and says why);
-* keeps a log per run, and the result in the schedule list;
-* system: ``sysbackup`` to a new image in the destination; user: level 0 on the weekly day,
-  level 1 on the others (a level 1 with no level 0 becomes a full one);
-* keeps the last N weeks (default 4) of chains, removing older ones only after a newer full
-  succeeded.
+* takes the one lock (``state.mount_lock``), so runs never overlap each other nor an
+  operator's unmount or mksysb; one that finds it held is recorded as skipped;
+* keeps a log and a record (result, start, end) per run in ``runs/ID/`` of the state
+  directory, for ``schedule list``; a failed or skipped run is also told to the system log
+  and, where a mailer exists, to root by mail (:mod:`.notify`);
+* system: ``sysbackup`` to a new image in the destination; user: a chain per file system
+  (:mod:`..backup.chains`): a full on the weekly day, or whenever the schedule's own full is
+  missing, and a level 1 on the others;
+* keeps the last N weeks (default 4), removing older ones only after a newer full succeeded.
+
+Every value is checked when the schedule is added (file systems mounted and of user data, a
+destination that is an existing directory outside them, no control characters), and the
+destination again at each run.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import json
 import os
 import re
-import shlex
-import shutil
 import socket
-import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
 from ..errors import AixsmitError
-from ..state import atomic_write_bytes, atomic_write_json, state_dir
+from ..state import DEFAULT_STATE_DIR, LockBusy, atomic_write_json, mount_lock, state_dir
+from .scheduler import control_free
 
 DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")  # cron: Sunday = 0
-CRON_NAME = "aixsmit"
-BEGIN, END = "# aixsmit schedules begin: written by 'aixsmit cmd schedule'", "# aixsmit schedules end"
+RESULTS = ("OK", "WARN", "FAILED", "SKIPPED")
+ID_RE = re.compile(r"(system|user)[1-9][0-9]{0,5}")
+STORE_VERSION = 2
 
 Emit = Callable[[str, str], None]
+
+
+def clock() -> dt.datetime:
+    """Local time now. ``AIXSMIT_NOW`` (``YYYY-mm-ddTHH:MM[:SS]``) stands in for it, for tests
+    of a simulated week; it is honoured only with a state directory other than the default."""
+    fake = os.environ.get("AIXSMIT_NOW")
+    state = os.environ.get("AIXSMIT_STATE_DIR")
+    if fake and state and os.path.abspath(state) != DEFAULT_STATE_DIR:
+        try:
+            return dt.datetime.fromisoformat(fake)
+        except ValueError:
+            raise AixsmitError(f"AIXSMIT_NOW: '{fake}' is not a date and time (YYYY-mm-ddTHH:MM)", code=2)
+    return dt.datetime.now()
 
 
 @dataclass
@@ -52,7 +69,6 @@ class Schedule:
     all_user: bool = False
     root: str = "/"
     keep_weeks: int = 4
-    last: dict = field(default_factory=dict)
 
     def cron_fields(self) -> str:
         return f"{self.minute} {self.hour} * * {'*' if self.daily else self.day}"
@@ -65,7 +81,7 @@ class Schedule:
         return f"{what}: full {when}, level 1 daily {self.hour:02d}:{self.minute:02d}"
 
     def next_run(self, now: dt.datetime | None = None) -> dt.datetime:
-        now = now or dt.datetime.now()
+        now = now or clock()
         for add in range(0, 8):
             d = now.date() + dt.timedelta(days=add)
             at = dt.datetime.combine(d, dt.time(self.hour, self.minute))
@@ -85,11 +101,62 @@ def parse_when(text: str, daily: bool) -> tuple[int, int, int]:
             raise AixsmitError(f"schedule: '{d}' is not a day (sun, mon, tue, wed, thu, fri, sat)", code=2)
         day = DAYS.index(d)
     elif not daily:
-        raise AixsmitError("schedule: --weekly takes DAY@HH:MM, for example sun@02:00", code=2)
+        raise AixsmitError("schedule: --weekly takes DAY@HH:MM, for example sun@05:30", code=2)
     m = re.fullmatch(r"(\d{1,2}):(\d{2})", text.strip())
     if not m or int(m.group(1)) > 23 or int(m.group(2)) > 59:
         raise AixsmitError(f"schedule: '{text}' is not a time of day HH:MM", code=2)
     return day, int(m.group(1)), int(m.group(2))
+
+
+# --- checks ---------------------------------------------------------------------------------
+
+def check_dest(dest: str, what: str = "the destination") -> str:
+    """``dest`` as an absolute, resolved path of an existing directory, or a one-line error."""
+    control_free(what, dest)
+    if not dest.startswith("/"):
+        raise AixsmitError(f"schedule: {what} {dest} must be an absolute path (start with '/').", code=2)
+    try:
+        st = os.stat(dest)
+    except FileNotFoundError:
+        raise AixsmitError(f"schedule: {what} {dest} does not exist: make the directory first.", code=2)
+    except OSError as exc:
+        raise AixsmitError(f"schedule: {what} {dest}: {exc.strerror}", code=2)
+    import stat
+
+    if not stat.S_ISDIR(st.st_mode):
+        raise AixsmitError(f"schedule: {what} {dest} is not a directory (each run writes new files into a "
+                           "directory).", code=2)
+    return os.path.realpath(dest)
+
+
+def _inside(path: str, top: str) -> bool:
+    return path == top or path.startswith(top.rstrip("/") + "/")
+
+
+def check(s: Schedule) -> None:
+    """Every value of ``s`` against what it names, before anything is written."""
+    from ..fs.classify import USER
+    from ..fs.table import System, top
+
+    if not ID_RE.fullmatch(s.id):
+        raise AixsmitError(f"schedule: '{s.id}' is not a schedule name", code=2)
+    control_free("the root", s.root)
+    if not os.path.isdir(s.root):
+        raise AixsmitError(f"schedule: the root {s.root} is not a directory.", code=2)
+    s.dest = check_dest(s.dest)
+    if not 1 <= s.keep_weeks <= 520:
+        raise AixsmitError(f"schedule: --keep {s.keep_weeks}: keep 1 to 520 weeks.", code=2)
+    system = System(root=s.root)
+    user = {e.mount_point: e for e in top(system.table(), USER)}
+    for fs in s.filesystems:
+        control_free("the file system", fs)
+        if fs not in user:
+            raise AixsmitError(f"schedule: {fs} is not a mounted user file system"
+                               f"{'' if s.root == '/' else ' under ' + s.root}.", code=2)
+    for fs in s.filesystems if s.kind == "user" else []:
+        if _inside(s.dest, os.path.realpath(system.abs_path(fs))):
+            raise AixsmitError(f"schedule: the destination {s.dest} is inside {fs}, which this schedule backs up.",
+                               code=2)
 
 
 # --- the store ------------------------------------------------------------------------------
@@ -103,13 +170,18 @@ def load() -> list[Schedule]:
         data = json.loads(_store().read_text())
     except FileNotFoundError:
         return []
-    except ValueError as exc:
+    except (OSError, ValueError) as exc:
         raise AixsmitError(f"{_store()}: the schedule list cannot be read: {exc}")
-    return [Schedule(**s) for s in data.get("schedules", [])]
+    names = {f.name for f in fields(Schedule)}
+    try:
+        # Version 1 kept the last result inside the schedule; runs now keep their own records.
+        return [Schedule(**{k: v for k, v in s.items() if k in names}) for s in data.get("schedules", [])]
+    except (TypeError, AttributeError) as exc:
+        raise AixsmitError(f"{_store()}: the schedule list cannot be read: {exc}")
 
 
 def save(schedules: list[Schedule]) -> None:
-    atomic_write_json(_store(), {"version": 1, "schedules": [asdict(s) for s in schedules]}, 0o600)
+    atomic_write_json(_store(), {"version": STORE_VERSION, "schedules": [asdict(s) for s in schedules]}, 0o600)
 
 
 def find(sid: str, schedules: list[Schedule] | None = None) -> Schedule:
@@ -127,152 +199,95 @@ def new_id(kind: str, schedules: list[Schedule]) -> str:
     return f"{kind}{n}"
 
 
-# --- cron -------------------------------------------------------------------------------
+# --- run records ----------------------------------------------------------------------------
 
-def aixsmit_argv() -> list[str]:
-    """How cron starts this very installation."""
-    exe = shutil.which("aixsmit")
-    here = os.path.join(os.path.dirname(sys.executable), "aixsmit")
-    if os.path.exists(here):
-        return [here]
-    if exe:
-        return [exe]
-    return [sys.executable, "-m", "aixsmit"]
+def runs_dir(sid: str) -> Path:
+    if not ID_RE.fullmatch(sid):
+        raise AixsmitError(f"schedule: '{sid}' is not a schedule name", code=2)
+    d = state_dir() / "runs" / sid
+    d.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return d
 
 
-def run_command(s: Schedule) -> str:
-    env = [f"{k}={shlex.quote(os.environ[k])}" for k in ("AIXSMIT_STATE_DIR", "AIXSMIT_CONFIG") if os.environ.get(k)]
-    return " ".join(env + [shlex.join(aixsmit_argv() + ["cmd", "schedule", "run", s.id])])
-
-
-def cron_text(schedules: list[Schedule], aix: bool = False) -> str:
-    lines = [BEGIN]
-    if not aix:
-        lines += ["SHELL=/bin/sh", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
-    for s in schedules:
-        lines.append(f"# {s.id}: {s.describe()}")
-        user = "" if aix else "root "
-        lines.append(f"{s.cron_fields()} {user}{run_command(s)} >/dev/null 2>&1")
-    lines.append(END)
-    return "\n".join(lines) + "\n"
-
-
-def cron_path() -> Path:
-    return Path(os.environ.get("AIXSMIT_CRON_DIR") or "/etc/cron.d") / CRON_NAME
-
-
-def install_cron(schedules: list[Schedule], host: str) -> str:
-    if host == "aix":
-        from ..host.common import run
-
-        cur = run(["crontab", "-l"])
-        old = cur.stdout if cur.rc == 0 else ""
-        keep = re.sub(re.escape(BEGIN) + r".*?" + re.escape(END) + r"\n?", "", old, flags=re.S)
-        text = keep.rstrip("\n") + ("\n" if keep.strip() else "") + (cron_text(schedules, aix=True) if schedules else "")
-        tmp = state_dir() / "crontab.new"
-        tmp.write_text(text)
-        res = run(["crontab", str(tmp)])
-        if res.rc != 0:
-            raise AixsmitError(f"crontab: {res.message}")
-        return "root's crontab"
-    path = cron_path()
-    if not schedules:
+def records(sid: str) -> list[dict]:
+    """Every run of ``sid`` recorded, oldest first."""
+    d = state_dir() / "runs" / sid
+    out = []
+    for p in sorted(d.glob("*.json")) if d.is_dir() else []:
         try:
-            path.unlink()
-        except FileNotFoundError:
-            pass
-        return str(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, cron_text(schedules).encode(), 0o644)  # cron ignores files it cannot trust
-    return str(path)
+            out.append(json.loads(p.read_text()))
+        except (OSError, ValueError):
+            continue
+    return sorted(out, key=lambda r: (r.get("start", ""), r.get("log", "")))
 
 
-# --- running --------------------------------------------------------------------------------
-
-class Locked(AixsmitError):
-    pass
-
-
-def _lock():
-    path = state_dir() / "schedule.lock"
-    f = open(path, "a+")
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.seek(0)
-        holder = f.read().strip() or "?"
-        f.close()
-        raise Locked(f"schedule: another scheduled backup is running (pid {holder}); this run is skipped so that "
-                     "runs never overlap.")
-    f.seek(0)
-    f.truncate()
-    f.write(str(os.getpid()))
-    f.flush()
-    return f
+def last_run(sid: str) -> dict:
+    found = records(sid)
+    return found[-1] if found else {}
 
 
-def _stamp(now: float | None = None) -> str:
-    return time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
-
-
-def chains(directory: Path) -> list[list[Path]]:
-    """Level archives grouped by chain (a level 0 and the level 1s after it), oldest first."""
-    files = sorted(p for p in directory.glob("*.L[0-9].tar"))
-    out: list[list[Path]] = []
-    for p in files:
-        if p.name.endswith(".L0.tar") or not out:
-            out.append([p])
-        else:
-            out[-1].append(p)
-    return out
-
-
-def prune(items: list[list[Path]], keep: int, emit: Emit) -> None:
-    for chain in items[:-keep] if keep > 0 else []:
-        for p in chain:
-            p.unlink(missing_ok=True)
-            emit(f"schedule: removed {p} (older than the last {keep} weeks)", "stdout")
-
-
-def run_schedule(sid: str, emit: Emit, now: float | None = None) -> int:
-    lock = _lock()
-    try:
-        schedules = load()
-        s = find(sid, schedules)
-        logdir = state_dir() / "runs" / s.id
-        logdir.mkdir(parents=True, exist_ok=True)
-        stamp = _stamp(now)
-        log_path = logdir / f"{stamp}.log"
-        log = open(log_path, "a")
-
-        def tee(line: str, stream: str) -> None:
-            log.write(line + "\n")
-            log.flush()
-            emit(line, stream)
-
-        started = time.time()
+def _new_log(d: Path, stamp: str):
+    for name in (f"{stamp}.log", f"{stamp}-{os.getpid()}.log"):
         try:
-            code, result = _run(s, stamp, now, tee)
-        except AixsmitError as exc:
-            tee(str(exc), "stderr")
-            code, result = exc.code or 1, "FAILED"
-        finally:
-            log.close()
-        s = find(sid, load())
-        s.last = {"start": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)), "result": result,
-                  "code": code, "log": str(log_path), "seconds": round(time.time() - started, 1)}
-        save([s if x.id == sid else x for x in load()])
-        return code
-    finally:
-        lock.close()
+            fd = os.open(d / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            return d / name, os.fdopen(fd, "w", errors="backslashreplace")
+        except FileExistsError:
+            continue
+    raise AixsmitError(f"schedule: cannot make a log in {d}: {stamp}.log exists")
 
 
-def _run(s: Schedule, stamp: str, now: float | None, emit: Emit) -> tuple[int, str]:
+def run_schedule(sid: str, emit: Emit, now: dt.datetime | None = None) -> int:
+    """One run, as the scheduler starts it. Whatever happens - the lock held, the schedule
+    gone, the destination no longer a directory, a backup failing - the run leaves a log and
+    a record, and one that did not succeed is told to someone. Returns the exit status."""
+    now = now or clock()
+    stamp = now.strftime("%Y%m%d-%H%M%S")
+    d = runs_dir(sid)
+    log_path, log = _new_log(d, stamp)
+    started = time.time()
+
+    def tee(line: str, stream: str) -> None:
+        log.write(line + "\n")
+        log.flush()
+        emit(line, stream)
+
+    result, code = "FAILED", 1
+    try:
+        # The one lock of everything that unmounts or mounts again: a scheduled run never
+        # overlaps another, nor an operator's unmount, mksysb or walkthrough.
+        with mount_lock(f"schedule {sid}"):
+            code, result = _run(find(sid), stamp, now, tee)
+    except LockBusy as exc:
+        tee(f"{exc} This run is skipped.", "stderr")
+        result, code = "SKIPPED", 1
+    except AixsmitError as exc:
+        tee(str(exc), "stderr")
+        code = exc.code or 1
+    except OSError as exc:
+        tee(f"schedule: {exc.filename or ''}: {exc.strerror or exc}", "stderr")
+    except Exception as exc:  # noqa: BLE001 - whatever broke, the run is recorded and told
+        tee(f"schedule: the run stopped: {type(exc).__name__}: {exc}", "stderr")
+    record = {"id": sid, "start": now.strftime("%Y-%m-%d %H:%M:%S"), "result": result, "code": code,
+              "log": str(log_path), "seconds": round(time.time() - started, 1),
+              "host_time": time.strftime("%Y-%m-%d %H:%M:%S")}
+    if result in ("FAILED", "SKIPPED"):
+        from .notify import notify
+
+        subject = f"scheduled backup {sid} {result.lower()} at {record['start']}"
+        body = log_path.read_text(errors="replace")[-8000:] if log_path.exists() else ""
+        record["told"] = notify(subject, f"{subject}. Its log: {log_path}\n\n{body}")
+        tee(f"schedule: told: {', '.join(record['told'])}", "stdout")
+    log.close()
+    atomic_write_json(log_path.with_suffix(".json"), record)
+    return code
+
+
+def _run(s: Schedule, stamp: str, now: dt.datetime, emit: Emit) -> tuple[int, str]:
     from ..fs.table import System
 
+    emit(f"schedule: {s.id} ({s.describe()}) started {now:%Y-%m-%d %H:%M:%S}.", "stdout")
     system = System(root=s.root)
-    dest = Path(s.dest)
-    dest.mkdir(parents=True, exist_ok=True)
+    dest = Path(check_dest(s.dest))
     if s.kind == "system":
         from ..backup import sysbackup
 
@@ -281,13 +296,13 @@ def _run(s: Schedule, stamp: str, now: float | None, emit: Emit) -> tuple[int, s
         if summary.code != 0:
             return summary.code, "FAILED"
         images = sorted(dest.glob("*.mksysb"))
-        prune([[p] for p in images], s.keep_weeks, emit)
+        for p in images[:-s.keep_weeks]:
+            p.unlink(missing_ok=True)
+            emit(f"schedule: removed {p} (older than the last {s.keep_weeks} weeks)", "stdout")
         return 0, "OK" if summary.status == "OK" else "WARN"
-    from ..backup.incremental import backup_fs, fs_key
     from ..fs.classify import USER
 
-    weekday = (dt.datetime.fromtimestamp(now or time.time()).weekday() + 1) % 7
-    level = 0 if weekday == s.day else 1
+    level = 0 if (now.weekday() + 1) % 7 == s.day else 1
     targets = s.filesystems
     if s.all_user:
         from ..fs.table import top
@@ -296,43 +311,57 @@ def _run(s: Schedule, stamp: str, now: float | None, emit: Emit) -> tuple[int, s
     if not targets:
         emit("schedule: no user file system is mounted: nothing to back up.", "stdout")
         return 0, "OK"
-    worst = "OK"
-    code = 0
+    worst, code = "OK", 0
     for mp in targets:
-        d = dest / fs_key(mp)
-        d.mkdir(exist_ok=True)
         try:
-            res = backup_fs(system.abs_path(mp), mp, level, str(d / f"{stamp}.L{level}.tar"), True, emit)
+            status = _backup_one(s, system, dest, mp, level, stamp, emit)
         except AixsmitError as exc:
             emit(str(exc), "stderr")
             code, worst = exc.code or 1, "FAILED"
             continue
-        final = d / f"{stamp}.L{res.level}.tar"
-        if res.level != level:  # promoted: name it for what it is
-            os.replace(d / f"{stamp}.L{level}.tar", final)
-        if res.level == 0:
-            prune(chains(d), s.keep_weeks, emit)
-        if res.status == "WARN" and worst == "OK":
+        if status == "WARN" and worst == "OK":
             worst = "WARN"
     return code, worst
 
 
-def restore_chain(s: Schedule, mount_point: str, when: dt.datetime, target: str, emit: Emit) -> list[str]:
-    """Restore ``mount_point`` as of ``when``: the last full before it, then the last level 1 of
-    that chain before it."""
-    from ..backup import archive
-    from ..backup.incremental import fs_key
+def _backup_one(s: Schedule, system, dest: Path, mp: str, level: int, stamp: str, emit: Emit) -> str:
+    from ..backup import chains
+    from ..backup.incremental import Chain, backup_fs, legacy_key
 
-    d = Path(s.dest) / fs_key(mount_point)
-    picked: list[Path] = []
-    for chain in chains(d) if d.is_dir() else []:
-        stamped = [(dt.datetime.strptime(p.name.split(".")[0], "%Y%m%d-%H%M%S"), p) for p in chain]
-        if stamped[0][0] <= when:
-            picked = [stamped[0][1]] + [p for t, p in stamped[1:] if t <= when][-1:]
-    if not picked:
-        raise AixsmitError(f"schedule: no backup of {mount_point} from {when:%Y-%m-%d %H:%M} or before in {d}")
-    os.makedirs(target, exist_ok=True)
-    for p in picked:
-        emit(f"Restoring {p.name} into {target}.", "stdout")
-        archive.restore(str(p), target, [], False, emit, program="restore")
-    return [str(p) for p in picked]
+    host = system.abs_path(mp)
+    if _inside(str(dest), os.path.realpath(host)):
+        raise AixsmitError(f"schedule: the destination {dest} is inside {mp}; {mp} is not backed up.")
+    folder = chains.fs_folder(dest, mp)
+    old = dest / legacy_key(mp)
+    if old != folder and old.is_dir():
+        emit(f"schedule: note: {old} holds backups of an earlier version, named so that they may belong to another "
+             f"file system; this schedule's backups of {mp} are in {folder}.", "stdout")
+    folder.mkdir(mode=0o700, exist_ok=True)
+    found = chains.list_chains(folder)
+    last = found[-1] if found else None
+    base = chains.snapshot(s.id, mp, last.stamp) if last and last.full and last.path != folder else None
+    if level == 1 and (base is None or not base.exists()):
+        emit(f"schedule: no full backup of {mp} of this schedule's own is in {folder}: this run makes one "
+             "(level 0).", "stdout")
+        level = 0
+    if level == 0:
+        chain_dir = folder / stamp
+        chain_dir.mkdir(mode=0o700)
+        archive = chain_dir / f"{stamp}.L0.tar"
+        spec = Chain(None, chains.snapshot(s.id, mp, stamp))
+    else:
+        chain_dir = last.path  # type: ignore[union-attr]
+        archive = chain_dir / f"{stamp}.L1.tar"
+        spec = Chain(base, None)
+    try:
+        res = backup_fs(host, mp, level, str(archive), False, emit, chain=spec)
+    except BaseException:
+        if level == 0:
+            try:
+                chain_dir.rmdir()  # a chain without its full would only mislead
+            except OSError:
+                pass
+        raise
+    if level == 0:
+        chains.prune(folder, s.id, mp, s.keep_weeks, emit)
+    return res.status

@@ -9,6 +9,7 @@ from __future__ import annotations
 import glob
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 from ..fs.classify import SYSTEM, USER
@@ -120,6 +121,79 @@ def schedules(system: System) -> list[ListItem]:
 
 
 @service
+def schedule_directories(system: System) -> list[ListItem]:
+    """Folders a schedule can write into: the usual backup folders and the schedules' own
+    (directories only: a schedule writes a new file into one at each run)."""
+    from ..jobs import schedule as sch
+
+    try:
+        dests = [s.dest for s in sch.load()]
+    except Exception:  # noqa: BLE001 - an unreadable schedule list must not break a list
+        dests = []
+    out = []
+    for d in dict.fromkeys(image_dirs(system) + dests):
+        if os.path.isdir(d):
+            out.append(ListItem(d, _row(f"{d:<48}", "directory")))
+    return out
+
+
+@service
+def scheduled_fs(system: System) -> list[ListItem]:
+    """The file systems user schedules back up: named in them, or found in their folders."""
+    from ..backup.incremental import mount_point_of
+    from ..jobs import schedule as sch
+
+    seen: dict[str, str] = {}
+    try:
+        schedules = [s for s in sch.load() if s.kind == "user"]
+    except Exception:  # noqa: BLE001
+        schedules = []
+    for s in schedules:
+        for mp in s.filesystems:
+            seen.setdefault(mp, s.id)
+        for p in sorted(glob.glob(os.path.join(glob.escape(s.dest), "*"))) if os.path.isdir(s.dest) else []:
+            mp = mount_point_of(os.path.basename(p))
+            if mp and os.path.isdir(p):
+                seen.setdefault(mp, s.id)
+    return [ListItem(mp, _row(f"{mp:<24}", f"schedule {sid}")) for mp, sid in sorted(seen.items())]
+
+
+@service
+def level_archives(system: System) -> list[ListItem]:
+    """Backups by level: the schedules' chains (full first, then its dailies) and the level
+    archives of Backup a File System found in the usual folders."""
+    from ..backup import chains
+    from ..backup.incremental import mount_point_of
+    from ..jobs import schedule as sch
+
+    out: list[ListItem] = []
+    try:
+        schedules = [s for s in sch.load() if s.kind == "user"]
+    except Exception:  # noqa: BLE001
+        schedules = []
+    seen: set[str] = set()
+    for s in schedules:
+        for folder in sorted(glob.glob(os.path.join(glob.escape(s.dest), "*"))) if os.path.isdir(s.dest) else []:
+            mp = mount_point_of(os.path.basename(folder)) or os.path.basename(folder)
+            for c in chains.list_chains(Path(folder)):
+                for stamp, level, path in c.runs():
+                    seen.add(str(path))
+                    out.append(ListItem(str(path), _row(f"{mp:<16}", f"level {level}", f"{chains.when(stamp):%Y-%m-%d %H:%M}",
+                                                        f"schedule {s.id}")))
+    found: list[str] = []
+    for d in image_dirs(system):
+        for depth in range(3):  # bounded: an F4 list is not a search of the whole disk
+            found += sorted(glob.glob(os.path.join(glob.escape(d), *["*"] * depth, "*.tar")))[:200]
+    inside_root = system.root.rstrip("/") + "/"
+    for path in list(dict.fromkeys(found))[:200]:
+        if path not in seen and (system.root == "/" or not path.startswith(inside_root)):
+            level = chains.archive_level(path)
+            if level is not None:
+                out.append(ListItem(path, _row(f"{path:<48}", f"level {level}" if level >= 0 else "level backup")))
+    return out
+
+
+@service
 def free_devices(system: System) -> list[ListItem]:
     """Block devices nothing has mounted: candidates for a new file system or a clone."""
     from ..fs.mounts import read_mountinfo
@@ -141,4 +215,37 @@ def free_devices(system: System) -> list[ListItem]:
         except OSError:
             pass
         out.append(ListItem(f"/dev/{name}", _row(f"/dev/{name:<12}", f"{size >> 20:>8} MB", note)))
+    return out
+
+
+@service
+def free_disks(system: System) -> list[ListItem]:
+    """Whole disks that are blank (no partition table, no file system, nothing mounted or held),
+    from ``lsblk --json``: where clone --disk may install a system image. What lsblk cannot know
+    without udev's database (file system and partition table types) is probed with blkid."""
+    import json
+    import subprocess
+
+    from ..fs.crfs import existing_fs
+
+    try:
+        proc = subprocess.run(["lsblk", "--json", "--bytes", "-o", "PATH,SIZE,TYPE,FSTYPE,PTTYPE,MOUNTPOINT,MODEL"],
+                              capture_output=True, text=True, timeout=20)
+        devices = json.loads(proc.stdout).get("blockdevices", []) if proc.returncode == 0 else []
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        devices = []
+    out = []
+    for d in devices:
+        if d.get("type") not in ("disk", "loop") or d.get("children") or d.get("fstype") or d.get("pttype") \
+                or d.get("mountpoint") or not int(d.get("size") or 0):
+            continue
+        path, size = d["path"], int(d["size"])
+        if existing_fs(path):
+            continue
+        note = (d.get("model") or "").strip()
+        try:
+            note = "file " + open(f"/sys/class/block/{os.path.basename(path)}/loop/backing_file").read().strip()
+        except OSError:
+            pass
+        out.append(ListItem(path, _row(f"{path:<14}", f"{size >> 20:>8} MB", "blank", note)))
     return out

@@ -81,6 +81,8 @@ async def main(out: Path) -> int:
         await _shot(_app(work, "mksysb"), out, "f4-list", keys=("down", "down", "f4"))
         await _shot(_app(work, "mksysb"), out, "f6-command", typed="/backup/sys.mksysb", keys=("down", "down", "tab", "f6"))
         await _shot(_app(work, "walkthrough"), out, "walkthrough-step1")
+        await _shot(_app(work, "clone"), out, "clone-dialog", typed="/backup/sys.mksysb",
+                    keys=("down", *"/dev/sdb", "down", "down", "down", *"newhost"))
         if os.geteuid() != 0:
             print("  (not root: COMMAND STATUS during a backup needs a tmpfs mount; skipped)")
             return 0

@@ -1,0 +1,156 @@
+"""clone --disk without booting anything: the partition plan, the fstab rewrite, the refusals
+before anything is written, the AIX command, and the menu's dialog."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from aixsmit.backup import clone, disk
+from aixsmit.errors import AixsmitError
+from conftest import aixsmit, needs_root, run
+
+MiB = 1 << 20
+
+
+def test_layout_fits_the_disk():
+    fss = [("/", 500 * MiB, 900 * MiB), ("/home", 20 * MiB, 500 * MiB)]
+    big = disk.layout("/dev/sdb", 4096 * MiB, fss)  # room for both as they were
+    assert [(p.number, p.mount_point, p.size // MiB, p.device) for p in big] == [
+        (1, "", 1, "/dev/sdb1"), (2, "/", 900, "/dev/sdb2"), (3, "/home", 500, "/dev/sdb3")]
+    small = disk.layout("/dev/loop7", 1024 * MiB, fss)  # shrunk: what each needs plus a share
+    assert small[1].device == "/dev/loop7p2" and 500 * MiB <= small[1].size < 900 * MiB
+    assert sum(p.size for p in small) <= 1024 * MiB - 2 * MiB
+    with pytest.raises(AixsmitError, match="0512-029"):
+        disk.layout("/dev/sdb", 400 * MiB, fss)
+    fixed = disk.parse_layout("/ 600M\n/home rest  # the rest\n", ["/", "/home"], "layout")
+    assert fixed == {"/": 600 * MiB, "/home": None}
+    assert disk.layout("/dev/sdb", 2048 * MiB, fss, fixed)[1].size == 600 * MiB
+    with pytest.raises(AixsmitError, match="no size for /home"):
+        disk.parse_layout("/ 1G\n", ["/", "/home"], "layout")
+    script = disk.sfdisk_script(big)
+    assert script.startswith("label: gpt\nstart=2048, type=21686148-6449-6E6F-744E-656564454649, size=2048")
+    assert script.splitlines()[-1] == 'type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name="/home"'  # to the end
+
+
+def test_fstab_from_the_source_fstab():
+    src = ("# /etc/fstab\nUUID=old-root / ext4 errors=remount-ro 0 1\n/dev/vda3 /home ext4 defaults,nodev 0 2\n"
+           "UUID=swap none swap sw 0 0\n")
+    targets = [clone.Target("/", "/dev/x2", "ext4", 0, 0, 0, "ro,relatime", uuid="new-root"),
+               clone.Target("/home", "/dev/x3", "ext4", 0, 0, 0, "rw", uuid="new-home"),
+               clone.Target("/srv", "/dev/x4", "xfs", 0, 0, 0, "ro,noatime", uuid="new-srv")]
+    assert clone.fstab_text(src, targets).splitlines() == [
+        "# /etc/fstab", "UUID=new-root / ext4 errors=remount-ro 0 1", "UUID=new-home /home ext4 defaults,nodev 0 2",
+        "UUID=swap none swap sw 0 0", "UUID=new-srv /srv xfs noatime 0 2"]
+    # On another machine the source's swap may not exist: kept, but the boot does not wait for it.
+    assert clone.fstab_text(src, targets, other_machine=True).splitlines()[3] == "UUID=swap none swap sw,nofail 0 0"
+
+
+def test_aix_runs_alt_disk_mksysb(aix_bin, tmp_path, monkeypatch):
+    log = tmp_path / "argv.log"
+    monkeypatch.setenv("AIX_ARGV_LOG", str(log))
+    r = aixsmit("cmd", "clone", "-f", "/backup/sys.mksysb", "--disk", "hdisk1", "--disk", "hdisk2", "--target", "/x")
+    assert r.returncode == 0, r.stderr
+    r = aixsmit("cmd", "clone", "-f", "/backup/sys.mksysb", "--disk", "hdisk1", "--target", "/x", "--bootlist", "no")
+    assert log.read_text().splitlines() == ["alt_disk_mksysb -m /backup/sys.mksysb -d hdisk1 hdisk2",
+                                            "alt_disk_mksysb -m /backup/sys.mksysb -d hdisk1 -B"]
+
+
+def test_menu_builds_the_clone_command():
+    from aixsmit.smit import command, model
+
+    dialog = model.load_tree().get("clone")
+    values = {f.name: f.default for f in dialog.fields}
+    values.update(image="/backup/sys.mksysb", disk="/dev/sdb", hostname="copy")
+    argv = command.build(dialog, values, "linux")
+    assert argv[:3] == ["aixsmit", "cmd", "clone"] and "--disk" in argv and "/dev/sdb" in argv
+    assert "--dry-run" in argv  # the plan first, by default
+
+
+@needs_root
+def test_disk_refusals_before_writing(troot):
+    tr = troot
+    tr.p("/etc/fstab").write_text("")
+    img = tr.base / "sys.mksysb"
+    assert aixsmit("cmd", "mksysb", "-i", "--root", tr.path, img, env=tr.env()).returncode == 0
+    raw = tr.images / "disk.raw"
+    with open(raw, "wb") as f:
+        f.truncate(64 * MiB)
+    dev = run("losetup", "-f", "--show", raw).stdout.strip()
+    tr.loops.append(dev)
+    target = tr.base / "t"
+    # A disk holding a partition table is refused without --overwrite; the image has no GRUB.
+    run("sfdisk", "-q", dev, input="label: gpt\ntype=linux\n")
+    r = aixsmit("cmd", "clone", "-f", img, "--disk", dev, "--target", target, "--no-boot", env=tr.env())
+    assert r.returncode == 1 and "already holds a gpt partition table" in r.stderr, r.stderr
+    r = aixsmit("cmd", "clone", "-f", img, "--disk", dev, "--target", target, env=tr.env())
+    assert r.returncode == 1 and "holds no GRUB" in r.stderr
+    r = aixsmit("cmd", "clone", "-f", img, "--disk", dev, "--map", f"/={dev}", "--target", target, env=tr.env())
+    assert r.returncode == 2 and "either --disk or --map" in r.stderr
+    assert subprocess.run(["sfdisk", "--dump", dev], capture_output=True, text=True).stdout.count("type=") == 1
+
+
+@needs_root
+def test_boot_disk_is_checked_before_writing(troot):
+    """With --map, GRUB goes onto the disk holding the partition for /; one it could not embed
+    into (a GPT without a BIOS boot partition) is refused before anything is written."""
+    from aixsmit.backup import boot
+
+    tr = troot
+    raw = tr.images / "gpt.raw"
+    with open(raw, "wb") as f:
+        f.truncate(64 * MiB)
+    dev = run("losetup", "-f", "--show", raw).stdout.strip()
+    tr.loops.append(dev)
+    run("sfdisk", "-q", dev, input="label: gpt\ntype=linux\n")
+    run("partx", "-a", dev)
+    try:
+        assert clone.boot_disk_of(f"{dev}p1") == dev and clone.boot_disk_of(dev) is None
+        grub = clone.Contents({}, {"./usr/sbin/grub-install", "./usr/lib/grub/i386-pc"})
+        with pytest.raises(AixsmitError, match="GPT without a BIOS boot partition"):
+            boot.check("img", grub, dev, f"{dev}p1", False)
+        with pytest.raises(AixsmitError, match="not a partition of a disk"):
+            boot.check("img", grub, "", dev, False)
+        efi = clone.Contents({}, {"./usr/sbin/grub-install", "./usr/lib/grub/x86_64-efi"})
+        with pytest.raises(AixsmitError, match="EFI only"):
+            boot.check("img", efi, dev, f"{dev}p1", False)
+        run("sfdisk", "-q", dev, input=disk.sfdisk_script(disk.layout(dev, 64 * MiB, [("/", MiB, MiB)])))
+        boot.check("img", grub, dev, f"{dev}p2", False)  # a BIOS boot partition: accepted
+    finally:
+        subprocess.run(["partx", "-d", dev], capture_output=True)
+
+
+def test_initramfs_is_made_again_only_when_it_depends_on_the_old_machine():
+    from aixsmit.backup import boot
+
+    tools = {"./usr/sbin/update-initramfs"}
+    files = {"etc/initramfs-tools/initramfs.conf": "MODULES=most\n"}
+    assert boot.initramfs_reason("t", tools, files.get) == ""
+    files["etc/crypttab"] = "# none\n"
+    assert boot.initramfs_reason("t", tools, files.get) == ""
+    for name, text, why in (("etc/initramfs-tools/initramfs.conf", "MODULES=dep\n", "MODULES=dep"),
+                            ("etc/initramfs-tools/conf.d/resume", "RESUME=UUID=abc\n", "resumes"),
+                            ("etc/crypttab", "root_crypt UUID=abc none luks\n", "crypttab")):
+        changed = dict(files, **{name: text})
+        assert why in boot.initramfs_reason("t", tools, changed.get)
+    assert "host-only" in boot.initramfs_reason("t", {"./usr/bin/dracut"}, files.get)
+
+
+@needs_root
+def test_f4_lists_blank_disks_only(troot):
+    from aixsmit.fs.table import System
+    from aixsmit.smit.services import free_disks
+
+    tr = troot
+    raw = tr.images / "blank.raw"
+    with open(raw, "wb") as f:
+        f.truncate(48 * MiB)
+    dev = run("losetup", "-f", "--show", raw).stdout.strip()
+    tr.loops.append(dev)
+    items = {i.value: i.text for i in free_disks(System(root="/"))}
+    assert dev in items and "48 MB" in items[dev] and "blank" in items[dev] and str(raw) in items[dev]
+    used = tr.loop_mount("/home")  # mounted: never offered
+    run("sfdisk", "-q", dev, input="label: gpt\ntype=linux\n")  # partitioned: no longer blank
+    values = {i.value for i in free_disks(System(root="/"))}
+    assert dev not in values and used not in values

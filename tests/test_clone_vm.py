@@ -1,0 +1,196 @@
+"""Proof that a clone boots: a real Debian system is backed up with mksysb, cloned onto one blank
+disk of another size from the menus (Install a System Image onto Other Disks, in tmux; the
+dry run with ``clone --disk`` on the command line), and the clone is booted in QEMU.
+
+The oracle is the booted machine itself: a marker service prints its host name and every file
+system it mounted with the UUID; the clone must show the new host name and only the new UUIDs
+(with the source disk attached, read-only, so a clone whose GRUB looked for the old root UUID
+would visibly boot the source). The source disk must be byte for byte unchanged by the clone.
+Each phase's time is printed (pytest -s) and written to $AIXSMIT_VM_TIMINGS when set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import vmsystem
+from conftest import IS_ROOT, aixsmit
+
+pytestmark = [
+    pytest.mark.timeout(900),  # a cold cache builds the system first (2-4 minutes); the goal is under 10 minutes
+    pytest.mark.skipif(not IS_ROOT, reason="needs root: loop devices, mounts, chroot"),
+    pytest.mark.skipif(bool(vmsystem.tools_missing()),
+                       reason=f"not installed: {' '.join(vmsystem.tools_missing())} (scripts/install-deps)"),
+]
+
+
+def sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class Phases:
+    def __init__(self):
+        self.times: dict[str, float] = {}
+        self.start = time.monotonic()
+
+    def __call__(self, name: str):
+        phases = self
+
+        class Timer:
+            def __enter__(self):
+                self.t = time.monotonic()
+
+            def __exit__(self, *exc):
+                phases.times[name] = round(time.monotonic() - self.t, 1)
+                print(f"phase {name}: {phases.times[name]} s", flush=True)
+
+        return Timer()
+
+    def begin(self, name: str) -> None:
+        self.times[name] = time.monotonic()
+
+    def end(self, name: str) -> None:
+        self.times[name] = round(time.monotonic() - self.times[name], 1)
+        print(f"phase {name}: {self.times[name]} s", flush=True)
+
+    def save(self) -> None:
+        self.times["total"] = round(time.monotonic() - self.start, 1)
+        print("phases:", json.dumps(self.times), flush=True)
+        if os.environ.get("AIXSMIT_VM_TIMINGS"):
+            with open(os.environ["AIXSMIT_VM_TIMINGS"], "a") as f:
+                f.write(json.dumps(self.times) + "\n")
+
+
+def clone_from_the_menus(env: dict, tmp_path, image, disk: str, target, hostname: str) -> str:
+    """System Backup Manager > Install a System Image onto Other Disks, typed in a real terminal:
+    the image, the blank disk, the target, the host name, "Only show the plan?" set to no, Enter,
+    ARE YOU SURE, until COMMAND STATUS says Command: OK. Returns the command's whole output."""
+    from test_tmux_e2e import Tmux, newest_job
+
+    term = {k: v for k, v in env.items() if k.startswith("AIXSMIT_")}
+    term.update(HOME=str(tmp_path), TERM="xterm-256color", PATH=os.environ["PATH"], LANG="C.UTF-8")
+    t = Tmux(f"aixsmit-clone-{os.getpid()}", f"{shlex.quote(sys.executable)} -m aixsmit clone", term)
+    try:
+        t.wait_for("Install a System Image onto Other Disks")
+        t.wait_for("[Entry Fields]")
+        time.sleep(2)  # the first keys of a starting app can be lost under load
+        t.type(str(image))
+        t.keys("Down")
+        t.type(disk)
+        t.keys("Down", "Down")
+        t.keys("C-u")
+        t.type(str(target))
+        t.keys("Down")
+        t.type(hostname)
+        for _ in range(5):
+            t.keys("Down")
+        t.keys("Tab")  # Only show the plan? yes -> no
+        time.sleep(1)
+        s = t.screen()
+        assert re.search(r"Only show the plan\?\s+no", s) and hostname in s and "[/mnt/aixsmit-clone" not in s, s
+        t.keys("Enter")
+        t.wait_for("ARE YOU SURE")
+        t.keys("Enter")
+        t.wait_for("COMMAND STATUS")
+        end = time.monotonic() + 400
+        while time.monotonic() < end and not re.search(r"Command: (OK|failed)", t.screen()):
+            time.sleep(1)
+        assert "Command: OK" in t.screen(), t.screen()
+        job = newest_job(dict(os.environ, **term))
+        t.keys("F10")
+    finally:
+        t.kill()
+    return Path(job["log"]).read_text(errors="replace")
+
+
+def test_clone_onto_a_blank_disk_boots(tmp_path):
+    phase = Phases()
+    env = dict(os.environ, AIXSMIT_STATE_DIR=str(tmp_path / "state"), AIXSMIT_CONFIG=str(tmp_path / "aixsmit.yaml"),
+               AIXSMIT_HOST="linux")
+    (tmp_path / "aixsmit.yaml").write_text("# test configuration\n")
+    disks: list[vmsystem.Disk] = []
+    mnt = tmp_path / "mnt"
+    booting = None
+    try:
+        with phase("rootfs (mmdebstrap, or the cache)"):
+            try:
+                tree = vmsystem.rootfs()
+            except vmsystem.Unreachable as exc:
+                pytest.skip(str(exc))
+        with phase("source disk"):
+            src = vmsystem.Disk(tmp_path / "source.raw", 1536)
+            disks.append(src)
+            uuids = vmsystem.make_source(src, tree, mnt, "aixsrc")
+        source_sum = sha256(src.path)
+        with phase("mksysb"):
+            # Mounted read-only, as a rescue system would: the image.data then records "ro",
+            # which the clone's fstab must not take over (it comes from the source's fstab).
+            subprocess.run(["mount", "-o", "ro,noload", src.part(2), mnt], check=True)
+            subprocess.run(["mount", "-o", "ro,noload", src.part(3), mnt / "home"], check=True)
+            image = tmp_path / "aixsrc.mksysb"
+            r = aixsmit("cmd", "mksysb", "-i", "--root", mnt, image, env=env)
+            subprocess.run(["umount", "-R", str(mnt)], check=True)
+            assert r.returncode == 0, r.stdout + r.stderr
+        # The source boots (on a snapshot: its disk stays as it was) while the clone is made.
+        booting = vmsystem.start_vm([(src.path, False)], tmp_path / "source-console.log", snapshot=True)
+        phase.begin("source boot")
+        new = vmsystem.Disk(tmp_path / "clone.raw", 1152)  # another size: smaller than the source
+        disks.append(new)
+        target = tmp_path / "target"
+        dry = aixsmit("cmd", "clone", "-f", image, "--disk", new.dev, "--target", target, "--hostname", "aixcopy",
+                      "--dry-run", env=env)
+        assert dry.returncode == 0, dry.stdout + dry.stderr
+        for cmd in ("sfdisk", "mkfs.ext4", "mount -t ext4", "grub-install --target=i386-pc " + new.dev,
+                    "update-grub", "mount --bind /dev"):
+            assert cmd in dry.stdout, (cmd, dry.stdout)
+        assert subprocess.run(["blkid", "-p", new.dev], capture_output=True).returncode == 2  # still blank
+        with phase("clone (from the menus, in tmux)"):
+            out = clone_from_the_menus(env, tmp_path, image, new.dev, target, "aixcopy")
+        (tmp_path / "clone.out").write_text(out)
+        assert "Reset for the new machine: /etc/machine-id" in out
+        assert not [m for m in open("/proc/self/mountinfo").read().splitlines() if str(target) in m]  # all unbound
+        assert not os.path.exists(new.part(2))  # the partition devices clone added are gone again
+        subprocess.run(["partx", "-a", new.dev], check=True)
+        new_uuids = {mp: vmsystem.uuid_of(new.part(n)) for mp, n in (("/", 2), ("/home", 3))}
+        assert not set(new_uuids.values()) & set(uuids.values())
+        subprocess.run(["partx", "-d", new.dev], capture_output=True)
+
+        seen = vmsystem.wait_marker(booting, tmp_path / "source-console.log")
+        phase.end("source boot")  # from its start, beside the clone
+        assert seen["hostname"] == "aixsrc"
+        assert {mp: m[0] for mp, m in seen["mounts"].items()} == uuids, seen
+
+        with phase("clone boot"):
+            # The clone first, the source attached read-only behind it.
+            booting = vmsystem.start_vm([(new.path, False), (src.path, True)], tmp_path / "clone-console.log")
+            seen = vmsystem.wait_marker(booting, tmp_path / "clone-console.log")
+        assert seen["hostname"] == "aixcopy"
+        assert {mp: m[0] for mp, m in seen["mounts"].items()} == new_uuids, seen
+        assert seen["mounts"]["/"][1] == "/dev/vda2"
+        # The source's fstab options, not the read-only mount the image was made from.
+        assert "rw" in seen["mounts"]["/"][2].split(",") and "errors=remount-ro" in seen["mounts"]["/"][2], seen
+        assert "nodev" in seen["mounts"]["/home"][2].split(","), seen
+        assert sha256(src.path) == source_sum, "the source disk changed"
+    finally:
+        subprocess.run(["umount", "-R", str(mnt)], capture_output=True)
+        subprocess.run(["umount", "-R", str(tmp_path / "target")], capture_output=True)
+        if booting is not None and booting.poll() is None:
+            booting.kill()
+            booting.wait()
+        for d in disks:
+            d.detach()
+        phase.save()

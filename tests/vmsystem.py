@@ -1,0 +1,218 @@
+"""A small real Debian system on a disk image, and QEMU to boot disks and read what they say.
+
+The system: ``mmdebstrap`` minbase of Debian 12 with a kernel, initramfs-tools, GRUB for BIOS,
+systemd and udev, as a folder (built once, cached under CACHE by a key of the recipe; a cached
+build older than MAX_AGE_DAYS is built again, so the packages are never older than that). A
+disk: GPT with a BIOS boot partition, ``/`` and ``/home`` on ext4 mounted by UUID, GRUB
+installed, and a marker service that prints the host name and the mounted file systems with
+their UUIDs on the serial console.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+SUITE = "bookworm"
+MIRROR = "http://deb.debian.org/debian"
+CACHE = Path(os.environ.get("AIXSMIT_TEST_CACHE", "/var/cache/aixsmit-test"))
+MAX_AGE_DAYS = 7
+PACKAGES = "linux-image-amd64,initramfs-tools,grub-pc,systemd-sysv,udev,e2fsprogs"
+# Drivers a virtual machine with virtio disks never loads: left out to keep the image small.
+TRIM = ("drivers/gpu", "drivers/net", "drivers/media", "drivers/infiniband", "drivers/staging", "sound", "net",
+        "drivers/usb", "drivers/iio", "drivers/bluetooth", "drivers/hid", "drivers/input")
+RECIPE = [
+    "--variant=minbase", "--mode=root", f"--include={PACKAGES}",
+    "--dpkgopt=path-exclude=/usr/share/man/*", "--dpkgopt=path-exclude=/usr/share/doc/*",
+    "--dpkgopt=path-exclude=/usr/share/locale/*", "--dpkgopt=path-include=/usr/share/locale/locale.alias",
+    "--customize-hook=rm -rf " + " ".join(f'"$1"/usr/lib/modules/*/kernel/{d}' for d in TRIM) + ' "$1"/usr/lib/firmware',
+]
+MARKER = "AIXSMIT-MARKER"
+MARKER_SCRIPT = f"""#!/bin/sh
+# Says who this machine is and what it mounted on the serial console (every line marked: the
+# console is shared with systemd).
+{{
+echo "{MARKER} hostname=$(hostname)"
+findmnt -rn -t ext4,xfs,btrfs -o TARGET,UUID,SOURCE,OPTIONS | sed 's/^/{MARKER} mount /'
+echo "{MARKER} end"
+}} > /dev/ttyS0 2>&1
+"""
+MARKER_UNIT = """[Unit]
+Description=aixsmit test marker: host name and mounted file systems
+After=local-fs.target
+
+[Service]
+Type=oneshot
+ExecStart=/usr/local/sbin/aixsmit-marker
+
+[Install]
+WantedBy=multi-user.target
+"""
+GRUB_DEFAULTS = """GRUB_DEFAULT=0
+GRUB_TIMEOUT=0
+GRUB_DISTRIBUTOR=Debian
+GRUB_CMDLINE_LINUX_DEFAULT=""
+GRUB_CMDLINE_LINUX="console=ttyS0,115200 systemd.show_status=false"
+GRUB_TERMINAL=serial
+GRUB_SERIAL_COMMAND="serial --unit=0 --speed=115200"
+"""
+
+
+class Unreachable(Exception):
+    """Debian's packages cannot be had here (no network to the mirror)."""
+
+
+def sh(*argv, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([str(a) for a in argv], check=True, capture_output=True, text=True, **kw)
+
+
+def rootfs() -> Path:
+    """The system as a folder: from the cache, or built now (about 2-4 minutes)."""
+    key = hashlib.sha256(json.dumps([SUITE, MIRROR, RECIPE]).encode()).hexdigest()[:16]
+    folder = CACHE / f"rootfs-{SUITE}-{key}"
+    tree, stamp = folder / "rootfs", folder / "built"
+    if stamp.exists() and time.time() - stamp.stat().st_mtime < MAX_AGE_DAYS * 86400:
+        return tree
+    folder.mkdir(parents=True, exist_ok=True)
+    partial = folder / f"rootfs.partial-{os.getpid()}"  # no .tar: mmdebstrap writes a folder
+    proc = subprocess.run(["mmdebstrap", *RECIPE, SUITE, str(partial), MIRROR], capture_output=True, text=True)
+    if proc.returncode != 0:
+        shutil.rmtree(partial, ignore_errors=True)
+        if re.search(r"Failed to fetch|Could not resolve|Temporary failure resolving|Unable to connect", proc.stderr):
+            raise Unreachable(f"{MIRROR} cannot be reached: the system cannot be built")
+        raise RuntimeError("mmdebstrap failed: " + proc.stderr[-2000:])
+    stamp.unlink(missing_ok=True)
+    shutil.rmtree(tree, ignore_errors=True)
+    os.rename(partial, tree)
+    stamp.touch()
+    return tree
+
+
+class Disk:
+    """A raw disk image attached to a loop device, its partitions made with partx."""
+
+    def __init__(self, path: Path, mb: int):
+        self.path = path
+        with open(path, "wb") as f:
+            f.truncate(mb << 20)
+        self.dev = sh("losetup", "-f", "--show", path).stdout.strip()
+
+    def part(self, n: int) -> str:
+        return f"{self.dev}p{n}"
+
+    def detach(self) -> None:
+        subprocess.run(["partx", "-d", self.dev], capture_output=True)
+        subprocess.run(["losetup", "-d", self.dev], capture_output=True)
+
+
+def uuid_of(dev: str) -> str:
+    return sh("blkid", "-p", "-o", "value", "-s", "UUID", dev).stdout.strip()
+
+
+def make_source(disk: Disk, tree: Path, mnt: Path, hostname: str) -> dict[str, str]:
+    """Install the system onto ``disk`` (GPT: BIOS boot, / 60%, /home the rest) and make it boot.
+
+    Returns mount point -> file system UUID. GRUB is installed with the system's own
+    grub-install and update-grub in a chroot (the product's chroot helper, whose binds and
+    /dev/disk/by-uuid links this needs on a host without udev).
+    """
+    from aixsmit.backup import boot
+    from aixsmit.backup.clone import Steps, Target
+
+    size = os.path.getsize(disk.path) >> 20
+    root_mb = (size - 3) * 6 // 10
+    script = ("label: gpt\nstart=2048, size=2048, type=21686148-6449-6E6F-744E-656564454649\n"
+              f"size={root_mb * 2048}, type=linux\ntype=linux\n")
+    sh("sfdisk", "-q", disk.dev, input=script)
+    sh("partx", "-a", disk.dev)
+    uuids = {}
+    for mp, n in (("/", 2), ("/home", 3)):
+        sh("mkfs.ext4", "-q", "-F", "-L", "root" if mp == "/" else "home", disk.part(n))
+        uuids[mp] = uuid_of(disk.part(n))
+    mnt.mkdir(parents=True, exist_ok=True)
+    sh("mount", disk.part(2), mnt)
+    try:
+        (mnt / "home").mkdir()
+        sh("mount", disk.part(3), mnt / "home")
+        sh("cp", "-a", f"{tree}/.", mnt)
+        (mnt / "etc/fstab").write_text(f"UUID={uuids['/']} / ext4 errors=remount-ro 0 1\n"
+                                       f"UUID={uuids['/home']} /home ext4 defaults,nodev 0 2\n")
+        (mnt / "etc/hostname").write_text(hostname + "\n")
+        (mnt / "etc/hosts").write_text(f"127.0.0.1\tlocalhost\n127.0.1.1\t{hostname}\n")
+        (mnt / "etc/default/grub").write_text(GRUB_DEFAULTS)
+        (mnt / "usr/local/sbin/aixsmit-marker").write_text(MARKER_SCRIPT)
+        (mnt / "usr/local/sbin/aixsmit-marker").chmod(0o755)
+        (mnt / "etc/systemd/system/aixsmit-marker.service").write_text(MARKER_UNIT)
+        wants = mnt / "etc/systemd/system/multi-user.target.wants"
+        wants.mkdir(parents=True, exist_ok=True)
+        (wants / "aixsmit-marker.service").symlink_to("/etc/systemd/system/aixsmit-marker.service")
+        (mnt / "etc/machine-id").write_text("0123456789abcdef0123456789abcdef\n")
+        (mnt / "home/alice").mkdir()
+        (mnt / "home/alice/notes.txt").write_text("user data on the source\n")
+        log: list[str] = []
+        steps = Steps(lambda line, stream: log.append(line), dry_run=False, program="test")
+        targets = [Target(mp, disk.part(n), "ext4", 0, 0, 0, "", uuid=uuids[mp]) for mp, n in (("/", 2), ("/home", 3))]
+        with boot.chroot(str(mnt), targets, steps) as run_in:
+            run_in(["grub-install", "--target=i386-pc", disk.dev])
+            run_in(["update-grub"])
+    finally:
+        subprocess.run(["umount", "-R", str(mnt)], capture_output=True)
+    return uuids
+
+
+def start_vm(disks: list[tuple[Path, bool]], log: Path, snapshot: bool = False) -> subprocess.Popen:
+    """Boot the first disk in QEMU (TCG, serial console on ``log``), the others attached behind
+    it, read-only where asked; ``snapshot`` leaves every disk as it was (writes go to a
+    temporary file)."""
+    argv = ["qemu-system-x86_64", "-accel", "tcg", "-m", "512", "-smp", "2", "-nodefaults", "-nographic",
+            "-serial", "mon:stdio", "-no-reboot"] + (["-snapshot"] if snapshot else [])
+    for i, (path, readonly) in enumerate(disks):
+        argv += ["-drive", f"file={path},format=raw,if=virtio,index={i}" + (",readonly=on" if readonly else "")]
+    with open(log, "wb") as out:
+        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+
+
+def marker(log: Path) -> list[str] | None:
+    """The marker's lines on the console so far, once its end is there."""
+    text = log.read_bytes().decode("utf-8", "replace").replace("\r", "")
+    said = [m.group(1).strip() for m in re.finditer(rf"{MARKER} (.*)", text)]
+    return said if "end" in said else None
+
+
+def wait_marker(proc: subprocess.Popen, log: Path, timeout: float = 420) -> dict:
+    """Wait for the marker, then stop the machine (nothing of it is needed after that).
+
+    Returns {"hostname": ..., "mounts": {mount point: (uuid, source, options)}}; raises AssertionError
+    with the console's last lines when the marker does not come in ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    said = None
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            said = marker(log)
+            if said:
+                break
+            time.sleep(0.5)
+        said = said or marker(log)
+    finally:
+        proc.kill()
+        proc.wait()
+    if not said:
+        text = log.read_bytes().decode("utf-8", "replace").replace("\r", "")
+        raise AssertionError(f"no marker on the console within {timeout:.0f} s; its end:\n" + text[-3000:])
+    mounts = {}
+    for line in said:
+        parts = line.split()
+        if parts[0] == "mount" and len(parts) == 5:
+            mounts[parts[1]] = (parts[2], parts[3], parts[4])
+    hostname = next((line.partition("=")[2] for line in said if line.startswith("hostname=")), "")
+    return {"hostname": hostname, "mounts": mounts}
+
+
+def tools_missing() -> list[str]:
+    return [t for t in ("mmdebstrap", "qemu-system-x86_64", "sfdisk", "partx", "mkfs.ext4") if shutil.which(t) is None]
