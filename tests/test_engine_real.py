@@ -136,6 +136,7 @@ def test_unmounted_user_fs_not_in_image_and_savevg_saves_datavg(system_root):
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines()[0] == "Creating information file for volume group datavg."
     assert "0512-038 savevg: Backup Completed Successfully." in r.stdout
+    assert is_packed(vgimg)  # as on AIX; lsbackvg and restvg below read it packed
     vnames = aixsmit("cmd", "lsbackvg", "-f", vgimg).stdout.splitlines()
     assert vnames[0] == "./tmp/vgdata/datavg/datavg.data"
     assert "./data/db/table" in vnames and not any(n.startswith("./usr") for n in vnames)
