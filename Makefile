@@ -4,20 +4,37 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+PIP    := $(PY) -m pip install -qq --disable-pip-version-check
+# Where man(1) finds aixsmit(8) and aixsmit-NAME(8) after make run: the system's local manual
+# as root, the user's own otherwise.
+MANDIR ?= $(if $(filter 0,$(shell id -u)),/usr/local/share/man,$(HOME)/.local/share/man)
+MANPAGES := $(wildcard aixsmit/man/*.8)
 
-.PHONY: run test deps bench screenshots clean
+.PHONY: run test deps bench screenshots man clean
 
+# Quietly (pip -qq: errors only): the first thing a new user sees is the product, or the error.
 $(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
-	touch $(STAMP)
+	@echo "aixsmit: setting up $(VENV) (first run only)"
+	@$(PYTHON) -m venv $(VENV)
+	@$(PIP) --upgrade pip
+	@$(PIP) -e '.[test]'
+	@touch $(STAMP)
+
+$(VENV)/.man: $(MANPAGES) | $(STAMP)
+	@mkdir -p $(MANDIR)/man8
+	@rm -f $(MANDIR)/man8/aixsmit.8 $(MANDIR)/man8/aixsmit-*.8
+	@install -m 644 $(MANPAGES) $(MANDIR)/man8/
+	@touch $@
 
 # Bytecode written ahead (in a moment when nothing changed): an editable install has none, and
 # where PYTHONDONTWRITEBYTECODE is set Python compiles the package anew at every start (20 ms).
-run: $(STAMP)
+run: $(STAMP) $(VENV)/.man
 	@$(PY) -m compileall -q aixsmit
-	$(VENV)/bin/aixsmit $(ARGS)
+	@$(VENV)/bin/aixsmit $(ARGS)
+
+# The manual pages, generated again from the parsers (after a command's options changed).
+man: $(STAMP)
+	@$(PY) -m aixsmit.manpages
 
 # Tools from Debian's packages that tests drive for real (installed only when missing, as root).
 deps:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 
 from . import __version__
 from .errors import AixsmitError
@@ -24,6 +25,43 @@ class CmdParser(argparse.ArgumentParser):
     def __init__(self, *a, usage_code: int = 2, **kw):
         super().__init__(*a, **kw)
         self.usage_code = usage_code
+        self._intermixing = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        """A command's own options and positionals in any order, as SMIT writes them (flags
+        first, positionals last): plain argparse gives a positional list that follows another
+        positional (``schedule add user --daily 01:00 /home``) nothing and rejects the rest."""
+        if self._intermixing or any(isinstance(a, argparse._SubParsersAction) for a in self._actions):
+            return super().parse_known_args(args, namespace)
+        args = list(sys.argv[1:] if args is None else args)
+        # After "--" everything is a positional, even "-x": stand-ins that cannot look like an
+        # option carry those through the intermixed reading (which does not know "--").
+        marks: dict[str, str] = {}
+        if "--" in args:
+            at = args.index("--")
+            marks = {f"\0{n}": a for n, a in enumerate(args[at + 1:])}
+            args = args[:at] + list(marks)
+        self._intermixing = True
+        try:
+            with warnings.catch_warnings():
+                # argparse warns when a positional's dest already has a default (set_defaults);
+                # it then reads the positional all the same: nothing for an operator to see.
+                warnings.filterwarnings("ignore", message="Do not expect ", category=UserWarning)
+                ns, extras = self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+        if marks:
+            for key, value in vars(ns).items():
+                if isinstance(value, list):
+                    setattr(ns, key, [marks.get(v, v) if isinstance(v, str) else v for v in value])
+                elif isinstance(value, str) and value in marks:
+                    setattr(ns, key, marks[value])
+            extras = [marks.get(e, e) for e in extras]
+        if extras:
+            # Said by the command itself, with its usage and its usage exit code (mksysb 1),
+            # not passed up to 'aixsmit cmd' to be reported with the list of commands.
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return ns, extras
 
     def error(self, message):
         self.print_usage(sys.stderr)

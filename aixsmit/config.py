@@ -46,15 +46,19 @@ def config_path() -> str:
 
 def load(path: str | None = None) -> Config:
     path = path or config_path()
+    from .errors import AixsmitError
+    from .safefile import CONFIG_LIMIT, read_bounded
+
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        text = read_bounded(path, CONFIG_LIMIT, "configuration file").decode("utf-8")
     except FileNotFoundError:
         if path == DEFAULT_CONFIG or not os.environ.get("AIXSMIT_CONFIG"):
             return Config()
         raise ConfigError(f"{path}: the configuration file does not exist")
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: cannot read the configuration file: {exc}")
+    except AixsmitError as exc:
+        raise ConfigError(str(exc)) from None
     if all(not line.strip() or line.lstrip().startswith("#") for line in text.splitlines()):
         return Config(path=path)  # nothing set: no YAML parser to load (it costs 20 ms of start-up)
     return parse(text, path)
@@ -84,6 +88,17 @@ def _path_list(path: str, node, what: str) -> tuple[str, ...]:
     return tuple(_mount_point(path, item) for item in node.value)
 
 
+def _no_twice(path: str, mapping) -> None:
+    """YAML keeps the last of two equal keys without a word: a second volume group of one name
+    would replace the first. Name both lines instead."""
+    seen: dict[str, int] = {}
+    for key_node, _ in mapping.value:
+        key = str(key_node.value)
+        if key in seen:
+            raise _fail(path, key_node, f"'{key}' is given twice (first at line {seen[key]})")
+        seen[key] = _line(key_node)
+
+
 def parse(text: str, path: str = "<config>") -> Config:
     import yaml  # only when there is a file to read: it costs start-up time
 
@@ -95,7 +110,9 @@ def parse(text: str, path: str = "<config>") -> Config:
         problem = (exc.problem or exc.context or "not valid YAML").strip()
         raise ConfigError(f"{path}: {line}{problem}")
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}")
+        # (a reader error, such as a control character: its text spans several lines)
+        text = " ".join(str(exc).split()).encode("unicode_escape", "backslashreplace").decode("ascii")
+        raise ConfigError(f"{path}: not valid YAML: {text}")
     if root is None:
         return Config(path=path)
     if not isinstance(root, yaml.MappingNode):
@@ -103,6 +120,7 @@ def parse(text: str, path: str = "<config>") -> Config:
     system: tuple[str, ...] | None = None
     groups: dict[str, tuple[str, ...]] = {}
     streams: int | None = None
+    _no_twice(path, root)
     for key_node, value_node in root.value:
         key = key_node.value
         if key == "system_filesystems":
@@ -110,6 +128,7 @@ def parse(text: str, path: str = "<config>") -> Config:
         elif key == "volume_groups":
             if not isinstance(value_node, yaml.MappingNode):
                 raise _fail(path, value_node, "volume_groups must map a group name to a list of mount points")
+            _no_twice(path, value_node)
             for name_node, fs_node in value_node.value:
                 name = str(name_node.value)
                 if not name or not name.replace("_", "").replace("-", "").isalnum():

@@ -68,6 +68,9 @@ def test_configured_system_list(tmp_path):
     ("volume_groups:\n  datavg: /data\n", r"line 2: volume group datavg must be a list"),
     ("colour: blue\n", r"line 1: unknown key 'colour'"),
     ("volume_groups:\n  rootvg: [/x]\n", r"line 2: rootvg is every file system"),
+    # A key given twice: YAML would keep the last one without a word.
+    ("volume_groups:\n  datavg: [/data]\n  datavg: [/srv]\n", r"line 3: 'datavg' is given twice \(first at line 2\)"),
+    ("system_filesystems: [/]\nbackup_streams: 1\nsystem_filesystems: [/, /usr]\n", r"line 3: 'system_filesystems' is given twice"),
 ])
 def test_broken_config_is_one_line_naming_file_and_line(tmp_path, text, msg):
     f = tmp_path / "aixsmit.yaml"

@@ -150,6 +150,38 @@ def test_a_run_of_a_schedule_that_is_gone_is_recorded_and_told(tmp_path, monkeyp
     assert sch.last_run("user7")["told"] == ["no logger command", "no mailer (sendmail) for a mail to root"]
 
 
+@needs_root
+def test_a_run_stopped_by_sigterm_is_recorded_and_told(home, tmp_path):
+    import sys
+    import time
+
+    tr = home
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "tar").write_text("#!/bin/sh\nexec sleep 60\n")  # a backup that takes its time
+    for name in ("tar", "logger", "sendmail"):
+        if name != "tar":
+            (bindir / name).write_text(f'#!/bin/sh\necho "$*" >> "{bindir}/{name}.args"\ncat >/dev/null\n')
+        (bindir / name).chmod(0o755)
+    assert add(tr, "user", "/home", "--daily", "04:00", "--dest", tr.dest).returncode == 0
+    env = tr.env(PATH=f"{bindir}:{os.environ['PATH']}", AIXSMIT_NOW=SUNDAY.isoformat())
+    p = subprocess.Popen([sys.executable, "-m", "aixsmit", "cmd", "schedule", "run", "--quiet", "user1"], env=env)
+    child = ""
+    for _ in range(100):
+        child = subprocess.run(["pgrep", "-P", str(p.pid)], capture_output=True, text=True).stdout.split()
+        if child:
+            break
+        time.sleep(0.1)
+    p.terminate()
+    assert p.wait(timeout=30) == 128 + 15
+    last = sch.last_run("user1")
+    assert last["result"] == "FAILED" and last["told"] == ["syslog", "mail to root"]
+    assert "the run was stopped by SIGTERM" in open(last["log"]).read()
+    assert list(tr.dest.rglob("*")) == [tr.dest / "home"]  # no partial archive, no chain without its full
+    time.sleep(0.2)
+    assert child and not os.path.exists(f"/proc/{child[0]}")  # the backup's process went with the run
+
+
 # --- 5. names two mount points share -----------------------------------------------------------
 
 def test_keys_are_systemd_escape_and_injective():
@@ -193,6 +225,35 @@ def test_home_x_and_home_underscore_x_keep_apart(troot):
     r = aixsmit("cmd", "backup", "-1", "-u", "-f", tr.base / "u1.tar", "/home_x", "--root", tr.path, env=env)
     assert r.returncode == 0 and "made as a full (level 0) backup" in r.stdout, r.stdout + r.stderr
     assert "home_x.0.snar was recorded under a name that /home_x shares with other mount points" in r.stdout
+
+
+@needs_root
+def test_archives_of_the_earlier_layout_are_read_and_never_built_on(home):
+    """Before chains had folders, a schedule's archives lay in DEST/NAME/, NAME the lossy key."""
+    tr = home
+    env = tr.env()
+    old = tr.dest / "home"
+    old.mkdir()
+    assert aixsmit("cmd", "backup", "-0", "-f", old / "20261025-040000.L0.tar", "/home", "--root", tr.path,
+                   env=env).returncode == 0
+    assert add(tr, "user", "/home", "--daily", "04:00", "--dest", tr.dest).returncode == 0
+    tr.p("/home/a").write_text("a1")
+    msgs = []
+    assert sch.run_schedule("user1", lambda l, s: msgs.append(l), now=SUNDAY + dt.timedelta(days=1)) == 0
+    assert any("this run makes one (level 0)" in m for m in msgs)
+    assert (old / "20261102-040000" / "20261102-040000.L0.tar").exists()
+    target = tr.base / "october"
+    r = aixsmit("cmd", "schedule", "restore", "user1", "--fs", "/home", "--date", "2026-10-30", "--target", target,
+                env=env)
+    assert r.returncode == 0, r.stderr
+    assert (target / "a").read_text() == "a0"
+    # /home/x's old folder was home_x, a name /home_x had too: it is named, not read.
+    tr.p("/home/x").mkdir()
+    tr.loop_mount("/home/x", size_mb=8)
+    (tr.dest / "home_x").mkdir()
+    assert aixsmit("cmd", "schedule", "change", "user1", "/home/x", env=env).returncode == 0
+    r = aixsmit("cmd", "schedule", "restore", "user1", "--fs", "/home/x", "--target", tr.base / "x", env=env)
+    assert r.returncode == 1 and f"{tr.dest / 'home_x'} holds backups of an earlier version" in r.stderr, r.stderr
 
 
 # --- 6. a chain with a hole --------------------------------------------------------------------
@@ -303,10 +364,38 @@ def test_restore_x_of_a_level_backup_deletes_nothing(home):
     assert diff(snapshot(str(tr.p("/home")), skip=("lost+found",)), snapshot(str(whole), skip=("lost+found",))) == []
 
 
+@needs_root
+def test_a_chain_restored_onto_its_mount_point_says_first_what_goes(home):
+    tr = home
+    env = tr.env()
+    assert add(tr, "user", "/home", "--daily", "04:00", "--dest", tr.dest).returncode == 0
+    assert sch.run_schedule("user1", quiet, now=SUNDAY) == 0
+    tr.p("/home/b").unlink()
+    tr.p("/home/extra").write_text("made after the backup")
+    tr.p("/home/a").write_text("a changed")
+    target = tr.p("/home")
+    r = aixsmit("cmd", "schedule", "restore", "user1", "--fs", "/home", "--target", target, "--dry-run", env=env)
+    assert r.returncode == 0, r.stderr
+    assert f"restore: will remove ./extra from {target}: it is not in the backup" in r.stdout
+    assert "20261101-040000.L0.tar" in r.stdout and tr.p("/home/extra").exists() and not tr.p("/home/b").exists()
+    # Never onto a system file system, named by mistake.
+    r = aixsmit("cmd", "schedule", "restore", "user1", "--fs", "/home", "--target", "/", "--dry-run", env=env)
+    assert r.returncode == 2 and "is the system file system /" in r.stderr, r.stderr
+    # A directory that is neither empty nor a mount point is refused before anything is read.
+    other = tr.base / "other"
+    other.mkdir()
+    (other / "keep").write_text("mine")
+    r = aixsmit("cmd", "schedule", "restore", "user1", "--fs", "/home", "--target", other, env=env)
+    assert r.returncode == 2 and "neither empty nor a mount point" in r.stderr and (other / "keep").exists()
+    r = aixsmit("cmd", "schedule", "restore", "user1", "--fs", "/home", "--target", target, env=env)
+    assert r.returncode == 0, r.stderr
+    assert not tr.p("/home/extra").exists() and tr.p("/home/b").read_text() == "b0" and tr.p("/home/a").read_text() == "a0"
+
+
 # --- the menus -------------------------------------------------------------------------------
 
 SAMPLES = {"id": "user1", "when": "sun@05:30", "dest": "/backup", "keep": "3", "daily": "04:00", "fullday": "mon",
-           "weekly": "sat@06:00", "fs": "/home /data", "all": "no", "date": "2026-11-06", "target": "/restore/home",
+           "weekly": "sat@06:00", "fs": "/home /data", "all": "no", "dryrun": "yes", "date": "2026-11-06", "target": "/restore/home",
            "device": "/backup/home.L0.tar"}
 
 
@@ -330,5 +419,7 @@ def test_every_schedule_and_restore_dialog_parses_with_the_command_s_own_parser(
         if name == "schedchange":
             assert (args.id, args.daily, args.full_day, args.filesystems, args.dest, args.keep) == \
                 ("user1", "04:00", "mon", ["/home", "/data"], "/backup", 3)
+        if name == "schedrestore":
+            assert args.dry_run and args.fs == "/home /data" and args.date == "2026-11-06"
         if name == "restfilesys":
             assert args.r and args.f == "/backup/home.L0.tar" and args.target == "/restore/home"

@@ -44,6 +44,13 @@ def test_shipped_tree_loads_and_every_reference_resolves(tree):
     assert seen | opened_by_code == set(tree.screens)
 
 
+def test_each_item_keeps_its_own_help(tree):
+    """F1 on Backup a File System showed the holders text: its item had two help: keys."""
+    items = {i.label: i.help for i in tree.get("fs").items}
+    assert "by level" in items["Backup a File System"]
+    assert "busy" in items["List Processes Using a File System"]
+
+
 def test_unknown_fastpath_is_1800_007(tree):
     with pytest.raises(MenuError, match=r"^1800-007 There are currently no SMIT"):
         tree.get("nosuch")
@@ -59,6 +66,12 @@ def test_unknown_fastpath_is_1800_007(tree):
     ("- dialog: d\n  title: D\n  command: {linux: [x]}\n  colour: red\n", r"x.yaml: line 1: unknown dialog key 'colour'"),
     ("- dialog: d\n  title: D\n  command: {linux: [x]}\n  fields:\n    - {name: f, label: F, type: yesno, default: maybe, flag: -f}\n",
      r"x.yaml: line 5: default 'maybe' is not one of yes, no"),
+    # A key given twice: YAML would keep the last silently (F1 showed another item's help).
+    ("- menu: a\n  title: A\n  items:\n    - label: X\n      next: b\n      help: one\n      help: two\n",
+     r"x.yaml: line 7: 'help' is given twice in an item \(first at line 6\)"),
+    ("- dialog: d\n  title: D\n  title: E\n  command: {linux: [x]}\n", r"x.yaml: line 3: 'title' is given twice in a screen"),
+    ("- dialog: d\n  title: D\n  command: {linux: [x]}\n  fields:\n    - {name: f, label: F, flag: -f, flag: -g}\n",
+     r"x.yaml: line 5: 'flag' is given twice in a field"),
 ])
 def test_broken_menu_file_names_file_and_line(text, msg):
     with pytest.raises(MenuError, match=msg):
@@ -81,7 +94,7 @@ def test_mksysb_command_smit_rules(tree):
     argv = command.build(d, {"device": "/b/s", "exclude": "yes", "verbose": "yes", "blocks": "128", "newdata": "no"},
                          "linux", root="/mnt/sys")
     assert argv == ["aixsmit", "cmd", "mksysb", "--root", "/mnt/sys", "-e", "-v", "-b", "128", "/b/s"]
-    assert command.build(d, {"device": "/dev/rmt0", "map": "yes"}, "aix", root="/mnt/sys") == ["mksysb", "-m", "-i", "/dev/rmt0"]
+    assert command.build(d, {"device": "/dev/rmt0", "map": "yes"}, "aix") == ["mksysb", "-m", "-i", "/dev/rmt0"]
     assert command.display(["aixsmit", "cmd", "mksysb", "/b/my image"]) == "aixsmit cmd mksysb '/b/my image'"
 
 

@@ -52,7 +52,7 @@ def test_ascii_mode_with_a_c_locale(tmp_path):
         seen = [t.wait_for("Move cursor to desired item")]
         t.keys("Down", "Enter")
         seen.append(t.wait_for("Logical Volume Manager"))
-        t.keys("Down", "Down", "Enter")
+        t.keys("Down", "Down", "Down", "Enter")  # past File Systems and Files & Directories
         seen.append(t.wait_for("Back Up the System"))
         t.keys("Enter")
         seen.append(t.wait_for("Back Up This System to Tape/File"))

@@ -28,7 +28,7 @@ async def test_menu_screen_exact_texts_and_navigation(tmp_path):
         await pilot.press("down", "enter")
         await pilot.pause()
         assert app.screen.definition.id == "storage"
-        await pilot.press("down", "down", "enter")
+        await pilot.press("down", "down", "down", "enter")  # past File Systems and Files & Directories, as in SMIT
         await pilot.pause()
         assert app.screen.definition.id == "backsys"
         await pilot.press("f3")

@@ -2,13 +2,12 @@
 verification against the table of contents, and extraction (restore -x, restvg).
 
 Every read of an image's bytes goes through open_image_stream(): an image is a tar archive,
-packed (the whole archive compressed by zstd, as mksysb makes it unless -p) or not, and the
-readers see the same tar bytes either way.
+packed (the whole archive compressed by zstd, as mksysb makes it into a file unless -p) or
+not, and the readers see the same tar bytes either way.
 """
 
 from __future__ import annotations
 
-import collections
 import errno
 import io
 import os
@@ -41,8 +40,79 @@ def _norm(name: str) -> str:
     return name
 
 
+def open_image_stream(path: str, program: str = "listvgbackup"):
+    """The image's bytes as tar wrote them, from a file, a disk (read in place) or a tape (read
+    as a stream): the one place every reader of an image (list, verify, restore, restvg,
+    clone) opens it. Returns ``(stream, seekable)``. AixsmitError (0512-054) when there is
+    nothing to read."""
+    try:
+        st = os.stat(path)
+        if stat.S_ISDIR(st.st_mode):
+            raise IsADirectoryError
+        if stat.S_ISREG(st.st_mode) and st.st_size == 0:
+            raise FileNotFoundError
+        if not (stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode) or stat.S_ISCHR(st.st_mode)):
+            raise AixsmitError(f"{program}: {path} is neither a file nor a disk or tape: not a backup image")
+        seekable = stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode)
+        if stat.S_ISCHR(st.st_mode):
+            raw = open(path, "rb", buffering=0)
+            first = raw.read(1 << 16)
+            if first[:4] == ZSTD_MAGIC:
+                return Unpacked(path, raw, first), False
+            return _Prefixed(first, raw), False
+        if stat.S_ISREG(st.st_mode) and is_packed(path):
+            return Unpacked(path), False  # unpacked by zstd as it is read: a stream
+        return open(path, "rb", buffering=-1), seekable
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        raise AixsmitError(f"0512-054 {program}: File {path} does not exist or is empty.")
+    except OSError as exc:
+        raise AixsmitError(f"{program}: {path}: cannot read the image: {exc.strerror}")
+
+
+def open_image(path: str, program: str = "listvgbackup") -> tarfile.TarFile:
+    """The image as a tarfile.TarFile (over open_image_stream). Iterate it with ``read_members``,
+    which reads it as GNU tar does and keeps no list of members."""
+    stream, seekable = open_image_stream(path, program)
+    try:
+        tf = _ImageTar.open(fileobj=stream, mode="r:" if seekable else "r|")
+    except OSError as exc:
+        stream.close()
+        raise AixsmitError(f"{program}: {path} cannot be read: {exc.strerror or exc}")
+    except (tarfile.TarError, EOFError) as exc:
+        stream.close()
+        raise AixsmitError(f"{program}: {path} is not a backup image: {exc}")
+    except BaseException:
+        stream.close()
+        raise
+    tf.stream = stream
+    return tf
+
+
+class _ImageTar(tarfile.TarFile):
+    """A TarFile that closes the image stream it reads (tarfile leaves a given fileobj open;
+    for a packed image, closing stops zstd)."""
+
+    stream = None
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            if self.stream is not None:
+                self.stream.close()
+
+
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # the first bytes of a zstd frame (RFC 8878 §3.1.1)
 UNPACK = ["zstd", "--decompress", "--stdout", "--quiet"]
+
+
+def is_packed(path: str) -> bool:
+    """Whether the image at ``path`` is packed (zstd). False for what cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == ZSTD_MAGIC
+    except OSError:
+        return False
 
 
 class _Prefixed(io.RawIOBase):
@@ -69,11 +139,8 @@ class _Prefixed(io.RawIOBase):
 class Unpacked(io.RawIOBase):
     """The tar bytes of a packed image, as ``zstd --decompress`` (a process of its own, so it
     runs on another CPU than the reader) writes them. At their end, zstd's exit status is
-    checked: a damaged or cut-short image raises OSError (EIO) naming the image, never reads
-    as a shorter archive. ``pos`` counts the bytes read; the last ones read are kept so a
-    reader that went past the end-of-archive blocks can look at them again (``at``)."""
-
-    KEEP = 1 << 17
+    checked: a damaged or cut-short image (zstd checks each frame's own checksum) raises
+    OSError (EIO), never reads as a shorter archive."""
 
     def __init__(self, path: str, source=None, first: bytes = b""):
         """zstd reads the file ``path`` itself; or, from a tape, ``first`` then the rest of ``source``."""
@@ -100,9 +167,6 @@ class Unpacked(io.RawIOBase):
             self.pump = threading.Thread(target=pump, name="aixsmit-unpack-feed", daemon=True)
             self.pump.start()
         self.source = source
-        self.pos = 0
-        self.kept: collections.deque[tuple[int, bytes]] = collections.deque()
-        self.kept_bytes = 0
         self.ended = False
 
     def readable(self) -> bool:
@@ -119,27 +183,10 @@ class Unpacked(io.RawIOBase):
                 said = self.proc.stderr.read().decode("utf-8", "replace").strip().splitlines()
                 why = said[-1].rsplit(" : ", 1)[-1] if said else f"exit status {rc}"
                 raise OSError(errno.EIO, f"the packed image is damaged or cut short (zstd: {why})")
-            return 0
-        self.kept.append((self.pos, bytes(b[:n])))
-        self.kept_bytes += n
-        while self.kept_bytes - len(self.kept[0][1]) >= self.KEEP:
-            self.kept_bytes -= len(self.kept.popleft()[1])
-        self.pos += n
         return n
 
-    def at(self, offset: int, size: int) -> bytes:
-        """``size`` bytes from ``offset`` (reading on as far as needed), if still kept."""
-        while self.pos < offset + size and not self.ended:
-            if not self.readinto(bytearray(1 << 16)):
-                break
-        data = b"".join(chunk for _, chunk in self.kept)
-        start = offset - (self.kept[0][0] if self.kept else self.pos)
-        if start < 0:
-            raise OSError(errno.EIO, "the end of the archive is no longer in memory")
-        return data[start:start + size]
-
     def drain(self) -> None:
-        """Read to the end: zstd's exit status is checked there."""
+        """Read to the end: zstd checks the frames' checksums and its exit status is checked there."""
         buf = bytearray(1 << 20)
         while self.readinto(buf):
             pass
@@ -160,72 +207,97 @@ class Unpacked(io.RawIOBase):
         super().close()
 
 
-def is_packed(path: str) -> bool:
-    """Whether the image at ``path`` is packed (zstd). False for what cannot be read."""
+class Damage(list):
+    """What ``read_members`` found wrong with an image, one line each, in the order met."""
+
+
+def _valid_header(block: bytes) -> bool:
     try:
-        with open(path, "rb") as f:
-            return f.read(4) == ZSTD_MAGIC
-    except OSError:
+        tarfile.TarInfo.frombuf(block, tarfile.ENCODING, "surrogateescape")
+        return True
+    except tarfile.HeaderError:
         return False
 
 
-def open_image_stream(path: str, program: str = "listvgbackup") -> tuple[io.RawIOBase | io.BufferedReader, bool]:
-    """The image's tar bytes, and whether they can be read in place (seek) or only as a
-    stream: a packed image is unpacked by zstd as it is read (Unpacked); an unpacked one in a
-    file or on a disk is read in place, on a tape as a stream. Raises AixsmitError
-    (0512-054 for a missing or empty file)."""
-    try:
-        st = os.stat(path)
-        if stat.S_ISDIR(st.st_mode):
-            raise IsADirectoryError(path)
-        if stat.S_ISREG(st.st_mode) and st.st_size == 0:
-            raise FileNotFoundError(path)
-        if stat.S_ISCHR(st.st_mode):
-            raw = open(path, "rb", buffering=0)
-            first = raw.read(1 << 16)
-            if first[:4] == ZSTD_MAGIC:
-                return Unpacked(path, raw, first), False
-            return _Prefixed(first, raw), False
-        if is_packed(path):
-            return Unpacked(path), False
-        return open(path, "rb"), True
-    except (FileNotFoundError, IsADirectoryError):
-        raise AixsmitError(f"0512-054 {program}: File {path} does not exist or is empty.")
-    except OSError as exc:
-        raise AixsmitError(f"{program}: {path} cannot be read: {exc.strerror or exc}")
-
-
-class ImageDamaged(AixsmitError):
-    """An image that cannot be read to its end: cut short or damaged."""
-
-
-def open_image(path: str, program: str = "listvgbackup") -> tarfile.TarFile:
-    """An image as a tar archive: packed or not, in a file, on a disk (read in place where it
-    can be) or on a tape (read as a stream). Closing it closes the stream (and stops zstd)."""
-    stream, seekable = open_image_stream(path, program)
-    try:
-        tf = _ImageTar.open(fileobj=stream, mode="r:" if seekable else "r|")
-    except OSError as exc:
-        stream.close()
-        raise ImageDamaged(f"{program}: {path} cannot be read: {exc.strerror or exc}")
-    except tarfile.TarError as exc:
-        stream.close()
-        raise AixsmitError(f"{program}: {path} is not a backup image: {exc}")
-    tf.stream = stream
-    return tf
-
-
-class _ImageTar(tarfile.TarFile):
-    """A TarFile that closes the image stream it reads (tarfile leaves a given fileobj open)."""
-
-    stream = None
-
-    def close(self) -> None:
+def read_members(tf: tarfile.TarFile, damage: Damage) -> Iterator[tarfile.TarInfo]:
+    """The members of ``tf`` as GNU tar's extraction meets them: a damaged header is skipped
+    to the next valid header (GNU tar: "Skipping to next header"); a member whose data the image
+    does not hold in full ends the reading (GNU tar: "Unexpected EOF in archive"); an image that
+    stops at a member boundary without its end-of-archive blocks was cut short. Each of these
+    adds one line to ``damage``; list, verify and restore report the same lines. Memory stays
+    bounded (tarfile's own list of members is emptied as it goes)."""
+    last = ""
+    fileobj = tf.fileobj
+    seekable = tf.mode == "r" and hasattr(fileobj, "seekable") and fileobj.seekable() and not isinstance(
+        fileobj, tarfile._Stream)
+    while True:
         try:
-            super().close()
-        finally:
-            if self.stream is not None:
-                self.stream.close()
+            m = tf.next()
+        except (tarfile.TarError, EOFError, OSError) as exc:
+            where = f"after {last}" if last else "at its start"
+            damage.append(f"the image ends in the middle of a member {where} (byte {tf.offset}): "
+                          f"everything after it is lost ({exc})")
+            return
+        tf.members.clear()
+        if m is not None:
+            if seekable and tf.offset > _size_of(tf):
+                # (tf.offset: where the next header would be, past the data the image stores)
+                got = max(0, _size_of(tf) - m.offset_data)
+                stored = tf.offset - m.offset_data
+                damage.append(f"{_norm(m.name)}: only {got} of its {min(m.size, stored)} bytes are in the image, which "
+                              "ends there: this file is incomplete and everything after it is lost")
+                yield m
+                return
+            last = _norm(m.name)
+            yield m
+            continue
+        if not seekable:
+            return  # a tape: read as a stream, the reading ends at the first block that is no header
+        at = tf.offset
+        fileobj.seek(at)
+        block = fileobj.read(tarfile.BLOCKSIZE)
+        if len(block) == tarfile.BLOCKSIZE and block.count(0) == tarfile.BLOCKSIZE:
+            return  # the end-of-archive marker
+        if len(block) < tarfile.BLOCKSIZE:
+            if last:
+                damage.append(f"the image stops after {last} (byte {at}) without its end-of-archive marker: "
+                              "it was cut short, and what followed is lost")
+            return
+        # A damaged header: on to the next block that is a valid header, as GNU tar does.
+        nxt = at + tarfile.BLOCKSIZE
+        while True:
+            fileobj.seek(nxt)
+            block = fileobj.read(tarfile.BLOCKSIZE)
+            if len(block) < tarfile.BLOCKSIZE or block.count(0) == tarfile.BLOCKSIZE:
+                nxt = -1
+                break
+            if _valid_header(block):
+                break
+            nxt += tarfile.BLOCKSIZE
+        where = f"after {last}" if last else "at its start"
+        if nxt < 0:
+            damage.append(f"a damaged header {where} (byte {at}): no valid header follows; what it held is lost")
+            return
+        damage.append(f"a damaged header {where} (byte {at}): skipped to the next header (byte {nxt}); "
+                      "the member it described is lost")
+        fileobj.seek(nxt)
+        tf.offset = nxt
+        tf._loaded = False
+
+
+def _size_of(tf: tarfile.TarFile) -> int:
+    size = getattr(tf, "_aixsmit_size", None)
+    if size is None:
+        try:
+            size = os.fstat(tf.fileobj.fileno()).st_size
+            if size == 0:  # a block device
+                pos = tf.fileobj.tell()
+                size = tf.fileobj.seek(0, os.SEEK_END)
+                tf.fileobj.seek(pos)
+        except (OSError, AttributeError, ValueError):
+            size = 1 << 62
+        tf._aixsmit_size = size
+    return size
 
 
 @dataclass
@@ -240,15 +312,28 @@ class ImageInfo:
 
 def read_info(path: str, program: str = "listvgbackup") -> ImageInfo:
     """The information file, found among the first members of the image."""
+    from ..safefile import INFO_FILE_LIMIT
+
     with open_image(path, program) as tf:
-        for i, m in enumerate(_headers(tf, path, program)):
+        for i, m in enumerate(read_members(tf, Damage())):
             name = _norm(m.name)
             if name == "./image.data" or (name.startswith("./tmp/vgdata/") and name.endswith(".data")
                                           and name.count("/") == 4):
+                if not m.isfile() or m.size > INFO_FILE_LIMIT:
+                    raise AixsmitError(f"{program}: {path}: its information file {name} is not a file of at most "
+                                       f"{INFO_FILE_LIMIT >> 20} MB: it is not a mksysb or savevg image")
                 f = tf.extractfile(m)
-                text = f.read().decode("utf-8", "replace") if f else ""
-                stanzas = image_data.parse(text)
+                try:
+                    text = f.read().decode("utf-8", "replace") if f else ""
+                except (tarfile.TarError, OSError, EOFError) as exc:
+                    raise AixsmitError(f"{program}: {path}: its information file {name} cannot be read: {exc}")
+                try:
+                    stanzas = image_data.parse(text)
+                except AixsmitError as exc:
+                    raise AixsmitError(f"{program}: {path}: {name}: {exc}") from None
                 vg = image_data.first(stanzas, "vg_data").get("VGNAME", "rootvg")
+                if not vg or "/" in vg or vg in (".", ".."):
+                    raise AixsmitError(f"{program}: {path}: {name}: VGNAME {vg!r} is not a volume group name")
                 kind = "mksysb" if name == "./image.data" else "savevg"
                 return ImageInfo(path, kind, vg, name, stanzas, f"./tmp/vgdata/{vg}/backup.toc")
             if i > 8:
@@ -256,19 +341,19 @@ def read_info(path: str, program: str = "listvgbackup") -> ImageInfo:
     raise AixsmitError(f"{program}: {path} has no image.data or vgname.data: it is not a mksysb or savevg image")
 
 
-def _headers(tf: tarfile.TarFile, path: str, program: str) -> Iterator[tarfile.TarInfo]:
-    try:
-        yield from tf
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        raise ImageDamaged(f"{program}: {path}: the image is damaged or incomplete: "
-                           f"{getattr(exc, 'strerror', None) or exc}")
+def damaged(path: str, program: str, damage: Damage) -> AixsmitError:
+    """The one error list, verify and restore give for a damaged image: its first problem on
+    the line, the others as details."""
+    return AixsmitError(f"{program}: {path} is damaged: {damage[0]}", details=[f"  {d}" for d in damage[1:]])
 
 
 def members(path: str, program: str = "listvgbackup") -> Iterator[tarfile.TarInfo]:
-    """Every member's header, in order. A damaged or cut-short image raises AixsmitError where
-    the damage is met."""
+    """Every member GNU tar would extract, in order; then AixsmitError if the image is damaged."""
+    damage = Damage()
     with open_image(path, program) as tf:
-        yield from _headers(tf, path, program)
+        yield from read_members(tf, damage)
+    if damage:
+        raise damaged(path, program, damage)
 
 
 def _image_size(path: str) -> int:
@@ -277,9 +362,16 @@ def _image_size(path: str) -> int:
     if stat.S_ISREG(st.st_mode):
         return st.st_size
     with open_image(path) as tf:
-        for _ in tf:
+        for _ in read_members(tf, Damage()):
             pass
         return tf.offset
+
+
+def _int(value: str, default: int = 0) -> int:
+    try:
+        return int(value or default)
+    except ValueError:
+        return default
 
 
 def long_header(info: ImageInfo) -> list[str]:
@@ -287,7 +379,7 @@ def long_header(info: ImageInfo) -> list[str]:
     img = image_data.first(info.stanzas, "image_data")
     fss = image_data.every(info.stanzas, "fs_data")
     size = _image_size(info.path)
-    used = sum(int(fs.get("FS_USED_BYTES", "0") or 0) for fs in fss)
+    used = sum(_int(fs.get("FS_USED_BYTES", "0")) for fs in fss)
     lines = [
         f"VOLUME GROUP:           {info.vg}",
         f"BACKUP DATE/TIME:       {img.get('DATE_TIME', '')}",
@@ -328,67 +420,144 @@ class Verification:
     status: str = "OK"  # OK, WARN, FAILED
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what was not checked, and why
     seconds: float = 0.0
 
 
+def sums_member(toc_member: str) -> str:
+    return toc_member.rsplit("/", 1)[0] + "/backup.sums"
+
+
+def append_member(fd: int, end: int, name: str, data: bytes, record: int = 20 * 512) -> int:
+    """Write member ``name`` holding ``data`` at ``end`` (over the end-of-archive blocks), then
+    new end-of-archive blocks, padded to a whole ``record``. Returns the new length."""
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mode = 0o600
+    info.mtime = int(time.time())
+    buf = info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape") + data
+    buf += b"\0" * (-len(buf) % tarfile.BLOCKSIZE) + b"\0" * (2 * tarfile.BLOCKSIZE)
+    buf += b"\0" * (-(end + len(buf)) % record)
+    view, pos = memoryview(buf), end
+    while view:
+        n = os.pwrite(fd, view, pos)
+        view, pos = view[n:], pos + n
+    os.ftruncate(fd, pos)
+    return pos
+
+
+def _parse_toc(data: bytes) -> dict[str, str]:
+    head, _, body = data.partition(b"\n")
+    if head.decode(errors="replace") != TOC_VERSION:
+        return {}
+    out: dict[str, str] = {}
+    for rec in body.split(b"\0"):
+        if rec:
+            out[_norm(os.fsdecode(rec[1:]))] = chr(rec[0])
+    return out
+
+
 def verify(path: str, program: str = "verify") -> Verification:
-    """Read every member of the image to its end and check it against the table of contents
-    recorded when the image was made. Truncation or corruption: FAILED. Entries that vanished
-    or changed type while the backup ran (tar warned about them then): WARN."""
+    """Read the whole image, as a restore reads it, and check it against what was recorded when
+    it was made: the table of contents (every entry's name and kind) and the checksums (a
+    XXH3 checksum of every MiB of the image: headers and data). Damage, truncation, a changed byte, a
+    member the table does not hold, a member that would land outside a restore's target:
+    FAILED. Entries that vanished or changed type while the backup ran (tar warned about them
+    then): WARN. An image without checksums (made before they existed, or on a tape) is checked
+    against its table of contents only, and says so (notes)."""
+    from array import array
+
+    from ..safefile import TOC_LIMIT
+    from . import sums as blocksums
+
     start = time.monotonic()
     result = Verification(path)
     try:
         info = read_info(path, program)
-    except ImageDamaged as exc:
+    except AixsmitError as exc:
+        if not is_packed(path):
+            raise
+        # A packed image whose start cannot be unpacked: damaged, not some other file.
         result.status = "FAILED"
         result.problems.append(str(exc))
         result.seconds = time.monotonic() - start
         return result
+    sums_name = sums_member(info.toc_member)
     toc: dict[str, str] | None = None
+    recorded: tuple[int, int, list[int]] | None = None
+    sums_at = -1
     seen: dict[str, str] = {}
-    try:
-        with open_image(path, program) as tf:
-            for m in tf:
-                name = _norm(m.name)
-                result.members += 1
-                kept: list[bytes] | None = [] if name == info.toc_member else None
-                if m.isfile():
-                    # Read once, in order: a packed image is a stream that cannot go back.
-                    f = tf.extractfile(m)
-                    if f is not None:
-                        n = 0
-                        while True:
-                            chunk = f.read(1 << 20)
-                            if not chunk:
-                                break
-                            n += len(chunk)
-                            if kept is not None:
-                                kept.append(chunk)
-                        if n != m.size:
-                            raise tarfile.ReadError(f"{name}: {n} of {m.size} bytes")
-                        result.bytes += n
-                if kept is not None:
-                    toc = _parse_toc(b"".join(kept))
-                    continue
-                seen[name] = _KIND.get(m.type, "f")
-            # A complete archive ends with two zero blocks; an image cut short at a member
-            # boundary reads like a shorter archive without them. (A tape is read as a
-            # stream, which cannot go back to look.)
-            if isinstance(tf.stream, Unpacked):
-                tail = tf.stream.at(tf.offset, 2 * tarfile.BLOCKSIZE)
-                tf.stream.drain()  # a damaged or cut-short packed image fails here (zstd's status)
-            elif not stat.S_ISCHR(os.stat(path).st_mode):
-                tf.fileobj.seek(tf.offset)
-                tail = tf.fileobj.read(2 * tarfile.BLOCKSIZE)
+    starts, ends, names = array("q"), array("q"), []  # where each member lies, for a changed block
+    damage = Damage()
+    symlinks: set[str] = set()
+    unsafe: list[str] = []
+    with open_image(path, program) as tf:
+        for m in read_members(tf, damage):
+            name = _norm(m.name)
+            result.members += 1
+            starts.append(m.offset)
+            ends.append(tf.offset)
+            names.append(name)
+            why = unsafe_member(m, symlinks)
+            if why:
+                unsafe.append(why)
+            if name in (info.toc_member, sums_name):
+                if not m.isfile() or m.size > TOC_LIMIT:
+                    damage.append(f"{name}: not a file of at most {TOC_LIMIT >> 20} MB")
+                    break
+                try:
+                    data = tf.extractfile(m).read()
+                except (tarfile.TarError, OSError, EOFError) as exc:
+                    damage.append(f"{name}: {exc}")
+                    break
+                if name == info.toc_member:
+                    toc = _parse_toc(data)
+                else:
+                    sums_at = m.offset
+                    try:
+                        recorded = blocksums.decode(data)
+                    except ValueError as exc:
+                        damage.append(f"{name}: the checksums cannot be read ({exc})")
+                continue
+            if m.isfile():
+                result.bytes += m.size
+            seen[name] = _KIND.get(m.type, "f")
+        seekable = not isinstance(tf.fileobj, tarfile._Stream)
+        if isinstance(tf.stream, Unpacked) and not damage:
+            try:
+                tf.stream.drain()  # zstd checks every frame's checksum: any changed byte fails here
+            except OSError as exc:
+                damage.append(exc.strerror or str(exc))
+        if recorded is not None and not damage:
+            block, end, crcs = recorded
+            if end != sums_at or not seekable:
+                result.problems.append(f"{sums_name}: the checksums cover {end} bytes, but the image's members end at "
+                                       f"byte {sums_at}")
             else:
-                tail = b"\0" * (2 * tarfile.BLOCKSIZE)
-            if len(tail) < 2 * tarfile.BLOCKSIZE or tail.strip(b"\0"):
-                raise tarfile.ReadError("no end-of-archive marker: the image stops in the middle")
-    except (tarfile.TarError, OSError, EOFError) as exc:
+                try:
+                    got = blocksums.block_crcs(tf.fileobj.fileno(), 0, end, block)
+                except OSError as exc:
+                    damage.append(f"reading the image again: {exc.strerror or exc}")
+                    got = crcs
+                bad = [i for i, (a, b) in enumerate(zip(crcs, got)) if a != b]
+                hit: list[str] = []
+                for i in bad:
+                    lo, hi = i * block, (i + 1) * block
+                    hit += [names[k] for k in range(len(names)) if starts[k] < hi and ends[k] > lo
+                            and names[k] not in hit]
+                for name in hit[:20]:
+                    result.problems.append(f"{name}: its data is not what was written (a changed byte: the checksum of "
+                                           "its part of the image differs)")
+                if len(hit) > 20:
+                    result.problems.append(f"… and {len(hit) - 20} more members in changed parts of the image")
+    if damage:
         result.status = "FAILED"
-        result.problems.append(f"the image is damaged or incomplete after {result.members} members: {exc}")
+        result.problems += list(damage)
         result.seconds = time.monotonic() - start
         return result
+    if unsafe:
+        result.problems.append(f"{len(unsafe)} member(s) would be restored outside the target (first: {unsafe[0]}); "
+                               "restore refuses this image")
     if toc is None:
         result.status = "FAILED"
         result.problems.append("the table of contents (backup.toc) is missing: the image was not made by aixsmit or is incomplete")
@@ -405,23 +574,17 @@ def verify(path: str, program: str = "verify") -> Verification:
         extra = [n for n in seen if n not in toc and n not in staged]
         for n in extra[:20]:
             result.problems.append(f"{n}: in the image but not in its table of contents")
-        if extra:
-            result.status = "FAILED"
-        elif result.warnings:
-            result.status = "WARN"
+    if recorded is None and is_packed(path):
+        result.notes.append("a packed image: every byte was checked against zstd's own checksums as it was unpacked")
+    elif recorded is None:
+        result.notes.append("the image has no checksums (made by an older aixsmit, or on a tape): its members were "
+                            "read, its bytes not compared")
+    if result.problems:
+        result.status = "FAILED"
+    elif result.warnings:
+        result.status = "WARN"
     result.seconds = time.monotonic() - start
     return result
-
-
-def _parse_toc(data: bytes) -> dict[str, str]:
-    head, _, body = data.partition(b"\n")
-    if head.decode(errors="replace") != TOC_VERSION:
-        return {}
-    out: dict[str, str] = {}
-    for rec in body.split(b"\0"):
-        if rec:
-            out[_norm(os.fsdecode(rec[1:]))] = chr(rec[0])
-    return out
 
 
 # --- restore ----------------------------------------------------------------------------
@@ -431,24 +594,70 @@ class Survey:
     """What a restore needs to know before it writes anything, from one pass over the image."""
 
     unsafe: list[str] = field(default_factory=list)  # members that would land outside the target
+    outside: list[str] = field(default_factory=list)  # members outside ``within`` (restvg: the group)
     names: set[str] = field(default_factory=set)
     links: dict[str, str] = field(default_factory=dict)  # hard link member -> the member it links to
     incremental: bool = False  # a level backup: its GNU dumpdir records say what was deleted
+    damage: Damage = field(default_factory=Damage)
 
 
-def survey(path: str, program: str) -> Survey:
+def _under(name: str, tops: list[str]) -> bool:
+    return any(top == "." or name == top or name.startswith(top + "/") for top in tops)
+
+
+def unsafe_member(m: tarfile.TarInfo, symlinks: set[str]) -> str:
+    """Why extracting ``m`` would write outside the target ("" if it would not): an absolute
+    name, ``..``, a hard link to such a name, or a name below a symbolic link the image itself
+    holds (``symlinks``: the ./names of those met so far; a write through the link would land
+    wherever it leads). Keeps ``symlinks`` up to date."""
+    name = m.name
+    why = ""
+    if name.startswith("/") or ".." in name.split("/"):
+        why = name
+    elif m.islnk() and (m.linkname.startswith("/") or ".." in m.linkname.split("/")):
+        why = f"{name} (hard link to {m.linkname})"
+    else:
+        prefix = _norm(name)
+        while prefix.count("/") > 1:
+            prefix = prefix.rsplit("/", 1)[0]
+            if prefix in symlinks:
+                why = f"{name} (below the symbolic link {prefix} the image holds)"
+                break
+    if m.issym():
+        symlinks.add(_norm(name))
+    return why
+
+
+def survey(path: str, program: str, within: list[str] | None = None, skip: list[str] | None = None) -> Survey:
+    """One pass over the image's headers (read_members). ``unsafe``: absolute names, ``..``,
+    hard links to such names, and members below a symbolic link the image itself holds (a
+    write through the link would land wherever it leads). With ``within`` (./mount points),
+    members below none of them, nor in ``skip`` nor a folder above one of them, are
+    ``outside``; hard links must stay within too."""
     out = Survey()
-    for m in members(path, program):
-        name = m.name
-        if name.startswith("/") or ".." in name.split("/"):
-            out.unsafe.append(name)
-        elif m.islnk() and (m.linkname.startswith("/") or ".." in m.linkname.split("/")):
-            out.unsafe.append(f"{name} (hard link to {m.linkname})")
-        if "GNU.dumpdir" in m.pax_headers or m.type == b"D":
-            out.incremental = True
-        out.names.add(_norm(name))
-        if m.islnk():
-            out.links[_norm(name)] = _norm(m.linkname)
+    symlinks: set[str] = set()
+    above = set()
+    for top in within or []:
+        while top not in (".", ""):
+            top = top.rsplit("/", 1)[0]
+            above.add(top or ".")
+    with open_image(path, program) as tf:
+        for m in read_members(tf, out.damage):
+            name = m.name
+            norm = _norm(name)
+            why = unsafe_member(m, symlinks)
+            if why:
+                out.unsafe.append(why)
+            if within is not None and not _under(norm, skip or []):
+                if not _under(norm, within) and not (m.isdir() and norm in above):
+                    out.outside.append(norm)
+                elif m.islnk() and not _under(_norm(m.linkname), within):
+                    out.outside.append(f"{norm} (hard link to {_norm(m.linkname)})")
+            if "GNU.dumpdir" in m.pax_headers or m.type == b"D":
+                out.incremental = True
+            out.names.add(norm)
+            if m.islnk():
+                out.links[norm] = _norm(m.linkname)
     return out
 
 
@@ -469,18 +678,27 @@ def restore_argv(path: str, target: str, files: list[str], verbose: bool, apply_
 
 
 def restore(path: str, target: str, files: list[str], verbose: bool, emit: Emit, program: str = "restore",
-            apply_deletions: bool = False) -> int:
-    """Extract into ``target``; refuses an image with members that would land outside it.
-
-    Nothing in ``target`` is removed unless ``apply_deletions`` (a whole-file-system restore of
-    a level backup, ``backup.chains.restore_whole``, which checks the target and says first
-    what goes)."""
-    if not os.path.isdir(target):
+            within: list[str] | None = None, skip: list[str] | None = None, apply_deletions: bool = False) -> int:
+    """Extract into ``target``; refuses, before writing anything, an image with members that
+    would land outside it. With ``within`` (restvg: the group's ./mount points) only members
+    below those are extracted, and an image holding anything else (but ``skip``: aixsmit's own
+    information files) is refused. Nothing in ``target`` is removed unless ``apply_deletions``
+    (a whole-file-system restore of a level backup, ``backup.chains.restore_whole``, which
+    checks the target and says first what goes; never with ``within``). A damaged image
+    restores what GNU tar can read and then fails with the same lines list and verify give."""
+    try:
+        st = os.stat(target)
+    except OSError as exc:
+        raise AixsmitError(f"{program}: {target}: {exc.strerror}")
+    if not stat.S_ISDIR(st.st_mode):
         raise AixsmitError(f"{program}: {target} is not a directory")
-    found = survey(path, program)
+    found = survey(path, program, within, skip)
     if found.unsafe:
         raise AixsmitError(f"{program}: {path}: {len(found.unsafe)} member(s) would be restored outside {target} "
                            f"(first: {found.unsafe[0]}); nothing was restored.")
+    if found.outside:
+        raise AixsmitError(f"{program}: {path}: {len(found.outside)} member(s) lie outside the volume group's file "
+                           f"systems ({' '.join(within or [])}) (first: {found.outside[0]}); nothing was restored.")
     names = found.names
     missing = [f for f in files if _norm(f) not in names and not any(n.startswith(_norm(f) + "/") for n in names)]
     if missing:
@@ -495,13 +713,20 @@ def restore(path: str, target: str, files: list[str], verbose: bool, emit: Emit,
                 emit(f"{program}: also restoring {data}: {link} is a hard link to it", "stdout")
                 files.append(data)
                 link, data = data, found.links.get(data, data)
-    proc = subprocess.run(restore_argv(path, target, files, verbose, apply_deletions and found.incremental and not files,
-                                       is_packed(path)),
-                          capture_output=True, text=True, errors="surrogateescape")
+    elif within is not None:
+        files = [top for top in within if top in names]
+        if not files:
+            emit(f"{program}: {path} holds no file of {' '.join(within)}: nothing to restore.", "stdout")
+            return 0
+    deletions = apply_deletions and found.incremental and not files and within is None
+    proc = subprocess.run(restore_argv(path, target, files, verbose, deletions, is_packed(path)), capture_output=True, text=True,
+                          errors="surrogateescape")
     for line in proc.stdout.splitlines():
         emit(f"x {line}", "stdout")
     for line in proc.stderr.splitlines():
         emit(line, "stderr")
+    if found.damage:
+        raise damaged(path, program, found.damage)
     if proc.returncode != 0:
         raise AixsmitError(f"{program}: restoring from {path} failed (tar exit status {proc.returncode}); see the messages above.")
     return 0

@@ -278,7 +278,10 @@ def check_target(target: str, archive: Path, first: bool) -> None:
                            "there first.", code=2)
     if not stat.S_ISDIR(st.st_mode):
         raise AixsmitError(f"restore: {target} is not a directory (a symbolic link is not followed).", code=2)
-    if os.path.ismount(target) or not os.listdir(target):
+    if os.path.ismount(target):
+        _not_the_system(target)
+        return
+    if not os.listdir(target):
         return
     if not first:
         return
@@ -292,6 +295,20 @@ def check_target(target: str, archive: Path, first: bool) -> None:
     raise AixsmitError(f"restore: {target} is neither empty nor a mount point: a whole file system restore of "
                        f"{archive.name} would delete what it holds that the backup does not. Restore into an "
                        "empty directory, or name the mount point of the file system to restore.", code=2)
+
+
+def _not_the_system(target: str) -> None:
+    """A mount point named as the target must hold user data: restoring /home's backup onto
+    / or /usr as a whole file system would delete the operating system's files."""
+    from ..fs.classify import SYSTEM
+    from ..fs.table import System
+
+    real = os.path.realpath(target)
+    for e in System(root="/").table():
+        if e.mount_point == real and (e.cls == SYSTEM or real == "/"):
+            raise AixsmitError(f"restore: {target} is the system file system {e.mount_point}: a whole file system "
+                               "restore there would delete what the backup does not hold. Restore into an empty "
+                               "directory, or the mount point of the user file system the backup is of.", code=2)
 
 
 def restore_whole(archive: Path, target: str, emit: Emit, first: bool = True) -> list[str]:
@@ -314,11 +331,46 @@ def restore_whole(archive: Path, target: str, emit: Emit, first: bool = True) ->
     return gone
 
 
-def restore_chain(folder: Path, mount_point: str, until: dt.datetime | None, target: str, emit: Emit) -> list[str]:
+def removals(picked: list[Path], target: str) -> list[str]:
+    """What is in ``target`` now and will not be after restoring ``picked`` (a full, then a
+    daily): in each directory the restored tree will have, the names it will not have. Read
+    from the archives' dumpdir records, before anything is written."""
+    final: dict[str, Meta | None] | None = None
+    for p in picked:
+        final = tree(p, final)  # type: ignore[arg-type]
+    out: list[str] = []
+    for d, meta in sorted((final or {}).items()):
+        if meta is None or meta.kind != "d":
+            continue
+        host = os.path.join(target, d)
+        try:
+            if not stat.S_ISDIR(os.lstat(host).st_mode):
+                continue
+            present = sorted(os.listdir(host))
+        except OSError:
+            continue
+        out += [n for n in (f"{d}/{x}" if d != "." else f"./{x}" for x in present) if n not in final]
+    return out
+
+
+def restore_chain(folder: Path, mount_point: str, until: dt.datetime | None, target: str, emit: Emit,
+                  dry_run: bool = False) -> list[str]:
     """Restore ``mount_point`` as it was at ``until`` (None: the last backup) into ``target``:
-    the chain's full, then its last daily before ``until``, deletions applied."""
+    the chain's full, then its last daily before ``until``, deletions applied. First says
+    which archives and what now in ``target`` will be removed; ``dry_run`` stops there."""
     chain = pick(folder, mount_point, until)
     picked = chain.archives(until)
+    emit(f"restore: {mount_point} as of {when((picked[-1].name.split('.')[0])):%Y-%m-%d %H:%M}: "
+         + ", then ".join(p.name for p in picked), "stdout")
+    if os.path.lexists(target):
+        check_target(target, picked[0], True)
+        gone = removals(picked, target)
+        for n in gone:
+            emit(f"restore: will remove {n} from {target}: it is not in the backup", "stdout")
+        if not gone:
+            emit(f"restore: nothing now in {target} will be removed.", "stdout")
+    if dry_run:
+        return [str(p) for p in picked]
     if not os.path.lexists(target):
         os.makedirs(target, mode=0o700)
     for i, p in enumerate(picked):

@@ -99,7 +99,11 @@ def data_per_fs(image: str, mount_points: list[str]) -> dict[str, int]:
 def recorded_fs(image: str, program: str = "clone") -> dict[str, dict[str, str]]:
     """The image's fs_data stanzas by mount point."""
     info = archive.read_info(image, program)
-    return {fs["FS_NAME"]: fs for fs in image_data.every(info.stanzas, "fs_data")}
+    recorded = {fs.get("FS_NAME", ""): fs for fs in image_data.every(info.stanzas, "fs_data")}
+    if "" in recorded or not all(mp.startswith("/") for mp in recorded):
+        raise AixsmitError(f"{program}: {image}: an fs_data stanza of its information file has no FS_NAME that is an "
+                           "absolute mount point")
+    return recorded
 
 
 def _depth(mp: str) -> tuple[int, str]:
@@ -130,7 +134,7 @@ def plan(image: str, mapping: dict[str, str], program: str = "clone", *, sizes: 
             raise AixsmitError(f"{program}: {dev} (for {mp}) does not exist.")
         size = sizes[mp] if sizes is not None else device_size(dev)
         need = needed_bytes(data[mp])
-        rec = int(fs.get("FS_SIZE_BYTES") or int(fs.get("FS_SIZE", "0") or 0) * 512)
+        rec = archive._int(fs.get("FS_SIZE_BYTES", "")) or archive._int(fs.get("FS_SIZE", "0")) * 512
         if size < need:
             raise AixsmitError(
                 f"0512-029 {program}: There is not enough room on {dev} for {mp}: the image holds "

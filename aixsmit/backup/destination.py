@@ -5,6 +5,7 @@ the rename, stale partials of killed runs, and the log of images made (vgbackupl
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 
 from .infofiles import fs_facts
@@ -126,16 +127,21 @@ def nearly_full(directory: str) -> bool:
 
 
 def clean_stale_partials(directory: str) -> None:
-    """Remove temporary images of earlier runs whose process is gone."""
+    """Remove temporary images of earlier runs whose process is gone: only regular files this
+    user owns (a name another user planted is left alone), removed by name in the folder
+    opened once, never followed."""
     try:
-        names = os.listdir(directory)
+        dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:
         return
-    for name in names:
-        if PARTIAL not in name:
-            continue
-        pid = name.rsplit("-", 1)[-1]
-        if pid.isdigit():
+    try:
+        me = os.geteuid()
+        for name in os.listdir(dfd):
+            if PARTIAL not in name:
+                continue
+            pid = name.split(PARTIAL, 1)[1].split("-", 1)[0]
+            if not pid.isdigit():
+                continue
             try:
                 os.kill(int(pid), 0)
                 continue  # still running
@@ -143,7 +149,127 @@ def clean_stale_partials(directory: str) -> None:
                 pass
             except PermissionError:
                 continue
+            try:
+                st = os.lstat(name, dir_fd=dfd)
+                if stat.S_ISREG(st.st_mode) and st.st_uid == me:
+                    os.unlink(name, dir_fd=dfd)
+            except OSError:
+                pass
+    finally:
+        os.close(dfd)
+
+
+# --- a destination that is somebody's data (issue: "nothing lost") --------------------------
+
+def _block_family(rdev: int) -> set[int]:
+    """A block device and what it is made of or part of: its whole disk (for a partition), its
+    partitions, and the devices under a device-mapper or md device, as /sys/dev/block shows."""
+    out = {rdev}
+    base = f"/sys/dev/block/{os.major(rdev)}:{os.minor(rdev)}"
+    for sub in ("slaves", "holders"):
         try:
-            os.unlink(os.path.join(directory, name))
+            for name in os.listdir(f"{base}/{sub}"):
+                out |= _dev_of(f"/sys/class/block/{name}")
         except OSError:
             pass
+    if os.path.exists(f"{base}/partition"):
+        out |= _dev_of(os.path.realpath(f"{base}/.."))
+    else:
+        try:
+            real = os.path.realpath(base)
+            for name in os.listdir(real):
+                if os.path.exists(f"{real}/{name}/partition"):
+                    out |= _dev_of(f"{real}/{name}")
+        except OSError:
+            pass
+    return out
+
+
+def _dev_of(sysdir: str) -> set[int]:
+    try:
+        with open(f"{sysdir}/dev") as f:
+            major, minor = f.read().strip().split(":")
+        return {os.makedev(int(major), int(minor))}
+    except (OSError, ValueError):
+        return set()
+
+
+def refuse_data(program: str, dest: str, kind: str, include: list[str]) -> None:
+    """Raise AixsmitError (one line naming the mount) when writing an image to ``dest`` would
+    destroy data: a device that is mounted, is part of a mounted device (its disk, a partition,
+    an LVM volume on it) or is a swap area; a file that backs a loop device; an existing file
+    inside the file systems being backed up (``include``: their host paths) that is not a
+    backup image (an image there is left out of the walk and replaced as usual)."""
+    from ..errors import AixsmitError
+    from ..fs.mounts import read_mountinfo
+
+    try:
+        mounts = read_mountinfo()
+    except (OSError, AixsmitError):
+        mounts = []
+    if kind == "device":
+        st = os.stat(dest)
+        if not stat.S_ISBLK(st.st_mode):
+            return  # a tape
+        family = _block_family(st.st_rdev)
+        for m in mounts:
+            if not m.device.startswith("/dev/"):
+                continue
+            try:
+                mst = os.stat(m.device)
+            except OSError:
+                continue
+            if stat.S_ISBLK(mst.st_mode) and (mst.st_rdev in family or st.st_rdev in _block_family(mst.st_rdev)):
+                raise AixsmitError(f"0512-017 {program}: Cannot write to the device {dest}: it holds the file system "
+                                   f"mounted at {m.path or m.mount_point} ({m.device}).")
+        try:
+            with open("/proc/swaps") as f:
+                for line in f.read().splitlines()[1:]:
+                    sw = line.split()[0]
+                    if sw.startswith("/dev/") and os.path.exists(sw) and os.stat(sw).st_rdev in family:
+                        raise AixsmitError(f"0512-017 {program}: Cannot write to the device {dest}: it is in use as "
+                                           f"swap ({sw}).")
+        except OSError:
+            pass
+        return
+    try:
+        st = os.lstat(dest)
+    except OSError:
+        return  # a new file
+    if not stat.S_ISREG(st.st_mode):
+        return  # (a link is replaced by the rename, whatever it leads to)
+    # A loop device's backing file: whatever is mounted from it would be overwritten.
+    try:
+        loops = [n for n in os.listdir("/sys/block") if n.startswith("loop")]
+    except OSError:
+        loops = []
+    for name in loops:
+        try:
+            with open(f"/sys/block/{name}/loop/backing_file") as f:
+                backing = f.read().strip().removesuffix(" (deleted)")
+            bst = os.stat(backing)
+        except OSError:
+            continue
+        if (bst.st_dev, bst.st_ino) == (st.st_dev, st.st_ino):
+            where = [m.path or m.mount_point for m in mounts if os.path.basename(os.path.realpath(m.device)) == name]
+            used = f"mounted at {where[0]}" if where else "attached"
+            raise AixsmitError(f"0512-017 {program}: Cannot write to {dest}: it is the backing file of /dev/{name}, "
+                               f"{used}.")
+    # The file system the file is on: the deepest mount holding its real path.
+    real = os.path.realpath(dest)
+    holding = [m.path for m in mounts if m.path and (m.path == "/" or real.startswith(m.path.rstrip("/") + "/"))]
+    top = max(holding, key=len, default="")
+    if top in include and st.st_size and not _is_image(real):
+        raise AixsmitError(f"0512-017 {program}: Cannot write to {dest}: it is a file of {top}, which this image "
+                           "backs up, and not a backup image; choose a name outside it.")
+
+
+def _is_image(path: str) -> bool:
+    from ..errors import AixsmitError
+    from .archive import read_info
+
+    try:
+        read_info(path, "mksysb")
+        return True
+    except AixsmitError:
+        return False

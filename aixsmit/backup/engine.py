@@ -40,13 +40,15 @@ from ..fs.volume_groups import VolumeGroup
 from ..jobs.runner import Finished, Job, Output, Tick
 from ..osutil import make_temp_dir, remove_tree, which, write_text
 from ..state import fsync_dir
+from ..safefile import OutputFile, destination_kind
 from . import stop
 from .destination import (BACKUP_LOG, PARTIAL, clean_stale_partials, log_backup, nearly_full, packed_ratio,
-                          packed_size, partial_name, required_room, space_block)
+                          packed_size, partial_name, refuse_data, required_room, space_block)
 from .excludes import ExcludeList
 from .infofiles import fs_facts, info_member, vgdata_dir
 from .infofiles import stage as stage_information
 from .stop import ImageInterrupted, request_stop
+from .sums import BlockSums, archive_end
 from .streams import WARNING_RE, ListFeed, SecondTar, tar_options
 from .walk import TOC_VERSION, walk
 
@@ -132,11 +134,13 @@ def _create_image(req: ImageRequest, emit: Emit) -> ImageResult:
     dest = os.path.abspath(req.destination)
     if not req.destination.startswith("/"):
         raise BackupFailed(f"0512-006 {prog}: Backup device or file name must start with a '/'.", EXIT_FAILED)
-    is_device = os.path.exists(dest) and (stat.S_ISCHR(os.stat(dest).st_mode) or stat.S_ISBLK(os.stat(dest).st_mode))
     dest_dir = os.path.dirname(dest)
-    if not is_device and not os.path.isdir(dest_dir):
-        raise BackupFailed(f"0512-017 {prog}: Cannot write to the device {dest}.\n\t\t Either write protected or in use. "
-                           f"(The directory {dest_dir} does not exist.)", EXIT_FAILED)
+    # "Device or file" by lstat: a name planted in a shared folder (a link to a disk, to
+    # /etc/shadow) is replaced, never written through (safefile).
+    try:
+        is_device = destination_kind(dest, prog) == "device"
+    except AixsmitError as exc:
+        raise BackupFailed(str(exc), EXIT_FAILED) from None
     mounted = vg.mounted
     skip_fs = set(req.exclude_fs)
     include_lvs = [lv for lv in mounted if lv.mount_point not in skip_fs]
@@ -147,12 +151,18 @@ def _create_image(req: ImageRequest, emit: Emit) -> ImageResult:
     include_set = set(include)
     # Every other mount below the root is pruned: its mount point directory stays, its contents do not.
     prune = {e.mount.path for e in req.system.table()} - include_set
+    try:
+        refuse_data(prog, dest, "device" if is_device else "file", include)
+    except AixsmitError as exc:
+        raise BackupFailed(str(exc), EXIT_FAILED) from None
 
     when = time.strftime("%a %b %d %H:%M:%S %Z %Y")
     work = make_temp_dir("aixsmit-work-")
     stage = os.path.join(work, "stage")
     os.mkdir(stage)
-    tmp = partial_name(dest) if not is_device else dest
+    out: OutputFile | None = None
+    sums: BlockSums | None = None
+    tmp = dest
     job: Job | None = None
     feeds: list[ListFeed] = []
     second: SecondTar | None = None
@@ -171,9 +181,16 @@ def _create_image(req: ImageRequest, emit: Emit) -> ImageResult:
         toc_member = f"{vgdata_dir(req)}/backup.toc"
         toc_path = os.path.join(stage, toc_member[2:])
 
-        # 2. Room at the destination (destination).
+        # 2. Room at the destination (destination), and the new file the image is written
+        # to: created here (0600, O_EXCL|O_NOFOLLOW) under a hidden name; tar gets its
+        # descriptor, never a name someone else could change.
         if not is_device:
             clean_stale_partials(dest_dir)
+            try:
+                out = OutputFile(dest, marker=PARTIAL)
+            except OSError as exc:
+                raise BackupFailed(f"0512-017 {prog}: Cannot write to {dest}: {exc.strerror}.", EXIT_FAILED) from None
+            tmp = out.temp_path
             required = required_room(include, req.structure_only, len(staged))
             if not req.structure_only:
                 for lv in include_lvs:  # --root DIR not a mount point: only what lies below DIR counts
@@ -206,16 +223,22 @@ def _create_image(req: ImageRequest, emit: Emit) -> ImageResult:
                                "(scripts/install-deps) or give -p for an image that is not packed. Backup canceled.",
                                EXIT_FAILED)
         opts, record = tar_options(req.verbose, req.blocks, is_device, pack)
+        if out is not None and not pack:
+            # Block checksums of what tar writes (sums). A packed image has zstd's own checksum
+            # in every frame instead: a member cannot be appended inside a compressed stream.
+            sums = BlockSums(out.fd, margin=record + 2 * 512)
+            sums.start()
         # Two tars at once where the machine has the CPUs for it: into a file only, and not
         # with -v, whose one line per file from two tars would interleave. A packed image is
         # one tar whose zstd packs on every CPU (two packed streams cannot be joined in place).
         streams = req.streams or req.system.config.backup_streams or (2 if (os.cpu_count() or 1) >= 2 else 1)
         parallel = streams > 1 and not pack and not is_device and not req.verbose and not req.structure_only
         marker = vgdata_dir(req)
-        argv = ["tar", "--create", f"--file={tmp}", *opts, "-C", stage, *staged, "-C", req.system.root, "-T", "-",
+        argv = ["tar", "--create", f"--file={out.child_path if out else dest}", *opts, "-C", stage, *staged, "-C", req.system.root, "-T", "-",
                 "-C", stage, marker if parallel else toc_member]
         feeds.append(ListFeed(os.path.join(work, "list")))
-        job = Job(argv, batch=req.verbose, die_with_parent=True, tick=1.0, stdin=feeds[0].read_end)
+        job = Job(argv, batch=req.verbose, die_with_parent=True, tick=1.0, stdin=feeds[0].read_end,
+                  pass_fds=(out.fd,) if out else ())
         stop.check_stop()
         job.start()
         stop.add_group(job.proc.pid)
@@ -240,7 +263,8 @@ def _create_image(req: ImageRequest, emit: Emit) -> ImageResult:
                          toc_path, (info_member(req).encode(), vgdata_dir(req).encode()))
         for feed in feeds:
             feed.finish()
-        staged_count = len(staged) + len(feeds)  # the information files, then the marker and/or the TOC
+        # The information files, then the marker and/or the TOC; into a file unpacked, the checksums last.
+        staged_count = len(staged) + len(feeds) + (1 if sums is not None else 0)
         total = count + staged_count
         emit(f"Backing up {total} files", "stdout")
 
@@ -278,7 +302,8 @@ def _create_image(req: ImageRequest, emit: Emit) -> ImageResult:
                 rc = ev.returncode
         stop.check_stop()
         if second is not None and rc <= 1 and not errors:
-            rc = max(rc, second.join(tmp, marker, record, errors, emit, tar_says, progress_line, prog))
+            rc = max(rc, second.join(f"/proc/self/fd/{out.fd}", marker, record, errors, emit, tar_says, progress_line,
+                                     prog))
         if rc > 1 or errors:
             if not is_device and nearly_full(dest_dir):
                 emit(f"{prog}: {dest_dir}: No space left on device: the image did not fit.", "stderr")
@@ -290,13 +315,22 @@ def _create_image(req: ImageRequest, emit: Emit) -> ImageResult:
         done = total
         emit("", "stdout")
         emit(f"{done} of {total} files backed up (100%)", "stdout")
-        if not is_device:
-            if second is None:
-                with open(tmp, "rb+") as f:
-                    os.fsync(f.fileno())
-            os.replace(tmp, dest)
+        if out is not None:
+            # 7. The checksums (sums): an XXH3 per MiB of the image, read back while tar wrote
+            # it; only the last blocks are read now. They go in as the image's last member.
+            from .archive import append_member, sums_member
+
+            try:
+                if sums is not None:
+                    end = archive_end(out.fd)
+                    append_member(out.fd, end, sums_member(toc_member), sums.finish(end), record)
+                out.commit()  # fsync, rename over the destination, fsync the folder
+            except (AixsmitError, OSError) as exc:
+                emit(f"{prog}: {dest}: {getattr(exc, 'strerror', None) or exc}", "stderr")
+                raise BackupFailed(
+                    f"0512-005 {prog}: Backup Completed.\n\tThe backup command completed with errors.\n"
+                    "\tThe messages displayed on Standard Error contained additional\n\tinformation.", EXIT_FAILED)
             renamed = True
-            fsync_dir(dest_dir)
         size = os.stat(dest).st_size if not is_device else 0
         status = "WARN" if (rc == 1 or warnings) else "OK"
         log_backup(dest, prog, vg.name, when, size, status)
@@ -314,9 +348,10 @@ def _create_image(req: ImageRequest, emit: Emit) -> ImageResult:
             second.stop()
         for feed in feeds:
             feed.stop()
-        if not is_device and not renamed:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
+        if sums is not None:
+            sums.stop()
+        if out is not None:
+            if not renamed:
+                out.discard()  # only the file created here, whatever is at its name now
+            out.close()
         remove_tree(work)

@@ -8,6 +8,7 @@ or missing file leaves nothing out. ``-x FILE`` names whole file systems (mount 
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 
@@ -50,22 +51,22 @@ def _ere_to_python(pattern: str) -> str:
 
 def load(path: str) -> ExcludeList:
     """Read an exclude file; a missing or empty file excludes nothing (as on AIX)."""
+    from ..safefile import CONFIG_LIMIT, read_bounded
+
     try:
-        with open(path, errors="surrogateescape") as f:
-            text = f.read()
+        text = os.fsdecode(read_bounded(path, CONFIG_LIMIT, "exclude list"))
     except FileNotFoundError:
         return ExcludeList((), str(path))
-    except OSError as exc:
-        raise AixsmitError(f"{path}: cannot read the exclude list: {exc.strerror}")
     return ExcludeList(tuple(line for line in text.splitlines() if line.strip()), str(path))
 
 
 def load_fs_list(path: str) -> list[str]:
     """``-x FILE``: whole file systems to leave out, one mount point per line."""
+    from ..safefile import CONFIG_LIMIT, read_bounded
+
     try:
-        with open(path) as f:
-            text = f.read()
-    except OSError as exc:
+        text = os.fsdecode(read_bounded(path, CONFIG_LIMIT, "file system exclude list"))
+    except FileNotFoundError as exc:
         raise AixsmitError(f"{path}: cannot read the file system exclude list: {exc.strerror}")
     out = []
     for i, line in enumerate(text.splitlines(), 1):

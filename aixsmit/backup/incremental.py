@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
@@ -26,8 +25,8 @@ from glob import escape as glob_escape
 from ..errors import AixsmitError
 from ..fs.mounts import unescape
 from ..state import atomic_write_bytes, state_dir
-from ..jobs.runner import orphan_proof
 from .engine import PARTIAL
+from .tarrun import run_tar
 
 Emit = Callable[[str, str], None]
 
@@ -216,25 +215,27 @@ def backup_fs(fs_path: str, shown: str, level: int, dest: str, record: bool, emi
     snar = os.path.join(work, "snar")
     if base_file is not None:
         shutil.copyfile(base_file, snar)  # measured against the base, which stays as it is
-    dest_dir = os.path.dirname(os.path.abspath(dest))
-    tmp = os.path.join(dest_dir, f".{os.path.basename(dest)}{PARTIAL}{os.getpid()}")
-    argv = ["tar", "--create", f"--file={tmp}", "--format=posix", "--xattrs", "--xattrs-include=*", "--sparse",
+    # The archive is a new file created by aixsmit (0600, O_EXCL|O_NOFOLLOW): a name planted in a
+    # shared folder is replaced by the rename, never written through (safefile).
+    from ..safefile import OutputFile, destination_kind
+
+    out = None
+    try:
+        if destination_kind(os.path.abspath(dest), "backup") == "file":
+            out = OutputFile(dest, marker=PARTIAL)
+    except OSError as exc:
+        shutil.rmtree(work, ignore_errors=True)
+        raise AixsmitError(f"backup: cannot write to {dest}: {exc.strerror}", code=3)
+    except AixsmitError:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    argv = ["tar", "--create", f"--file={out.child_path if out else dest}", "--format=posix", "--xattrs", "--xattrs-include=*", "--sparse",
             "--one-file-system", f"--listed-incremental={snar}", "--no-check-device", "--totals",
             "-C", fs_path, "."]
     try:
-        argv, preexec = orphan_proof(argv)
-        proc = subprocess.run(argv, capture_output=True, text=True, errors="replace", preexec_fn=preexec)
-        for line in proc.stderr.splitlines():
-            if line.startswith("Total bytes written"):
-                emit(f"backup: {line}", "stdout")
-            elif line:
-                emit(line, "stderr")
-        if proc.returncode > 1:
-            raise AixsmitError(f"backup: the backup of {shown} failed (tar exit status {proc.returncode}); no archive "
-                               "was written.", code=3)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, dest)
+        proc = run_tar(argv, f"the backup of {shown}", emit, pass_fds=(out.fd,) if out else ())
+        if out is not None:
+            out.commit()
         if chain is not None:
             if chain.keep is not None:
                 chain.keep.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -250,6 +251,7 @@ def backup_fs(fs_path: str, shown: str, level: int, dest: str, record: bool, emi
         emit("backup: The backup is complete.", "stdout")
         return LevelResult(dest, level, promoted, os.path.getsize(dest), "WARN" if proc.returncode == 1 else "OK")
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        if out is not None:
+            out.discard()
+            out.close()
         shutil.rmtree(work, ignore_errors=True)

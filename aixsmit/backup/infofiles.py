@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..fs.table import System
-from ..osutil import copy_file, which, write_text
+from ..osutil import which, write_text
 from . import image_data
 
 if TYPE_CHECKING:
@@ -122,14 +122,25 @@ def stage(req: ImageRequest, stage_dir: str, when: str, maps: dict[str, str],
     info_path = os.path.join(stage_dir, info_member(req)[2:])
     os.makedirs(os.path.dirname(info_path), exist_ok=True)
     prog, vg = req.program, req.vg
+    from ..safefile import INFO_FILE_LIMIT, read_bounded, write_file
+
     if req.new_data or prog == "savevg":
-        write_text(info_path, information_file(req, when, set(maps)))
+        text = information_file(req, when, set(maps))
+        write_text(info_path, text)
+        if prog == "mksysb":
+            # As AIX's mkszfile: /image.data is written too, so that a later mksysb without -i
+            # ("Generate new /image.data file? no") uses it.
+            write_file(os.path.join(req.system.root, "image.data"), text.encode())
     else:
-        copy_file(os.path.join(req.system.root, "image.data"), info_path)
+        data = read_bounded(os.path.join(req.system.root, "image.data"), INFO_FILE_LIMIT, "information file")
+        with open(info_path, "wb") as f:
+            f.write(data)
     fstab = os.path.join(req.system.root, "etc", "fstab")
     staged = [info_member(req)]
     if os.path.isfile(fstab):
-        copy_file(fstab, os.path.join(vgdir, "fstab"))
+        data = read_bounded(fstab, INFO_FILE_LIMIT, "fstab")
+        with open(os.path.join(vgdir, "fstab"), "wb") as f:
+            f.write(data)
         staged.append(f"{vgdata_dir(req)}/fstab")
     if req.program == "savevg" and vg.source == "lvm" and vg.lvm_name and which("vgcfgbackup"):
         # LVM's own description of the group (PVs, LVs, extents), for vgcfgrestore.

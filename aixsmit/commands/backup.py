@@ -216,27 +216,9 @@ def cmd_restore(args) -> int:
         argv += ["-f", args.f, *args.files]
         return _aix_passthrough(argv) if not args.target else _aix_in_dir(argv, args.target)
     if args.T:
-        total = count = 0
-        emit(f"New volume on {args.f}:", "stderr")
-        emit(" Cluster 51200 bytes (100 blocks).", "stderr")
-        emit("    Volume number 1", "stderr")
-        info = archive.read_info(args.f, "restore")
-        date = archive.image_data.first(info.stanzas, "image_data").get("DATE_TIME", "")
-        emit(f"    Date of backup: {date}", "stderr")
-        emit("    Files backed up by name", "stderr")
-        emit(f"    User {os.environ.get('USER', 'root')}", "stderr")
-        for m in archive.members(args.f, "restore"):
-            if m.isdir():
-                continue
-            name = archive._norm(m.name)
-            if args.files and not any(name == archive._norm(f) or name.startswith(archive._norm(f) + "/") for f in args.files):
-                continue
-            total += m.size
-            count += 1
-            emit(f"{m.size:>12} {name}", "stdout")
-        emit(f"The total size is {total} bytes.", "stdout")
-        emit(f"The number of archived files is {count}.", "stdout")
-        return 0
+        from ..backup.toc import list_contents
+
+        return list_contents(args.f, args.files, emit)
     target = args.target or os.getcwd()
     if args.r:
         from pathlib import Path
@@ -265,6 +247,9 @@ def cmd_restvg(args) -> int:
 
     system = System(root=args.root)
     if system.host.name == "aix":
+        if args.map:
+            raise AixsmitError("restvg: --map is for Linux; on AIX name the target disks: restvg -f IMAGE hdiskN ...",
+                               code=2)
         return _aix_passthrough(["restvg", "-f", args.f] + (["-q"] if args.q else []) + list(args.disks))
     info = archive.read_info(args.f, "restvg")
     if info.kind != "savevg":
@@ -280,16 +265,28 @@ def cmd_restvg(args) -> int:
         if not args.dry_run:
             emit(f"restvg: Volume group {info.vg} was remade on {', '.join(mapping.values())} from {args.f}.", "stdout")
         return 0
-    mounted = {e.mount_point for e in system.table()}
+    from ..fs.classify import USER
+
+    table = {e.mount_point: e for e in system.table()}
     fss = [fs.get("FS_NAME", "") for fs in archive.image_data.every(info.stanzas, "fs_data")]
-    missing = [fs for fs in fss if fs not in mounted]
+    missing = [fs for fs in fss if fs not in table]
     if missing:
         raise AixsmitError(f"restvg: {missing[0]} of volume group {info.vg} is not mounted under {system.root}; "
                            "mount or create it first. Restore of Volume Group canceled.")
+    # A volume group backup restores user file systems only: an image that names / or /etc as
+    # one of its file systems would otherwise be let write over the system.
+    system_fs = [fs for fs in fss if table[fs].cls != USER]
+    if system_fs:
+        raise AixsmitError(f"restvg: {args.f} names {system_fs[0]} as a file system of {info.vg}, but it is a "
+                           f"{table[system_fs[0]].cls} file system here. Restore of Volume Group canceled.")
     emit(f"Will restore the Volume Group:\t{info.vg}", "stderr")
     emit(f"Target File Systems:\t{' '.join(fss)}", "stderr")
     emit(f"Target Root:\t{system.root}", "stderr")
-    archive.restore(args.f, system.root, [], args.v, emit, program="restvg")
+    # Only the group's own file systems are written: an image holding anything else is refused
+    # before anything is written (its information files, under ./tmp/vgdata, are not restored).
+    within = [archive._norm(fs) for fs in fss if fs]
+    archive.restore(args.f, system.root, [], args.v, emit, program="restvg", within=within,
+                    skip=[f"./tmp/vgdata/{info.vg}"])
     emit(f"restvg: Volume group {info.vg} was restored from {args.f}.", "stdout")
     return 0
 
@@ -313,7 +310,7 @@ def cmd_verify(args) -> int:
     else:
         print(f"Verified {args.f}: {result.members} members, {result.bytes // (1024 * 1024)} MB of file data read "
               f"in {result.seconds:.1f} s: {result.status}.")
-        for line in result.problems + result.warnings:
+        for line in result.problems + result.warnings + result.notes:
             print(f"  {line}")
     return 1 if result.status == "FAILED" else 0
 
@@ -442,7 +439,9 @@ def cmd_crfs(args) -> int:
     system = System(root=args.root)
     if system.host.name == "aix":
         argv = ["crfs", "-v", args.v, "-d", args.d, "-m", args.m, "-A", args.A] + sum((["-a", a] for a in args.a), [])
-        return _aix_passthrough(argv)
+        rc = _aix_passthrough(argv)
+        # AIX's crfs only records the file system; --mount mounts it, as on Linux.
+        return _aix_passthrough(["mount", args.m]) if rc == 0 and args.mount else rc
     size = None
     for attr in args.a:
         key, _, value = attr.partition("=")

@@ -8,8 +8,14 @@ import sys
 from ..fs.mounts import escape
 
 
+def _root_dir(value: str) -> str:
+    if not value or "\0" in value:
+        raise argparse.ArgumentTypeError("an empty path: give the directory that plays /, such as /mnt/sys")
+    return value
+
+
 def add_root(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--root", metavar="DIR", default="/",
+    p.add_argument("--root", metavar="DIR", default="/", type=_root_dir,
                    help="treat DIR as / (a system mounted elsewhere, or a test tree): only mounts below it, shown relative to it")
 
 

@@ -20,12 +20,13 @@ def _system(args, **kw) -> System:
     fmt = getattr(args, "format", None)
     src = getattr(args, "from_file", None)
     if src:
-        try:
-            with open(src, "rb") as f:
-                import os
+        import os
 
-                text = os.fsdecode(f.read())
-        except OSError as exc:
+        from ..safefile import MOUNT_TABLE_LIMIT, read_bounded
+
+        try:
+            text = os.fsdecode(read_bounded(src, MOUNT_TABLE_LIMIT, "mount table"))
+        except FileNotFoundError as exc:
             raise AixsmitError(f"--from {src}: {exc.strerror}")
         if fmt is None:
             fmt = "mountinfo" if text[:1].isdigit() else "aix"
@@ -128,8 +129,20 @@ def cmd_umount(args) -> int:
     return 0
 
 
+def describe(system: System, plan) -> list[str]:
+    """The plan as the dry run prints it: one line per step, in the order the real run uses."""
+    lines = []
+    for e, rec, why in zip(plan.steps, plan.records, plan.reasons):
+        m = e.mount
+        what = shown(m.device) + (f"[{shown(m.fs_root)}]" if m.is_bind else "")
+        extra = f"; {shown(why)}" if why else ""
+        extra += "; its loop device is detached, and attached again when mounted" if rec.detach_loop else ""
+        lines.append(f"would unmount {shown(e.mount_point)} ({what}, {m.vfs}, {','.join(m.all_options)}, {e.cls}{extra})")
+    return lines
+
+
 def _umount_dry_run(system: System, args) -> int:
-    from ..fs.unmount import describe, holder_lines, plan_unmount
+    from ..fs.unmount import holder_lines, plan_unmount
 
     plan = plan_unmount(system, args.mounts, all_user=args.all_user)
     if plan.empty:

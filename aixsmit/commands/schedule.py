@@ -11,8 +11,15 @@ from .common import add_json, add_root, print_json
 
 
 def cmd_backup(args) -> int:
+    if args.i:
+        from .byname import cmd_backup_by_name
+
+        return cmd_backup_by_name(args)
     if args.level is None:
-        raise AixsmitError("backup: give a level, -0 (full) to -9", code=2)
+        raise AixsmitError("backup: give a level, -0 (full) to -9, or -i (by name)", code=2)
+    if len(args.fs) != 1:
+        raise AixsmitError("backup: a backup by level is of one file system: name its mount point", code=2)
+    args.fs = args.fs[0]
     system = System(root=args.root)
     if system.host.name == "aix":
         argv = ["backup", f"-{args.level}"] + (["-u"] if args.u else []) + ["-f", args.f, args.fs]
@@ -172,11 +179,15 @@ def cmd_schedule(args) -> int:
         print(f"Run by {sched.note}")
         if sched.problem:
             print(f"WARNING: {sched.problem}")
-        print(f"{'ID':<9} {'WHAT':<40} {'NEXT RUN':<15} LAST RUN")
+        # Within 80 columns: the COMMAND STATUS pane and a console show it whole.
+        print(f"{'ID':<9} {'WHAT':<32} {'NEXT RUN':<15}  LAST RUN")
         for s in schedules:
             last = sch.last_run(s.id)
-            shown = f"{last.get('result', '')} {last.get('start', '')[:16]}".strip() or "never run"
-            print(f"{s.id:<9} {_visible(s.describe())[:40]:<40} {s.next_run():%a %m-%d %H:%M}  {shown}")
+            shown = f"{last.get('result', '')} {last.get('start', '')[5:16]}".strip() or "never run"
+            what = _visible(s.describe())
+            print(f"{s.id:<9} {what[:32]:<32} {s.next_run():%a %m-%d %H:%M}  {shown}")
+            if len(what) > 32:
+                print(f"{'':<9} {what}")
             if last:
                 print(f"{'':<9} log: {_visible(last.get('log', ''))}")
         return 0
@@ -203,24 +214,32 @@ def cmd_schedule(args) -> int:
         if args.action == "changes":
             _print_changes(chains.changes(chains.pick(folder, mp, until)), args.json)
             return 0
-        chains.restore_chain(folder, mp, until, args.target, emit)
-        print(f"Restored {mp} as of {args.date or 'the last backup'} into {args.target}.")
+        chains.restore_chain(folder, mp, until, args.target, emit, dry_run=args.dry_run)
+        if not args.dry_run:
+            print(f"Restored {mp} as of {args.date or 'the last backup'} into {args.target}.")
         return 0
     raise AixsmitError("schedule: add, change, list, remove, run, restore, changes or install", code=2)
 
 
 def register(sub) -> None:
-    p = sub.add_parser("backup", help="back up a file system by level (0 full, 1-9 incremental)",
+    p = sub.add_parser("backup", help="back up a file system by level (0 full, 1-9 incremental), or files by name (-i)",
                        description="AIX backup -LEVEL [-u] -f DEST FS: level 0 is everything, level N what changed "
                                    "since the last backup at a lower level; -u records it. On Linux GNU tar "
                                    "--listed-incremental; restoring the full and then the level 1 reproduces the "
-                                   "tree, deleted files included.")
+                                   "tree, deleted files included. AIX backup -i -f DEST [-v] [-C DIR] [NAME...]: "
+                                   "the files and directories named (or, with none, read from standard input one a "
+                                   "line), relative to DIR; restore -x puts them back, restore -T lists them.")
     add_root(p)
     for n in range(10):
         p.add_argument(f"-{n}", dest="level", action="store_const", const=n, help="full backup" if n == 0 else argparse_suppress())
     p.add_argument("-u", action="store_true", help="record the backup (dumpdates), so later levels build on it")
+    p.add_argument("-i", action="store_true", help="back up by name: the files and directories NAME, with all below them")
+    p.add_argument("-v", action="store_true", help="with -i: name each file as it is backed up")
+    p.add_argument("-C", metavar="DIR", help="with -i: the directory the names are relative to (default: the current "
+                                             "one; under --root, DIR is inside it)")
     p.add_argument("-f", required=True, metavar="DEST", help="the archive file to write (absolute)")
-    p.add_argument("fs", metavar="FS", help="the mounted file system (mount point)")
+    p.add_argument("fs", nargs="*", metavar="FS|NAME",
+                   help="the mounted file system (mount point); with -i the files and directories to back up")
     p.set_defaults(func=cmd_backup)
 
     p = sub.add_parser("schedule", help="weekly system images and daily user backups, by cron or systemd timers",
@@ -274,6 +293,8 @@ def register(sub) -> None:
             r.add_argument("--target", required=True, metavar="DIR",
                            help="an empty directory, or the mount point of the file system to restore: what the "
                                 "backups say was deleted is removed there, each named first")
+            r.add_argument("--dry-run", action="store_true",
+                           help="only say which backups would be read and what in the target would be removed")
         else:
             add_json(r)
     p.set_defaults(func=cmd_schedule)

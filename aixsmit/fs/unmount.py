@@ -51,10 +51,6 @@ def _depth(mp: str) -> int:
     return 0 if mp == "/" else mp.count("/")
 
 
-def _below(mp: str, parent: str) -> bool:
-    return parent == "/" or mp.startswith(parent.rstrip("/") + "/")
-
-
 def _under(path: str, mp: str) -> bool:
     return path == mp or path.startswith(mp.rstrip("/") + "/")
 
@@ -114,9 +110,10 @@ def plan_unmount(system: System, targets: list[str], all_user: bool = False,
         t = os.path.normpath(t)
         if t not in names:
             names.append(t)
+    at, under = _index(table)
     chosen: dict[int, str] = {}
     for t in names:
-        here = [(i, e) for i, e in enumerate(table) if e.mount_point == t]
+        here = [(i, table[i]) for i in at.get(t, [])]
         if not here:
             raise AixsmitError(f"umount: {t}: 0506-347 Cannot find anything to unmount.")
         shown = here[-1][1]  # the visible one at that path
@@ -128,50 +125,67 @@ def plan_unmount(system: System, targets: list[str], all_user: bool = False,
             raise AixsmitError(
                 f"umount: {t} is a virtual file system ({shown.mount.vfs}); it holds no data to protect and is not unmounted."
             )
-        _take(table, t, chosen, "")
+        _take(table, at, under, t, chosen, "")
     # What depends on a chosen file system goes too (it would keep it busy), until nothing new.
-    needs = {i: _needs(system, e.mount) for i, e in enumerate(table)}
+    # For each mount, the paths it keeps open and the mounts holding them (computed once).
+    needs = {i: [(p, _fs_holding(p, table)) for p in _needs(system, e.mount)] for i, e in enumerate(table)}
     changed = True
     while changed:
         changed = False
         for i, e in enumerate(table):
             if i in chosen:
                 continue
-            for p in needs[i]:
-                j = _fs_holding(p, table)
+            for p, j in needs[i]:
                 if j is not None and j in chosen:
                     if e.cls == SYSTEM:
                         raise AixsmitError(f"umount: {table[j].mount_point}: the system file system {e.mount_point} "
                                            f"depends on it ({p}); unmount refused.")
-                    _take(table, e.mount_point, chosen, f"it uses {system.shown(p)}, on {table[j].mount_point}")
+                    _take(table, at, under, e.mount_point, chosen, f"it uses {system.shown(p)}, on {table[j].mount_point}")
                     changed = True
                     break
     order = _order(system, table, chosen, needs)
     leaving = {table[i].mount.path for i in order}
-    records = tuple(_record(system, table, i, needs, leaving) for i in order)
+    records = tuple(_record(system, table, i, at, leaving) for i in order)
     return Plan(targets=tuple(names), steps=tuple(table[i] for i in order), records=records,
                 reasons=tuple(chosen[i] for i in order))
 
 
-def _take(table: list[Entry], t: str, chosen: dict[int, str], why: str) -> None:
+def _index(table: list[Entry]) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
+    """(entries at each mount point, entries strictly below each directory), in table order:
+    a plan over hundreds of mounts looks each up once."""
+    at: dict[str, list[int]] = {}
+    under: dict[str, list[int]] = {}
     for i, e in enumerate(table):
-        if e.mount_point == t or _below(e.mount_point, t):
-            if e.cls == SYSTEM and e.mount_point != t:
-                raise AixsmitError(
-                    f"umount: {t}: the system file system {e.mount_point} is mounted below it; unmount refused."
-                )
-            if e.mount.host_mount:
-                continue  # the part of a file system playing "/" is never a step
-            chosen.setdefault(i, why if e.mount_point == t else "")
+        mp = e.mount_point
+        at.setdefault(mp, []).append(i)
+        while mp != "/":
+            mp = os.path.dirname(mp)
+            under.setdefault(mp, []).append(i)
+    return at, under
 
 
-def _order(system: System, table: list[Entry], chosen: dict[int, str], needs: dict[int, list[str]]) -> list[int]:
+def _take(table: list[Entry], at: dict, under: dict, t: str, chosen: dict[int, str], why: str) -> None:
+    for i in sorted(at.get(t, []) + under.get(t, [])):
+        e = table[i]
+        if e.cls == SYSTEM and e.mount_point != t:
+            raise AixsmitError(
+                f"umount: {t}: the system file system {e.mount_point} is mounted below it; unmount refused."
+            )
+        if e.mount.host_mount:
+            continue  # the part of a file system playing "/" is never a step
+        chosen.setdefault(i, why if e.mount_point == t else "")
+
+
+def _order(system: System, table: list[Entry], chosen: dict[int, str], needs: dict) -> list[int]:
     """Deepest first; at one path the top-most (listed last) first; a mount before the file
     systems its backing file or layers lie on."""
     order = sorted(chosen, key=lambda i: (-_depth(table[i].mount_point), -i))
+    providers = {i: {j for _, j in needs[i]} & chosen.keys() for i in chosen}
+    if not any(providers.values()):
+        return order
 
     def before(a: int, b: int) -> bool:  # must a be unmounted before b?
-        return any(_fs_holding(p, table) == b for p in needs[a])
+        return b in providers[a]
 
     for _ in range(len(order)):
         moved = False
@@ -188,12 +202,12 @@ def _order(system: System, table: list[Entry], chosen: dict[int, str], needs: di
     return order
 
 
-def _record(system: System, table: list[Entry], i: int, needs: dict[int, list[str]], leaving: set[str]) -> Record:
+def _record(system: System, table: list[Entry], i: int, at: dict, leaving: set[str]) -> Record:
     e = table[i]
     m = e.mount
     facts = system.host.device_facts(m)
     below = tuple((o.mount.vfs, system.host.identity(o.mount), o.mount.fs_root)
-                  for o in table[:i] if o.mount.path == m.path and not o.mount.host_mount)
+                  for o in (table[k] for k in at[e.mount_point] if k < i) if not o.mount.host_mount)
     backing = facts.get("backing_file", "")
     return Record(
         mount_point=e.mount_point, path=m.path, root=system.root, source=m.device, vfs=m.vfs,
@@ -205,20 +219,6 @@ def _record(system: System, table: list[Entry], i: int, needs: dict[int, list[st
         detach_loop=bool(backing) and not facts.get("autoclear", False) and any(_under(backing, p) for p in leaving),
         below=below,
     )
-
-
-def describe(system: System, plan: Plan) -> list[str]:
-    """The plan as the dry run prints it: one line per step, in order."""
-    from ..commands.common import shown
-
-    lines = []
-    for e, rec, why in zip(plan.steps, plan.records, plan.reasons):
-        m = e.mount
-        what = m.device + (f"[{m.fs_root}]" if m.is_bind else "")
-        extra = f"; {why}" if why else ""
-        extra += "; its loop device is detached, and attached again when mounted" if rec.detach_loop else ""
-        lines.append(f"would unmount {shown(e.mount_point)} ({what}, {m.vfs}, {','.join(m.all_options)}, {e.cls}{extra})")
-    return lines
 
 
 # --- holders --------------------------------------------------------------------------------

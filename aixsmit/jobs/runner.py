@@ -89,6 +89,7 @@ class Job:
     die_with_parent: bool = False  # killed if this process dies (a child that must not outlive it)
     tick: float = 0.0  # yield Tick events this often
     stdin: int | None = None  # a file descriptor for the command's input (else /dev/null)
+    pass_fds: tuple[int, ...] = ()  # descriptors the command inherits (as /dev/fd/N)
     proc: subprocess.Popen | None = field(default=None, init=False)
     stdout_seen: bool = field(default=False, init=False)
     stderr_seen: bool = field(default=False, init=False)
@@ -101,7 +102,7 @@ class Job:
         argv, preexec = orphan_proof(self.argv) if self.die_with_parent else (self.argv, None)
         self.proc = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, env=self.env, cwd=self.cwd, start_new_session=True,
-                                     preexec_fn=preexec)
+                                     preexec_fn=preexec, pass_fds=self.pass_fds)
         if self.batch:
             from ..osutil import grow_pipe
 

@@ -25,7 +25,9 @@ import datetime as dt
 import json
 import os
 import re
+import signal
 import socket
+import threading
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -236,22 +238,45 @@ def _new_log(d: Path, stamp: str):
     raise AixsmitError(f"schedule: cannot make a log in {d}: {stamp}.log exists")
 
 
+class _Stopped(Exception):
+    """SIGTERM or SIGHUP during a run (systemd stopping the unit, a shutdown, cron's session)."""
+
+
+def _stop(signum, frame):
+    raise _Stopped(signal.Signals(signum).name)
+
+
 def run_schedule(sid: str, emit: Emit, now: dt.datetime | None = None) -> int:
     """One run, as the scheduler starts it. Whatever happens - the lock held, the schedule
-    gone, the destination no longer a directory, a backup failing - the run leaves a log and
-    a record, and one that did not succeed is told to someone. Returns the exit status."""
+    gone, the destination no longer a directory, a backup failing, SIGTERM - the run leaves a
+    log and a record, and one that did not succeed is told to someone. Returns the exit status
+    (0 done, 1 failed or skipped, 2 wrong usage, 3 the backup failed, 128+N stopped by signal N)."""
+    from .notify import notify
+
     now = now or clock()
     stamp = now.strftime("%Y%m%d-%H%M%S")
-    d = runs_dir(sid)
-    log_path, log = _new_log(d, stamp)
+    try:
+        log_path, log = _new_log(runs_dir(sid), stamp)
+    except (OSError, AixsmitError) as exc:
+        # Not even a log: the state directory is full, read-only or refused. Still say it.
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        subject = f"scheduled backup {sid} could not start at {now:%Y-%m-%d %H:%M}: no log can be written ({why})"
+        notify(subject, subject)
+        raise AixsmitError(f"schedule: {subject}")
     started = time.time()
+    broken: list[str] = []
 
     def tee(line: str, stream: str) -> None:
-        log.write(line + "\n")
-        log.flush()
+        try:
+            log.write(line + "\n")
+            log.flush()
+        except OSError as exc:  # the state directory filled up during the run
+            broken.append(exc.strerror or str(exc))
         emit(line, stream)
 
     result, code = "FAILED", 1
+    main = threading.current_thread() is threading.main_thread()
+    old = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGHUP)} if main else {}
     try:
         # The one lock of everything that unmounts or mounts again: a scheduled run never
         # overlaps another, nor an operator's unmount, mksysb or walkthrough.
@@ -260,6 +285,9 @@ def run_schedule(sid: str, emit: Emit, now: dt.datetime | None = None) -> int:
     except LockBusy as exc:
         tee(f"{exc} This run is skipped.", "stderr")
         result, code = "SKIPPED", 1
+    except _Stopped as exc:
+        tee(f"schedule: the run was stopped by {exc}; its partial archive was removed.", "stderr")
+        code = 128 + int(getattr(signal, str(exc)))
     except AixsmitError as exc:
         tee(str(exc), "stderr")
         code = exc.code or 1
@@ -267,17 +295,26 @@ def run_schedule(sid: str, emit: Emit, now: dt.datetime | None = None) -> int:
         tee(f"schedule: {exc.filename or ''}: {exc.strerror or exc}", "stderr")
     except Exception as exc:  # noqa: BLE001 - whatever broke, the run is recorded and told
         tee(f"schedule: the run stopped: {type(exc).__name__}: {exc}", "stderr")
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
     record = {"id": sid, "start": now.strftime("%Y-%m-%d %H:%M:%S"), "result": result, "code": code,
               "log": str(log_path), "seconds": round(time.time() - started, 1),
               "host_time": time.strftime("%Y-%m-%d %H:%M:%S")}
-    if result in ("FAILED", "SKIPPED"):
-        from .notify import notify
-
+    if broken:
+        record["log_incomplete"] = broken[0]
+    if result in ("FAILED", "SKIPPED") or broken:
         subject = f"scheduled backup {sid} {result.lower()} at {record['start']}"
-        body = log_path.read_text(errors="replace")[-8000:] if log_path.exists() else ""
+        try:
+            body = log_path.read_text(errors="replace")[-8000:]
+        except OSError:
+            body = ""
         record["told"] = notify(subject, f"{subject}. Its log: {log_path}\n\n{body}")
         tee(f"schedule: told: {', '.join(record['told'])}", "stdout")
-    log.close()
+    try:
+        log.close()
+    except OSError:
+        pass
     atomic_write_json(log_path.with_suffix(".json"), record)
     return code
 

@@ -4,7 +4,10 @@
 * a field is sent only when its value differs from the default, unless it is required (must be
   filled, always sent) or marked ``always``;
 * ring values map to arguments through ``emit`` (yes -> -m, no -> nothing), or ``flag VALUE``;
-* with ``root: true`` and aixsmit running with ``--root DIR``, Linux commands get ``--root DIR``.
+* with ``root: true`` and aixsmit running with ``--root DIR``, aixsmit's own commands get
+  ``--root DIR`` right after the command's name (before any flag the command line starts with);
+  AIX's own commands know no ``--root``, and a dialog that would run one under it is refused
+  rather than run on this machine's own ``/``.
 """
 
 from __future__ import annotations
@@ -35,11 +38,19 @@ def validate(f: Field, value: str) -> None:
         raise MenuError(f'"{value}" is not one of the values of\n"{f.label}": {", ".join(f.choices)}')
 
 
+def _option(flag: str, value: str) -> list[str]:
+    """``flag value``; a value that starts with ``-`` is joined to its flag (``--target=-x``,
+    ``-f-x``), so that it cannot be read as an option of its own."""
+    if not value.startswith("-"):
+        return [flag, value]
+    return [f"{flag}={value}" if flag.startswith("--") else flag + value]
+
+
 def field_args(f: Field, value: str) -> list[str]:
     if f.is_ring:
         if f.emit:
             return list(f.emit.get(value, []))
-        return [value] if f.positional else ([f.flag, value] if f.flag else [value])
+        return [value] if f.positional else (_option(f.flag, value) if f.flag else [value])
     if not value:
         return []
     if f.template:
@@ -48,8 +59,8 @@ def field_args(f: Field, value: str) -> list[str]:
         vals = shlex.split(value)
         if f.positional:
             return vals
-        return [a for v in vals for a in (f.flag, v)]
-    return [value] if f.positional else [f.flag, value]
+        return [a for v in vals for a in _option(f.flag, v)]
+    return [value] if f.positional else _option(f.flag, value)
 
 
 def build(screen: Screen, values: dict[str, str], host: str, root: str = "/") -> list[str]:
@@ -66,9 +77,14 @@ def build(screen: Screen, values: dict[str, str], host: str, root: str = "/") ->
         if not (value != f.default or f.required or f.always):
             continue
         (positionals if f.positional else flags).extend(field_args(f, value))
+    if any(p.startswith("-") for p in positionals):
+        positionals.insert(0, "--")  # a name such as -x is a name, not an option
     argv = list(screen.command[host])
-    if screen.root and host == "linux" and root not in ("", "/"):
-        argv += ["--root", root]
+    if screen.root and root not in ("", "/"):
+        if argv[:2] != ["aixsmit", "cmd"]:
+            raise MenuError(f"{screen.title}: {argv[0]} works on this system's own /: it cannot run under --root {root}.")
+        at = next((i for i, a in enumerate(argv) if a.startswith("-")), len(argv))
+        argv[at:at] = ["--root", root]
     return argv + flags + positionals
 
 

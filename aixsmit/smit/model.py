@@ -173,9 +173,20 @@ def _strs(src: str, node, what: str) -> tuple[str, ...]:
 
 
 def _mapping(src: str, node, what: str) -> list[tuple[str, object]]:
+    """A mapping's (key, value node) pairs, in order. A key given twice is an error naming
+    both lines: YAML parsers keep the last one silently, so a second ``help:`` would replace
+    the first without a word."""
     if not isinstance(node, yaml.MappingNode):
         raise _err(src, node, f"{what} must be a mapping")
-    return [(_scalar(src, k, "a key"), v) for k, v in node.value]
+    out: list[tuple[str, object]] = []
+    seen: dict[str, int] = {}
+    for k, v in node.value:
+        key = _scalar(src, k, "a key")
+        if key in seen:
+            raise _err(src, k, f"'{key}' is given twice in {what} (first at line {seen[key]})")
+        seen[key] = k.start_mark.line + 1
+        out.append((key, v))
+    return out
 
 
 FIELD_KEYS = {"name", "label", "type", "required", "always", "default", "value", "list", "values", "flag",

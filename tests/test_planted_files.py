@@ -1,0 +1,155 @@
+"""Root writes only where it means to: another user plants names in a shared backup folder.
+
+The folder is group-writable (the attacker's group) without the sticky bit, as shared backup
+folders often are. The attacker (``setpriv --reuid=65534 --regid=65534 --clear-groups``) plants,
+before mksysb runs: a symbolic link at the temporary name mksysb used to write to (its pid is
+this process's, as mksysb runs in it), a link at the final name to a file of root's, a link at
+the final name to a block device, or a file of their own (0666) at the final name. In every
+case the image ends up root's, 0600 whatever the umask, verifiable; the files and the device
+the links point at are untouched; and the folder holds nothing else new.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import tempfile
+
+import pytest
+
+from aixsmit.backup.engine import ImageRequest, create_image
+from aixsmit.fs.table import System
+from aixsmit.fs.volume_groups import find
+
+from conftest import aixsmit, need_tool, needs_root, run
+
+pytestmark = [needs_root, need_tool("setpriv")]
+
+NOBODY = 65534
+
+
+def _as_attacker(*argv: str) -> None:
+    run("setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *argv)
+
+
+@pytest.fixture
+def shared():
+    """A folder the attacker can reach and write: /tmp/X (0755) / shared (0770, group 65534)."""
+    base = tempfile.mkdtemp(prefix="aixsmit-planted-", dir="/tmp")
+    os.chmod(base, 0o755)
+    folder = os.path.join(base, "shared")
+    os.mkdir(folder)
+    os.chown(folder, 0, NOBODY)
+    os.chmod(folder, 0o770)
+    victims = os.path.join(base, "victims")
+    os.mkdir(victims)
+    os.chmod(victims, 0o755)
+    loops: list[str] = []
+    try:
+        yield folder, victims, loops
+    finally:
+        for dev in loops:
+            subprocess.run(["losetup", "-d", dev], capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.parametrize("plant", ["partial-link", "final-link-to-file", "final-link-to-disk", "final-file"])
+def test_planted_names_never_redirect_roots_image(troot, shared, plant):
+    tr = troot
+    folder, victims, loops = shared
+    tr.p("/etc/shadow").write_text("root:$6$secret:19000::::::\n")
+    final = os.path.join(folder, "sys.mksysb")
+    victim = os.path.join(victims, "passwd")
+    with open(victim, "w") as f:
+        f.write("root:x:0:0::/root:/bin/sh\n")
+    disk_file = os.path.join(victims, "disk.img")
+    with open(disk_file, "wb") as f:
+        f.truncate(4 << 20)
+    disk = run("losetup", "-f", "--show", disk_file).stdout.strip()
+    loops.append(disk)
+    planted = set()
+    if plant == "partial-link":
+        # The hidden name mksysb wrote to before (.NAME.aixsmit-partial-PID) with O_CREAT|O_TRUNC.
+        name = os.path.join(folder, f".sys.mksysb.aixsmit-partial-{os.getpid()}")
+        _as_attacker("ln", "-s", victim, name)
+        planted.add(os.path.basename(name))
+    elif plant == "final-link-to-file":
+        _as_attacker("ln", "-s", victim, final)
+    elif plant == "final-link-to-disk":
+        _as_attacker("ln", "-s", disk, final)
+    else:
+        _as_attacker("sh", "-c", f"echo theirs > {final}; chmod 666 {final}")
+    before = {n: os.lstat(os.path.join(folder, n)) for n in os.listdir(folder)}
+
+    system = System(root=str(tr.path))
+    old = os.umask(0)
+    try:
+        create_image(ImageRequest("mksysb", find(system, "rootvg"), system, final), lambda line, stream: None)
+    finally:
+        os.umask(old)
+
+    st = os.lstat(final)
+    assert stat.S_ISREG(st.st_mode) and st.st_uid == 0 and stat.S_IMODE(st.st_mode) == 0o600
+    assert aixsmit("cmd", "verify", "-f", final).returncode == 0
+    assert "./etc/shadow" in aixsmit("cmd", "lsmksysb", "-f", final).stdout.splitlines()
+    with open(victim) as f:
+        assert f.read() == "root:x:0:0::/root:/bin/sh\n"
+    with open(disk, "rb") as f:
+        assert f.read(1 << 20).count(0) == 1 << 20  # not a byte of the image on the disk
+    # Nothing else written: the folder holds the image and what the attacker planted, no more.
+    assert set(os.listdir(folder)) == {"sys.mksysb"} | planted
+    for n in planted:
+        assert os.lstat(os.path.join(folder, n)).st_ino == before[n].st_ino  # theirs, untouched
+    # A non-root user cannot read the image.
+    r = subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "cat", final],
+                       capture_output=True)
+    assert r.returncode != 0 and b"secret" not in r.stdout
+
+
+def test_level_archives_are_roots_and_0600_through_planted_links(troot, shared):
+    """backup -0 (the level archives of scheduled backups) into the same shared folder, with a
+    link at the final name to a file of root's: replaced, never written through; 0600."""
+    tr = troot
+    folder, victims, _ = shared
+    tr.loop_mount("/home", size_mb=16)
+    tr.p("/home/key").write_text("-----BEGIN PRIVATE KEY-----\n")
+    os.chmod(tr.p("/home/key"), 0o600)
+    victim = os.path.join(victims, "passwd")
+    with open(victim, "w") as f:
+        f.write("root:x:0:0::/root:/bin/sh\n")
+    final = os.path.join(folder, "home.L0.tar")
+    _as_attacker("ln", "-s", victim, final)
+    r = subprocess.run(["sh", "-c", f"umask 0; exec {' '.join(map(str, __import__('sys').executable.split()))} -m aixsmit "
+                        f"cmd backup -0 --root {tr.path} -f {final} /home"], capture_output=True, text=True, env=tr.env())
+    assert r.returncode == 0, r.stderr
+    st = os.lstat(final)
+    assert stat.S_ISREG(st.st_mode) and st.st_uid == 0 and stat.S_IMODE(st.st_mode) == 0o600
+    with open(victim) as f:
+        assert f.read() == "root:x:0:0::/root:/bin/sh\n"
+    assert os.listdir(folder) == ["home.L0.tar"]
+
+
+def test_a_destination_that_is_somebodys_data_is_refused(troot):
+    """The backing file of a mounted loop file system, the mounted device itself, a file inside
+    what is being backed up: each refused with one line naming the mount, nothing written."""
+    import hashlib
+
+    tr = troot
+    dev = tr.loop_mount("/home", size_mb=16)
+    backing = tr.images / "home.img"
+    tr.p("/etc/thesis.txt").write_text("years of work\n")
+
+    def digest(path) -> str:
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read(1 << 20)).hexdigest()
+
+    before = digest(backing), digest(dev)
+    for dest, says in ((backing, f"it is the backing file of {dev.replace('/dev/', '/dev/')}, mounted at {tr.path}/home"),
+                       (dev, f"it holds the file system mounted at {tr.path}/home"),
+                       (tr.p("/etc/thesis.txt"), f"it is a file of {tr.path}, which this image backs up")):
+        r = aixsmit("cmd", "mksysb", "-i", "--root", tr.path, dest, env=tr.env())
+        assert r.returncode == 3 and says in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert (digest(backing), digest(dev)) == before
+    assert tr.p("/etc/thesis.txt").read_text() == "years of work\n"
