@@ -216,8 +216,9 @@ def _create_image(req: ImageRequest, emit: Emit) -> ImageResult:
 
         # 3. tar starts at once and reads the names while the walk finds them (streams).
         # Packed into a file only: on a disk, zstd could not tell where the image ends and what
-        # the device held before begins.
-        pack = req.pack and not is_device
+        # the device held before begins. savevg -r holds a few small information files: not
+        # packed, it keeps its block checksums.
+        pack = req.pack and not is_device and not req.structure_only
         if pack and not which("zstd"):
             raise BackupFailed(f"{prog}: zstd is not installed, so the image cannot be packed: install it "
                                "(scripts/install-deps) or give -p for an image that is not packed. Backup canceled.",
