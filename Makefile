@@ -14,7 +14,7 @@ MANPAGES := $(wildcard aixsmit/man/*.8)
 
 # Quietly (pip -qq: errors only): the first thing a new user sees is the product, or the error.
 $(STAMP): pyproject.toml
-	@echo "aixsmit: setting up $(VENV) (first run only)"
+	@echo "aixsmit: setting up $(VENV)"
 	@$(PYTHON) -m venv $(VENV)
 	@$(PIP) --upgrade pip
 	@$(PIP) -e '.[test]'

@@ -457,3 +457,69 @@ def test_m_writes_a_map_file_per_logical_volume(troot):
             assert lines[-1] == f"{name}:0-{size - 1}"
             assert f"# backing file: {tr.images / (mp.strip('/') + '.img')}" in lines
     assert lvs["/"]["MAPFILE"] == ""  # a tmpfs lies on no disk
+
+
+def _progress(out: str) -> list[BackupProgress]:
+    """The progress lines of ``out``, each as read by the progress grammar."""
+    found = []
+    for line in out.splitlines():
+        p = BackupProgress()
+        if p.feed(line) and BackupProgress.is_tick(line):
+            found.append(p)
+    return found
+
+
+def test_progress_counts_bytes_as_well_as_files(troot):
+    # The count of names handed to tar sat at 99% while tar read the last large files.
+    tr = troot
+    tr.p("/big").write_bytes(os.urandom(48 << 20))
+    for i in range(40):
+        tr.p(f"/small{i}").write_text(str(i))
+    img = tr.base / "sys.mksysb"
+    env = tr.env()
+    env["AIXSMIT_PROGRESS_SECONDS"] = "0.02"
+    r = aixsmit("cmd", "mksysb", "-i", "--root", tr.path, img, env=env)
+    assert r.returncode == 0, r.stderr
+    ticks = [(p.files_done, p.files_total, p.bytes_done, p.bytes_total) for p in _progress(r.stdout) if p.bytes_total]
+    assert ticks, r.stdout
+    st = os.statvfs(tr.path)
+    used = (st.f_blocks - st.f_bfree) * st.f_frsize
+    assert all(t[3] == used for t in ticks)  # what the file systems imaged hold in use
+    done = [t[2] for t in ticks]
+    assert done == sorted(done) and 0 < done[-1] <= used
+    assert all(t[0] < t[1] for t in ticks)  # 100% only once the image is complete
+    # Reading it back says how far it is, and ends with its result line.
+    r = aixsmit("cmd", "verify", "-f", img, env=env)
+    assert r.returncode == 0, r.stderr
+    read = _progress(r.stdout)
+    assert read and all(p.bytes_total == img.stat().st_size for p in read)
+    assert [p.bytes_done for p in read] == sorted(p.bytes_done for p in read)
+    last = r.stdout.splitlines()[-1]
+    assert last.startswith(f"Verified {img}: ") and last.endswith(": OK.")
+    # And so does restoring from it.
+    target = tr.base / "restored"
+    target.mkdir()
+    r = aixsmit("cmd", "restore", "-x", "-f", img, "--target", target, env=env)
+    assert r.returncode == 0, r.stderr
+    read = [p.bytes_done for p in _progress(r.stdout)]
+    assert read and read == sorted(read) and read[-1] > 0
+    assert r.stdout.splitlines()[-1] == f"restore: {img} was restored into {target}."
+    assert (target / "big").stat().st_size == 48 << 20
+
+
+def test_mksysb_i_of_a_read_only_root_says_image_data_was_not_written(troot):
+    """mksysb -i writes /image.data as AIX's mkszfile does; a root mounted read-only (a rescue
+    boot, the clone test's source) still gets its image, with image.data inside, and is told."""
+    tr = troot
+    tr.p("/etc/hostname").write_text("ro-host\n")
+    out = tr.base / "out"
+    out.mkdir()
+    run("mount", "-o", "remount,ro", tr.path)
+    img = out / "ro.mksysb"
+    r = aixsmit("cmd", "mksysb", "-i", "--root", tr.path, img, env=tr.env())
+    assert r.returncode == 0, r.stderr
+    assert "image.data was not written: Read-only file system" in r.stderr
+    assert "internal error" not in r.stderr
+    assert not tr.p("/image.data").exists()
+    names = aixsmit("cmd", "lsmksysb", "-f", img, env=tr.env()).stdout
+    assert "./image.data" in names and "./etc/hostname" in names

@@ -10,7 +10,7 @@ from aixsmit.tui.popups import ListPopup, MessagePopup
 from aixsmit.tui.screens import CommandStatusScreen, DialogScreen, MenuScreen, TooSmallScreen
 
 from conftest import aixsmit, needs_root
-from tui_helpers import make, text, typed, until
+from tui_helpers import loop_gaps, make, text, typed, until
 
 
 async def test_menu_screen_exact_texts_and_navigation(tmp_path):
@@ -124,8 +124,7 @@ async def test_f4_single_list_from_service_and_are_you_sure(troot, tmp_path):
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
         await pilot.press("f4")
-        await pilot.pause()
-        assert isinstance(app.screen, ListPopup)
+        await until(pilot, lambda: isinstance(app.screen, ListPopup) and not app.screen.building)
         assert "Move cursor to desired item and press Enter." in text(app)
         assert "/home" in text(app) and "ext4" in text(app)
         await pilot.press("enter")
@@ -143,7 +142,7 @@ async def test_f4_multi_select_with_f7(troot, tmp_path):
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
         await pilot.press("down", "f4")
-        await pilot.pause()
+        await until(pilot, lambda: isinstance(app.screen, ListPopup) and not app.screen.building)
         assert "ONE OR MORE items can be selected." in text(app)
         await pilot.press("f7", "down", "f7", "enter")
         await pilot.pause()
@@ -255,10 +254,9 @@ async def test_mksysb_from_the_dialog_to_command_ok(troot, tmp_path):
         assert "Command: OK            stdout: yes           stderr: no" in t
         assert "Before command completion, additional instructions may appear below." in t
         assert "0512-038 mksysb: Backup Completed Successfully." in t
-        from textual.widgets import ProgressBar
-
-        bar = screen.query_one(ProgressBar)
-        assert bar.total and bar.progress == bar.total
+        row = next(l for l in t.splitlines() if l.startswith("[") and "files" in l)
+        total = next(int(l.split()[2]) for l in t.splitlines() if l.startswith("Backing up "))
+        assert row.startswith("[" + "\u2588" * 16 + f"] 100%  {total}/{total} files"), row
         assert "of" in t and "files" in t
         await pilot.press("slash")
         await pilot.pause()
@@ -311,17 +309,9 @@ async def test_streaming_200k_lines_never_stalls_the_loop(tmp_path):
     n = 200_000
     d = Def(kind="dialog", id="flood", title="Flood", command={"linux": [sys.executable]})
     argv = [sys.executable, "-c", f"import sys\nfor i in range({n}): sys.stdout.write(f'line {{i}} of output\\n')"]
-    gaps = []
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
-        last = [time.monotonic()]
-
-        def tick():
-            now = time.monotonic()
-            gaps.append(now - last[0])
-            last[0] = now
-
-        app.set_interval(0.01, tick)
+        gaps = loop_gaps(app, 0.01)
         app.push_screen(CommandStatusScreen(d, argv, progress=False))
         await until(pilot, lambda: isinstance(app.screen, CommandStatusScreen) and not app.screen.running
                     and app.screen.lines_total == n, timeout=120)
@@ -489,3 +479,228 @@ def test_one_line_statics_are_set_only_when_their_text_changes():
     for shown in ["Command: running", "Command: running", "Command: running", "Command: OK", "Command: OK"]:
         _show(line, shown)
     assert line.calls == [("Command: running", False), ("Command: OK", False)]
+
+
+async def test_the_cursor_stays_on_a_field_past_either_end(tmp_path):
+    # Down past the last field or Up above the first left no field focused, and Enter then did
+    # nothing. The cursor stops at the ends, as in smitty, and Enter runs the dialog.
+    from aixsmit.tui.screens import FieldRow
+
+    app = make(tmp_path, "mksysb", no_run=True)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await typed(pilot, "/backup/sys.mksysb")
+        rows = app.screen.rows()
+        for key in ("down", "up"):
+            for _ in range(len(rows) + 3):
+                await pilot.press(key)
+                await pilot.pause()
+                assert app.screen.focused_row() is not None, key
+            assert app.screen.focused_row() is rows[-1 if key == "down" else 0]
+        await pilot.press("pagedown")
+        assert app.screen.focused_row() is rows[-1]
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, MessagePopup) and "aixsmit cmd mksysb -i /backup/sys.mksysb" in app.screen.message
+
+
+# A command that reports progress as aixsmit's engine does: few files, most bytes in the first.
+PROGRESS_CMD = ("import sys, time\nprint('Backing up 40 files')\n"
+                "for i in range(60): print(f'output line {i} ' + 'x' * 100)\n"
+                "print('4 of 40 files backed up (10%) 75000000 of 100000000 bytes', flush=True)\n"
+                "time.sleep(1.5)\n"
+                "print('4 of 40 files backed up (10%) 75000000 of 100000000 bytes', flush=True)\n"
+                "time.sleep(30)\n")
+
+
+async def _progress_screen(app, pilot):
+    from aixsmit.smit.model import Screen as Def
+
+    d = Def(kind="dialog", id="prog", title="Progress", command={"linux": [sys.executable]}, progress="backup")
+    app.push_screen(CommandStatusScreen(d, [sys.executable, "-c", PROGRESS_CMD], progress=True))
+    await until(pilot, lambda: isinstance(app.screen, CommandStatusScreen) and app.screen.lines_total >= 60
+                and app.screen.files_total == 40)
+    await pilot.pause(2.0)
+    return app.screen
+
+
+async def test_progress_moves_with_bytes_and_is_not_repeated_in_the_pane(tmp_path):
+    app = make(tmp_path, "fs")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        screen = await _progress_screen(app, pilot)
+        row = next(l for l in text(app).splitlines() if "files" in l and "[" in l)
+        # By bytes: three quarters of the bar, though a tenth of the files.
+        assert row.startswith("[" + "\u2588" * 12 + "\u2591" * 4 + "]  75%  4/40 files  71/95 MB"), row
+        assert "ETA 0:0" in row and len(row.rstrip()) < 80
+        assert not any("of 40 files backed up" in l for l in screen.query_one("#output").lines)
+        screen.action_cancel()
+        await pilot.press("enter")
+        await until(pilot, lambda: not screen.running, timeout=15)
+    assert "of 40 files backed up" not in (tmp_path / "smit.log").read_text()
+
+
+def _cp437(ch: str) -> bool:
+    try:
+        ch.encode("cp437")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+async def test_the_linux_console_gets_only_glyphs_its_font_has(tmp_path, monkeypatch):
+    # TERM=linux: the bar and the scroll bars used glyphs the console's CP437 font lacks.
+    monkeypatch.setenv("TERM", "linux")
+    for ascii_only in (False, True):
+        app = make(tmp_path, "fs", ascii_only=ascii_only)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.pause()
+            screen = await _progress_screen(app, pilot)
+            shown = text(app)
+            assert "75%" in shown and "[MORE..." in shown  # the bar and an overflowing pane
+            odd = {c for c in shown if not (c.isascii() if ascii_only else _cp437(c))}
+            assert not odd, odd
+            screen.action_cancel()
+            await pilot.press("enter")
+            await until(pilot, lambda: not screen.running, timeout=15)
+
+
+async def test_long_lines_show_they_go_on_and_scroll_sideways(tmp_path):
+    # COMMAND STATUS cut lines at column 80 without a sign; the footer did not say Right/Left scroll.
+    from aixsmit.smit.model import Screen as Def
+
+    app = make(tmp_path, "fs")
+    d = Def(kind="dialog", id="wide", title="Wide", command={"linux": ["sh"]})
+    wide = "0506-349 Cannot unmount /home/a/rather/long/mount/point/name: The requested resource is busy."
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        app.push_screen(CommandStatusScreen(d, ["printf", "%s\\nshort\\n", wide], progress=False))
+        await until(pilot, lambda: isinstance(app.screen, CommandStatusScreen) and not app.screen.running)
+        rows = text(app).splitlines()
+        row = next(r for r in rows if r.startswith("0506-349"))
+        width = app.screen.query_one("#output").scrollable_content_region.width
+        assert width >= 78 and row[:width] == wide[:width - 1] + "\u00bb"
+        assert next(r for r in rows if r.startswith("short")).rstrip() == "short"
+        assert "Left/Right=Scroll" in text(app)
+        for _ in range(20):
+            await pilot.press("right")
+        await pilot.pause()
+        row = next(r for r in text(app).splitlines() if "busy." in r)
+        assert row.startswith("\u00ab") and row.rstrip().endswith("resource is busy.")
+
+
+@needs_root
+async def test_lsmount_shows_each_class_at_80_columns(troot, tmp_path):
+    troot.loop_mount("/home")
+    app = make(tmp_path, "lsmount", root=str(troot.path))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: isinstance(app.screen, CommandStatusScreen) and not app.screen.running)
+        shown = text(app)
+        assert "  user:    /home" in shown and "  system:  /" in shown
+    # sysonly's verdict, below its table, within 80 columns too.
+    out = aixsmit("cmd", "sysonly", "--root", troot.path, env=troot.env()).stdout
+    verdict = out[out.index("User file systems are still mounted"):].splitlines()
+    assert "/home" in verdict[0] and all(len(l) < 80 for l in verdict)
+
+
+async def test_search_home_and_pgup_reach_the_whole_output(tmp_path):
+    # The pane keeps the newest 5,000 lines; / found nothing older, Home stopped at the pane's top.
+    from aixsmit.smit.model import Screen as Def
+
+    app = make(tmp_path, "fs")
+    d = Def(kind="dialog", id="long", title="Long", command={"linux": [sys.executable]})
+    code = "for i in range(12000): print(f'member {i} of the image')"
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        app.push_screen(CommandStatusScreen(d, [sys.executable, "-c", code], progress=False))
+        await until(pilot, lambda: isinstance(app.screen, CommandStatusScreen) and not app.screen.running)
+        screen = app.screen
+        assert "member 11999 of the image" in text(app) and "[MORE...119" in text(app)
+
+        def first_shown():
+            return next(l for l in text(app).splitlines() if l.startswith("member ")).split()[1]
+
+        await pilot.press("slash")
+        await pilot.pause()
+        await typed(pilot, "member 7 ")
+        await pilot.press("enter")
+        await until(pilot, lambda: "[line 8]" in text(app))
+        assert "member 7 of the image" in text(app)
+        await pilot.press("n")  # the only other match: none; it wraps to the same line
+        await until(pilot, lambda: "[line 8]" in text(app))
+        await pilot.press("end")
+        await until(pilot, lambda: "member 11999 of the image" in text(app))
+        await pilot.press("home")
+        await until(pilot, lambda: first_shown() == "0")
+        assert "[TOP]" in text(app) and "[MORE...11" in text(app)
+        await pilot.press("end")
+        await until(pilot, lambda: "member 11999 of the image" in text(app) and "[BOTTOM]" in text(app))
+        # PgUp past the pane's top reads the older lines in.
+        screen.query_one("#output").scroll_home(animate=False)
+        await pilot.pause()
+        top = int(first_shown())
+        assert top == 12000 - CommandStatusScreen.MAX_LINES
+        await pilot.press("pageup")
+        await until(pilot, lambda: int(first_shown()) < top)
+        assert int(first_shown()) == top - screen.query_one("#output").size.height
+
+
+async def test_f4_shows_at_once_and_the_screen_stays_live_while_the_list_is_built(tmp_path, monkeypatch):
+    # The destination list was built on the screen's own thread: with --root on a full system
+    # the screen froze for minutes.
+    from aixsmit.smit import services
+
+    def slow(system):
+        time.sleep(1.5)
+        return [services.ListItem("/backup/a.mksysb", "/backup/a.mksysb   12 MB")]
+
+    monkeypatch.setitem(services.SERVICES, "backup_destinations", slow)
+    app = make(tmp_path, "mksysb")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        gaps = loop_gaps(app, 0.02)
+        await pilot.press("f4")
+        await pilot.pause(0.1)
+        assert isinstance(app.screen, ListPopup) and "Building the list ..." in text(app)
+        await until(pilot, lambda: not app.screen.building)
+        assert "/backup/a.mksysb   12 MB" in text(app)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.screen.values()["device"] == "/backup/a.mksysb"
+    assert max(gaps[2:]) < 0.25
+
+
+def test_image_lists_are_bounded_and_fields_get_what_they_take(tmp_path, monkeypatch):
+    import os
+
+    from aixsmit.fs.table import System
+    from aixsmit.smit import services
+
+    monkeypatch.setattr(services, "image_dirs", lambda system: [str(tmp_path / "top")])
+    top = tmp_path / "top"
+    (top / "out").mkdir(parents=True)
+    (top / "out" / "sys.mksysb").write_text("x")
+    deep = top / "a" / "b" / "c" / "d"
+    deep.mkdir(parents=True)
+    (deep / "deep.mksysb").write_text("x")  # four folders down: past the bound
+    (top / "root" / "backup").mkdir(parents=True)
+    (top / "root" / "backup" / "in-root.mksysb").write_text("x")  # inside --root: the system itself
+    system = System(root=str(top / "root"))
+    images = [i.value for i in services.backup_images(system)]
+    assert images == [str(top / "out" / "sys.mksysb")]
+    # A schedule's Backup DIRECTORY takes a folder: its list offers folders, no image file.
+    folders = [i.value for i in services.schedule_directories(system)]
+    assert str(top) in folders and all(os.path.isdir(f) for f in folders)
+    monkeypatch.setattr(services, "MAX_ENTRIES", 3)
+    assert services.backup_images(system)[-1].text.startswith("(more not searched")
+
+
+async def test_keys_typed_fast_move_field_by_field(tmp_path):
+    # Two Downs in one burst (a paste, a fast typist over SSH) must move two fields.
+    app = make(tmp_path, "mksysb")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        rows = app.screen.rows()
+        app.screen.action_move(1)
+        app.screen.action_move(1)
+        assert app.screen.focused_row() is rows[2]

@@ -32,3 +32,18 @@ async def until(pilot, cond, timeout: float = 60.0) -> None:
 
 def text(app) -> str:
     return app.screen_text()
+
+
+def loop_gaps(app, every: float) -> list[float]:
+    """The times between ticks of a timer of ``every`` seconds on the app's event loop: a
+    long one is the loop stalled."""
+    gaps: list[float] = []
+    last = [time.monotonic()]
+
+    def tick():
+        now = time.monotonic()
+        gaps.append(now - last[0])
+        last[0] = now
+
+    app.set_interval(every, tick)
+    return gaps

@@ -43,12 +43,12 @@ from ..state import fsync_dir
 from ..safefile import OutputFile, destination_kind
 from . import stop
 from .destination import (BACKUP_LOG, PARTIAL, clean_stale_partials, log_backup, nearly_full, packed_ratio,
-                          packed_size, partial_name, refuse_data, required_room, space_block)
+                          packed_size, refuse_data, required_room, space_block)
 from .excludes import ExcludeList
 from .infofiles import fs_facts, info_member, vgdata_dir
 from .infofiles import stage as stage_information
 from .stop import ImageInterrupted, request_stop
-from .sums import BlockSums, archive_end
+from .sums import BlockSums, archive_end, trailing_zeros
 from .streams import WARNING_RE, ListFeed, SecondTar, tar_options
 from .walk import TOC_VERSION, walk
 
@@ -93,6 +93,41 @@ class ImageResult:
 
 class BackupFailed(AixsmitError):
     pass
+
+
+# A progress line this often (AIX: about once a second); tests ask for more.
+PROGRESS_SECONDS = float(os.environ.get("AIXSMIT_PROGRESS_SECONDS") or 1.0)
+
+
+def read_chars(pid: int) -> int:
+    """Bytes process ``pid`` has read so far (``rchar`` of /proc/PID/io); 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/io", "rb") as f:
+            for line in f:
+                if line.startswith(b"rchar:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def read_chars_tree(pid: int) -> int:
+    """Bytes process ``pid`` and the processes it started (tar, zstd) have read so far."""
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat", "rb") as f:
+                    ppid = int(f.read().rsplit(b")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(name))
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        total += read_chars(p)
+        todo += children.get(p, [])
+    return total
 
 
 def create_image(req: ImageRequest, emit: Emit) -> ImageResult:
@@ -238,7 +273,7 @@ def _create_image(req: ImageRequest, emit: Emit) -> ImageResult:
         argv = ["tar", "--create", f"--file={out.child_path if out else dest}", *opts, "-C", stage, *staged, "-C", req.system.root, "-T", "-",
                 "-C", stage, marker if parallel else toc_member]
         feeds.append(ListFeed(os.path.join(work, "list")))
-        job = Job(argv, batch=req.verbose, die_with_parent=True, tick=1.0, stdin=feeds[0].read_end,
+        job = Job(argv, batch=req.verbose, die_with_parent=True, tick=PROGRESS_SECONDS, stdin=feeds[0].read_end,
                   pass_fds=(out.fd,) if out else ())
         stop.check_stop()
         job.start()
@@ -275,12 +310,23 @@ def _create_image(req: ImageRequest, emit: Emit) -> ImageResult:
         done = 0
         rc = 2
 
+        # Bytes: what the tars have read (their files' data), of what the file systems hold in use.
+        # Names alone stall near the end of a tree with a few large files: tar has taken every
+        # name and is still reading the last file.
+        bytes_total = 0 if req.structure_only else sum(fs_facts(p)[1] for p in include)
+        bytes_read: dict[int, int] = {}
+
         def progress_line() -> None:
             nonlocal done
             if not req.verbose:  # (-v counts tar's lines instead)
                 done = len(staged) + sum(f.taken() for f in feeds)
-            if done < total:
-                emit(f"{done} of {total} files backed up ({done * 100 // max(total, 1)}%)", "stdout")
+            shown = min(done, total - 1)  # 100% is said once, when the image is complete
+            line = f"{shown} of {total} files backed up ({shown * 100 // max(total, 1)}%)"
+            if bytes_total:
+                for pid in [job.proc.pid] + ([second.pid] if second is not None else []):
+                    bytes_read[pid] = max(bytes_read.get(pid, 0), read_chars(pid))
+                line += f" {min(sum(bytes_read.values()), bytes_total)} of {bytes_total} bytes"
+            emit(line, "stdout")
 
         def tar_says(text: str) -> None:
             if text:
@@ -315,7 +361,7 @@ def _create_image(req: ImageRequest, emit: Emit) -> ImageResult:
         # 6. The image is complete: on disk, then renamed over the destination.
         done = total
         emit("", "stdout")
-        emit(f"{done} of {total} files backed up (100%)", "stdout")
+        emit(f"{done} of {total} files backed up (100%)", "stdout")  # as AIX says it
         if out is not None:
             # 7. The checksums (sums): an XXH3 per MiB of the image, read back while tar wrote
             # it; only the last blocks are read now. They go in as the image's last member.
@@ -323,7 +369,7 @@ def _create_image(req: ImageRequest, emit: Emit) -> ImageResult:
 
             try:
                 if sums is not None:
-                    end = archive_end(out.fd)
+                    end = archive_end(out.fd, trailing_zeros(toc_path))
                     append_member(out.fd, end, sums_member(toc_member), sums.finish(end), record)
                 out.commit()  # fsync, rename over the destination, fsync the folder
             except (AixsmitError, OSError) as exc:

@@ -7,7 +7,9 @@ restore run the real commands with the same flags, their output streamed as it c
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import re
 import signal
 import sys
 
@@ -230,7 +232,11 @@ def cmd_restore(args) -> int:
         restore_whole(Path(args.f), target, emit)
         emit(f"restore: {args.f} was restored into {target}; restore the next level the same way.", "stdout")
         return 0
-    return archive.restore(args.f, target, args.files, args.v, emit)
+    with read_progress(args.f):
+        archive.restore(args.f, target, args.files, args.v, emit)
+    emit(f"restore: {args.f} was restored into {target}"
+         + (f" ({len(args.files)} name(s) asked for)." if args.files else "."), "stdout")
+    return 0
 
 
 def _aix_in_dir(argv: list[str], target: str) -> int:
@@ -301,10 +307,45 @@ def cmd_sysbackup(args) -> int:
     return summary.code
 
 
+@contextlib.contextmanager
+def read_progress(path: str, quiet: bool = False):
+    """While the body reads the image ``path``: a line every PROGRESS_SECONDS saying how much of
+    it this process and the ones it started (tar) have read, ``N of M bytes read (P%)``
+    (COMMAND STATUS draws its bar from it)."""
+    import threading
+
+    from ..backup.engine import PROGRESS_SECONDS, read_chars_tree
+
+    try:
+        size = os.path.getsize(path) if os.path.isfile(path) else 0
+    except OSError:
+        size = 0
+    if quiet or not size:
+        yield
+        return
+    stop = threading.Event()
+    base = read_chars_tree(os.getpid())
+
+    def tell() -> None:
+        done = 0  # (a child that has ended no longer counts: never go back)
+        while not stop.wait(PROGRESS_SECONDS):
+            done = max(done, min(max(0, read_chars_tree(os.getpid()) - base), size - 1))
+            print(f"{done} of {size} bytes read ({done * 100 // size}%)", flush=True)
+
+    thread = threading.Thread(target=tell, name="aixsmit-read-progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
 def cmd_verify(args) -> int:
     from ..backup import archive  # tarfile: only for the commands that read images
 
-    result = archive.verify(args.f)
+    with read_progress(args.f, quiet=args.json):
+        result = archive.verify(args.f)
     if args.json:
         print_json(result.__dict__)
     else:
@@ -454,6 +495,10 @@ def cmd_crfs(args) -> int:
     return 0
 
 
+HOSTNAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                      r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
+
+
 def aix_clone_argv(args) -> list[str]:
     """AIX's clone: ``alt_disk_mksysb -m IMAGE -d DISKS`` (``-B``: leave the boot list alone)."""
     if not args.disk:
@@ -475,6 +520,9 @@ def cmd_clone(args) -> int:
     if len(args.disk) > 1:
         raise AixsmitError("clone: on Linux clone partitions one disk (--disk once); use --map for several", code=2)
     mapping = parse_map(args.map)
+    if args.hostname is not None and not HOSTNAME.fullmatch(args.hostname):
+        raise AixsmitError(f"clone: --hostname {args.hostname!r} is not a host name (letters, digits and hyphens, "
+                           "in dot-separated labels of at most 63, 253 in all)", code=2)
     if not args.dry_run:
         os.makedirs(args.target, mode=0o700, exist_ok=True)
 
@@ -488,7 +536,13 @@ def cmd_clone(args) -> int:
 
     old = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)}
     try:
-        targets = _clone_install(args, mapping)
+        if args.dry_run:
+            targets = _clone_install(args, mapping)
+        else:
+            from ..state import mount_lock
+
+            with mount_lock("clone"):  # it mounts and unmounts; two clones onto one disk wait
+                targets = _clone_install(args, mapping)
     finally:
         _restore_signals(old)
     if not args.dry_run:

@@ -52,8 +52,8 @@ def format_table(table: list[Entry]) -> str:
     for e in table:
         m = e.mount
         lines.append(
-            f"{m.node:<8.32} {shown(m.device):<16} {shown(m.mount_point):<16} {m.vfs:<6} {m.date:<12} "
-            f"{','.join(m.all_options):<15} {e.cls}"
+            f"{shown(m.node):<8.32} {shown(m.device):<16} {shown(m.mount_point):<16} {shown(m.vfs):<6} {shown(m.date):<12} "
+            f"{shown(','.join(m.all_options)):<15} {e.cls}"
         )
     return "\n".join(lines)
 
@@ -65,7 +65,29 @@ def cmd_lsmount(args) -> int:
         print_json([e.to_json() for e in table])
     else:
         print(format_table(table))
+        print(class_summary(table))
     return 0
+
+
+def class_summary(table: list[Entry], width: int = 80) -> str:
+    """The data class of each mount point, below the table and within ``width`` columns: the
+    table's class column lies past column 80, off an 80-column screen (COMMAND STATUS)."""
+    import textwrap
+
+    from ..fs.classify import CLASSES
+
+    out = ["", "Data class of each file system:"]
+    for cls in CLASSES:
+        mps = [shown(e.mount_point) for e in table if e.cls == cls]
+        if not mps:
+            continue
+        if cls == VIRTUAL:
+            some = ", ".join(mps[:3]) + (", ..." if len(mps) > 3 else "")
+            out.append(f"  {cls + ':':<9}{len(mps)} (never part of an image: {some})"[:width - 1])
+            continue
+        out += textwrap.wrap(" ".join(mps), width - 1, initial_indent=f"  {cls + ':':<9}", subsequent_indent=" " * 11,
+                             break_long_words=False, break_on_hyphens=False)
+    return "\n".join(out)
 
 
 def cmd_sysonly(args) -> int:
@@ -75,15 +97,22 @@ def cmd_sysonly(args) -> int:
     if args.json:
         print_json(result.to_json())
     else:
+        import textwrap
+
+        # The verdict within 80 columns (the table's own lines run past them).
+        say = lambda text: print(textwrap.fill(text, 79, subsequent_indent="  ", break_on_hyphens=False))  # noqa: E731
         print(format_table([e for e in table if e.cls != VIRTUAL]))
         print()
-        if result.ok:
-            print("Only system file systems are mounted: the system image will hold the operating system only.")
+        if not result.has_root:
+            say("No / in this mount table (empty or partial): it is not the table of a whole system, so it "
+                "cannot show that only the system is mounted.")
+        elif result.ok:
+            say("Only system file systems are mounted: the system image will hold the operating system only.")
         else:
-            print(f"User file systems are still mounted: {', '.join(map(shown, result.user))}.")
-            print("Unmount them (aixsmit cmd umount --all-user) before backing up the system.")
+            say(f"User file systems are still mounted: {', '.join(map(shown, result.user))}.")
+            say("Unmount them (aixsmit cmd umount --all-user) before backing up the system.")
         if result.remote:
-            print(f"Remote file systems mounted (never part of the image): {', '.join(map(shown, result.remote))}.")
+            say(f"Remote file systems mounted (never part of the image): {', '.join(map(shown, result.remote))}.")
     return 0 if result.ok else 1
 
 
@@ -95,7 +124,7 @@ def cmd_holders(args) -> int:
     table = system.table(all_mounts)
     mp = args.mount.rstrip("/") or "/"
     if not any(e.mount_point == mp for e in table):
-        raise AixsmitError(f"holders: {args.mount}: 0506-347 Cannot find anything mounted there.")
+        raise AixsmitError(f"holders: {shown(args.mount)}: 0506-347 Cannot find anything mounted there.")
     # A mount is also kept busy by what is mounted below it.
     targets = [e.mount for e in table if e.mount_point == mp or e.mount_point.startswith(mp.rstrip("/") + "/")]
     holders = system.host.holders(targets, all_mounts)
@@ -107,7 +136,7 @@ def cmd_holders(args) -> int:
         return 0
     print(f"{'PID':>7}  {'USER':<10} {'COMMAND':<16} {'ACCESS':<14} PATH")
     for h in holders:
-        print(f"{h.pid or '-':>7}  {h.user:<10} {h.command:<16} {h.how + ' (' + LETTER[h.how] + ')':<14} {shown(system.shown(h.path))}")
+        print(f"{h.pid or '-':>7}  {shown(h.user):<10} {shown(h.command):<16} {h.how + ' (' + LETTER[h.how] + ')':<14} {shown(system.shown(h.path))}")
     return 0
 
 
@@ -137,7 +166,7 @@ def describe(system: System, plan) -> list[str]:
         what = shown(m.device) + (f"[{shown(m.fs_root)}]" if m.is_bind else "")
         extra = f"; {shown(why)}" if why else ""
         extra += "; its loop device is detached, and attached again when mounted" if rec.detach_loop else ""
-        lines.append(f"would unmount {shown(e.mount_point)} ({what}, {m.vfs}, {','.join(m.all_options)}, {e.cls}{extra})")
+        lines.append(f"would unmount {shown(e.mount_point)} ({what}, {shown(m.vfs)}, {shown(','.join(m.all_options))}, {e.cls}{extra})")
     return lines
 
 

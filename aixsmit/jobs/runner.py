@@ -131,7 +131,7 @@ class Job:
                 if self.tick and time.monotonic() - last_tick >= self.tick:
                     last_tick = time.monotonic()
                     yield Tick()
-                for key, _ in sel.select(timeout=0.25):
+                for key, _ in sel.select(timeout=min(0.25, self.tick) if self.tick else 0.25):
                     name = key.data
                     chunk = os.read(key.fd, 1 << 20 if self.batch else 1 << 18)
                     got += len(chunk)

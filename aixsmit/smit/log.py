@@ -80,9 +80,9 @@ class SmitLog:
         except OSError:
             pass
 
-    def not_run(self, cmd: str) -> None:
+    def not_run(self, cmd: str, why: str = "SMIT -X CommandString flag set.") -> None:
         self.log(f"\n{stamp()}\n    Command_to_Execute follows below:\n>> {cmd}\n"
-                 "**** internal command was not run. (SMIT -X CommandString flag set.) ****\n")
+                 f"**** internal command was not run. ({why}) ****\n")
 
     def output_start(self) -> None:
         self.log("\n    Output from Command_to_Execute follows below:\n---- start ----\n")

@@ -86,24 +86,78 @@ def user_volume_groups(system: System) -> list[ListItem]:
 
 
 def image_dirs(system: System) -> list[str]:
+    """Where images are looked for: aixsmit's image folder, /backup, /var/backups and, under
+    ``--root``, the folder that holds the root (not the root itself: that is the system)."""
     dirs = [os.path.join(os.environ.get("AIXSMIT_STATE_DIR") or "/var/lib/aixsmit", "images"), "/backup", "/var/backups"]
     if system.root != "/":
         dirs.append(os.path.dirname(system.root))
     return [d for d in dict.fromkeys(dirs) if os.path.isdir(d)]
 
 
-@service
-def backup_images(system: System) -> list[ListItem]:
-    out = []
-    for d in image_dirs(system):
-        for pat in IMAGE_PATTERNS:
-            for path in sorted(glob.glob(os.path.join(d, "**", pat), recursive=True))[:200]:
+# An F4 list is built off the screen's thread, and within these bounds whatever lies below the
+# folders searched: a list that takes longer is not worth waiting for.
+MAX_DEPTH = 3  # folders below each folder searched
+MAX_ENTRIES = 20_000  # directory entries looked at, in all
+MAX_SECONDS = 2.0
+MAX_IMAGES = 200
+
+
+def find_images(dirs: list[str], skip: tuple[str, ...] = (), patterns=IMAGE_PATTERNS) -> tuple[list[str], bool]:
+    """Image files (names matching ``patterns``) in ``dirs`` and up to MAX_DEPTH folders below,
+    breadth first, not through symbolic links, not into other file systems or into ``skip``.
+    Returns the paths, sorted, and whether a bound (MAX_ENTRIES, MAX_SECONDS, MAX_IMAGES) cut
+    the search short."""
+    import fnmatch
+    import time
+
+    deadline = time.monotonic() + MAX_SECONDS
+    seen = 0
+    found: list[str] = []
+    cut = False
+    queue = []
+    for d in dirs:
+        try:
+            queue.append((d, 0, os.stat(d).st_dev))
+        except OSError:
+            continue
+    while queue and not cut:
+        folder, depth, dev = queue.pop(0)
+        try:
+            entries = os.scandir(folder)
+        except OSError:
+            continue
+        with entries:
+            for e in entries:
+                seen += 1
+                if seen > MAX_ENTRIES or len(found) >= MAX_IMAGES or (seen % 256 == 0 and time.monotonic() > deadline):
+                    cut = True
+                    break
                 try:
-                    st = os.stat(path)
+                    if e.is_dir(follow_symlinks=False):
+                        if depth < MAX_DEPTH and e.path not in skip and e.stat(follow_symlinks=False).st_dev == dev:
+                            queue.append((e.path, depth + 1, dev))
+                    elif e.is_file(follow_symlinks=False) and any(fnmatch.fnmatch(e.name, p) for p in patterns):
+                        found.append(e.path)
                 except OSError:
                     continue
-                out.append(ListItem(path, _row(f"{path:<48}", f"{st.st_size // (1024 * 1024):>8} MB")))
-    return out
+    return sorted(set(found)), cut
+
+
+def _cut_note(cut: bool) -> list[ListItem]:
+    return [ListItem("", f"(more not searched: at most {MAX_DEPTH} folders deep, {MAX_SECONDS:.0f} s)")] if cut else []
+
+
+@service
+def backup_images(system: System) -> list[ListItem]:
+    paths, cut = find_images(image_dirs(system), skip=(system.root,))
+    out = []
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        out.append(ListItem(path, _row(f"{path:<48}", f"{st.st_size // (1024 * 1024):>8} MB")))
+    return out + _cut_note(cut)
 
 
 @service

@@ -46,8 +46,11 @@ class AixsmitApp(App):
         self.no_run = no_run  # -x: log the command, do not run it
         self.no_exec = no_exec  # -X: run nothing at all, lists included
         self.esc_labels = esc_labels_wanted(esc_labels)
-        self.dry_run = dry_run  # the guided backup shows its commands and runs none
+        self.dry_run = dry_run  # every screen shows its command and runs none: nothing is written
         self.ascii_only = ascii_only  # no box drawing or other non-ASCII glyph on screen
+        # The Linux console's font holds the IBM PC's (CP437) glyphs: no eighth blocks.
+        self.console_font = os.environ.get("TERM", "") == "linux"
+        self.glyphs = ("#", ".") if ascii_only else ("\u2588", "\u2591")  # the bar: done, to do (CP437 219, 176)
         self.no_mouse = False
         self.last_status: str | None = None
         self.last_files: int | None = None  # files the last command with progress backed up
@@ -75,10 +78,50 @@ class AixsmitApp(App):
             self.push_screen(MessagePopup("ERROR MESSAGE", f"{exc}\n\n{PRESS_RETURN}"))
             return []
 
+    def open_list(self, title: str, name: str, chosen, multi: bool = False, selected: list[str] | None = None,
+                  help_text: str = "") -> None:
+        """F4: the list pop-up at once, saying it is being built; the service ``name`` builds it
+        in a thread (services bound their own searches), and the pop-up shows it when done.
+        ``chosen`` gets the value picked (a list with ``multi``), or None."""
+        from .popups import ListPopup
+
+        if self.no_exec:
+            self.smit_log.not_run(f"(list) {name}")
+            self.push_screen(MessagePopup("ERROR MESSAGE", "1800-051 There are no items of this type.\n\n" + PRESS_RETURN))
+            return
+        popup = ListPopup(title, None, multi=multi, selected=selected, help_text=help_text)
+        self.push_screen(popup, chosen)
+
+        def build() -> None:
+            try:
+                result = [(i.value, i.text) for i in SERVICES[name](self.system)]
+            except (AixsmitError, OSError) as exc:
+                result = exc
+            try:
+                self.call_from_thread(done, result)
+            except RuntimeError:
+                pass  # the app has closed
+
+        def done(result) -> None:
+            if getattr(popup, "_answered", False):
+                return  # cancelled while it was built
+            if isinstance(result, Exception) or not result:
+                popup.dismiss(None)
+                why = str(result) if isinstance(result, Exception) else "1800-051 There are no items of this type."
+                self.push_screen(MessagePopup("ERROR MESSAGE", f"{why}\n\n{PRESS_RETURN}"))
+            else:
+                popup.fill(result)
+
+        threading.Thread(target=build, name=f"aixsmit-list-{name}", daemon=True).start()
+
     # --- navigation --------------------------------------------------------------------
     def on_mount(self) -> None:
         if self.ascii_only:
             self.add_class("-ascii")
+        if self.console_font:
+            from .glyphs import use_whole_cell_scrollbars
+
+            use_whole_cell_scrollbars()
         # A 16-colour terminal (the Linux console, vt100, xterm): the ANSI theme uses the
         # terminal's own colours instead of approximating truecolor ones.
         if self.console.color_system in ("standard", "windows") and not os.environ.get("TEXTUAL_THEME"):
@@ -97,7 +140,7 @@ class AixsmitApp(App):
         """A supervisor started ahead (in the background, while the operator reads the
         screen), so a command starts the moment Enter is pressed; and old jobs' folders
         removed (:func:`aixsmit.jobs.detached.prune`)."""
-        if not (self.no_run or self.no_exec):
+        if not (self.no_run or self.no_exec or self.dry_run):
             from ..jobs import detached
 
             def ahead() -> None:
@@ -108,6 +151,11 @@ class AixsmitApp(App):
 
     def on_unmount(self) -> None:
         from ..jobs import detached
+
+        if self.console_font:
+            from textual.scrollbar import ScrollBar, ScrollBarRender
+
+            ScrollBar.renderer = ScrollBarRender
 
         detached.release()
 
@@ -145,8 +193,10 @@ class AixsmitApp(App):
 
     def _offer_jobs(self) -> None:
         """Commands started earlier that still run, or ended unseen: offer to show them."""
-        if self.no_exec:
+        if self.no_exec or self.dry_run:
             return
+        if getattr(self.screen, "fastpath", "") == "walkthrough":
+            return  # not over the guide's first step: the guide picks up its own job
         from ..jobs import detached
 
         try:
@@ -224,12 +274,19 @@ class AixsmitApp(App):
         else:
             self.pop_screen()
 
-    def run_command(self, d, argv: list[str]) -> None:
+    def run_command(self, d, argv: list[str], next_label: str = "", on_next=None) -> None:
         shown = cmdbuild.display(argv)
         if self.no_exec:
             self.smit_log.not_run(shown)
             self.push_screen(MessagePopup("INFORMATION MESSAGE",
                                           "**** internal command was not run. (SMIT -X CommandString flag set.) ****\n\n"
+                                          + shown + "\n\n" + PRESS_RETURN))
+            return
+        if self.dry_run:
+            # Whichever screen the dry run leads to (the guide's last menu offers savevg, the
+            # crash offer runs mount): its command is shown, and nothing runs.
+            self.smit_log.not_run(shown, "dry run")
+            self.push_screen(MessagePopup("INFORMATION MESSAGE", "(dry run) This command would run:\n\n"
                                           + shown + "\n\n" + PRESS_RETURN))
             return
         self.smit_log.command(shown, run=not self.no_run)
@@ -238,7 +295,7 @@ class AixsmitApp(App):
                                           "(SMIT -x CommandString flag set)\nCommand has been logged to script file.\n\n"
                                           + shown + "\n\n" + PRESS_RETURN))
             return
-        self.push_screen(CommandStatusScreen(d, argv, progress=bool(d.progress)))
+        self.push_screen(CommandStatusScreen(d, argv, progress=bool(d.progress), next_label=next_label, on_next=on_next))
 
     def command_finished(self, screen, final) -> None:
         """Hook: the command shown by ``screen`` ended (tests and later features listen here)."""
@@ -379,7 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-X", action="store_true", help="do not run any command (no lists either); for viewing screens")
     p.add_argument("--root", metavar="DIR", default="/", help="treat DIR as / for everything run")
     p.add_argument("--dry-run", action="store_true",
-                   help="the guided backup (walkthrough) shows every step's command and runs none")
+                   help="every screen, the guided backup's too, shows its command and runs none")
     p.add_argument("--no-mouse", action="store_true", help="do not ask the terminal for mouse reports")
     p.add_argument("--ascii", action="store_true", default=None,
                    help="ASCII only: no box drawing or other non-ASCII glyphs (automatic when the locale is not UTF-8)")

@@ -14,9 +14,10 @@ DIALOG_KEYS = [(1, "Help"), (2, "Refresh"), (3, "Cancel"), (4, "List"), (5, "Res
                (8, "Image"), (9, "Shell"), (10, "Exit"), ("Enter", "Do")]
 WALK_KEYS = [(1, "Help"), (2, "Refresh"), (3, "Back"), (4, "List"), (6, "Command"), (8, "Image"), (9, "Shell"),
              (10, "Exit"), ("Enter", "Do")]
+# COMMAND STATUS: lines wider than the screen scroll sideways (they end in a continuation mark).
 STATUS_DONE_KEYS = [(1, "Help"), (2, "Refresh"), (3, "Cancel"), (6, "Command"), (8, "Image"), (9, "Shell"),
-                    (10, "Exit"), ("/", "Find"), ("n", "Find Next")]
-STATUS_RUNNING_KEYS = [(3, "Cancel"), (10, "Exit"), ("/", "Find"), ("n", "Find Next")]
+                    (10, "Exit"), ("/", "Find"), ("n", "Find Next"), ("Left/Right", "Scroll")]
+STATUS_RUNNING_KEYS = [(3, "Cancel"), (10, "Exit"), ("/", "Find"), ("n", "Find Next"), ("Left/Right", "Scroll")]
 LIST_KEYS = [(1, "Help"), (2, "Refresh"), (3, "Cancel"), (8, "Image"), (10, "Exit"), ("Enter", "Do"), ("/", "Find"),
              ("n", "Find Next")]
 MULTI_KEYS = [(1, "Help"), (2, "Refresh"), (3, "Cancel"), (7, "Select"), (8, "Image"), (10, "Exit"), ("Enter", "Do"),

@@ -84,10 +84,14 @@ class ListPopup(Popup):
         Binding("n", "find_next", "Find Next"),
     ]
 
-    def __init__(self, title: str, items: list[tuple[str, str]], multi: bool = False, selected: list[str] | None = None,
-                 help_text: str = ""):
+    BUILDING = "Building the list ..."
+
+    def __init__(self, title: str, items: list[tuple[str, str]] | None, multi: bool = False,
+                 selected: list[str] | None = None, help_text: str = ""):
+        """``items`` None: the list is being built elsewhere; :meth:`fill` gives it."""
         super().__init__(title, help_text=help_text)
-        self.items = items
+        self.items = items or []
+        self.building = items is None
         self.multi = multi
         self.selected = set(selected or [])
         self.pattern = ""
@@ -97,14 +101,34 @@ class ListPopup(Popup):
         value, text = self.items[i]
         return ("> " if value in self.selected else "  ") + text
 
-    def body(self) -> ComposeResult:
+    def _instructions(self) -> str:
+        if self.building:
+            return self.BUILDING
         if self.multi:
-            yield Static("Move cursor to desired item and press F7.\n    ONE OR MORE items can be selected.\n"
-                         "Press Enter AFTER making all selections.", id="message")
-            yield OptionList(*[Option(self._prompt(i), id=str(i)) for i in range(len(self.items))], id="choices")
-        else:
-            yield Static("Move cursor to desired item and press Enter.", id="message")
-            yield OptionList(*[Option(text, id=str(i)) for i, (_, text) in enumerate(self.items)], id="choices")
+            return ("Move cursor to desired item and press F7.\n    ONE OR MORE items can be selected.\n"
+                    "Press Enter AFTER making all selections.")
+        return "Move cursor to desired item and press Enter."
+
+    def _options(self) -> list[Option]:
+        if self.multi:
+            return [Option(self._prompt(i), id=str(i)) for i in range(len(self.items))]
+        return [Option(text, id=str(i)) for i, (_, text) in enumerate(self.items)]
+
+    def body(self) -> ComposeResult:
+        yield Static(self._instructions(), id="message")
+        yield OptionList(*self._options(), id="choices")
+
+    def fill(self, items: list[tuple[str, str]]) -> None:
+        """The list, built: shown in place of "Building the list"."""
+        if getattr(self, "_answered", False):
+            return  # cancelled meanwhile
+        self.items, self.building = items, False
+        self.query_one("#message", Static).update(self._instructions())
+        ol = self.query_one(OptionList)
+        ol.clear_options()
+        ol.add_options(self._options())
+        if items:
+            ol.highlighted = 0
 
     def on_mount(self) -> None:
         self.query_one("#choices").focus()
@@ -117,6 +141,8 @@ class ListPopup(Popup):
             self.dismiss(self.items[int(event.option.id)][0])
 
     def action_do(self) -> None:
+        if self.building:
+            return
         if self.multi:
             chosen = [v for v, _ in self.items if v in self.selected]
             self.dismiss(chosen)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 import select
+import signal
 import threading
 import time
+from dataclasses import replace
 
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.message import Message
-from textual.containers import Horizontal, VerticalScroll
+from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Input, Static
@@ -55,7 +57,7 @@ def warm_up() -> None:
     screen: the first command's screen is then built sooner, and takes less of the CPU its
     command is starting on."""
     import textual.scrollbar  # noqa: F401
-    from textual.widgets import Log, ProgressBar  # noqa: F401
+    from . import output  # noqa: F401  (the pane, with textual.widgets.Log)
 
     from ..jobs import progress, runner  # noqa: F401
 
@@ -282,8 +284,11 @@ class FieldRow(Widget):
     def on_input_changed(self, event: Input.Changed) -> None:
         self.refresh_changed()
 
+    def value_widget(self) -> Widget:
+        return self.query_one(RingValue) if self.field.is_ring else self.query_one(Input)
+
     def focus_value(self) -> None:
-        (self.query_one(RingValue) if self.field.is_ring else self.query_one(Input)).focus()
+        self.value_widget().focus()
 
 
 class DialogScreen(SmitScreen):
@@ -294,8 +299,11 @@ class DialogScreen(SmitScreen):
         Binding("f5", "reset", "Reset"),
         Binding("f6", "show_command", "Command"),
         Binding("f7", "edit", "Edit"),
-        Binding("down", "app.focus_next", "Next field", show=False, priority=True),
-        Binding("up", "app.focus_previous", "Previous field", show=False, priority=True),
+        Binding("down", "move(1)", "Next field", show=False, priority=True),
+        Binding("up", "move(-1)", "Previous field", show=False, priority=True),
+        Binding("pagedown", "move(10)", show=False, priority=True),
+        Binding("pageup", "move(-10)", show=False, priority=True),
+        Binding("enter", "do", "Do", show=False),  # when no field has taken it (none focused)
     ]
     KEYS = DIALOG_KEYS
 
@@ -326,9 +334,26 @@ class DialogScreen(SmitScreen):
                     yield Static(f.note, classes="note", markup=False)
 
     def on_mount(self) -> None:
+        # The body scrolls with the cursor; it is never itself a stop for the cursor.
+        self.query_one("#body").can_focus = False
         rows = list(self.query(FieldRow))
         if rows:
             rows[0].focus_value()
+
+    def action_move(self, step: int) -> None:
+        """Up/Down (and PgUp/PgDn by ten) move the cursor from field to field and stop at the
+        first and the last, as in smitty: the cursor is always on a field, so Enter always
+        has a dialog to run."""
+        rows = self.rows()
+        if not rows:
+            return
+        row = self.focused_row()
+        i = rows.index(row) if row in rows else 0
+        target = rows[max(0, min(len(rows) - 1, i + step))]
+        # At once, not at the next turn of the loop (as Widget.focus does): a second Down typed
+        # fast must start from the field the first one reached.
+        self.set_focus(target.value_widget())
+        target.scroll_visible(animate=False)
 
     # --- values ------------------------------------------------------------------------
     def rows(self) -> list[FieldRow]:
@@ -363,9 +388,19 @@ class DialogScreen(SmitScreen):
         if row is None:
             return
         f = row.field
+        multi = f.type == "multi"
+
+        def chosen(value) -> None:
+            if value is None or value == "":
+                return
+            row.set_value(" ".join(value) if isinstance(value, list) else value)
+            row.focus_value()
+
+        current = row.value.split() if multi else []
         if f.list:
-            items = self.app.list_items(f.list)
-        elif f.is_ring:
+            self.app.open_list(f.label, f.list, chosen, multi=multi, selected=current, help_text=f.help)
+            return
+        if f.is_ring:
             items = [(c, c) for c in f.choices]
         else:
             self.app.push_screen(MessagePopup("ERROR MESSAGE", "There is no list for this entry field.\n\n" + PRESS_RETURN))
@@ -373,15 +408,6 @@ class DialogScreen(SmitScreen):
         if not items:
             self.app.push_screen(MessagePopup("ERROR MESSAGE", "1800-051 There are no items of this type.\n\n" + PRESS_RETURN))
             return
-        multi = f.type == "multi"
-
-        def chosen(value) -> None:
-            if value is None:
-                return
-            row.set_value(" ".join(value) if isinstance(value, list) else value)
-            row.focus_value()
-
-        current = row.value.split() if multi else []
         self.app.push_screen(ListPopup(f.label, items, multi=multi, selected=current, help_text=f.help), chosen)
 
     def action_reset(self) -> None:
@@ -462,6 +488,40 @@ def _clock(seconds: float) -> str:
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
 
 
+def _size(n: int, unit: int) -> str:
+    return f"{n / unit:,.1f}" if unit >= 1 << 30 else f"{n // unit:,}"
+
+
+BAR_WIDTH = 16
+
+
+def _short_clock(seconds: float) -> str:
+    s = int(seconds)
+    return _clock(s) if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+def progress_line(p, elapsed: float, glyphs: tuple[str, str], ended: bool = False) -> str:
+    """COMMAND STATUS's progress row, at most 80 columns: a bar drawn with ``glyphs`` (done,
+    to do), the percentage, files, bytes when the command says them, the time so far and,
+    while it runs, the time left (ETA: the rate so far, by bytes when known, else by files).
+
+    ``p`` is a :class:`aixsmit.jobs.progress.BackupProgress`."""
+    fraction = p.fraction
+    done = int(BAR_WIDTH * fraction)
+    out = f"[{glyphs[0] * done}{glyphs[1] * (BAR_WIDTH - done)}] {int(100 * fraction):3d}%"
+    if p.files_total:
+        out += f"  {p.files_done:,}/{p.files_total:,} files"
+    if p.bytes_total:
+        unit = 1 << 30 if p.bytes_total >= 10 << 30 else 1 << 20
+        out += f"  {_size(p.bytes_done, unit)}/{_size(p.bytes_total, unit)} {'GB' if unit == 1 << 30 else 'MB'}"
+    eta = ""
+    if not ended and 0.0 < fraction < 1.0 and elapsed >= 2.0:
+        eta = f"  ETA {_short_clock(elapsed * (1.0 - fraction) / fraction)}"
+    # Within 80 columns: the time so far gives way to the time left.
+    spent = f"  {_short_clock(elapsed)}"
+    return out + (spent if len(out + spent + eta) < 80 else "") + eta
+
+
 class CommandStatusScreen(SmitScreen):
     """COMMAND STATUS: the command's state, a progress bar when it reports one, its output."""
 
@@ -469,13 +529,19 @@ class CommandStatusScreen(SmitScreen):
         Binding("f6", "show_command", "Command"),
         Binding("slash", "find", "Find"),
         Binding("n", "find_next", "Find Next"),
+        Binding("enter", "go_on", "Continue", show=False),
     ]
     KEYS = STATUS_RUNNING_KEYS
     MAX_LINES = 5000  # on screen; the whole output is in smit.log
     MAX_BATCH = 1000  # lines written to the pane per 50 ms tick
 
-    def __init__(self, definition: ScreenDef, argv: list[str], progress: bool, job=None):
+    def __init__(self, definition: ScreenDef, argv: list[str], progress: bool, job=None, next_label: str = "",
+                 on_next=None):
+        """``next_label``: once the command has ended, Enter (so labelled) leaves this screen
+        and calls ``on_next()`` (the guided backup goes on to its summary)."""
         super().__init__(definition, "COMMAND STATUS")
+        self.next_label = next_label
+        self.on_next = on_next
         self.argv = argv
         self.with_progress = progress
         self.status = "running"
@@ -500,6 +566,11 @@ class CommandStatusScreen(SmitScreen):
         self._unseen = 0  # lines passed over since the last tick (too many to show; in smit.log)
         self._progress = None
         self._final = None
+        self._consumed = 0  # bytes of the job's log read, up to the end of the last whole line
+        self._file_lines = 0  # lines of the job's log read
+        self._tail_loading = False  # the pane is being given the log's newest lines again
+        self._index = None  # the job's log's line index, made when first needed
+        self.lines_skipped = 0  # lines never written to the pane (too many at once)
         self.lines_total = 0
         self.bytes_total = 0
         self.pattern = ""
@@ -510,23 +581,20 @@ class CommandStatusScreen(SmitScreen):
         # the end changes text only: the output pane does not shrink and move under the eye,
         # and the end is drawn in one frame, without a new layout.
         text = super().footer_keys()
-        done = footer_text(STATUS_DONE_KEYS, self.app.esc_labels, 80).count("\n")
+        done = footer_text(self.done_keys(), self.app.esc_labels, 80).count("\n")
         return text + "\n " * max(0, done - text.count("\n"))
 
     def body(self) -> ComposeResult:
-        from textual.widgets import Log, ProgressBar
+        from .output import OutputLog
 
         yield Static(self.status_text(), classes="status-line", id="status", markup=False)
         yield Static("Before command completion, additional instructions may appear below.", classes="before",
                      markup=False)
         if self.with_progress:
-            with Horizontal(id="progress-row"):
-                if not self.app.ascii_only:
-                    yield ProgressBar(total=None, show_eta=False, id="bar")
-                yield Static("", id="progress-text", markup=False)
+            yield Static("", id="progress-text", markup=False)
         # SMIT's markers when the output is longer than the pane (aix-smit.md §1.2, §1.10).
         yield Static("", id="output-top", classes="output-marker", markup=False)
-        yield Log(max_lines=self.MAX_LINES, id="output")
+        yield OutputLog(max_lines=self.MAX_LINES, id="output")
         yield Static("", id="output-bottom", classes="output-marker", markup=False)
 
     def _markers(self) -> None:
@@ -541,9 +609,13 @@ class CommandStatusScreen(SmitScreen):
             top, bottom = self.query_one("#output-top", Static), self.query_one("#output-bottom", Static)
         except Exception:
             return  # the screen is closing
-        if log.max_scroll_y > 0:
-            y = round(log.scroll_y)
-            below = max(0, round(log.max_scroll_y) - y)
+        # Counted in the whole output, not only the lines the pane holds.
+        after = 0
+        if log.window is not None:
+            after = max(0, self._file_lines - 1 - log.window[-1]) if log.window else 0
+        if log.max_scroll_y > 0 or log.top_line > 0 or after > 0:
+            y = log.top_line + round(log.scroll_y)
+            below = max(0, round(log.max_scroll_y) - round(log.scroll_y)) + after
             _show(top, "[TOP]" if y <= 0 else f"[MORE...{y}]")
             _show(bottom, "[BOTTOM]" if below <= 0 else f"[MORE...{below}]")
         else:
@@ -572,7 +644,7 @@ class CommandStatusScreen(SmitScreen):
     def _follow(self) -> None:
         from ..jobs import detached
         from ..jobs.progress import BackupProgress
-        from ..jobs.runner import Finished, Progress, _lines
+        from ..jobs.runner import Finished, _lines
 
         try:
             if self._start_error is not None:
@@ -615,15 +687,20 @@ class CommandStatusScreen(SmitScreen):
                         # Only the newest lines can reach the pane: decode just those.
                         shown = b"\n".join(data.rsplit(b"\n", self.MAX_BATCH)[1:])
                     lines = list(_lines(shown))
-                    if b"\r" in data or b"\x1b" in data:
-                        self.app.smit_log.output(lines if shown is data else list(_lines(data)))
-                    else:
-                        self.app.smit_log.output_bytes(data + b"\n")
                     changed = False
                     if parser is not None:
                         for line in lines:
                             if "of" in line or "0512-" in line or "Backing" in line:
                                 changed = parser.feed(line) or changed
+                        # The bar shows the counter: the pane and smit.log keep its last line
+                        # (100%), not one a second.
+                        lines = [line for line in lines if not parser.is_tick(line)]
+                        count = len(lines)
+                        self.app.smit_log.output(lines)
+                    elif b"\r" in data or b"\x1b" in data:
+                        self.app.smit_log.output(lines if shown is data else list(_lines(data)))
+                    else:
+                        self.app.smit_log.output_bytes(data + b"\n")
                     with self._lock:
                         self._pending.extend(lines)
                         self._unseen += count - len(lines)
@@ -631,8 +708,10 @@ class CommandStatusScreen(SmitScreen):
                             self._unseen += len(self._pending) - self.MAX_BATCH
                             del self._pending[:-self.MAX_BATCH]
                         self.bytes_total += len(data) + 1
+                        self._file_lines += data.count(b"\n") + 1
+                        self._consumed = log.tell() - len(partial)
                         if changed:
-                            self._progress = Progress(parser.files_done, parser.files_total, parser.percent)
+                            self._progress = replace(parser)
                 with self._lock:
                     self.stdout_seen, self.stderr_seen = info.stdout, info.stderr
                 # Done when the job has ended and its log is read to the end.
@@ -672,11 +751,14 @@ class CommandStatusScreen(SmitScreen):
             os.close(supervisor_gone)
 
     def flush(self) -> None:
-        from textual.widgets import Log, ProgressBar
+        from textual.widgets import Log
 
         with self._lock:
-            lines, self._pending = self._pending, []
-            skipped, self._unseen = self._unseen, 0
+            if self._tail_loading:  # these lines come after the tail being read: kept for it
+                lines, skipped = [], 0
+            else:
+                lines, self._pending = self._pending, []
+                skipped, self._unseen = self._unseen, 0
             progress, final = self._progress, self._final
         # The end first, then the lines: the status line and the keys are then drawn in the
         # same frame as the last lines, not one frame (16-33 ms) later.
@@ -687,39 +769,33 @@ class CommandStatusScreen(SmitScreen):
             if final.status == "WARN":
                 self.status = "OK (warnings)"
             self.app.smit_log.output_end(self.bytes_total)
-            if self.with_progress and final.status != "FAILED":
-                for bar in self.query(ProgressBar):
-                    if bar.total:
-                        bar.update(progress=bar.total)
+            if self.with_progress and final.status != "FAILED" and progress is not None:
+                progress = self._progress = replace(progress, files_done=progress.files_total,
+                                                    bytes_done=progress.bytes_total, percent=100.0)
             self.set_class(final.status == "FAILED", "-failed")
             self.set_class(final.status == "WARN", "-warn")
-            self.set_keys(STATUS_DONE_KEYS, layout=False)  # the same rows: see footer_keys
+            self.set_keys(self.done_keys(), layout=False)  # the same rows: see footer_keys
         _show(self.query_one("#status", Static), self.status_text())
         if self.with_progress:
-            bars = list(self.query(ProgressBar))
             text = self.query_one("#progress-text", Static)
             elapsed = (self.finished_at or time.monotonic()) - self.started
-            if progress is not None and progress.files_total:
-                rate = progress.files_done / elapsed if elapsed > 0 else 0
-                counts = f" {progress.files_done}/{progress.files_total} files  {_clock(elapsed)}  {rate:,.0f}/s"
-                if bars:
-                    bars[0].update(total=progress.files_total, progress=progress.files_done)
-                    _show(text, counts)
-                else:
-                    done = int(30 * progress.files_done / progress.files_total)
-                    pct = 100 * progress.files_done // progress.files_total
-                    _show(text, f"[{'#' * done}{'.' * (30 - done)}] {pct:3d}%" + counts)
+            if progress is not None and (progress.files_total or progress.bytes_total):
+                _show(text, progress_line(progress, elapsed, self.app.glyphs, ended=self.finished_at is not None))
             elif final is None:
                 _show(text, f" {_clock(elapsed)}")
         log = self.query_one(Log)
         if lines or skipped:
             self.lines_total += len(lines) + skipped
+            self.lines_skipped += skipped
+        if (lines or skipped) and log.window is None:
             # Writing a huge batch at once would stall the screen; the pane shows the newest lines
-            # and says how many it skipped (all of them are in smit.log).
+            # and says how many it skipped (Home and PgUp read them from the job's log).
             if skipped:
-                lines = [f"[... {skipped} more lines: the whole output is in {self.app.smit_log.log_path} ...]"] + lines
+                lines = [f"[... {skipped} more lines: Home and PgUp show them ...]"] + lines
             # Log.write_lines drops empty strings (it splits each into lines): keep blank lines.
             log.write_lines([l or " " for l in lines])
+            # The output's line number of the pane's first line (a mark of skipped lines aside).
+            log.first_line = max(0, self.lines_total - len(log.lines))
             if len(log.lines) >= self.MAX_LINES:
                 # Full, the pane drops as many old lines as it takes new ones and keeps its
                 # size and scroll position; Textual's Log then repaints only part of itself,
@@ -742,17 +818,40 @@ class CommandStatusScreen(SmitScreen):
     def on_unmount(self) -> None:
         self._stop_following = True
 
+    def done_keys(self) -> list:
+        return STATUS_DONE_KEYS + ([("Enter", self.next_label)] if self.next_label else [])
+
+    def action_go_on(self) -> None:
+        if self.running or not self.next_label:
+            return
+        self.app.pop_screen()
+        if self.on_next is not None:
+            self.on_next()
+
     def action_cancel(self) -> None:
         if self.running:
+            # A command that mounts again what it unmounted (the guide's sysbackup) is asked to
+            # stop (TERM) and given the time it takes: a KILL would leave file systems unmounted.
+            mounts_again = self.definition is not None and self.definition.id == "walkthrough"
+
             def answer(ok):
                 if ok and self.job is not None:
                     from ..jobs import detached
 
-                    threading.Thread(target=detached.cancel, args=(detached.refresh(self.job),),
-                                     daemon=True).start()
+                    info = detached.refresh(self.job)
+                    if mounts_again:
+                        if info.pgid:
+                            try:
+                                os.killpg(info.pgid, signal.SIGTERM)
+                            except ProcessLookupError:
+                                pass
+                        return
+                    threading.Thread(target=detached.cancel, args=(info,), daemon=True).start()
 
+            what = ("It stops after mounting again the user file systems it unmounted."
+                    if mounts_again else "(its whole process group).")
             self.app.push_screen(MessagePopup(
-                "CANCEL", "The command is still running.\n    Press Enter to stop it (its whole process group).\n"
+                "CANCEL", f"The command is still running.\n    Press Enter to stop it {what}\n"
                           "    Press Cancel to let it run."), answer)
         else:
             self.app.go_back()
@@ -788,6 +887,9 @@ class CommandStatusScreen(SmitScreen):
         if not self.pattern:
             return
         log = self.query_one(Log)
+        if not log._whole():
+            self._find_in_log(self.pattern, self.found_at)
+            return
         lines = log.lines
         n = len(lines)
         needle = self.pattern.lower()
@@ -799,7 +901,103 @@ class CommandStatusScreen(SmitScreen):
                 log.scroll_to(y=max(0, i - 2), animate=False)
                 _show(self.query_one("#status", Static), self.status_text())
                 return
+        self._not_found()
+
+    def _not_found(self) -> None:
         self.app.push_screen(MessagePopup("INFORMATION MESSAGE", "Pattern not found.\n\n" + PRESS_RETURN))
+
+    # --- the whole output, from the job's log (the pane keeps the newest MAX_LINES) ---------
+    def _in_thread(self, work, done, upto: int | None = None) -> bool:
+        """``work()`` in a thread (it reads the job's log), then ``done(result)`` on the screen's."""
+        from textual.widgets import Log
+
+        log = self.query_one(Log)
+        if log.loading or self.job is None:
+            return False
+        log.loading = True
+
+        def run() -> None:
+            from .outputlog import LineIndex
+
+            try:
+                if self._index is None:
+                    self._index = LineIndex(self.job.log)
+                with self._lock:
+                    end = self._consumed if upto is None else upto
+                self._index.extend(end)
+                result = work(self._index)
+            except OSError as exc:
+                result = exc
+            try:
+                self.app.call_from_thread(finish, result)
+            except RuntimeError:
+                pass  # the app is closing
+
+        def finish(result) -> None:
+            log.loading = False
+            if isinstance(result, OSError):
+                self.app.push_screen(MessagePopup("ERROR MESSAGE", f"{self.job.log}: {result.strerror or result}\n\n"
+                                                  + PRESS_RETURN))
+            else:
+                done(result)
+            self._markers()
+
+        threading.Thread(target=run, name="aixsmit-output", daemon=True).start()
+        return True
+
+    def _keep(self):
+        from ..jobs.progress import BackupProgress
+
+        return (lambda line: not BackupProgress.is_tick(line)) if self.with_progress else None
+
+    def load_window(self, start: int, at: int) -> None:
+        """Show MAX_LINES lines of the whole output from line ``start``, line ``at`` on top."""
+        from textual.widgets import Log
+        from ..jobs.runner import _lines
+
+        keep = self._keep()
+        self._in_thread(lambda ix: ix.read(start, self.MAX_LINES, _lines, keep),
+                        lambda r: self.query_one(Log).show_window(r[0], r[1], at))
+
+    def load_tail(self) -> None:
+        """Follow the output again: the pane gets the newest lines of the job's log."""
+        from textual.widgets import Log
+        from ..jobs.runner import _lines
+
+        keep = self._keep()
+        if self.query_one(Log).loading:
+            return
+        with self._lock:
+            self._tail_loading = True
+            self._pending.clear()  # what is pending lies in the log, up to _consumed: read below
+            self._unseen = 0
+            upto, stop = self._consumed, self._file_lines
+
+        def tail(ix):
+            return ix.read(max(0, stop - self.MAX_LINES), self.MAX_LINES, _lines, keep, stop=stop)
+
+        def shown(r) -> None:
+            texts, numbers = r
+            self.query_one(Log).follow(texts, numbers[0] if numbers else 0)
+            with self._lock:
+                self._tail_loading = False
+
+        if not self._in_thread(tail, shown, upto):
+            with self._lock:
+                self._tail_loading = False
+
+    def _find_in_log(self, pattern: str, after: int) -> None:
+        from .outputlog import window_start
+
+        def found(line: int) -> None:
+            if line < 0:
+                self._not_found()
+                return
+            self.found_at = line
+            self.load_window(window_start(line, self.MAX_LINES), max(0, line - 2))
+            _show(self.query_one("#status", Static), self.status_text())
+
+        self._in_thread(lambda ix: ix.search(pattern, after), found)
 
 
 class TooSmallScreen(Screen):

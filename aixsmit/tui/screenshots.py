@@ -1,7 +1,9 @@
 """``make screenshots``: SVG and PNG of the main screens, from the real app at 80x24.
 
-COMMAND STATUS is captured in the middle of a real mksysb of a generated tree on a tmpfs
-(root is needed for the mount; without it that screenshot is skipped with a note).
+COMMAND STATUS is captured in the middle of a real mksysb of a generated tree on a tmpfs (root
+is needed for the mount; without it that screenshot is skipped with a note): many small files
+and a few large ones, so the bar shows bytes and files apart. lsmount is captured on the same
+tree with a user file system mounted, its data classes on screen at 80x24.
 """
 
 from __future__ import annotations
@@ -62,10 +64,12 @@ def _mid_backup(app: AixsmitApp) -> bool:
     s = app.screen
     if not isinstance(s, CommandStatusScreen):
         return False
-    from textual.widgets import ProgressBar
+    p = s._progress
+    return p is not None and p.bytes_total and 0.3 < p.fraction < 0.8 or not s.running
 
-    bar = s.query_one(ProgressBar)
-    return bool(bar.total) and 0.2 < (bar.progress / bar.total) < 0.9 or not s.running
+
+def _ended(app: AixsmitApp) -> bool:
+    return isinstance(app.screen, CommandStatusScreen) and not app.screen.running
 
 
 async def main(out: Path) -> int:
@@ -80,10 +84,10 @@ async def main(out: Path) -> int:
         await _shot(_app(work, "mksysb"), out, "mksysb-dialog", typed="/backup/sys.mksysb", keys=("down", "down", "tab"))
         await _shot(_app(work, "mksysb"), out, "f4-list", keys=("down", "down", "f4"))
         await _shot(_app(work, "mksysb"), out, "f6-command", typed="/backup/sys.mksysb", keys=("down", "down", "tab", "f6"))
-        await _shot(_app(work, "walkthrough"), out, "walkthrough-step1")
         await _shot(_app(work, "clone"), out, "clone-dialog", typed="/backup/sys.mksysb",
                     keys=("down", *"/dev/sdb", "down", "down", "down", *"newhost"))
         if os.geteuid() != 0:
+            await _shot(_app(work, "walkthrough"), out, "walkthrough-step1")
             print("  (not root: COMMAND STATUS during a backup needs a tmpfs mount; skipped)")
             return 0
         root, dest = work / "root", work / "out"
@@ -93,11 +97,27 @@ async def main(out: Path) -> int:
         try:
             # Enough files for a backup of a few seconds (progress comes once a second);
             # most are empty, so the tmpfs holds them.
-            for d in range(2000):
-                p = root / "home" / f"user{d // 100}" / f"project{d}"
+            for d in range(1000):
+                p = root / "srv" / f"app{d // 100}" / f"module{d}"
                 p.mkdir(parents=True)
-                for f in range(200):
+                for f in range(100):
                     (p / f"file{f}.txt").write_text("x" * (f * 7) if f % 4 == 0 else "")
+            for n in range(4):  # large files: most of the bytes, few of the names
+                with open(root / "srv" / f"archive{n}.dat", "wb") as f:
+                    for _ in range(150):
+                        f.write(os.urandom(1 << 20))
+            home = root / "home"
+            home.mkdir()
+            disk = work / "home.img"  # a user file system: ext4 on a loop device
+            with open(disk, "wb") as f:
+                f.truncate(16 << 20)
+            subprocess.run(["mkfs.ext4", "-q", "-F", str(disk)], check=True)
+            subprocess.run(["mount", "-o", "loop", str(disk), str(home)], check=True)
+            try:
+                await _shot(_app(work, "lsmount", str(root)), out, "lsmount", until=_ended)
+                await _shot(_app(work, "walkthrough", str(root)), out, "walkthrough-step1")
+            finally:
+                subprocess.run(["umount", str(home)])
             app = _app(work, "mksysb", str(root))
             await _shot(app, out, "command-status", typed=str(dest / "sys.mksysb"), keys=("enter",), until=_mid_backup)
         finally:

@@ -21,7 +21,7 @@ from ..errors import AixsmitError
 from ..smit import command as cmdbuild
 from ..smit.model import Screen as ScreenDef
 from .keys import WALK_KEYS
-from .popups import PRESS_RETURN, ListPopup, MessagePopup
+from .popups import PRESS_RETURN, MessagePopup
 from .screens import FKEYS, SmitScreen
 
 
@@ -43,32 +43,29 @@ STEPS = [
         "The image must not go onto a user file system: the next step unmounts them. It needs room "
         "for the used space of the system file systems. Type an absolute file name (or a tape "
         "device); F4 lists existing images and tape devices."), "dest"),
-    Step("Unmount the user file systems", (
+    Step("Unmount, back up, mount again, verify", (
         "mksysb saves every mounted file system of rootvg, user ones too - so the guide unmounts the "
-        "user file systems first. A file system that a process still uses cannot be unmounted: its "
-        "holders are shown below. Stop them, then press F2 to look again. If one of several cannot "
-        "be unmounted, the others are mounted again (all or nothing)."), "run"),
-    Step("Check that only the system is mounted", (
-        "The guide runs mount and reads it: only system file systems may remain. Remote and "
-        "virtual file systems (NFS, /proc, ...) are never part of an image and do not count."), "run"),
-    Step("Back up the system", (
-        "mksysb writes an image of rootvg: image.data (file systems, sizes, devices), then every "
-        "file, with owners, permissions, ACLs, extended attributes, links and holes. It writes to a "
-        "temporary name and renames it only when complete. Whatever happens, the next step mounts "
-        "the user file systems again."), "run", always_next=True),
-    Step("Mount the user file systems again", (
-        "Everything aixsmit unmounted is recorded in its ledger, with device, type and options, so "
-        "it can always be mounted again - also after a crash (aixsmit cmd mount --ledger)."), "run",
-        always_next=True),
-    Step("Verify the image", (
-        "The whole image is read back and checked against the table of contents recorded while it "
-        "was made. A damaged or incomplete image fails here, not on the day you need it."), "run"),
+        "user file systems first (all or nothing: a busy one is named with its holders, and nothing "
+        "changes), checks that only the system is mounted, makes the image, mounts the user file "
+        "systems again - whatever happened - and reads the image back. These are steps 3 to 7, run "
+        "as one command (aixsmit cmd sysbackup) that goes on if this terminal goes away, and always "
+        "mounts again what it unmounted. Running and Recent Commands shows it again."), "run"),
     Step("Done", (
-        "The system image is made. User data is backed up separately: savevg backs up a user volume "
-        "group now, and scheduled backups keep doing both every week and every day. Press Enter "
-        "to choose."),
-        "done"),
+        "User data is backed up separately: savevg backs up a user volume group now, and scheduled "
+        "backups keep doing both every week and every day."), "done"),
 ]
+SHOWN_AS = ["Step 1 of 8", "Step 2 of 8", "Steps 3-7 of 8", "Step 8 of 8"]  # the guide's numbering
+RUN, DONE = 2, 3
+JOB_TITLE = "Guided System Backup"
+
+
+def job_summary(text: str) -> list[str]:
+    """The summary ``aixsmit cmd sysbackup`` printed last: its own figures, as lines."""
+    lines = text.splitlines()
+    for i in range(len(lines) - 1, -1, -1):
+        if lines[i] == "Summary":
+            return [l for l in lines[i + 1:] if l.startswith("  ") and not l.startswith("    ")]
+    return []
 
 
 class WalkthroughScreen(SmitScreen):
@@ -83,11 +80,9 @@ class WalkthroughScreen(SmitScreen):
         super().__init__(definition)
         self.step = 0
         self.dest = ""
-        self.pending: int | None = None
-        self.results: dict[int, str] = {}
-        self.backup_started = 0.0
-        self.backup_seconds = 0.0
-        self.backup_files: int | None = None
+        self.job = None  # the job of steps 3-7 (a detached aixsmit cmd sysbackup)
+        self.result = ""  # its end: OK, WARN, FAILED, lost; "dry run"; "" before it ran
+        self.continued = False
 
     # --- layout --------------------------------------------------------------------------
     def body(self) -> ComposeResult:
@@ -107,12 +102,29 @@ class WalkthroughScreen(SmitScreen):
             yield Static("", id="next", markup=False)
 
     def on_mount(self) -> None:
+        self._find_running_job()
         self.show()
+
+    def _find_running_job(self) -> None:
+        """A guided backup started earlier that still runs (its terminal went away): the
+        walkthrough picks it up at its steps 3-7 instead of starting over."""
+        if self.app.dry_run or self.app.no_exec:
+            return
+        from ..jobs import detached
+
+        try:
+            running = [j for j in detached.all_jobs() if j.title == JOB_TITLE and j.status == detached.RUNNING]
+        except (OSError, AixsmitError):
+            return
+        if running:
+            self.job = running[-1]
+            self.dest = self.job.argv[-1]
+            self.step = RUN
 
     def show(self) -> None:
         st = STEPS[self.step]
         dry = "  (dry run: nothing is changed)" if self.app.dry_run else ""
-        self.query_one("#title", Static).update(f"{self.definition.title}: Step {self.step + 1} of {len(STEPS)}")
+        self.query_one("#title", Static).update(f"{self.definition.title}: {SHOWN_AS[self.step]}")
         self.query_one("#step-title", Static).update(f"{st.title}{dry}")
         self.query_one("#why", Static).update(st.why)
         row = self.query_one("#dest-row")
@@ -128,23 +140,40 @@ class WalkthroughScreen(SmitScreen):
         self.query_one("#facts", Static).update(facts)
         argv = self.argv()
         self.query_one("#command", Static).update(f"Command (F6): {cmdbuild.display(argv)}" if argv else "")
-        nxt = {"info": "Press Enter to go on.", "dest": "Type the destination, then press Enter.",
-               "run": "Press Enter to do this step.", "done": "Press Enter for volume group backups and schedules, F3 to leave."}
-        self.query_one("#next", Static).update("\n" + nxt[st.kind] + "  F3 goes back a step.")
+        self.query_one("#next", Static).update("\n" + self.how_to_go_on())
+
+    def how_to_go_on(self) -> str:
+        """Every step says which key does what from here."""
+        kind = STEPS[self.step].kind
+        if kind == "info":
+            return "Press Enter to go on.  F3 leaves the guide."
+        if kind == "dest":
+            return "Type the destination, then press Enter.  F4 lists.  F3 goes back a step."
+        if kind == "run":
+            if self.job_running():
+                return "Press Enter to see it.  F10 leaves (it goes on)."
+            if self.result:
+                return "Press Enter for the summary.  F3 goes back a step."
+            return "Press Enter to run steps 3 to 7.  F3 goes back a step."
+        return "Press Enter for volume group backups and schedules.  F3 goes back to steps 3-7."
 
     # --- the facts and commands of each step ---------------------------------------------
     def root_args(self) -> list[str]:
         return ["--root", self.app.root] if self.app.root != "/" else []
 
     def argv(self) -> list[str]:
-        r = self.root_args()
-        return {
-            2: ["aixsmit", "cmd", "umount", *r, "--all-user"] if self.user_mounts() else [],
-            3: ["aixsmit", "cmd", "sysonly", *r],
-            4: ["aixsmit", "cmd", "mksysb", *r, "-i", self.dest],
-            5: ["aixsmit", "cmd", "mount", *r, "--ledger"] if self.ledger_entries() else [],
-            6: ["aixsmit", "cmd", "verify", "-f", self.dest],
-        }.get(self.step, [])
+        if self.step != RUN:
+            return []
+        if self.job is not None:
+            return list(self.job.argv)
+        return ["aixsmit", "cmd", "sysbackup", *self.root_args(), self.dest]
+
+    def job_running(self) -> bool:
+        if self.job is None:
+            return False
+        from ..jobs import detached
+
+        return detached.refresh(self.job).status == detached.RUNNING
 
     def system(self):
         self.app._system = None  # always the live state
@@ -163,20 +192,26 @@ class WalkthroughScreen(SmitScreen):
     def facts(self) -> str:
         step = self.step
         if step == 0:
-            rows = [f"  {'MOUNTED OVER':<24} {'DEVICE':<20} {'VFS':<8} CLASS"]
+            # The class first: a long mount point never pushes it out of view.
+            rows = [f"  {'CLASS':<8} {'VFS':<8} {'DEVICE':<20} MOUNTED OVER"]
             for e in self.system().table():
                 if e.cls != "virtual":
-                    rows.append(f"  {e.mount_point:<24} {e.mount.device[:20]:<20} {e.mount.vfs:<8} {e.cls}")
+                    rows.append(f"  {e.cls:<8} {e.mount.vfs:<8} {e.mount.device[:20]:<20} {e.mount_point}")
             virtual = sum(1 for e in self.system().table() if e.cls == "virtual")
             rows.append(f"  (and {virtual} virtual file systems: /proc, /sys, ...)")
             return "\n".join(rows)
         if step == 1:
             return self.dest_facts(self.query_one("#dest", Input).value or self.dest)
-        if step == 2:
+        if step == RUN:
+            if self.job_running():
+                when = time.strftime("%H:%M", time.localtime(self.job.start))
+                return f"The guided backup started at {when} is running (image: {self.dest})."
+            out = [f"Steps 3 to 7 ended: {self.result}."] if self.result else []
             users = self.user_mounts()
             if not users:
-                return "No user file system is mounted: nothing to unmount. Press Enter to go on."
-            out = ["User file systems to unmount: " + " ".join(e.mount_point for e in users)]
+                return "\n".join(out + ["No user file system is mounted: nothing to unmount."])
+            out.append(("User file systems mounted: " if self.result else "User file systems to unmount: ")
+                       + " ".join(e.mount_point for e in users))
             holders = self.system().host.holders([e.mount for e in users], self.system().all_mounts())
             if holders:
                 from ..fs.unmount import holder_lines
@@ -186,21 +221,7 @@ class WalkthroughScreen(SmitScreen):
             else:
                 out.append("No process holds them.")
             return "\n".join(out)
-        if step == 3:
-            check = self.system().sysonly()
-            if check.ok:
-                return "Mounted now: only system file systems (" + " ".join(check.system) + ")."
-            return "Still mounted user file systems: " + " ".join(check.user) + " (F3 goes back to unmount them)."
-        if step == 4:
-            return f"The image: {self.dest}"
-        if step == 5:
-            left = self.ledger_entries()
-            if not left:
-                return "Nothing is left unmounted."
-            return "Unmounted by aixsmit, to mount again: " + " ".join(e.mount_point for e in left)
-        if step == 6:
-            return f"The image to read back: {self.dest}"
-        if step == 7:
+        if step == DONE:
             return self.summary()
         return ""
 
@@ -216,16 +237,22 @@ class WalkthroughScreen(SmitScreen):
         return f"About {required // (1024 * 1024) + 1} MB are needed; {available // (1024 * 1024)} MB are available there."
 
     def summary(self) -> str:
-        lines = [f"Image:       {self.dest}"]
-        try:
-            st = os.stat(self.dest)
-            lines.append(f"Size:        {st.st_size // (1024 * 1024)} MB")
-            lines.append(f"Files:       {self.backup_files if self.backup_files is not None else '?'}")
-        except OSError:
-            lines.append("Size:        (no image)")
-        lines.append(f"Backup:      {self.results.get(4, 'not run')} in {int(self.backup_seconds)} s")
-        lines.append(f"Mounted:     {self.results.get(5, 'nothing to do')}")
-        lines.append(f"Verified:    {self.results.get(6, 'not run')}")
+        """The job's own summary (sysbackup's figures: size, files, duration, verify), and
+        anything still left unmounted."""
+        if self.app.dry_run:
+            return "Dry run: nothing was run, no image was made."
+        lines: list[str] = []
+        if self.job is not None:
+            try:
+                text = self.job.log.read_text(errors="replace")
+            except OSError:
+                text = ""
+            lines = job_summary(text)
+            if not lines:
+                lines = [f"  The backup job ended without its summary ({self.result or 'not run'}); "
+                         "its output is in Running and Recent Commands."]
+        else:
+            lines = ["  Steps 3 to 7 were not run: no image was made."]
         still = self.ledger_entries()
         if still:
             lines.append("LEFT UNMOUNTED: " + " ".join(e.mount_point for e in still) + " - run: aixsmit cmd mount --ledger")
@@ -242,16 +269,12 @@ class WalkthroughScreen(SmitScreen):
     def action_list(self) -> None:
         if STEPS[self.step].kind != "dest":
             return
-        items = self.app.list_items("backup_destinations")
-        if not items:
-            self.app.push_screen(MessagePopup("ERROR MESSAGE", "1800-051 There are no items of this type.\n\n" + PRESS_RETURN))
-            return
 
         def chosen(v):
             if v:
                 self.query_one("#dest", Input).value = v
 
-        self.app.push_screen(ListPopup("Backup DEVICE or FILE", items), chosen)
+        self.app.open_list("Backup DEVICE or FILE", "backup_destinations", chosen)
 
     def action_show_command(self) -> None:
         argv = self.argv()
@@ -259,14 +282,19 @@ class WalkthroughScreen(SmitScreen):
         self.app.push_screen(MessagePopup("SHOW COMMAND STRING", PRESS_RETURN + "\n\n" + text))
 
     def action_cancel(self) -> None:
-        if self.step == 0 or self.step == len(STEPS) - 1:
+        if self.step == DONE:
+            # Back to steps 3-7, ready to run them again (after a failure, say).
+            self.step, self.job, self.result = RUN, None, ""
+            self.show()
+        elif self.step == 0:
             self.leave()
-        elif self.step >= 4 and self.ledger_entries():
+        elif self.job_running():
             self.app.push_screen(MessagePopup(
-                "ERROR MESSAGE", "User file systems are still unmounted. Finish the step that mounts them "
-                                 "again first.\n\n" + PRESS_RETURN))
+                "INFORMATION MESSAGE", "Steps 3 to 7 are running: Enter shows them (F3 there stops them, and\n"
+                                       "the user file systems are mounted again).\n\n" + PRESS_RETURN))
         else:
             self.step -= 1
+            self.result = "" if self.step < RUN else self.result
             self.show()
 
     def leave(self) -> None:
@@ -282,6 +310,29 @@ class WalkthroughScreen(SmitScreen):
                             "    Press Cancel to return to the guide."), answer)
         else:
             self.app.go_back()
+
+    def action_exit(self) -> None:
+        """F10 says where the guide stands before it leaves."""
+        if self.job_running():
+            state = ("Steps 3 to 7 are running and go on without this screen; they mount\n"
+                     "the user file systems again when they end (Running and Recent Commands).")
+        elif self.ledger_entries() and not self.app.dry_run:
+            state = ("User file systems are still unmounted: "
+                     + " ".join(e.mount_point for e in self.ledger_entries()) + "\n(aixsmit cmd mount --ledger mounts them).")
+        elif self.step == DONE or self.step == 0:
+            state = ""
+        else:
+            state = "The guided backup is not finished: no image has been made."
+        if not state:
+            super().action_exit()
+            return
+
+        def answer(ok):
+            if ok:
+                self.app.exit_smit()
+
+        self.app.push_screen(MessagePopup("EXIT", state + "\n    Press Enter to exit the application.\n"
+                                          "    Press Cancel to return to the guide."), answer)
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
@@ -305,25 +356,44 @@ class WalkthroughScreen(SmitScreen):
             self.dest = dest
             self.advance()
         elif st.kind == "run":
-            argv = self.argv()
-            if not argv:
-                self.results[self.step] = "nothing to do"
+            if self.job is not None:
+                if self.job_running() or not self.result:
+                    self.follow()  # see it (again)
+                else:
+                    self.advance()
+                return
+            if self.result:  # (dry run)
                 self.advance()
                 return
+            argv = self.argv()
             if self.app.dry_run:
-                self.results[self.step] = "dry run"
-                self.app.push_screen(MessagePopup("INFORMATION MESSAGE", "(dry run) This step would run:\n\n"
+                self.result = "dry run"
+                self.app.push_screen(MessagePopup("INFORMATION MESSAGE", "(dry run) Steps 3 to 7 would run:\n\n"
                                                   + cmdbuild.display(argv) + "\n\n" + PRESS_RETURN),
                                      lambda _: self.advance())
                 return
-            self.pending = self.step
-            if self.step == 4:
-                self.backup_started = time.monotonic()
-            d = ScreenDef(kind="dialog", id="walkthrough", title=st.title, command={self.app.host_name: argv},
-                          progress="backup" if self.step == 4 else "")
-            self.app.run_command(d, argv)
+            self.app.run_command(self.job_definition(argv), argv, next_label="Summary", on_next=self.go_on)
+            screen = self.app.screen
+            self.job = getattr(screen, "job", None)
+            self.show()
         elif st.kind == "done":
             self.app.open("walkdone")
+
+    def job_definition(self, argv: list[str]) -> ScreenDef:
+        return ScreenDef(kind="dialog", id="walkthrough", title=JOB_TITLE, command={self.app.host_name: argv},
+                         progress="backup")
+
+    def follow(self) -> None:
+        from .screens import CommandStatusScreen
+
+        d = self.job_definition(self.job.argv)
+        self.app.push_screen(CommandStatusScreen(d, self.job.argv, progress=True, job=self.job, next_label="Summary",
+                                                 on_next=self.go_on))
+
+    def go_on(self) -> None:
+        """Enter=Summary on the finished job's COMMAND STATUS."""
+        self.continued = True
+        self.on_screen_resume()
 
     def advance(self) -> None:
         if self.step < len(STEPS) - 1:
@@ -331,14 +401,17 @@ class WalkthroughScreen(SmitScreen):
         self.show()
 
     def on_screen_resume(self) -> None:
-        if self.pending is None:
+        super().on_screen_resume()
+        if self.step != RUN or self.job is None:
             return
-        step, self.pending = self.pending, None
-        result = self.app.last_status
-        if step == 4:
-            self.backup_seconds = time.monotonic() - self.backup_started
-            self.backup_files = self.app.last_files
-        self.results[step] = {"OK": "OK", "WARN": "OK with warnings", "FAILED": "FAILED"}.get(result or "", "not finished")
-        if result in ("OK", "WARN") or STEPS[step].always_next:
-            self.step = step + 1
+        from ..jobs import detached
+
+        info = detached.refresh(self.job)
+        if info.status == detached.RUNNING:
+            self.show()
+            return
+        self.result = {"OK": "OK", "WARN": "OK with warnings", "FAILED": "FAILED"}.get(info.status, info.status)
+        if self.continued:
+            self.continued = False
+            self.step = DONE
         self.show()
