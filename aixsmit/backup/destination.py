@@ -5,6 +5,7 @@ the rename, stale partials of killed runs, and the log of images made (vgbackupl
 from __future__ import annotations
 
 import os
+import re
 import stat
 
 from .infofiles import fs_facts
@@ -12,10 +13,17 @@ from .infofiles import fs_facts
 PARTIAL = ".aixsmit-partial-"
 
 
-def partial_name(dest: str) -> str:
-    """The hidden temporary name beside ``dest`` that tar writes to; renamed over ``dest`` only
-    when the image is complete and on disk."""
-    return os.path.join(os.path.dirname(dest), f".{os.path.basename(dest)}{PARTIAL}{os.getpid()}")
+def _host() -> str:
+    """This host's node name as it may stand in a file name: characters other than letters,
+    digits, '.', '_' and '-' become '_' (no '/', no '@')."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", os.uname().nodename) or "_"
+
+
+def partial_marker() -> str:
+    """The marker of a hidden temporary image, ``.aixsmit-partial-HOST@``: OutputFile names the
+    file ``.BASENAME<marker>PID-RANDOM``. The host name says whose pid it is, so a folder shared
+    by several hosts (NFS) keeps the images other hosts are still writing."""
+    return f"{PARTIAL}{_host()}@"
 
 
 def required_room(include: list[str], structure_only: bool, staged: int) -> int:
@@ -73,19 +81,21 @@ def nearly_full(directory: str) -> bool:
 
 
 def clean_stale_partials(directory: str) -> None:
-    """Remove temporary images of earlier runs whose process is gone: only regular files this
-    user owns (a name another user planted is left alone), removed by name in the folder
-    opened once, never followed."""
+    """Remove temporary images of earlier runs on this host whose process is gone: only names
+    marked with this host (``partial_marker``; another host's pid cannot be checked here, and
+    a name without a host is left alone), only regular files this user owns (a name another
+    user planted is left alone), removed by name in the folder opened once, never followed."""
     try:
         dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:
         return
     try:
         me = os.geteuid()
+        mine = partial_marker()
         for name in os.listdir(dfd):
-            if PARTIAL not in name:
+            if mine not in name:
                 continue
-            pid = name.split(PARTIAL, 1)[1].split("-", 1)[0]
+            pid = name.split(mine, 1)[1].split("-", 1)[0]
             if not pid.isdigit():
                 continue
             try:

@@ -42,7 +42,7 @@ from ..osutil import make_temp_dir, remove_tree, write_text
 from ..state import fsync_dir
 from ..safefile import OutputFile, destination_kind
 from . import stop
-from .destination import (BACKUP_LOG, PARTIAL, clean_stale_partials, log_backup, nearly_full, partial_name,
+from .destination import (BACKUP_LOG, PARTIAL, clean_stale_partials, log_backup, nearly_full, partial_marker,
                           refuse_data, required_room, space_block)
 from .excludes import ExcludeList
 from .infofiles import fs_facts, info_member, vgdata_dir
@@ -221,7 +221,7 @@ def _create_image(req: ImageRequest, emit: Emit) -> ImageResult:
         if not is_device:
             clean_stale_partials(dest_dir)
             try:
-                out = OutputFile(dest, marker=PARTIAL)
+                out = OutputFile(dest, marker=partial_marker())
             except OSError as exc:
                 raise BackupFailed(f"0512-017 {prog}: Cannot write to {dest}: {exc.strerror}.", EXIT_FAILED) from None
             tmp = out.temp_path
