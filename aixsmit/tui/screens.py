@@ -644,7 +644,7 @@ class CommandStatusScreen(SmitScreen):
     def _follow(self) -> None:
         from ..jobs import detached
         from ..jobs.progress import BackupProgress
-        from ..jobs.runner import Finished, _lines
+        from ..jobs.runner import Finished, decode_lines
 
         try:
             if self._start_error is not None:
@@ -686,7 +686,7 @@ class CommandStatusScreen(SmitScreen):
                     if parser is None and count > self.MAX_BATCH:
                         # Only the newest lines can reach the pane: decode just those.
                         shown = b"\n".join(data.rsplit(b"\n", self.MAX_BATCH)[1:])
-                    lines = list(_lines(shown))
+                    lines = list(decode_lines(shown))
                     changed = False
                     if parser is not None:
                         for line in lines:
@@ -698,7 +698,7 @@ class CommandStatusScreen(SmitScreen):
                         count = len(lines)
                         self.app.smit_log.output(lines)
                     elif b"\r" in data or b"\x1b" in data:
-                        self.app.smit_log.output(lines if shown is data else list(_lines(data)))
+                        self.app.smit_log.output(lines if shown is data else list(decode_lines(data)))
                     else:
                         self.app.smit_log.output_bytes(data + b"\n")
                     with self._lock:
@@ -719,7 +719,7 @@ class CommandStatusScreen(SmitScreen):
                     if partial:  # a last line without its newline
                         self.app.smit_log.output_bytes(partial + b"\n")
                         with self._lock:
-                            self._pending.extend(_lines(partial))
+                            self._pending.extend(decode_lines(partial))
                     status = info.status if info.status in ("OK", "WARN", "FAILED") else "FAILED"
                     with self._lock:
                         self._final = Finished(status, info.rc if info.rc is not None else -1, info.end - info.start)
@@ -887,7 +887,7 @@ class CommandStatusScreen(SmitScreen):
         if not self.pattern:
             return
         log = self.query_one(Log)
-        if not log._whole():
+        if not log.holds_whole():
             self._find_in_log(self.pattern, self.found_at)
             return
         lines = log.lines
@@ -917,7 +917,7 @@ class CommandStatusScreen(SmitScreen):
         log.loading = True
 
         def run() -> None:
-            from .outputlog import LineIndex
+            from ..jobs.outputlog import LineIndex
 
             try:
                 if self._index is None:
@@ -953,16 +953,16 @@ class CommandStatusScreen(SmitScreen):
     def load_window(self, start: int, at: int) -> None:
         """Show MAX_LINES lines of the whole output from line ``start``, line ``at`` on top."""
         from textual.widgets import Log
-        from ..jobs.runner import _lines
+        from ..jobs.runner import decode_lines
 
         keep = self._keep()
-        self._in_thread(lambda ix: ix.read(start, self.MAX_LINES, _lines, keep),
+        self._in_thread(lambda ix: ix.read(start, self.MAX_LINES, decode_lines, keep),
                         lambda r: self.query_one(Log).show_window(r[0], r[1], at))
 
     def load_tail(self) -> None:
         """Follow the output again: the pane gets the newest lines of the job's log."""
         from textual.widgets import Log
-        from ..jobs.runner import _lines
+        from ..jobs.runner import decode_lines
 
         keep = self._keep()
         if self.query_one(Log).loading:
@@ -974,7 +974,7 @@ class CommandStatusScreen(SmitScreen):
             upto, stop = self._consumed, self._file_lines
 
         def tail(ix):
-            return ix.read(max(0, stop - self.MAX_LINES), self.MAX_LINES, _lines, keep, stop=stop)
+            return ix.read(max(0, stop - self.MAX_LINES), self.MAX_LINES, decode_lines, keep, stop=stop)
 
         def shown(r) -> None:
             texts, numbers = r
@@ -987,7 +987,7 @@ class CommandStatusScreen(SmitScreen):
                 self._tail_loading = False
 
     def _find_in_log(self, pattern: str, after: int) -> None:
-        from .outputlog import window_start
+        from ..jobs.outputlog import window_start
 
         def found(line: int) -> None:
             if line < 0:
