@@ -570,6 +570,7 @@ class CommandStatusScreen(SmitScreen):
         self._file_lines = 0  # lines of the job's log read
         self._tail_loading = False  # the pane is being given the log's newest lines again
         self._index = None  # the job's log's line index, made when first needed
+        self._reading = False  # a read of the job's log is under way (_in_thread)
         self.lines_skipped = 0  # lines never written to the pane (too many at once)
         self.lines_total = 0
         self.bytes_total = 0
@@ -908,13 +909,16 @@ class CommandStatusScreen(SmitScreen):
 
     # --- the whole output, from the job's log (the pane keeps the newest MAX_LINES) ---------
     def _in_thread(self, work, done, upto: int | None = None) -> bool:
-        """``work()`` in a thread (it reads the job's log), then ``done(result)`` on the screen's."""
+        """``work(index)`` in a worker thread (it reads the job's log), then ``done(result)`` on
+        the screen's. One read at a time (``_reading``); a read that fails, whatever the error,
+        is said in one line and the screen stays usable. False when a read is under way."""
         from textual.widgets import Log
 
-        log = self.query_one(Log)
-        if log.loading or self.job is None:
+        if self._reading or self.job is None:
             return False
-        log.loading = True
+        self._reading = True
+        log = self.query_one(Log)
+        log.loading = True  # the indicator only: _reading says whether a read is under way
 
         def run() -> None:
             from ..jobs.outputlog import LineIndex
@@ -926,7 +930,7 @@ class CommandStatusScreen(SmitScreen):
                     end = self._consumed if upto is None else upto
                 self._index.extend(end)
                 result = work(self._index)
-            except OSError as exc:
+            except Exception as exc:  # said on the screen (finish), never a dead screen
                 result = exc
             try:
                 self.app.call_from_thread(finish, result)
@@ -934,15 +938,19 @@ class CommandStatusScreen(SmitScreen):
                 pass  # the app is closing
 
         def finish(result) -> None:
+            self._reading = False
             log.loading = False
-            if isinstance(result, OSError):
-                self.app.push_screen(MessagePopup("ERROR MESSAGE", f"{self.job.log}: {result.strerror or result}\n\n"
-                                                  + PRESS_RETURN))
+            if isinstance(result, Exception):
+                why = (result.strerror if isinstance(result, OSError) else None) or str(result) \
+                    or type(result).__name__
+                why = " ".join(why.split())
+                self.app.push_screen(MessagePopup(
+                    "ERROR MESSAGE", f"{self.job.log}: cannot read the output: {why}\n\n" + PRESS_RETURN))
             else:
                 done(result)
             self._markers()
 
-        threading.Thread(target=run, name="aixsmit-output", daemon=True).start()
+        self.run_worker(run, name="aixsmit-output", group="output", thread=True, exit_on_error=False)
         return True
 
     def _keep(self):
@@ -965,7 +973,7 @@ class CommandStatusScreen(SmitScreen):
         from ..jobs.runner import decode_lines
 
         keep = self._keep()
-        if self.query_one(Log).loading:
+        if self._reading:
             return
         with self._lock:
             self._tail_loading = True
