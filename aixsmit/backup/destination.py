@@ -233,8 +233,8 @@ def refuse_data(program: str, dest: str, kind: str, include: list[str]) -> None:
                 raise AixsmitError(f"0512-017 {program}: Cannot write to the device {dest}: it holds the file system "
                                    f"mounted at {m.path or m.mount_point} ({m.device}).")
         try:
-            with open("/proc/swaps") as f:
-                for line in f.read().splitlines()[1:]:
+            with open("/proc/swaps", "rb") as f:
+                for line in os.fsdecode(f.read()).splitlines()[1:]:
                     sw = line.split()[0]
                     if sw.startswith("/dev/") and os.path.exists(sw) and os.stat(sw).st_rdev in family:
                         raise AixsmitError(f"0512-017 {program}: Cannot write to the device {dest}: it is in use as "
@@ -255,8 +255,8 @@ def refuse_data(program: str, dest: str, kind: str, include: list[str]) -> None:
         loops = []
     for name in loops:
         try:
-            with open(f"/sys/block/{name}/loop/backing_file") as f:
-                backing = f.read().strip().removesuffix(" (deleted)")
+            with open(f"/sys/block/{name}/loop/backing_file", "rb") as f:
+                backing = os.fsdecode(f.read().strip()).removesuffix(" (deleted)")
             bst = os.stat(backing)
         except OSError:
             continue
