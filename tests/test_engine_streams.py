@@ -56,7 +56,8 @@ def _many(tr, dirs: int, files: int, size) -> None:
 def _image(tr, streams: int, name: str, emit=None) -> str:
     system = System(root=str(tr.path))
     dest = str(tr.base / name)
-    req = ImageRequest("mksysb", find(system, "rootvg"), system, dest, streams=streams)
+    # Unpacked: a packed image is always one tar stream.
+    req = ImageRequest("mksysb", find(system, "rootvg"), system, dest, streams=streams, pack=False)
     create_image(req, emit or (lambda line, stream: None))
     return dest
 
@@ -195,7 +196,7 @@ def test_sigterm_at_any_moment_stops_cleanly(troot):
     out = tr.base / "out"
     out.mkdir()
     img = out / "sys.mksysb"
-    argv = [sys.executable, "-m", "aixsmit", "cmd", "mksysb", "-i", "--root", str(tr.path), str(img)]
+    argv = [sys.executable, "-m", "aixsmit", "cmd", "mksysb", "-i", "-p", "--root", str(tr.path), str(img)]
     stopped = 0
     for delay in (0, 0.02, 0.05, 0.08, 0.1, 0.12, 0.15, 0.18, 0.2, 0.25, 0.3, 0.4):
         proc = subprocess.Popen(argv, env=tr.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -271,3 +272,32 @@ def test_second_stream_without_splice_is_copied_by_reads_and_writes(troot, monke
     assert aixsmit("cmd", "verify", "-f", img).returncode == 0
     target = _restore(tr, img, "restored")
     assert diff(snapshot(str(tr.p("/home/many"))), snapshot(os.path.join(target, "home/many"))) == []
+
+
+def test_checksums_follow_a_table_of_contents_whose_last_nul_opens_a_block(tmp_path):
+    """The table of contents ends with one NUL; when that NUL is the only byte of the member's
+    last block, the block is all zeros: the checksum member still goes after it (a clone of a
+    398 MB image once found the checksums written over it)."""
+    import io
+
+    from aixsmit.backup import archive
+    from aixsmit.backup.sums import archive_end
+
+    toc = b"aixsmit-toc 2\n" + b"f./" + b"x" * (1024 - 14 - 3) + b"\0"  # 1025 bytes: the last block holds only the NUL
+    assert len(toc) == 1025
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        ti = tarfile.TarInfo("./tmp/vgdata/rootvg/backup.toc")
+        ti.size = len(toc)
+        tf.addfile(ti, io.BytesIO(toc))
+    img = tmp_path / "img"
+    img.write_bytes(buf.getvalue())
+    fd = os.open(img, os.O_RDWR)
+    try:
+        end = archive_end(fd, 1)
+        assert end == 512 + 3 * 512  # header, then three blocks of data
+        archive.append_member(fd, end, "./tmp/vgdata/rootvg/backup.sums", b"sums\n")
+    finally:
+        os.close(fd)
+    with tarfile.open(img) as tf:
+        assert [m.name for m in tf] == ["./tmp/vgdata/rootvg/backup.toc", "./tmp/vgdata/rootvg/backup.sums"]
