@@ -234,7 +234,7 @@ def test_no_control_character_reaches_the_terminal(troot, tmp_path):
     import subprocess
     import sys
 
-    from aixsmit.jobs.runner import _lines
+    from aixsmit.jobs.runner import decode_lines
 
     tr = troot
     tr.loop_mount("/home")
@@ -248,5 +248,5 @@ def test_no_control_character_reaches_the_terminal(troot, tmp_path):
     assert not _raw_controls(r.stdout + r.stderr)
     r = aixsmit("cmd", "lsmksysb", "-f", tmp_path / "no\x1b]0;owned\x07pe", env=tr.env())
     assert r.returncode != 0 and "no\\033]0;owned\\007pe" in r.stderr and not _raw_controls(r.stderr)
-    assert _lines(b"tar: a\x07b\xc2\x9b \xc3\xa9\\x\n") == ("tar: a\\007b\\233 é\\x", "")
+    assert decode_lines(b"tar: a\x07b\xc2\x9b \xc3\xa9\\x\n") == ("tar: a\\007b\\233 é\\x", "")
     assert visible("aixsmit: /srv/a\\033b", backslash=False) == "aixsmit: /srv/a\\033b"
