@@ -54,7 +54,8 @@ def load(path: str | None = None) -> Config:
     except FileNotFoundError:
         if path == DEFAULT_CONFIG or not os.environ.get("AIXSMIT_CONFIG"):
             return Config()
-        raise ConfigError(f"{path}: the configuration file does not exist")
+        raise ConfigError(f"aixsmit: AIXSMIT_CONFIG names {_visible(path)}, which does not exist (create it, or "
+                          f"unset AIXSMIT_CONFIG for the defaults of {DEFAULT_CONFIG})")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: cannot read the configuration file: {exc}")
     except AixsmitError as exc:
@@ -62,6 +63,12 @@ def load(path: str | None = None) -> Config:
     if all(not line.strip() or line.lstrip().startswith("#") for line in text.splitlines()):
         return Config(path=path)  # nothing set: no YAML parser to load (it costs 20 ms of start-up)
     return parse(text, path)
+
+
+def _visible(text: str) -> str:
+    from .fs.mounts import visible
+
+    return visible(text)
 
 
 def _line(node) -> int:
@@ -95,7 +102,7 @@ def _no_twice(path: str, mapping) -> None:
     for key_node, _ in mapping.value:
         key = str(key_node.value)
         if key in seen:
-            raise _fail(path, key_node, f"'{key}' is given twice (first at line {seen[key]})")
+            raise _fail(path, key_node, f"'{_visible(key)}' is given twice (first at line {seen[key]})")
         seen[key] = _line(key_node)
 
 
@@ -129,19 +136,28 @@ def parse(text: str, path: str = "<config>") -> Config:
             if not isinstance(value_node, yaml.MappingNode):
                 raise _fail(path, value_node, "volume_groups must map a group name to a list of mount points")
             _no_twice(path, value_node)
+            owner: dict[str, tuple[str, int]] = {}
             for name_node, fs_node in value_node.value:
                 name = str(name_node.value)
                 if not name or not name.replace("_", "").replace("-", "").isalnum():
-                    raise _fail(path, name_node, f"'{name}' is not a valid volume group name")
+                    raise _fail(path, name_node, f"'{_visible(name)}' is not a valid volume group name")
                 if name == "rootvg":
                     raise _fail(path, name_node, "rootvg is every file system no other group claims; it cannot be configured")
                 groups[name] = _path_list(path, fs_node, f"volume group {name}")
+                for mp, item in zip(groups[name], fs_node.value):
+                    if mp in owner:
+                        other, line = owner[mp]
+                        raise _fail(path, item, f"{_visible(mp)} is in volume group {name} and in {other} (line {line}); "
+                                                "a file system belongs to one volume group")
+                    owner[mp] = (name, _line(item))
         elif key == "backup_streams":
-            if not isinstance(value_node, yaml.ScalarNode) or value_node.value not in ("1", "2"):
+            # The number itself: a quoted "2" is a string (YAML's int tag is only on plain scalars).
+            if (not isinstance(value_node, yaml.ScalarNode) or value_node.value not in ("1", "2")
+                    or value_node.style is not None or value_node.tag != "tag:yaml.org,2002:int"):
                 raise _fail(path, value_node, "backup_streams must be 1 (one tar, e.g. for a slow disk) or 2")
             streams = int(value_node.value)
         elif key in ("schedules", "retention_weeks", "state_dir"):
             continue  # read by the modules that own them
         else:
-            raise _fail(path, key_node, f"unknown key '{key}' (known: system_filesystems, volume_groups, backup_streams)")
+            raise _fail(path, key_node, f"unknown key '{_visible(str(key))}' (known: system_filesystems, volume_groups, backup_streams)")
     return Config(path=path, system_filesystems=system, volume_groups=groups, backup_streams=streams)

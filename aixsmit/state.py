@@ -84,7 +84,12 @@ def check_state_dir(path: str) -> None:
         raise StateDirError(f"aixsmit: state directory {path}: it is owned by {_user(st.st_uid)}, not by "
                             f"{_user(os.geteuid())}; refusing to trust it.")
     _check_dir(path, st, "it")
-    parent = os.path.realpath(os.path.dirname(os.path.abspath(path)))
+    _check_above(path, os.path.realpath(os.path.dirname(os.path.abspath(path))))
+
+
+def _check_above(path: str, parent: str) -> None:
+    """Every directory from ``parent`` up to ``/``: owned by root or the user, not writable by
+    group/others unless sticky. Raises :class:`StateDirError` naming ``path`` and the culprit."""
     while True:
         try:
             pst = os.stat(parent)
@@ -100,6 +105,13 @@ def state_path() -> str:
     """The state directory (``AIXSMIT_STATE_DIR`` overrides ``/var/lib/aixsmit``), created 0700
     when missing, then checked (:func:`check_state_dir`). Raises :class:`StateDirError`."""
     path = os.path.abspath(os.environ.get("AIXSMIT_STATE_DIR") or DEFAULT_STATE_DIR)
+    if not os.path.lexists(path):
+        # Refuse before creating anything: a directory made under a parent others can write
+        # could be swapped for theirs the moment after.
+        above = os.path.dirname(path)
+        while not os.path.lexists(above):
+            above = os.path.dirname(above)
+        _check_above(path, os.path.realpath(above))
     try:
         os.mkdir(path, 0o700)
     except FileExistsError:

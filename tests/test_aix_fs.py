@@ -25,7 +25,7 @@ def test_aix_lsmount_and_sysonly_from_real_mount_command(aix_bin):
     assert classes["/home"] == "user" and classes["/admin"] == "system" and classes["/aha"] == "virtual"
     r = aixsmit("cmd", "sysonly", "--json")
     assert r.returncode == 1
-    assert json.loads(r.stdout) == {"ok": False, "user": ["/home"], "remote": [], "virtual": ["/proc", "/aha"]}
+    assert json.loads(r.stdout) == {"ok": False, "root": True, "user": ["/home"], "remote": [], "virtual": ["/proc", "/aha"]}
 
 
 def test_aix_busy_unmount_names_holders_and_runs_nothing(aix_bin, tmp_path, monkeypatch):

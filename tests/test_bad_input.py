@@ -181,3 +181,19 @@ def test_non_numeric_information_fields_are_not_a_traceback(tmp_path):
     r = aixsmit("cmd", "clone", "--dry-run", "-f", img, "--map", "/=/dev/null", "--target", tmp_path / "t")
     assert "Traceback" not in r.stderr and "internal error" not in r.stderr, r.stderr
     assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_mksysb_i_writes_image_data_and_a_later_run_without_i_uses_it(troot):
+    """As AIX's mkszfile: mksysb -i leaves /image.data (0600), so SMIT's "Generate new
+    /image.data file? no" (mksysb without -i) works next time; a read-only root only warns."""
+    tr = troot
+    out = tr.base / "out"
+    out.mkdir()
+    assert aixsmit("cmd", "mksysb", "-i", "--root", tr.path, out / "a", env=tr.env()).returncode == 0
+    assert tr.p("/image.data").read_text().startswith("##Command used for mkszfile")
+    assert os.stat(tr.p("/image.data")).st_mode & 0o777 == 0o600
+    r = aixsmit("cmd", "mksysb", "--root", tr.path, out / "b", env=tr.env())
+    assert r.returncode == 0, r.stderr
+    subprocess.run(["mount", "-o", "remount,ro", str(tr.path)], check=True)
+    r = aixsmit("cmd", "mksysb", "-i", "--root", tr.path, out / "c", env=tr.env())
+    assert r.returncode == 0 and "image.data was not written: Read-only file system" in r.stderr, r.stderr

@@ -71,6 +71,13 @@ def test_configured_system_list(tmp_path):
     # A key given twice: YAML would keep the last one without a word.
     ("volume_groups:\n  datavg: [/data]\n  datavg: [/srv]\n", r"line 3: 'datavg' is given twice \(first at line 2\)"),
     ("system_filesystems: [/]\nbackup_streams: 1\nsystem_filesystems: [/, /usr]\n", r"line 3: 'system_filesystems' is given twice"),
+    # One file system in two volume groups: savevg of each would back it up twice, restvg clash.
+    ("volume_groups:\n  a: [/data]\n  b: [/srv, /data]\n", r"line 3: /data is in volume group b and in a \(line 2\)"),
+    # A quoted number is a string: the type is checked, not only the text.
+    ('backup_streams: "2"\n', r"line 1: backup_streams must be 1"),
+    ("backup_streams: '1'\n", r"line 1: backup_streams must be 1"),
+    # A control character in a name is shown escaped, never sent raw to the terminal.
+    ('volume_groups:\n  "a\\eb": [/x]\n', r"line 2: 'a\\033b' is not a valid volume group name"),
 ])
 def test_broken_config_is_one_line_naming_file_and_line(tmp_path, text, msg):
     f = tmp_path / "aixsmit.yaml"
@@ -83,10 +90,33 @@ def test_broken_config_is_one_line_naming_file_and_line(tmp_path, text, msg):
 
 def test_missing_named_config_is_an_error(tmp_path, monkeypatch):
     monkeypatch.setenv("AIXSMIT_CONFIG", str(tmp_path / "nope.yaml"))
-    with pytest.raises(ConfigError, match="does not exist"):
+    with pytest.raises(ConfigError, match="AIXSMIT_CONFIG names .*nope.yaml, which does not exist") as err:
         config.load()
+    assert "\n" not in str(err.value)
 
 
 def test_tmpfs_outside_system_list_is_virtual():
     (m,) = parse_mountinfo("5 1 0:30 / /scratch rw - tmpfs tmpfs rw\n")
     assert classify(m, config.LINUX_SYSTEM_FS) == "virtual"
+
+
+def test_sysonly_of_an_empty_table_does_not_say_only_the_system_is_mounted(tmp_path):
+    from conftest import aixsmit
+
+    empty = tmp_path / "empty"
+    empty.write_text("")
+    for argv in (("sysonly", "--from", empty), ("sysonly", "--from", empty, "--json")):
+        r = aixsmit("cmd", *argv)
+        assert r.returncode == 1, r
+        assert "Only system file systems are mounted" not in r.stdout
+    assert '"ok": false' in r.stdout and '"root": false' in r.stdout
+
+
+def test_a_missing_named_config_is_one_line_also_for_lsmount(tmp_path):
+    import os
+
+    from conftest import aixsmit
+
+    r = aixsmit("cmd", "lsmount", env=dict(os.environ, AIXSMIT_CONFIG=str(tmp_path / "nope.yaml")))
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr.count("\n") == 1 and "AIXSMIT_CONFIG names" in r.stderr

@@ -47,6 +47,13 @@ def test_fstab_from_the_source_fstab():
     assert clone.fstab_text(src, targets, other_machine=True).splitlines()[3] == "UUID=swap none swap sw,nofail 0 0"
 
 
+def test_a_host_name_is_checked():
+    for bad in ("a\nb", "-x", "a..b", "x" * 64, "", "a b"):
+        r = aixsmit("cmd", "clone", "-f", "/nonexistent", "--disk", "/dev/null", "--target", "/nonexistent",
+                    f"--hostname={bad}")
+        assert r.returncode == 2 and r.stderr.startswith("clone: --hostname") and len(r.stderr.splitlines()) == 1, bad
+
+
 def test_aix_runs_alt_disk_mksysb(aix_bin, tmp_path, monkeypatch):
     log = tmp_path / "argv.log"
     monkeypatch.setenv("AIX_ARGV_LOG", str(log))
@@ -117,6 +124,16 @@ def test_boot_disk_is_checked_before_writing(troot):
             boot.check("img", efi, dev, f"{dev}p1", False)
         run("sfdisk", "-q", dev, input=disk.sfdisk_script(disk.layout(dev, 64 * MiB, [("/", MiB, MiB)])))
         boot.check("img", grub, dev, f"{dev}p2", False)  # a BIOS boot partition: accepted
+        subprocess.run(["partx", "-d", dev], capture_output=True)
+        run("partx", "-a", dev)
+        run("mkfs.ext4", "-q", f"{dev}p2")
+        (tr.base / "m").mkdir()
+        run("mount", f"{dev}p2", tr.base / "m")
+        try:  # a disk with a mounted partition may be this machine's own boot disk
+            with pytest.raises(AixsmitError, match="will not replace the boot loader of a disk in use"):
+                boot.check("img", grub, dev, f"{dev}p3", False)
+        finally:
+            run("umount", tr.base / "m")
     finally:
         subprocess.run(["partx", "-d", dev], capture_output=True)
 
@@ -154,3 +171,22 @@ def test_f4_lists_blank_disks_only(troot):
     run("sfdisk", "-q", dev, input="label: gpt\ntype=linux\n")  # partitioned: no longer blank
     values = {i.value for i in free_disks(System(root="/"))}
     assert dev not in values and used not in values
+
+
+def test_old_uuids_are_replaced_where_the_clone_names_them(tmp_path):
+    target = tmp_path / "t"
+    (target / "etc/default/grub.d").mkdir(parents=True)
+    (target / "etc/initramfs-tools/conf.d").mkdir(parents=True)
+    (target / "etc/fstab").write_text("UUID=old-root / ext4 errors=remount-ro 0 1\n")
+    (target / "etc/crypttab").write_text("data UUID=old-home none luks\n")
+    (target / "etc/initramfs-tools/conf.d/resume").write_text("RESUME=UUID=swap-not-cloned\n")
+    (target / "etc/default/grub.d/local.cfg").write_text('GRUB_CMDLINE_LINUX="root=UUID=old-root"\n')
+    targets = [clone.Target("/", "/dev/x2", "ext4", 0, 0, 0, "", uuid="new-root", old_uuid="old-root"),
+               clone.Target("/home", "/dev/x3", "ext4", 0, 0, 0, "", uuid="new-home", old_uuid="old-home")]
+    said = []
+    clone.rewrite_references(str(target), targets, clone.Steps(lambda l, s: said.append(l), False), "clone", None)
+    assert (target / "etc/fstab").read_text().startswith("UUID=new-root / ext4 errors=remount-ro 0 1\n")
+    assert (target / "etc/crypttab").read_text() == "data UUID=new-home none luks\n"
+    assert (target / "etc/default/grub.d/local.cfg").read_text() == 'GRUB_CMDLINE_LINUX="root=UUID=new-root"\n'
+    assert (target / "etc/initramfs-tools/conf.d/resume").read_text() == "RESUME=UUID=swap-not-cloned\n"
+    assert sum("Rewriting" in l for l in said) == 2

@@ -271,3 +271,32 @@ def test_second_stream_without_splice_is_copied_by_reads_and_writes(troot, monke
     assert aixsmit("cmd", "verify", "-f", img).returncode == 0
     target = _restore(tr, img, "restored")
     assert diff(snapshot(str(tr.p("/home/many"))), snapshot(os.path.join(target, "home/many"))) == []
+
+
+def test_checksums_follow_a_table_of_contents_whose_last_nul_opens_a_block(tmp_path):
+    """The table of contents ends with one NUL; when that NUL is the only byte of the member's
+    last block, the block is all zeros: the checksum member still goes after it (a clone of a
+    398 MB image once found the checksums written over it)."""
+    import io
+
+    from aixsmit.backup import archive
+    from aixsmit.backup.sums import archive_end
+
+    toc = b"aixsmit-toc 2\n" + b"f./" + b"x" * (1024 - 14 - 3) + b"\0"  # 1025 bytes: the last block holds only the NUL
+    assert len(toc) == 1025
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        ti = tarfile.TarInfo("./tmp/vgdata/rootvg/backup.toc")
+        ti.size = len(toc)
+        tf.addfile(ti, io.BytesIO(toc))
+    img = tmp_path / "img"
+    img.write_bytes(buf.getvalue())
+    fd = os.open(img, os.O_RDWR)
+    try:
+        end = archive_end(fd, 1)
+        assert end == 512 + 3 * 512  # header, then three blocks of data
+        archive.append_member(fd, end, "./tmp/vgdata/rootvg/backup.sums", b"sums\n")
+    finally:
+        os.close(fd)
+    with tarfile.open(img) as tf:
+        assert [m.name for m in tf] == ["./tmp/vgdata/rootvg/backup.toc", "./tmp/vgdata/rootvg/backup.sums"]

@@ -44,7 +44,7 @@ def test_done_when_walkthrough(troot):
 
     check = aixsmit("cmd", "sysonly", "--root", tr.path, "--json", env=env)
     assert check.returncode == 1
-    assert json.loads(check.stdout) == {"ok": False, "user": ["/home"], "remote": [], "virtual": []}
+    assert json.loads(check.stdout) == {"ok": False, "root": True, "user": ["/home"], "remote": [], "virtual": []}
 
     holder = tr.hold(tr.p("/home/alice"))
     h = aixsmit("cmd", "holders", "/home", "--root", tr.path, "--json", env=env)

@@ -76,6 +76,12 @@ def test_loose_parent_is_refused_but_sticky_tmp_is_not(tmp_path, monkeypatch):
     monkeypatch.setenv("AIXSMIT_STATE_DIR", str(loose / "state"))
     with pytest.raises(StateDirError, match="directory above it"):
         state_path()
+    assert not (loose / "state").exists()  # refused before anything was created there
+    monkeypatch.setenv("AIXSMIT_STATE_DIR", str(loose / "a" / "b" / "state"))
+    with pytest.raises(StateDirError, match="directory above it"):
+        state_path()
+    assert os.listdir(loose) == []
+    monkeypatch.setenv("AIXSMIT_STATE_DIR", str(loose / "state"))
     loose.chmod(0o1777)  # as /tmp: others cannot rename or remove what is not theirs
     assert state_path() == str(loose / "state")
 

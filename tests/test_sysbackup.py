@@ -155,3 +155,29 @@ def test_sigkill_then_ledger_recovery(sysroot):
     assert tr.p("/home/alice/thesis.tex").read_text() == "user data" and tr.p("/data/db").read_text() == "rows"
     r = aixsmit("cmd", "sysbackup", "--root", tr.path, img, env=tr.env())
     assert r.returncode == 0, r.stderr
+
+
+def test_a_destination_that_is_not_utf8_is_refused_before_anything_changes(sysroot):
+    tr = sysroot
+    where = os.path.join(os.fsencode(tr.out), b"nu\xff")
+    os.mkdir(where)
+    r = aixsmit("cmd", "sysbackup", "--root", tr.path, os.fsdecode(where + b"/s.img"), env=tr.env())
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "internal error" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert "\\377" in r.stderr and "Nothing was changed" in r.stderr
+    assert os.listdir(where) == [] and mounted(tr, "/home") and mounted(tr, "/data")
+
+
+def test_an_unexpected_failure_after_unmounting_mounts_again_and_is_not_called_refused(sysroot, monkeypatch):
+    tr = sysroot
+
+    def boom(req, emit):
+        raise UnicodeEncodeError("utf-8", "\udcff", 0, 1, "surrogates not allowed")
+
+    monkeypatch.setattr(sysbackup, "create_image", boom)
+    out = []
+    s = sysbackup.run(System(root=str(tr.path)), str(tr.out / "s.img"), lambda l, st: out.append(l))
+    assert s.code == engine.EXIT_FAILED != sysbackup.EXIT_REFUSED
+    assert sorted(s.remounted) == ["/data", "/home"] and mounted(tr, "/home") and mounted(tr, "/data")
+    assert any("UnicodeEncodeError" in l for l in out) and any("Result:           FAILED" in l for l in out)
+    assert Ledger().entries() == []

@@ -34,17 +34,22 @@ RECIPE = [
     "--customize-hook=rm -rf " + " ".join(f'"$1"/usr/lib/modules/*/kernel/{d}' for d in TRIM) + ' "$1"/usr/lib/firmware',
 ]
 MARKER = "AIXSMIT-MARKER"
+SOURCE_MACHINE_ID = "0123456789abcdef0123456789abcdef"
 MARKER_SCRIPT = f"""#!/bin/sh
 # Says who this machine is and what it mounted on the serial console (every line marked: the
 # console is shared with systemd).
 {{
 echo "{MARKER} hostname=$(hostname)"
+echo "{MARKER} machine-id=$(cat /etc/machine-id)"
 findmnt -rn -t ext4,xfs,btrfs -o TARGET,UUID,SOURCE,OPTIONS | sed 's/^/{MARKER} mount /'
 echo "{MARKER} end"
 }} > /dev/ttyS0 2>&1
 """
+# As early as the file systems are mounted (not after basic.target): boots under TCG are slow.
 MARKER_UNIT = """[Unit]
 Description=aixsmit test marker: host name and mounted file systems
+DefaultDependencies=no
+Requires=local-fs.target
 After=local-fs.target
 
 [Service]
@@ -52,7 +57,7 @@ Type=oneshot
 ExecStart=/usr/local/sbin/aixsmit-marker
 
 [Install]
-WantedBy=multi-user.target
+WantedBy=sysinit.target
 """
 GRUB_DEFAULTS = """GRUB_DEFAULT=0
 GRUB_TIMEOUT=0
@@ -149,10 +154,10 @@ def make_source(disk: Disk, tree: Path, mnt: Path, hostname: str) -> dict[str, s
         (mnt / "usr/local/sbin/aixsmit-marker").write_text(MARKER_SCRIPT)
         (mnt / "usr/local/sbin/aixsmit-marker").chmod(0o755)
         (mnt / "etc/systemd/system/aixsmit-marker.service").write_text(MARKER_UNIT)
-        wants = mnt / "etc/systemd/system/multi-user.target.wants"
+        wants = mnt / "etc/systemd/system/sysinit.target.wants"
         wants.mkdir(parents=True, exist_ok=True)
         (wants / "aixsmit-marker.service").symlink_to("/etc/systemd/system/aixsmit-marker.service")
-        (mnt / "etc/machine-id").write_text("0123456789abcdef0123456789abcdef\n")
+        (mnt / "etc/machine-id").write_text(SOURCE_MACHINE_ID + "\n")
         (mnt / "home/alice").mkdir()
         (mnt / "home/alice/notes.txt").write_text("user data on the source\n")
         log: list[str] = []
@@ -185,7 +190,7 @@ def marker(log: Path) -> list[str] | None:
     return said if "end" in said else None
 
 
-def wait_marker(proc: subprocess.Popen, log: Path, timeout: float = 420) -> dict:
+def wait_marker(proc: subprocess.Popen, log: Path, timeout: float = 600) -> dict:
     """Wait for the marker, then stop the machine (nothing of it is needed after that).
 
     Returns {"hostname": ..., "mounts": {mount point: (uuid, source, options)}}; raises AssertionError
@@ -210,8 +215,8 @@ def wait_marker(proc: subprocess.Popen, log: Path, timeout: float = 420) -> dict
         parts = line.split()
         if parts[0] == "mount" and len(parts) == 5:
             mounts[parts[1]] = (parts[2], parts[3], parts[4])
-    hostname = next((line.partition("=")[2] for line in said if line.startswith("hostname=")), "")
-    return {"hostname": hostname, "mounts": mounts}
+    facts = dict(line.split("=", 1) for line in said if "=" in line and not line.startswith("mount "))
+    return {"hostname": facts.get("hostname", ""), "machine-id": facts.get("machine-id", ""), "mounts": mounts}
 
 
 def tools_missing() -> list[str]:

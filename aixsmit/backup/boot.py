@@ -56,6 +56,11 @@ def check(image: str, contents, boot_disk: str, root_device: str, whole_disk: bo
         return
     if not os.path.exists(boot_disk):
         raise AixsmitError(f"{program}: the boot disk {boot_disk} does not exist.")
+    busy = mounted_parts(boot_disk)
+    if busy:
+        raise AixsmitError(f"{program}: the boot disk {boot_disk} holds {busy[0][0]}, mounted on {busy[0][1]}: "
+                           f"clone will not replace the boot loader of a disk in use (this machine's own?); give "
+                           f"--boot-disk DISK{hint}")
     res = subprocess.run(["sfdisk", "--json", boot_disk], capture_output=True, text=True)
     try:
         table = json.loads(res.stdout)["partitiontable"] if res.returncode == 0 else {}
@@ -75,6 +80,22 @@ def check(image: str, contents, boot_disk: str, root_device: str, whole_disk: bo
     else:
         raise AixsmitError(f"{program}: {boot_disk} has no partition table sfdisk can read: GRUB cannot be "
                            f"installed on it{hint}")
+
+
+def mounted_parts(disk: str) -> list[tuple[str, str]]:
+    """(partition, mount point) for each mounted partition of ``disk`` (and the disk itself)."""
+    from ..fs.mounts import read_mountinfo
+
+    name = os.path.basename(os.path.realpath(disk))
+    devs = {}
+    base = f"/sys/class/block/{name}"
+    for entry in [name] + (sorted(os.listdir(base)) if os.path.isdir(base) else []):
+        try:
+            with open(f"/sys/class/block/{entry}/dev") as f:
+                devs[f.read().strip()] = f"/dev/{entry}"
+        except OSError:
+            continue
+    return [(devs[m.dev], m.path) for m in read_mountinfo() if m.dev in devs]
 
 
 @contextmanager

@@ -92,10 +92,6 @@ def survey(image: str, mount_points: list[str], program: str = "clone") -> Conte
     return found
 
 
-def data_per_fs(image: str, mount_points: list[str]) -> dict[str, int]:
-    return survey(image, mount_points).data
-
-
 def recorded_fs(image: str, program: str = "clone") -> dict[str, dict[str, str]]:
     """The image's fs_data stanzas by mount point."""
     info = archive.read_info(image, program)

@@ -48,7 +48,7 @@ from .excludes import ExcludeList
 from .infofiles import fs_facts, info_member, vgdata_dir
 from .infofiles import stage as stage_information
 from .stop import ImageInterrupted, request_stop
-from .sums import BlockSums, archive_end
+from .sums import BlockSums, archive_end, trailing_zeros
 from .streams import WARNING_RE, ListFeed, SecondTar, tar_options
 from .walk import TOC_VERSION, walk
 
@@ -354,7 +354,7 @@ def _create_image(req: ImageRequest, emit: Emit) -> ImageResult:
             from .archive import append_member, sums_member
 
             try:
-                end = archive_end(out.fd)
+                end = archive_end(out.fd, trailing_zeros(toc_path))
                 append_member(out.fd, end, sums_member(toc_member), sums.finish(end), record)
                 out.commit()  # fsync, rename over the destination, fsync the folder
             except (AixsmitError, OSError) as exc:

@@ -130,12 +130,13 @@ def stage(req: ImageRequest, stage_dir: str, when: str, maps: dict[str, str],
         if prog == "mksysb":
             # As AIX's mkszfile: /image.data is written too, so that a later mksysb without -i
             # ("Generate new /image.data file? no") uses it.
-            # A root mounted read-only (a rescue boot, a snapshot) still gets its image: the
-            # image holds image.data whatever happens here, so this is said, not fatal.
+            path = os.path.join(req.system.root, "image.data")
             try:
-                write_file(os.path.join(req.system.root, "image.data"), text.encode())
+                write_file(path, text.encode())
             except OSError as exc:
-                emit(f"mksysb: /image.data was not written ({exc.strerror}); the image holds it.", "stderr")
+                # (a read-only root, say: the image still holds its own copy)
+                emit(f"{prog}: {path} was not written: {exc.strerror}; the image holds its information file.",
+                     "stderr")
     else:
         data = read_bounded(os.path.join(req.system.root, "image.data"), INFO_FILE_LIMIT, "information file")
         with open(info_path, "wb") as f:

@@ -42,20 +42,31 @@ def block_crcs(fd: int, start: int, end: int, block: int = BLOCK) -> list[int]:
     return out
 
 
-def archive_end(fd: int) -> int:
-    """Where the archive in ``fd`` ends: after its last block that is not all zeros (the last
-    member is the table of contents, whose last block holds text)."""
+def archive_end(fd: int, trailing_zeros: int = 0) -> int:
+    """Where the archive in ``fd`` ends (where its end-of-archive blocks start), given that its
+    last member's data ends with ``trailing_zeros`` zero bytes (the table of contents ends with
+    one NUL, which can fall alone into a block of its own): after its last byte that is not
+    zero, those zeros, then the padding to a whole block."""
     size = os.fstat(fd).st_size
-    pos = size - size % 512
+    pos = size
     while pos > 0:
         span = min(pos, 1 << 16)
         chunk = os.pread(fd, span, pos - span)
         stripped = chunk.rstrip(b"\0")
         if stripped:
-            end = pos - span + len(stripped)
+            end = pos - span + len(stripped) + trailing_zeros
             return end + (-end % 512)
         pos -= span
     return 0
+
+
+def trailing_zeros(path: str) -> int:
+    """How many zero bytes the file ``path`` ends with (looked at in its last 64 KB)."""
+    with open(path, "rb") as f:
+        size = f.seek(0, os.SEEK_END)
+        f.seek(max(0, size - (1 << 16)))
+        tail = f.read()
+    return len(tail) - len(tail.rstrip(b"\0"))
 
 
 _FOLLOWER = r"""

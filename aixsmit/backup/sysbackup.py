@@ -22,8 +22,9 @@ from typing import Callable
 
 from ..errors import AixsmitError
 from ..fs.classify import SYSTEM, USER
-from ..fs.table import System, top, used_below
+from ..fs.table import System, top, used_below, user_mount_points
 from ..fs.ledger import checkpoint
+from ..fs.mounts import visible
 from ..fs.unmount import BusyError, Ledger, UnmountResult, mount_again, plan_unmount, settle, unmount
 from ..fs.volume_groups import find
 from . import archive
@@ -64,23 +65,30 @@ def check_destination(system: System, dest: str, leaving: list, required: int) -
     Returns (required, available) bytes."""
     if not dest.startswith("/"):
         raise AixsmitError("sysbackup: 0512-006 Backup device or file name must start with a '/'.", code=EXIT_REFUSED)
+    try:
+        dest.encode("utf-8")
+    except UnicodeEncodeError:
+        # One rule: a name that is not text is refused up front, before anything changes (the
+        # image's header, the backup log and every message name it as text).
+        raise AixsmitError(f"sysbackup: the destination {visible(dest)} is not valid UTF-8; choose a name made "
+                           "of text. Nothing was changed.", code=EXIT_REFUSED) from None
     real = os.path.realpath(dest)
     for e in leaving:
         if _under(real, e.mount.path):
             raise AixsmitError(
-                f"sysbackup: the destination {dest} lies on the user file system {e.mount_point}, which this "
+                f"sysbackup: the destination {visible(dest)} lies on the user file system {visible(e.mount_point)}, which this "
                 "procedure unmounts before the backup. Choose a destination on a system file system, another "
                 "disk or a tape.", code=EXIT_REFUSED)
     directory = os.path.dirname(real)
     if not os.path.isdir(directory):
-        raise AixsmitError(f"sysbackup: the directory {directory} of the destination does not exist.", code=EXIT_REFUSED)
+        raise AixsmitError(f"sysbackup: the directory {visible(directory)} of the destination does not exist.", code=EXIT_REFUSED)
     st = os.statvfs(directory)
     available = st.f_bavail * st.f_frsize
     if os.path.exists(real) and not os.path.isdir(real):
         available += os.stat(real).st_size if os.stat(real).st_dev == os.stat(directory).st_dev else 0
     if required > available:
         raise AixsmitError(
-            f"sysbackup: not enough room for the image in {directory}: about {required // (1024 * 1024) + 1} MB "
+            f"sysbackup: not enough room for the image in {visible(directory)}: about {required // (1024 * 1024) + 1} MB "
             f"are needed and {available // (1024 * 1024)} MB are available. Nothing was changed.", code=EXIT_REFUSED)
     return required, available
 
@@ -127,20 +135,24 @@ def _run(system: System, dest: str, emit: Emit, skip_busy: bool, exclude: bool, 
     if left:
         raise AixsmitError(
             "sysbackup: user file systems were left unmounted by an earlier aixsmit run: "
-            + ", ".join(e.mount_point for e in left)
-            + ". Mount them again first: aixsmit cmd mount --ledger" + (f" --root {system.root}" if system.root != "/" else ""),
+            + ", ".join(visible(e.mount_point) for e in left)
+            + ". Mount them again first: aixsmit cmd mount --ledger" + (f" --root {visible(system.root, spaces=True)}" if system.root != "/" else ""),
             code=EXIT_REFUSED)
 
     say("Step 1 of 7: Finding system data and user data.")
     table = system.table()
-    users, systems = top(table, USER), top(table, SYSTEM)
-    say(f"  system file systems: {' '.join(e.mount_point for e in systems) or '(none)'}")
-    say(f"  user file systems:   {' '.join(e.mount_point for e in users) or '(none)'}")
+    users, systems = user_mount_points(table), top(table, SYSTEM)
+    say(f"  system file systems: {' '.join(visible(e.mount_point, spaces=True) for e in systems) or '(none)'}")
+    say(f"  user file systems:   {' '.join(visible(mp, spaces=True) for mp in users) or '(none)'}")
 
     say("Step 2 of 7: Checking the destination.")
-    plan = plan_unmount(system, [], all_user=True, table=table)
+    try:
+        plan = plan_unmount(system, [], all_user=True, table=table)
+    except AixsmitError as exc:  # the plan cannot be carried out whole: refuse before any change
+        raise AixsmitError(f"sysbackup: {str(exc).removeprefix('umount: ')} Nothing was changed.",
+                           code=EXIT_REFUSED) from None
     required, available = check_destination(system, dest, list(plan.steps), estimate(system, []))
-    say(f"  {dest}: about {required // (1024 * 1024) + 1} MB needed, {available // (1024 * 1024)} MB available.")
+    say(f"  {visible(dest)}: about {required // (1024 * 1024) + 1} MB needed, {available // (1024 * 1024)} MB available.")
 
     say("Step 3 of 7: Unmounting the user file systems.")
     skipped: list[str] = []
@@ -153,13 +165,13 @@ def _run(system: System, dest: str, emit: Emit, skip_busy: bool, exclude: bool, 
                     if _under(h.path, e.mount.path):
                         busy_paths.add(e.mount_point)
             # A busy file system stays mounted with everything below it; it is left out of the image.
-            tops = [mp for mp in {e.mount_point for e in users}
+            tops = [mp for mp in set(users)
                     if not any(_under(mp, b) or _under(b, mp) for b in busy_paths)]
-            skipped = sorted({e.mount_point for e in users} - set(tops))
+            skipped = sorted(set(users) - set(tops))
             plan = plan_unmount(system, tops, table=table) if tops else plan_unmount(system, [], table=[])
             for mp in skipped:
-                summary.warnings.append(f"{mp} is busy: it stays mounted and is left out of the image")
-                emit(f"  WARNING: {mp} is busy; it stays mounted and is left out of the image.", "stderr")
+                summary.warnings.append(f"{visible(mp)} is busy: it stays mounted and is left out of the image")
+                emit(f"  WARNING: {visible(mp)} is busy; it stays mounted and is left out of the image.", "stderr")
     done: list[str] = []
     mine = UnmountResult()  # filled as the unmounts go: what this run must mount again
     old = {s: signal.signal(s, _raise) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
@@ -175,9 +187,9 @@ def _run(system: System, dest: str, emit: Emit, skip_busy: bool, exclude: bool, 
         check = system.sysonly()
         still = [mp for mp in check.user if mp not in skipped and not any(_under(mp, s) for s in skipped)]
         if still:
-            raise AixsmitError(f"sysbackup: user file systems are still mounted: {', '.join(still)}. Backup canceled.",
+            raise AixsmitError(f"sysbackup: user file systems are still mounted: {', '.join(map(visible, still))}. Backup canceled.",
                                code=EXIT_FAILED)
-        say("  Only system file systems are mounted" + (f" (and, left out of the image: {', '.join(skipped)})." if skipped else "."))
+        say("  Only system file systems are mounted" + (f" (and, left out of the image: {', '.join(map(visible, skipped))})." if skipped else "."))
 
         say("Step 5 of 7: Backing up the system (mksysb).")
         vg = find(system, "rootvg")
@@ -206,6 +218,9 @@ def _run(system: System, dest: str, emit: Emit, skip_busy: bool, exclude: bool, 
         for line in exc.details:
             emit(line, "stderr")
         summary.code = exc.code or EXIT_FAILED
+    except Exception as exc:  # noqa: BLE001 — whatever it was, mount again and say what happened
+        emit(f"sysbackup: the backup failed: {type(exc).__name__}: {visible(str(exc))}. Backup canceled.", "stderr")
+        summary.code = EXIT_FAILED
     finally:
         # Whatever happened: mount again what this run unmounted. Signals wait until it is done.
         for s in old:
@@ -229,14 +244,20 @@ def _run(system: System, dest: str, emit: Emit, skip_busy: bool, exclude: bool, 
             for s, h in old.items():
                 signal.signal(s, h)
     summary.left_mounted = skipped
+    if summary.code == EXIT_REFUSED and summary.unmounted:
+        summary.code = EXIT_FAILED  # 1 says "refused before anything changed": not so once unmounted
 
     if summary.code == 0:
         say("Step 7 of 7: Verifying the image.")
-        v = archive.verify(dest, "sysbackup")
+        try:
+            v = archive.verify(dest, "sysbackup")
+        except Exception as exc:  # noqa: BLE001 — the summary is still printed
+            v = archive.Verification(dest, status="FAILED",
+                                     problems=[f"the image cannot be verified: {type(exc).__name__}: {visible(str(exc))}"])
         summary.verified = v.status
         say(f"  {v.members} members read, {v.status}.")
         for p in v.problems[:5] + v.warnings[:5]:
-            say(f"    {p}")
+            say(f"    {visible(p)}")
         if v.status == "FAILED":
             summary.code = EXIT_FAILED
             summary.status = "FAILED"
@@ -255,17 +276,17 @@ def _raise(signum, frame):
 def _print_summary(s: Summary, say) -> None:
     say("")
     say("Summary")
-    say(f"  Image:            {s.image if s.code == 0 else '(none: the backup did not complete)'}")
+    say(f"  Image:            {visible(s.image) if s.code == 0 else '(none: the backup did not complete)'}")
     if s.code == 0:
         say(f"  Size:             {s.bytes // (1024 * 1024)} MB, {s.files} files")
         say(f"  Verified:         {s.verified}")
     say(f"  Duration:         {int(s.seconds) // 60}:{int(s.seconds) % 60:02d}")
-    say(f"  Unmounted:        {' '.join(s.unmounted) or '(none)'}")
-    say(f"  Mounted again:    {' '.join(s.remounted) or '(none)'}")
+    say(f"  Unmounted:        {' '.join(visible(m, spaces=True) for m in s.unmounted) or '(none)'}")
+    say(f"  Mounted again:    {' '.join(visible(m, spaces=True) for m in s.remounted) or '(none)'}")
     if s.left_mounted:
-        say(f"  Left out (busy):  {' '.join(s.left_mounted)}")
+        say(f"  Left out (busy):  {' '.join(visible(m, spaces=True) for m in s.left_mounted)}")
     if s.warnings:
         say(f"  Warnings:         {len(s.warnings)}")
         for w in s.warnings[:10]:
-            say(f"    {w}")
+            say(f"    {visible(w)}")
     say(f"  Result:           {'OK' if s.code == 0 and s.status == 'OK' else 'OK with warnings' if s.code == 0 else 'FAILED'}")

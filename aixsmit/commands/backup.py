@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import signal
 import sys
 
@@ -492,6 +493,10 @@ def cmd_crfs(args) -> int:
     return 0
 
 
+HOSTNAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                      r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
+
+
 def aix_clone_argv(args) -> list[str]:
     """AIX's clone: ``alt_disk_mksysb -m IMAGE -d DISKS`` (``-B``: leave the boot list alone)."""
     if not args.disk:
@@ -513,6 +518,9 @@ def cmd_clone(args) -> int:
     if len(args.disk) > 1:
         raise AixsmitError("clone: on Linux clone partitions one disk (--disk once); use --map for several", code=2)
     mapping = parse_map(args.map)
+    if args.hostname is not None and not HOSTNAME.fullmatch(args.hostname):
+        raise AixsmitError(f"clone: --hostname {args.hostname!r} is not a host name (letters, digits and hyphens, "
+                           "in dot-separated labels of at most 63, 253 in all)", code=2)
     if not args.dry_run:
         os.makedirs(args.target, mode=0o700, exist_ok=True)
 
@@ -526,7 +534,13 @@ def cmd_clone(args) -> int:
 
     old = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)}
     try:
-        targets = _clone_install(args, mapping)
+        if args.dry_run:
+            targets = _clone_install(args, mapping)
+        else:
+            from ..state import mount_lock
+
+            with mount_lock("clone"):  # it mounts and unmounts; two clones onto one disk wait
+                targets = _clone_install(args, mapping)
     finally:
         _restore_signals(old)
     if not args.dry_run:

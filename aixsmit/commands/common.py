@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..fs.mounts import escape
+from ..fs.mounts import visible
 
 
 def _root_dir(value: str) -> str:
@@ -30,9 +30,6 @@ def print_json(value: object) -> None:
 
 
 def shown(path: str) -> str:
-    """A path safe for one column of a table: whitespace and backslashes escaped as mountinfo does."""
-    out = escape(path)
-    if out.isascii():
-        return out
-    # Undecodable bytes (surrogates) would break the terminal's encoding: show them as \ooo too.
-    return "".join(("\\%03o" % (ord(c) - 0xDC00)) if 0xDC80 <= ord(c) <= 0xDCFF else c for c in out)
+    """A path safe for one column of a table: :func:`aixsmit.fs.mounts.visible` with spaces
+    escaped too, as mountinfo writes them."""
+    return visible(path, spaces=True)

@@ -52,8 +52,8 @@ def format_table(table: list[Entry]) -> str:
     for e in table:
         m = e.mount
         lines.append(
-            f"{m.node:<8.32} {shown(m.device):<16} {shown(m.mount_point):<16} {m.vfs:<6} {m.date:<12} "
-            f"{','.join(m.all_options):<15} {e.cls}"
+            f"{shown(m.node):<8.32} {shown(m.device):<16} {shown(m.mount_point):<16} {shown(m.vfs):<6} {shown(m.date):<12} "
+            f"{shown(','.join(m.all_options)):<15} {e.cls}"
         )
     return "\n".join(lines)
 
@@ -103,7 +103,10 @@ def cmd_sysonly(args) -> int:
         say = lambda text: print(textwrap.fill(text, 79, subsequent_indent="  ", break_on_hyphens=False))  # noqa: E731
         print(format_table([e for e in table if e.cls != VIRTUAL]))
         print()
-        if result.ok:
+        if not result.has_root:
+            say("No / in this mount table (empty or partial): it is not the table of a whole system, so it "
+                "cannot show that only the system is mounted.")
+        elif result.ok:
             say("Only system file systems are mounted: the system image will hold the operating system only.")
         else:
             say(f"User file systems are still mounted: {', '.join(map(shown, result.user))}.")
@@ -121,7 +124,7 @@ def cmd_holders(args) -> int:
     table = system.table(all_mounts)
     mp = args.mount.rstrip("/") or "/"
     if not any(e.mount_point == mp for e in table):
-        raise AixsmitError(f"holders: {args.mount}: 0506-347 Cannot find anything mounted there.")
+        raise AixsmitError(f"holders: {shown(args.mount)}: 0506-347 Cannot find anything mounted there.")
     # A mount is also kept busy by what is mounted below it.
     targets = [e.mount for e in table if e.mount_point == mp or e.mount_point.startswith(mp.rstrip("/") + "/")]
     holders = system.host.holders(targets, all_mounts)
@@ -133,7 +136,7 @@ def cmd_holders(args) -> int:
         return 0
     print(f"{'PID':>7}  {'USER':<10} {'COMMAND':<16} {'ACCESS':<14} PATH")
     for h in holders:
-        print(f"{h.pid or '-':>7}  {h.user:<10} {h.command:<16} {h.how + ' (' + LETTER[h.how] + ')':<14} {shown(system.shown(h.path))}")
+        print(f"{h.pid or '-':>7}  {shown(h.user):<10} {shown(h.command):<16} {h.how + ' (' + LETTER[h.how] + ')':<14} {shown(system.shown(h.path))}")
     return 0
 
 
@@ -163,7 +166,7 @@ def describe(system: System, plan) -> list[str]:
         what = shown(m.device) + (f"[{shown(m.fs_root)}]" if m.is_bind else "")
         extra = f"; {shown(why)}" if why else ""
         extra += "; its loop device is detached, and attached again when mounted" if rec.detach_loop else ""
-        lines.append(f"would unmount {shown(e.mount_point)} ({what}, {m.vfs}, {','.join(m.all_options)}, {e.cls}{extra})")
+        lines.append(f"would unmount {shown(e.mount_point)} ({what}, {shown(m.vfs)}, {shown(','.join(m.all_options))}, {e.cls}{extra})")
     return lines
 
 

@@ -84,6 +84,7 @@ class Record:
     sizelimit: int = 0
     autoclear: bool = False  # the loop device detaches itself on unmount (mount -o loop)
     detach_loop: bool = False  # aixsmit detaches the loop device after the unmount
+    propagation: str = ""  # as findmnt -o PROPAGATION: shared, private, private,slave, ...
     below: tuple[tuple[str, str, str], ...] = ()  # (vfs, identity, fs_root) under it at path
     id: str = ""
     run: str = ""

@@ -40,6 +40,9 @@ class Mount:
     # Set when --root DIR is not a mount point: this entry is the part below DIR of the file
     # system mounted at host_mount, playing "/" (path is DIR, fs_root its place in the FS).
     host_mount: str = ""
+    # Mount propagation as ``findmnt -o PROPAGATION`` shows it: shared, private, private,slave,
+    # shared,slave or unbindable ("" where the source does not say: AIX rows).
+    propagation: str = ""
 
     def __post_init__(self) -> None:
         if not self.path:
@@ -103,6 +106,41 @@ def escape(field: str) -> str:
     return field.translate(_ESCAPES)
 
 
+def _octal(c: str) -> str:
+    n = ord(c)
+    if 0xDC80 <= n <= 0xDCFF:  # an undecodable byte, as os.fsdecode keeps it
+        n -= 0xDC00
+    if n < 0x100:
+        return "\\%03o" % n
+    return "\\u%04x" % n
+
+
+def _hidden(c: str) -> bool:
+    n = ord(c)
+    if n < 0x20 or n == 0x7F or c == "\\":
+        return True
+    if n < 0x80:
+        return False
+    if 0xDC80 <= n <= 0xDCFF or 0x80 <= n < 0xA0:
+        return True
+    import unicodedata
+
+    return unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp", "Co", "Cn", "Cs")
+
+
+def visible(text: str, spaces: bool = False) -> str:
+    """``text`` (a mount point, device, file or group name) safe to print on a terminal or put
+    in a one-line message: control characters (ESC, tab, newline, C1, DEL), Unicode format and
+    separator characters, undecodable bytes and the backslash itself become ``\\ooo`` (octal, as
+    mountinfo writes them; ``\\uXXXX`` above U+00FF), so nothing a name holds can move the
+    cursor, forge a line or change colours, and two different names never look alike.
+    ``spaces=True`` escapes spaces too (``\\040``), for a column of a table."""
+    if text.isascii() and text.isprintable() and "\\" not in text:
+        return text.replace(" ", "\\040") if spaces else text
+    out = "".join(_octal(c) if _hidden(c) else c for c in text)
+    return out.replace(" ", "\\040") if spaces else out
+
+
 def parse_mountinfo(text: str) -> list[Mount]:
     """Parse ``/proc/PID/mountinfo`` text (decode bytes with ``os.fsdecode`` first)."""
     mounts: list[Mount] = []
@@ -134,6 +172,7 @@ def parse_mountinfo(text: str) -> list[Mount]:
         super_opts = " ".join(fields[sep + 3:])
         mounts.append(
             Mount(
+                propagation=_propagation(fields[6:sep]),
                 node="",
                 device=source,
                 mount_point=mount_point,
@@ -148,6 +187,15 @@ def parse_mountinfo(text: str) -> list[Mount]:
             )
         )
     return mounts
+
+
+def _propagation(optional: list[str]) -> str:
+    """findmnt's PROPAGATION from mountinfo's optional fields (shared:N, master:N, unbindable)."""
+    tags = {f.split(":", 1)[0] for f in optional}
+    if "unbindable" in tags:
+        return "unbindable"
+    out = "shared" if "shared" in tags else "private"
+    return out + ",slave" if "master" in tags else out
 
 
 def read_mountinfo(path: str = "/proc/self/mountinfo") -> list[Mount]:

@@ -34,11 +34,18 @@ class SysOnly:
     system: tuple[str, ...]
 
     @property
+    def has_root(self) -> bool:
+        """Whether ``/`` is in the table: without it (an empty or partial table) nothing says
+        that only the system is mounted."""
+        return "/" in self.system
+
+    @property
     def ok(self) -> bool:
-        return not self.user
+        return self.has_root and not self.user
 
     def to_json(self) -> dict:
-        return {"ok": self.ok, "user": list(self.user), "remote": list(self.remote), "virtual": list(self.virtual)}
+        return {"ok": self.ok, "root": self.has_root, "user": list(self.user), "remote": list(self.remote),
+                "virtual": list(self.virtual)}
 
 
 def top(table: list[Entry], cls: str | None = None) -> list[Entry]:
@@ -48,6 +55,21 @@ def top(table: list[Entry], cls: str | None = None) -> list[Entry]:
     for e in table:
         last[e.mount_point] = e
     return [e for e in last.values() if cls is None or e.cls == cls]
+
+
+def user_mount_points(table: list[Entry]) -> list[str]:
+    """Every mount point where a user file system is mounted, in table order — also one hidden
+    under another mount stacked over it at the same path (a tmpfs over /data): it is mounted,
+    so the guide's check and the unmount must see it."""
+    out: dict[str, None] = {}
+    for e in table:
+        if e.cls == USER and not e.mount.host_mount:
+            out.setdefault(e.mount_point)
+    return list(out)
+
+
+# Memory-backed: unmounting one destroys what it holds, and nothing can bring it back.
+VOLATILE_VFS = frozenset(("tmpfs", "ramfs"))
 
 
 def normalize_root(root: str | None) -> str:

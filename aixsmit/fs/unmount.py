@@ -27,10 +27,13 @@ from ..state import mount_lock
 from .classify import SYSTEM, USER, VIRTUAL
 from .holders import LETTER, Holder
 from .ledger import Ledger, LedgerError, Record, checkpoint, new_run_id, stamp
-from .mounts import Mount
-from .table import Entry, System, top
+from .mounts import Mount, visible
+from .table import VOLATILE_VFS, Entry, System, top, user_mount_points
 
 LedgerEntry = Record  # the name earlier code used
+
+# File systems that always carry a UUID: their records must hold it.
+UUID_VFS = frozenset("ext2 ext3 ext4 xfs btrfs jfs f2fs reiserfs".split())
 
 
 # --- planning ------------------------------------------------------------------------------
@@ -103,10 +106,10 @@ def plan_unmount(system: System, targets: list[str], all_user: bool = False,
     table = table if table is not None else system.table()
     names: list[str] = []
     if all_user:
-        names += [e.mount_point for e in top(table, USER)]
+        names += user_mount_points(table)
     for t in targets:
         if not t.startswith("/"):
-            raise AixsmitError(f"umount: {t}: a mount point must be an absolute path such as /home")
+            raise AixsmitError(f"umount: {visible(t)}: a mount point must be an absolute path such as /home")
         t = os.path.normpath(t)
         if t not in names:
             names.append(t)
@@ -115,15 +118,15 @@ def plan_unmount(system: System, targets: list[str], all_user: bool = False,
     for t in names:
         here = [(i, table[i]) for i in at.get(t, [])]
         if not here:
-            raise AixsmitError(f"umount: {t}: 0506-347 Cannot find anything to unmount.")
+            raise AixsmitError(f"umount: {visible(t)}: 0506-347 Cannot find anything to unmount.")
         shown = here[-1][1]  # the visible one at that path
         if shown.cls == SYSTEM:
             raise AixsmitError(
-                f"umount: {t} holds system data ({shown.mount.device}); aixsmit does not unmount system file systems."
+                f"umount: {visible(t)} holds system data ({visible(shown.mount.device)}); aixsmit does not unmount system file systems."
             )
-        if shown.cls == VIRTUAL:
+        if shown.cls == VIRTUAL and not any(e.cls == USER for _, e in here):
             raise AixsmitError(
-                f"umount: {t} is a virtual file system ({shown.mount.vfs}); it holds no data to protect and is not unmounted."
+                f"umount: {visible(t)} is a virtual file system ({visible(shown.mount.vfs)}); it holds no data to protect and is not unmounted."
             )
         _take(table, at, under, t, chosen, "")
     # What depends on a chosen file system goes too (it would keep it busy), until nothing new.
@@ -138,9 +141,9 @@ def plan_unmount(system: System, targets: list[str], all_user: bool = False,
             for p, j in needs[i]:
                 if j is not None and j in chosen:
                     if e.cls == SYSTEM:
-                        raise AixsmitError(f"umount: {table[j].mount_point}: the system file system {e.mount_point} "
-                                           f"depends on it ({p}); unmount refused.")
-                    _take(table, at, under, e.mount_point, chosen, f"it uses {system.shown(p)}, on {table[j].mount_point}")
+                        raise AixsmitError(f"umount: {visible(table[j].mount_point)}: the system file system {visible(e.mount_point)} "
+                                           f"depends on it ({visible(p)}); unmount refused.")
+                    _take(table, at, under, e.mount_point, chosen, f"it uses {visible(system.shown(p))}, on {visible(table[j].mount_point)}")
                     changed = True
                     break
     order = _order(system, table, chosen, needs)
@@ -169,10 +172,16 @@ def _take(table: list[Entry], at: dict, under: dict, t: str, chosen: dict[int, s
         e = table[i]
         if e.cls == SYSTEM and e.mount_point != t:
             raise AixsmitError(
-                f"umount: {t}: the system file system {e.mount_point} is mounted below it; unmount refused."
+                f"umount: {visible(t)}: the system file system {visible(e.mount_point)} is mounted below it; unmount refused."
             )
         if e.mount.host_mount:
             continue  # the part of a file system playing "/" is never a step
+        if e.mount.vfs in VOLATILE_VFS and e.cls != SYSTEM:
+            where = ("over it" if e.mount_point == t else f"below it, at {visible(e.mount_point)},")
+            raise AixsmitError(
+                f"umount: {visible(t)}: a {e.mount.vfs} is mounted {where} and unmounting it would destroy what it "
+                f"holds; unmount refused, nothing was unmounted (unmount the {e.mount.vfs} yourself first if its "
+                "contents may go).")
         chosen.setdefault(i, why if e.mount_point == t else "")
 
 
@@ -209,6 +218,11 @@ def _record(system: System, table: list[Entry], i: int, at: dict, leaving: set[s
     below = tuple((o.mount.vfs, system.host.identity(o.mount), o.mount.fs_root)
                   for o in (table[k] for k in at[e.mount_point] if k < i) if not o.mount.host_mount)
     backing = facts.get("backing_file", "")
+    if system.host.name == "linux" and m.vfs in UUID_VFS and m.device.startswith("/dev/") and not facts.get("uuid"):
+        # Without its identity a record could later mount whatever lies at that name.
+        raise AixsmitError(f"umount: {visible(e.mount_point)}: the UUID of the {m.vfs} file system on "
+                           f"{visible(m.device)} cannot be read (blkid); it is not unmounted, since it could not be "
+                           "told apart from another file system when mounted again.")
     return Record(
         mount_point=e.mount_point, path=m.path, root=system.root, source=m.device, vfs=m.vfs,
         fs_root=m.fs_root, vfs_options=tuple(o for o in m.options if o),
@@ -217,7 +231,7 @@ def _record(system: System, table: list[Entry], i: int, at: dict, leaving: set[s
         sizelimit=facts.get("sizelimit", 0), autoclear=facts.get("autoclear", False),
         # A loop device that outlives its mount would keep the file system of its file busy.
         detach_loop=bool(backing) and not facts.get("autoclear", False) and any(_under(backing, p) for p in leaving),
-        below=below,
+        below=below, propagation=m.propagation,
     )
 
 
@@ -228,7 +242,7 @@ def holder_lines(holders: list[Holder], system: System | None = None) -> list[st
     for h in holders:
         path = system.shown(h.path) if system is not None else h.path
         pid = f"pid {h.pid:>7}" if h.pid else f"{'':>11}"
-        lines.append(f"  {pid}  {h.user:<10} {h.command:<16} {h.how} ({LETTER[h.how]}): {path}")
+        lines.append(f"  {pid}  {visible(h.user):<10} {visible(h.command):<16} {h.how} ({LETTER[h.how]}): {visible(path)}")
     return lines
 
 
@@ -243,12 +257,12 @@ def _busy_message(entries: list[Entry], holders: list[Holder], system: System | 
     e = (busy or entries)[0]
     procs = [h for h in _first_per_pid(holders) if h.pid]
     others = [h for h in holders if not h.pid]
-    who = [f"{h.command} (pid {h.pid}, {h.user})" for h in procs]
-    who += [f"{h.command} ({h.how} {system.shown(h.path) if system else h.path})" for h in others]
+    who = [f"{visible(h.command)} (pid {h.pid}, {visible(h.user)})" for h in procs]
+    who += [f"{visible(h.command)} ({h.how} {visible(system.shown(h.path) if system else h.path)})" for h in others]
     n = len(procs) + len(others)
     return (
-        f"umount: 0506-349 Cannot unmount {e.mount.device}: The requested resource is busy. "
-        f"{e.mount_point} is held by {n} {'holder' if n == 1 else 'holders'}: {', '.join(who)}."
+        f"umount: 0506-349 Cannot unmount {visible(e.mount.device)}: The requested resource is busy. "
+        f"{visible(e.mount_point)} is held by {n} {'holder' if n == 1 else 'holders'}: {', '.join(who)}."
     )
 
 
@@ -299,7 +313,7 @@ def _unmount(system: System, plan: Plan, ledger: Ledger, force: bool, check_hold
             checkpoint("umount")
             ledger.ensure([*result.records, rec])  # the state directory may have been removed meanwhile
         except LedgerError as exc:
-            err = AixsmitError(f"{exc} umount: {e.mount_point} was not unmounted.")
+            err = AixsmitError(f"{exc} umount: {visible(e.mount_point)} was not unmounted.")
             _roll_back(system, ledger, result, err)
             raise err from None
         try:
@@ -319,17 +333,17 @@ def _unmount(system: System, plan: Plan, ledger: Ledger, force: bool, check_hold
 
                 run_cmd(["losetup", "-d", rec.source])
             if progress:
-                progress(f"Unmounted {e.mount_point} ({e.mount.device}).")
+                progress(f"Unmounted {visible(e.mount_point)} ({visible(e.mount.device)}).")
             checkpoint("unmounted")
             continue
         _forget(ledger, rec, [])
         if system.host.is_busy(res):
             holders = system.host.holders([e.mount], system.all_mounts())
             err = BusyError(_busy_message([e], holders, system) if holders else
-                            f"umount: 0506-349 Cannot unmount {e.mount.device}: The requested resource is busy.",
+                            f"umount: 0506-349 Cannot unmount {visible(e.mount.device)}: The requested resource is busy.",
                             holders, system)
         else:
-            err = AixsmitError(f"umount: 0506-349 Cannot unmount {e.mount.device}: {_clean(res.message)}")
+            err = AixsmitError(f"umount: 0506-349 Cannot unmount {visible(e.mount.device)}: {visible(_clean(res.message))}")
         _roll_back(system, ledger, result, err)
         raise err
     try:
@@ -364,8 +378,8 @@ def _roll_back(system: System, ledger: Ledger, result: UnmountResult, err: Aixsm
             again.append(rec.mount_point)
             back.append(rec)
         else:
-            failed.append(f"{rec.mount_point} ({_clean(res.message)})")
-    note = f" The {len(again)} file system(s) unmounted in this call were mounted again: {', '.join(again)}." if again else ""
+            failed.append(f"{visible(rec.mount_point)} ({visible(_clean(res.message))})")
+    note = f" The {len(again)} file system(s) unmounted in this call were mounted again: {visible(', '.join(again))}." if again else ""
     if failed:
         note += f" Could NOT mount again: {', '.join(failed)}; run 'aixsmit cmd mount --ledger'."
     err.args = (str(err) + note,)
@@ -434,7 +448,7 @@ def _mount_again(system: System, ledger: Ledger, mount_points: list[str] | None,
             if fs is None and system.host.name == "aix":
                 fs = Record(mount_point=mp, path=path, root=system.root, source="", vfs="", host="aix")
             if fs is None:
-                out.errors.append(f"mount: 0506-334 {mp} is not a known file system.")
+                out.errors.append(f"mount: 0506-334 {visible(mp)} is not a known file system.")
                 continue
             wanted.append(fs)
     # The reverse of the unmount order: parents and the lower mounts of a stack first.
@@ -445,14 +459,14 @@ def _mount_again(system: System, ledger: Ledger, mount_points: list[str] | None,
         if any(system.host.matches(rec, m) for m in here) or (not rec.id and here and not rec.vfs):
             _forget(ledger, rec, out.warnings)
             out.already.append(rec.mount_point)
-            say(f"{rec.mount_point} is already mounted.")
+            say(f"{visible(rec.mount_point)} is already mounted.")
             continue
         if (rec.id or here) and tuple((m.vfs, system.host.identity(m), m.fs_root) for m in here) != rec.below:
             top_m = here[-1] if here else None
-            out.errors.append(f"mount: 0506-333 {rec.mount_point} is already mounted (by {top_m.device if top_m else '?'}); "
-                              f"{rec.source} was not mounted over it." if here else
-                              f"mount: 0506-324 Cannot mount {rec.source} on {rec.mount_point}: it was stacked over "
-                              f"{rec.below[-1][1] if rec.below else '?'}, which is not mounted now.")
+            out.errors.append(f"mount: 0506-333 {visible(rec.mount_point)} is already mounted (by {visible(top_m.device if top_m else '?')}); "
+                              f"{visible(rec.source)} was not mounted over it." if here else
+                              f"mount: 0506-324 Cannot mount {visible(rec.source)} on {visible(rec.mount_point)}: it was stacked over "
+                              f"{visible(rec.below[-1][1] if rec.below else '?')}, which is not mounted now.")
             continue
         if system.host.name == "aix" and not rec.source:
             from ..host.common import run
@@ -461,13 +475,16 @@ def _mount_again(system: System, ledger: Ledger, mount_points: list[str] | None,
         else:
             res = system.host.mount(rec)
         if res.rc != 0:
-            out.errors.append(f"mount: 0506-324 Cannot mount {rec.source} on {rec.mount_point}: "
-                              f"{_clean(res.message).removeprefix('mount: ')}")
+            out.errors.append(f"mount: 0506-324 Cannot mount {visible(rec.source)} on {visible(rec.mount_point)}: "
+                              f"{visible(_clean(res.message).removeprefix('mount: '))}")
             continue
         checkpoint("mounted")
         _forget(ledger, rec, out.warnings)
         out.mounted.append(rec.mount_point)
-        say(f"Mounted {rec.mount_point} ({rec.source}{f'[{rec.fs_root}]' if rec.is_bind else ''}).")
+        # The device really mounted (a loop file may be on another number now), as mountinfo says.
+        now = [m for m in system.all_mounts() if m.path == rec.path]
+        device = now[-1].device if now else rec.source
+        say(f"Mounted {visible(rec.mount_point)} ({visible(device)}{f'[{visible(rec.fs_root)}]' if rec.is_bind else ''}).")
     for w in out.warnings:
         say(f"WARNING: {w} It is mounted; 'aixsmit cmd mount --ledger' clears the record later.")
     return out

@@ -46,10 +46,14 @@ class LinuxHost:
         dev = mount.device
         if not dev.startswith("/dev/"):
             return {}
-        loop = loop_info(dev)
-        if loop:
-            return loop
-        return {"uuid": device_uuid(dev)}
+        # The UUID always, where the file system has one (also on a loop device: its backing
+        # file names where it lies, the UUID which file system it is — a file copied over the
+        # image keeps the name and is another file system).
+        facts = dict(loop_info(dev))
+        uuid = device_uuid(dev)
+        if uuid:
+            facts["uuid"] = uuid
+        return facts
 
     def identity(self, mount: Mount) -> str:
         """A cheap, stable name of what ``mount`` mounts: ``file@offset`` for a loop device,
@@ -58,11 +62,34 @@ class LinuxHost:
         return f"{loop['backing_file']}@{loop['offset']}" if loop else mount.device
 
     def mount(self, rec) -> Result:
+        """:meth:`_mount`, then the recorded propagation set again (a new mount takes its
+        parent's: shared under a shared parent, private otherwise)."""
+        res = self._mount(rec)
+        if res.rc != 0 or not getattr(rec, "propagation", ""):
+            return res
+        flags = rec.propagation.split(",")
+        if "unbindable" in flags:
+            steps = ["--make-unbindable"]
+        elif "slave" in flags:  # a slave of the peers it joined (a bind of a shared mount joins them)
+            steps = ["--make-slave"] + (["--make-shared"] if "shared" in flags else [])
+        else:
+            steps = [f"--make-{flags[0]}"]
+        for step in steps:
+            done = run(["mount", step, "--", rec.path])
+            if done.rc != 0:
+                return Result(done.argv, done.rc, done.stdout, f"mounted, but its propagation ({rec.propagation}) "
+                              f"could not be set again: {done.message}")
+        return res
+
+    def _mount(self, rec) -> Result:
         """Mount ledger record ``rec`` again at ``rec.path``: the same source (found again by
         loop backing file or UUID), type, FSROOT and options; a bind mount (FSROOT not the
         device's natural root) is bound from a mount of the same file system, or from a private
         temporary mount of the device."""
         source, extra, res = self.source_of(rec)
+        if res is not None:
+            return res
+        res = self._same_file_system(rec, source, extra)
         if res is not None:
             return res
         opts = ",".join(extra + list(rec.options))
@@ -99,12 +126,33 @@ class LinuxHost:
                 return res2
         return res
 
+    def _same_file_system(self, rec, source: str, extra: list[str]) -> Result | None:
+        """None when ``source`` holds the file system ``rec`` recorded (its UUID, when one was
+        recorded); else a failed Result naming both UUIDs, with a loop device attached for the
+        purpose detached again. Nothing is mounted in place of a different file system."""
+        if not rec.uuid:
+            return None
+        if extra:  # mount -o loop,offset=...: probe the file at the offset, as mount will read it
+            found = file_uuid(source, rec.offset, rec.sizelimit)
+        else:
+            found = device_uuid(source)
+        if found == rec.uuid:
+            return None
+        if source.startswith("/dev/loop") and rec.backing_file and source not in self._attached_before:
+            run(["losetup", "-d", source])
+        return Result(("blkid", source), 32, "",
+                      f"{source} holds {'UUID=' + found if found else 'no file system UUID'}, not the file system "
+                      f"UUID={rec.uuid} that was unmounted; a different file system is not mounted in its place")
+
+    _attached_before: frozenset[str] = frozenset()
+
     def source_of(self, rec) -> tuple[str, list[str], Result | None]:
         """(device to mount, extra -o options, or a failed Result): the recorded file system as
         it is known now — its loop device (attached again on the recorded number when that is
         free), or the device holding its UUID."""
         if rec.backing_file:
             now = loops_backing(rec.backing_file, rec.offset)
+            self._attached_before = frozenset(now)
             if now:
                 return (rec.source if rec.source in now else now[0]), [], None
             want = rec.source if rec.source.startswith("/dev/loop") and _loop_free(rec.source) else ""
@@ -137,7 +185,8 @@ class LinuxHost:
             return False
         if rec.backing_file:
             loop = loop_info(mount.device) if mount.device.startswith("/dev/") else {}
-            return bool(loop) and _same_file(loop["backing_file"], rec.backing_file) and loop["offset"] == rec.offset
+            return (bool(loop) and _same_file(loop["backing_file"], rec.backing_file) and loop["offset"] == rec.offset
+                    and (not rec.uuid or device_uuid(mount.device) == rec.uuid))
         if rec.uuid and mount.device.startswith("/dev/"):
             return _same_device(mount.device, rec.source) or device_uuid(mount.device) == rec.uuid
         return mount.device == rec.source
@@ -211,6 +260,13 @@ def _loop_free(device: str) -> bool:
 def loop_backing_file(device: str) -> str:
     """The file behind a loop device ("" for anything else)."""
     return loop_info(device).get("backing_file", "")
+
+
+def file_uuid(path: str, offset: int = 0, sizelimit: int = 0) -> str:
+    """The file system UUID in image file ``path`` at ``offset`` ("" when none is found)."""
+    res = run(["blkid", "-p", "-o", "value", "-s", "UUID", *(["-O", str(offset)] if offset else []),
+               *(["-S", str(sizelimit)] if sizelimit else []), "--", path], timeout=30)
+    return res.stdout.strip() if res.rc == 0 else ""
 
 
 def device_uuid(device: str) -> str:
