@@ -42,7 +42,8 @@ def list_contents(path: str, files: list[str], emit: Emit, program: str = "resto
     head: list[tarfile.TarInfo] = []
     by = "name"
     try:
-        it = iter(tf)
+        damage = archive.Damage()
+        it = archive.read_members(tf, damage)  # as restore and verify read it: the same damage lines
         for m in it:
             head.append(m)
             if "GNU.dumpdir" in m.pax_headers or m.type == b"D":
@@ -78,6 +79,8 @@ def list_contents(path: str, files: list[str], emit: Emit, program: str = "resto
         raise AixsmitError(f"{program}: {path} is damaged or not a backup, after {count} files: {exc}")
     finally:
         tf.close()
+    if damage:
+        raise archive.damaged(path, program, damage)
     emit(f"The total size is {total} bytes.", "stdout")
     emit(f"The number of archived files is {count}.", "stdout")
     return 0
