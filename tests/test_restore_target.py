@@ -111,3 +111,4 @@ def test_an_image_named_with_a_colon_is_a_local_file(tmp_path):
                         "tgt"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "tgt/data/before").read_text() == "before\n"
+
