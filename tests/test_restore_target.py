@@ -112,3 +112,13 @@ def test_an_image_named_with_a_colon_is_a_local_file(tmp_path):
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "tgt/data/before").read_text() == "before\n"
 
+
+
+def test_restvg_keeps_a_file_where_the_image_has_a_directory(troot, tmp_path):
+    troot.loop_mount("/data", size_mb=16)
+    troot.config.write_text("volume_groups:\n  datavg: [/data]\n")
+    (troot.p("/data") / "sub").write_text("precious\n")
+    img = _image(tmp_path, _base().dir("./data/sub").file("./data/sub/f").finish())
+    r = aixsmit("cmd", "restvg", "--root", troot.path, "-f", img, env=troot.env())
+    assert r.returncode == 1 and "/data/sub is a file where" in r.stderr.splitlines()[-1], r.stderr
+    assert (troot.p("/data") / "sub").read_text() == "precious\n" and not (troot.p("/data") / "before").exists()
