@@ -43,7 +43,10 @@ deps:
 test: $(STAMP) deps
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
+# make bench: every benchmark, backups on the 50,000-file tree (see bench/README.md for times);
+# BENCH_ROWS=all make bench adds the 1 GB tree, a copy of /usr and 1,000,000 files (cached).
 bench: $(STAMP) deps
+	@$(PY) -m compileall -q aixsmit
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 screenshots: $(STAMP)

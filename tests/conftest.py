@@ -33,6 +33,24 @@ def aixsmit(*args, env=None, check=False, input=None) -> subprocess.CompletedPro
                           env=env, check=check, input=input, errors="surrogateescape")
 
 
+def image_tar(path):
+    """The image at ``path`` as a tarfile.TarFile read from memory: unpacked first by the zstd
+    command itself when it is packed (the oracle, not aixsmit's own reader)."""
+    import io
+    import tarfile
+
+    with open(path, "rb") as f:
+        data = f.read()
+    if data[:4] == b"\x28\xb5\x2f\xfd":
+        data = subprocess.run(["zstd", "-dc"], input=data, capture_output=True, check=True).stdout
+    return tarfile.open(fileobj=io.BytesIO(data))
+
+
+def is_packed(path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(4) == b"\x28\xb5\x2f\xfd"
+
+
 def _mounts_under(path: str) -> list[str]:
     out = []
     with open("/proc/self/mountinfo", "rb") as f:

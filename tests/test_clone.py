@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from conftest import aixsmit, needs_root, run
+from conftest import aixsmit, image_tar, needs_root, run
 from treecmp import diff, snapshot
 
 pytestmark = needs_root
@@ -163,7 +163,7 @@ def test_clone_writes_nothing_through_a_link_out_of_the_target(system_on_loops):
         (host_etc / name).write_text(f"the host's {name}\n")
     before = {p.name: p.read_text() for p in host_etc.iterdir()}
     hostile = tr.base / "hostile.mksysb"
-    with tarfile.open(tr.img) as src, tarfile.open(hostile, "w", format=tarfile.PAX_FORMAT) as out:
+    with image_tar(tr.img) as src, tarfile.open(hostile, "w", format=tarfile.PAX_FORMAT) as out:
         for m in src:
             if m.name in ("./etc", "etc"):
                 link = tarfile.TarInfo(m.name)

@@ -22,7 +22,7 @@ from aixsmit.fs.table import System
 from aixsmit.fs.volume_groups import find
 from aixsmit.jobs.progress import BackupProgress
 
-from conftest import aixsmit, need_tool, needs_root, run
+from conftest import aixsmit, image_tar, is_packed, need_tool, needs_root, run
 from treecmp import build_tree, diff, snapshot
 
 pytestmark = [needs_root, need_tool("setfacl")]
@@ -49,11 +49,13 @@ def system_root(troot):
     return tr
 
 
-def test_mksysb_done_when(system_root):
+@pytest.mark.parametrize("packing", [[], ["-p"]], ids=["packed", "unpacked"])
+def test_mksysb_done_when(system_root, packing):
     tr = system_root
     img = tr.out / "sys.mksysb"
-    r = aixsmit("cmd", "mksysb", "-i", "--root", tr.path, img, env=tr.env())
+    r = aixsmit("cmd", "mksysb", "-i", *packing, "--root", tr.path, img, env=tr.env())
     assert r.returncode == 0, r.stderr
+    assert is_packed(img) == (not packing)  # packed unless -p, as on AIX
     lines = r.stdout.splitlines()
     # aix-smit.md §3.5: the order and wording of a real run.
     assert lines[0] == "Creating information file (/image.data) for rootvg."
@@ -73,9 +75,13 @@ def test_mksysb_done_when(system_root):
     assert not any(n.startswith("./data/") for n in names)
     assert "./tmp/vgdata/rootvg/fstab" in names
     # The table of contents is complete only when the walk is, which tar overlaps: it goes last,
-    # followed only by the checksums of every file member, computed from the finished image.
-    assert names[-2:] == ["./tmp/vgdata/rootvg/backup.toc", "./tmp/vgdata/rootvg/backup.sums"]
-    with tarfile.open(img) as tf:
+    # followed (unpacked) only by the checksums of the finished image; a packed image has
+    # zstd's own checksums instead.
+    if packing:
+        assert names[-2:] == ["./tmp/vgdata/rootvg/backup.toc", "./tmp/vgdata/rootvg/backup.sums"]
+    else:
+        assert names[-1] == "./tmp/vgdata/rootvg/backup.toc"
+    with image_tar(img) as tf:
         assert len(tf.getmembers()) == total  # "Backing up N files" counts every member
 
     # Restore into an empty file system: the tree comes back exactly.
@@ -102,7 +108,7 @@ def test_image_data_stanzas(system_root):
     tr = system_root
     img = tr.out / "sys.mksysb"
     assert aixsmit("cmd", "mksysb", "-i", "--root", tr.path, img, env=tr.env()).returncode == 0
-    with tarfile.open(img) as tf:
+    with image_tar(img) as tf:
         first = tf.next()
         assert first.name == "./image.data"
         text = tf.extractfile(first).read().decode()
@@ -135,6 +141,7 @@ def test_unmounted_user_fs_not_in_image_and_savevg_saves_datavg(system_root):
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines()[0] == "Creating information file for volume group datavg."
     assert "0512-038 savevg: Backup Completed Successfully." in r.stdout
+    assert is_packed(vgimg)  # as on AIX; lsbackvg and restvg below read it packed
     vnames = aixsmit("cmd", "lsbackvg", "-f", vgimg).stdout.splitlines()
     assert vnames[0] == "./tmp/vgdata/datavg/datavg.data"
     assert "./data/db/table" in vnames and not any(n.startswith("./usr") for n in vnames)
@@ -211,6 +218,29 @@ def test_no_room_at_destination(system_root):
         run("umount", small)
 
 
+def test_room_estimate_counts_packing(troot):
+    """A packed image needs the room its files take packed, not unpacked: text that packs
+    twenty-fold fits where its unpacked image would not; with -p the same room is refused."""
+    tr = troot
+    lines = b"".join(b"%08d an ordinary line of a log file, as /var/log holds many\n" % i for i in range(150_000))
+    tr.p("/home").mkdir(exist_ok=True)
+    for n in range(2):
+        tr.p(f"/home/log{n}").write_bytes(lines)  # 18 MB in all
+    small = tr.base / "small"
+    small.mkdir()
+    run("mount", "-t", "tmpfs", "-o", "size=8m", "tiny", small)
+    try:
+        r = aixsmit("cmd", "mksysb", "-i", "-p", "--root", tr.path, small / "sys.mksysb", env=tr.env())
+        assert r.returncode == 3 and "not enough space" in r.stderr, r.stdout + r.stderr
+        r = aixsmit("cmd", "mksysb", "-i", "--root", tr.path, small / "sys.mksysb", env=tr.env())
+        assert r.returncode == 0, r.stdout + r.stderr
+        required = next(l for l in r.stdout.splitlines() if l.startswith("Required = "))
+        assert int(required.split()[2]) * 1024 < 8 << 20  # the estimate fits the room
+        assert aixsmit("cmd", "verify", "-f", small / "sys.mksysb").returncode == 0
+    finally:
+        run("umount", small)
+
+
 def test_sigkill_leaves_nothing_that_lists_as_an_image(system_root):
     tr = system_root
     tr.bulk("/home/bulk", 48)
@@ -236,7 +266,8 @@ def test_sigkill_leaves_nothing_that_lists_as_an_image(system_root):
     # The next run cleans up what the killed one left, and succeeds.
     assert aixsmit("cmd", "mksysb", "-i", "--root", tr.path, img, env=env).returncode == 0
     assert [n for n in os.listdir(tr.out)] == ["sys.mksysb"]
-    assert aixsmit("cmd", "verify", "-f", img).returncode == 0
+    v = aixsmit("cmd", "verify", "-f", img)
+    assert v.returncode == 0, v.stdout + v.stderr
 
 
 def test_sigterm_is_0512_007_and_no_image(system_root):
@@ -298,10 +329,11 @@ def test_exclude_list_semantics(system_root):
     assert "./tmp/scratch" in aixsmit("cmd", "lsmksysb", "-f", img).stdout.splitlines()
 
 
-def test_verify_and_restore_T_and_damage(system_root):
+@pytest.mark.parametrize("packing", [[], ["-p"]], ids=["packed", "unpacked"])
+def test_verify_and_restore_T_and_damage(system_root, packing):
     tr = system_root
     img = tr.out / "sys.mksysb"
-    assert aixsmit("cmd", "mksysb", "-i", "--root", tr.path, img, env=tr.env()).returncode == 0
+    assert aixsmit("cmd", "mksysb", "-i", *packing, "--root", tr.path, img, env=tr.env()).returncode == 0
     v = json.loads(aixsmit("cmd", "verify", "--json", "-f", img).stdout)
     assert v["status"] == "OK" and v["members"] > 20
     t = aixsmit("cmd", "restore", "-T", "-q", "-f", img)
@@ -413,7 +445,7 @@ def test_m_writes_a_map_file_per_logical_volume(troot):
     assert r.returncode == 0, r.stderr
     from aixsmit.backup import image_data
 
-    with tarfile.open(img) as tf:
+    with image_tar(img) as tf:
         text = tf.extractfile("./image.data").read().decode()
         lvs = {lv["MOUNT_POINT"]: lv for lv in image_data.every(image_data.parse(text), "lv_data")}
         for mp, dev in (("/home", home_dev), ("/usr", usr_dev)):

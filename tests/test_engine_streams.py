@@ -56,7 +56,8 @@ def _many(tr, dirs: int, files: int, size) -> None:
 def _image(tr, streams: int, name: str, emit=None) -> str:
     system = System(root=str(tr.path))
     dest = str(tr.base / name)
-    req = ImageRequest("mksysb", find(system, "rootvg"), system, dest, streams=streams)
+    # Unpacked: a packed image is always one tar stream.
+    req = ImageRequest("mksysb", find(system, "rootvg"), system, dest, streams=streams, pack=False)
     create_image(req, emit or (lambda line, stream: None))
     return dest
 
@@ -195,7 +196,7 @@ def test_sigterm_at_any_moment_stops_cleanly(troot):
     out = tr.base / "out"
     out.mkdir()
     img = out / "sys.mksysb"
-    argv = [sys.executable, "-m", "aixsmit", "cmd", "mksysb", "-i", "--root", str(tr.path), str(img)]
+    argv = [sys.executable, "-m", "aixsmit", "cmd", "mksysb", "-i", "-p", "--root", str(tr.path), str(img)]
     stopped = 0
     for delay in (0, 0.02, 0.05, 0.08, 0.1, 0.12, 0.15, 0.18, 0.2, 0.25, 0.3, 0.4):
         proc = subprocess.Popen(argv, env=tr.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -1,12 +1,20 @@
 """Reading images: information files, listings (lsmksysb, lsbackvg, restore -T),
-verification against the table of contents, and extraction (restore -x, restvg)."""
+verification against the table of contents, and extraction (restore -x, restvg).
+
+Every read of an image's bytes goes through open_image_stream(): an image is a tar archive,
+packed (the whole archive compressed by zstd, as mksysb makes it into a file unless -p) or
+not, and the readers see the same tar bytes either way.
+"""
 
 from __future__ import annotations
 
+import errno
+import io
 import os
 import stat
 import subprocess
 import tarfile
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
@@ -46,7 +54,15 @@ def open_image_stream(path: str, program: str = "listvgbackup"):
         if not (stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode) or stat.S_ISCHR(st.st_mode)):
             raise AixsmitError(f"{program}: {path} is neither a file nor a disk or tape: not a backup image")
         seekable = stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode)
-        return open(path, "rb", buffering=0 if not seekable else -1), seekable
+        if stat.S_ISCHR(st.st_mode):
+            raw = open(path, "rb", buffering=0)
+            first = raw.read(1 << 16)
+            if first[:4] == ZSTD_MAGIC:
+                return Unpacked(path, raw, first), False
+            return _Prefixed(first, raw), False
+        if stat.S_ISREG(st.st_mode) and is_packed(path):
+            return Unpacked(path), False  # unpacked by zstd as it is read: a stream
+        return open(path, "rb", buffering=-1), seekable
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         raise AixsmitError(f"0512-054 {program}: File {path} does not exist or is empty.")
     except OSError as exc:
@@ -58,13 +74,137 @@ def open_image(path: str, program: str = "listvgbackup") -> tarfile.TarFile:
     which reads it as GNU tar does and keeps no list of members."""
     stream, seekable = open_image_stream(path, program)
     try:
-        return tarfile.open(fileobj=stream, mode="r:" if seekable else "r|")
-    except (tarfile.TarError, OSError, EOFError) as exc:
+        tf = _ImageTar.open(fileobj=stream, mode="r:" if seekable else "r|")
+    except OSError as exc:
+        stream.close()
+        raise AixsmitError(f"{program}: {path} cannot be read: {exc.strerror or exc}")
+    except (tarfile.TarError, EOFError) as exc:
         stream.close()
         raise AixsmitError(f"{program}: {path} is not a backup image: {exc}")
     except BaseException:
         stream.close()
         raise
+    tf.stream = stream
+    return tf
+
+
+class _ImageTar(tarfile.TarFile):
+    """A TarFile that closes the image stream it reads (tarfile leaves a given fileobj open;
+    for a packed image, closing stops zstd)."""
+
+    stream = None
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            if self.stream is not None:
+                self.stream.close()
+
+
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # the first bytes of a zstd frame (RFC 8878 §3.1.1)
+UNPACK = ["zstd", "--decompress", "--stdout", "--quiet"]
+
+
+def is_packed(path: str) -> bool:
+    """Whether the image at ``path`` is packed (zstd). False for what cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == ZSTD_MAGIC
+    except OSError:
+        return False
+
+
+class _Prefixed(io.RawIOBase):
+    """A stream whose first bytes were already read (a tape cannot go back): those, then the rest."""
+
+    def __init__(self, first: bytes, raw):
+        self.first, self.raw = first, raw
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        if self.first:
+            n = min(len(b), len(self.first))
+            b[:n], self.first = self.first[:n], self.first[n:]
+            return n
+        return self.raw.readinto(b)
+
+    def close(self) -> None:
+        self.raw.close()
+        super().close()
+
+
+class Unpacked(io.RawIOBase):
+    """The tar bytes of a packed image, as ``zstd --decompress`` (a process of its own, so it
+    runs on another CPU than the reader) writes them. At their end, zstd's exit status is
+    checked: a damaged or cut-short image (zstd checks each frame's own checksum) raises
+    OSError (EIO), never reads as a shorter archive."""
+
+    def __init__(self, path: str, source=None, first: bytes = b""):
+        """zstd reads the file ``path`` itself; or, from a tape, ``first`` then the rest of ``source``."""
+        self.path = path
+        argv = UNPACK + ["--", path] if source is None else UNPACK
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE if source is not None else subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.pump = None
+        if source is not None:
+            # A tape: what was read to recognise the image goes to zstd first, then the rest.
+            def pump() -> None:
+                try:
+                    self.proc.stdin.write(first)
+                    while chunk := source.read(1 << 20):
+                        self.proc.stdin.write(chunk)
+                except OSError:
+                    pass
+                finally:
+                    try:
+                        self.proc.stdin.close()
+                    except OSError:
+                        pass
+
+            self.pump = threading.Thread(target=pump, name="aixsmit-unpack-feed", daemon=True)
+            self.pump.start()
+        self.source = source
+        self.ended = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        if self.ended:
+            return 0
+        n = self.proc.stdout.readinto(b)
+        if not n:
+            self.ended = True
+            rc = self.proc.wait()
+            if rc != 0:
+                said = self.proc.stderr.read().decode("utf-8", "replace").strip().splitlines()
+                why = said[-1].rsplit(" : ", 1)[-1] if said else f"exit status {rc}"
+                raise OSError(errno.EIO, f"the packed image is damaged or cut short (zstd: {why})")
+        return n
+
+    def drain(self) -> None:
+        """Read to the end: zstd checks the frames' checksums and its exit status is checked there."""
+        buf = bytearray(1 << 20)
+        while self.readinto(buf):
+            pass
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        for f in (self.proc.stdout, self.proc.stderr, self.proc.stdin):
+            if f is not None:
+                f.close()
+        if self.pump is not None:
+            self.pump.join(5)
+        if self.source is not None:
+            self.source.close()
+        super().close()
 
 
 class Damage(list):
@@ -347,7 +487,16 @@ def verify(path: str, program: str = "verify") -> Verification:
 
     start = time.monotonic()
     result = Verification(path)
-    info = read_info(path, program)
+    try:
+        info = read_info(path, program)
+    except AixsmitError as exc:
+        if not is_packed(path):
+            raise
+        # A packed image whose start cannot be unpacked: damaged, not some other file.
+        result.status = "FAILED"
+        result.problems.append(str(exc))
+        result.seconds = time.monotonic() - start
+        return result
     sums_name = sums_member(info.toc_member)
     toc: dict[str, str] | None = None
     recorded: tuple[int, int, list[int]] | None = None
@@ -389,6 +538,11 @@ def verify(path: str, program: str = "verify") -> Verification:
                 result.bytes += m.size
             seen[name] = _KIND.get(m.type, "f")
         seekable = not isinstance(tf.fileobj, tarfile._Stream)
+        if isinstance(tf.stream, Unpacked) and not damage:
+            try:
+                tf.stream.drain()  # zstd checks every frame's checksum: any changed byte fails here
+            except OSError as exc:
+                damage.append(exc.strerror or str(exc))
         if recorded is not None and not damage:
             end = recorded[1]
             if end != sums_at or not seekable:
@@ -429,7 +583,7 @@ def verify(path: str, program: str = "verify") -> Verification:
         extra = [n for n in seen if n not in toc and n not in staged]
         for n in extra[:20]:
             result.problems.append(f"{n}: in the image but not in its table of contents")
-    if recorded is None:
+    if recorded is None and not is_packed(path):  # (a packed image: zstd's own checksums were checked)
         result.notes.append("the image has no checksums (made by an older aixsmit, or on a tape): its members were "
                             "read, its bytes not compared")
     if result.problems:
@@ -592,9 +746,13 @@ def check_target(target: str, found: Survey, chosen: Callable[[str], bool], prog
                            "replace it; move it away first. Nothing was restored.")
 
 
-def restore_argv(path: str, target: str, files: list[str], verbose: bool, apply_deletions: bool) -> list[str]:
-    """GNU tar's extraction of the image ``path`` ("-": its standard input) into ``target``."""
+def restore_argv(path: str, target: str, files: list[str], verbose: bool, apply_deletions: bool,
+                 packed: bool = False) -> list[str]:
+    """GNU tar's extraction of the image ``path`` ("-": its standard input) into ``target``;
+    ``packed``: the image is zstd's."""
     argv = ["tar", "--extract", "--force-local", f"--file={path}", "-C", target, *TAR_EXTRACT_OPTS]
+    if packed:
+        argv.append("--zstd")
     if apply_deletions:
         # Only a whole-file-system restore of a chain (restore -r) removes what a level backup
         # says was deleted since the level it builds on; restore -x never deletes, as on AIX.
@@ -642,7 +800,9 @@ def _restore(path: str, target: str, tfd: int, files: list[str], verbose: bool, 
     with stream:
         try:
             tf = tarfile.open(fileobj=stream, mode="r:" if seekable else "r|")
-        except (tarfile.TarError, OSError, EOFError) as exc:
+        except OSError as exc:
+            raise AixsmitError(f"{program}: {path} cannot be read: {exc.strerror or exc}")
+        except (tarfile.TarError, EOFError) as exc:
             raise AixsmitError(f"{program}: {path} is not a backup image: {exc}")
         found = survey(path, program, within, skip, tf=tf, sums_name=sums_name)
         if found.unsafe:
@@ -678,7 +838,9 @@ def _restore(path: str, target: str, tfd: int, files: list[str], verbose: bool, 
         if seekable:
             stream.seek(0)
         try:
-            proc = subprocess.run(restore_argv("-" if seekable else path, target, files, verbose, deletions),
+            # A packed image (a stream: zstd unpacks it) or a tape is read again by name.
+            proc = subprocess.run(restore_argv("-" if seekable else path, target, files, verbose, deletions,
+                                               not seekable and is_packed(path)),
                                   stdin=stream if seekable else subprocess.DEVNULL, capture_output=True, text=True,
                                   errors="surrogateescape")
         finally:

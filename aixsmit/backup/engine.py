@@ -38,12 +38,12 @@ from ..errors import AixsmitError
 from ..fs.table import System, used_below
 from ..fs.volume_groups import VolumeGroup
 from ..jobs.runner import Finished, Job, Output, Tick
-from ..osutil import make_temp_dir, remove_tree, write_text
+from ..osutil import make_temp_dir, remove_tree, which, write_text
 from ..state import fsync_dir
 from ..safefile import OutputFile, destination_kind
 from . import stop
-from .destination import (BACKUP_LOG, PARTIAL, clean_stale_partials, log_backup, nearly_full, partial_name,
-                          refuse_data, required_room, space_block)
+from .destination import (BACKUP_LOG, PARTIAL, clean_stale_partials, log_backup, nearly_full, packed_ratio,
+                          packed_size, refuse_data, required_room, space_block)
 from .excludes import ExcludeList
 from .infofiles import fs_facts, info_member, vgdata_dir
 from .infofiles import stage as stage_information
@@ -78,6 +78,7 @@ class ImageRequest:
     structure_only: bool = False  # savevg -r
     check_space: bool = True
     streams: int = 0  # tar processes: 0 = the config's backup_streams, else 2 with 2 CPUs or more
+    pack: bool = True  # packed (zstd) unless -p, as AIX packs unless told not to
 
 
 @dataclass
@@ -232,6 +233,8 @@ def _create_image(req: ImageRequest, emit: Emit) -> ImageResult:
                         _, used, _, inodes = fs_facts(lv.entry.mount.path)
                         below, entries = used_below(lv.entry.mount.path, prune)
                         required += below + 1536 * entries - used - 1536 * inodes
+                if req.pack:
+                    required = packed_size(required, packed_ratio(include))
             st = os.statvfs(dest_dir)
             available = st.f_bavail * st.f_frsize
             # A destination file being replaced frees its space only after the rename.
@@ -247,14 +250,25 @@ def _create_image(req: ImageRequest, emit: Emit) -> ImageResult:
             emit("", "stdout")
 
         # 3. tar starts at once and reads the names while the walk finds them (streams).
-        opts, record = tar_options(req.verbose, req.blocks, is_device)
-        if out is not None:
+        # Packed into a file only: on a disk, zstd could not tell where the image ends and what
+        # the device held before begins. savevg -r holds a few small information files: not
+        # packed, it keeps its block checksums.
+        pack = req.pack and not is_device and not req.structure_only
+        if pack and not which("zstd"):
+            raise BackupFailed(f"{prog}: zstd is not installed, so the image cannot be packed: install it "
+                               "(scripts/install-deps) or give -p for an image that is not packed. Backup canceled.",
+                               EXIT_FAILED)
+        opts, record = tar_options(req.verbose, req.blocks, is_device, pack)
+        if out is not None and not pack:
+            # Block checksums of what tar writes (sums). A packed image has zstd's own checksum
+            # in every frame instead: a member cannot be appended inside a compressed stream.
             sums = BlockSums(out.fd, margin=record + 2 * 512)
             sums.start()
         # Two tars at once where the machine has the CPUs for it: into a file only, and not
-        # with -v, whose one line per file from two tars would interleave.
+        # with -v, whose one line per file from two tars would interleave. A packed image is
+        # one tar whose zstd packs on every CPU (two packed streams cannot be joined in place).
         streams = req.streams or req.system.config.backup_streams or (2 if (os.cpu_count() or 1) >= 2 else 1)
-        parallel = streams > 1 and not is_device and not req.verbose and not req.structure_only
+        parallel = streams > 1 and not pack and not is_device and not req.verbose and not req.structure_only
         marker = vgdata_dir(req)
         argv = ["tar", "--create", "--force-local", f"--file={out.child_path if out else dest}", *opts, "-C", stage, *staged, "-C", req.system.root, "-T", "-",
                 "-C", stage, marker if parallel else toc_member]
@@ -285,8 +299,8 @@ def _create_image(req: ImageRequest, emit: Emit) -> ImageResult:
                          toc_path, (info_member(req).encode(), vgdata_dir(req).encode()))
         for feed in feeds:
             feed.finish()
-        # The information files, then the marker and/or the TOC; into a file, the checksums last.
-        staged_count = len(staged) + len(feeds) + (1 if out is not None else 0)
+        # The information files, then the marker and/or the TOC; into a file unpacked, the checksums last.
+        staged_count = len(staged) + len(feeds) + (1 if sums is not None else 0)
         total = count + staged_count
         emit(f"Backing up {total} files", "stdout")
 
@@ -354,8 +368,9 @@ def _create_image(req: ImageRequest, emit: Emit) -> ImageResult:
             from .archive import append_member, sums_member
 
             try:
-                end = archive_end(out.fd, trailing_zeros(toc_path))
-                append_member(out.fd, end, sums_member(toc_member), sums.finish(end), record)
+                if sums is not None:
+                    end = archive_end(out.fd, trailing_zeros(toc_path))
+                    append_member(out.fd, end, sums_member(toc_member), sums.finish(end), record)
                 out.commit()  # fsync, rename over the destination, fsync the folder
             except (AixsmitError, OSError) as exc:
                 emit(f"{prog}: {dest}: {getattr(exc, 'strerror', None) or exc}", "stderr")

@@ -30,6 +30,7 @@ from ..fs.volume_groups import find
 from . import archive
 from .engine import (EXIT_FAILED, EXIT_SIGNAL, BackupFailed, ImageInterrupted, ImageRequest, create_image,
                      request_stop)
+from .destination import packed_ratio, packed_size
 from .excludes import ExcludeList, load as load_excludes
 
 Emit = Callable[[str, str], None]
@@ -151,7 +152,10 @@ def _run(system: System, dest: str, emit: Emit, skip_busy: bool, exclude: bool, 
     except AixsmitError as exc:  # the plan cannot be carried out whole: refuse before any change
         raise AixsmitError(f"sysbackup: {str(exc).removeprefix('umount: ')} Nothing was changed.",
                            code=EXIT_REFUSED) from None
-    required, available = check_destination(system, dest, list(plan.steps), estimate(system, []))
+    # The image is packed: what the system's files take, as much as a sample of them packs.
+    tops = [e.mount.path for e in systems]
+    required = packed_size(estimate(system, []), packed_ratio(tops))
+    required, available = check_destination(system, dest, list(plan.steps), required)
     say(f"  {visible(dest)}: about {required // (1024 * 1024) + 1} MB needed, {available // (1024 * 1024)} MB available.")
 
     say("Step 3 of 7: Unmounting the user file systems.")

@@ -83,7 +83,7 @@ def aix_mksysb_argv(args) -> list[str]:
 
 def aix_savevg_argv(args) -> list[str]:
     argv = ["savevg"]
-    for flag in ("i", "m", "e", "v", "r"):
+    for flag in ("i", "m", "e", "v", "r", "p"):
         if getattr(args, flag):
             argv.append(f"-{flag}")
     if args.b:
@@ -127,7 +127,8 @@ def _image(args, program: str, vg_name: str, device: str, structure_only: bool =
         fs_excl = tuple(excludes.load_fs_list(args.x))
     req = ImageRequest(program=program, vg=vg, system=system, destination=device,
                        new_data=args.i or args.m or program == "savevg", maps=args.m, excludes=excl,
-                       exclude_fs=fs_excl, verbose=args.v, blocks=args.b, structure_only=structure_only)
+                       exclude_fs=fs_excl, verbose=args.v, blocks=args.b, structure_only=structure_only,
+                       pack=not args.p)
     old = _trap_signals()
     from ..cli import exit_at_once
 
@@ -379,7 +380,7 @@ def register(sub) -> None:
     for flag, text in common_flags:
         p.add_argument(flag, action="store_true", help=text)
     p.add_argument("-X", action="store_true", help="expand /tmp if needed (accepted; aixsmit needs no /tmp space on Linux)")
-    p.add_argument("-p", action="store_true", help="disable software packing (accepted; Linux images are never packed)")
+    p.add_argument("-p", action="store_true", help="disable software packing: the image is not compressed (zstd)")
     p.add_argument("-b", type=int, metavar="N", help="512-byte blocks in a single write (tar blocking factor)")
     p.add_argument("-x", metavar="FILE", help="leave out the file systems FILE names, one mount point per line")
     p.add_argument("device", metavar="DEVICE_OR_FILE", help="where the image goes (absolute path; a host path, not under --root)")
@@ -392,6 +393,7 @@ def register(sub) -> None:
     for flag, text in common_flags:
         p.add_argument(flag, action="store_true", help=text)
     p.add_argument("-r", action="store_true", help="back up the volume group information files only")
+    p.add_argument("-p", action="store_true", help="disable software packing: the image is not compressed (zstd)")
     p.add_argument("-b", type=int, metavar="N", help="512-byte blocks in a single write")
     p.add_argument("-f", required=True, metavar="DEVICE_OR_FILE", help="where the image goes (absolute path)")
     p.add_argument("vg", metavar="VG")

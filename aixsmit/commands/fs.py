@@ -6,7 +6,7 @@ import argparse
 
 from ..errors import AixsmitError
 from ..fs.classify import VIRTUAL
-from ..fs.mounts import parse_aix_mount, parse_mountinfo
+from ..fs.mounts import parse_aix_mount, parse_mountinfo, visible
 from ..fs.table import Entry, System
 from .common import add_json, add_root, print_json, shown
 
@@ -52,7 +52,7 @@ def format_table(table: list[Entry]) -> str:
     for e in table:
         m = e.mount
         lines.append(
-            f"{shown(m.node):<8.32} {shown(m.device):<16} {shown(m.mount_point):<16} {shown(m.vfs):<6} {shown(m.date):<12} "
+            f"{shown(m.node):<8.32} {shown(m.device):<16} {shown(m.mount_point):<16} {shown(m.vfs):<6} {visible(m.date):<12} "
             f"{shown(','.join(m.all_options)):<15} {e.cls}"
         )
     return "\n".join(lines)
