@@ -206,7 +206,22 @@ def test_a_stopped_clone_unmounts_what_it_mounted(system_on_loops):
     while len(mounted()) < 3 and time.monotonic() < end and proc.poll() is None:
         time.sleep(0.1)
     assert len(mounted()) == 3
-    time.sleep(0.5)
+
+    def restoring() -> bool:  # the fake tar runs, started by this clone (a descendant of proc)
+        for pid in subprocess.run(["pgrep", "-x", "tar"], capture_output=True, text=True).stdout.split():
+            while pid not in ("0", "1"):
+                try:
+                    pid = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1]
+                except OSError:
+                    break
+                if pid == str(proc.pid):
+                    return True
+        return False
+
+    end = time.monotonic() + 60
+    while not restoring() and time.monotonic() < end and proc.poll() is None:
+        time.sleep(0.05)
+    assert restoring(), "the clone's restore (tar) never started"
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 1 and err.strip().splitlines() == [

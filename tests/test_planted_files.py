@@ -153,3 +153,22 @@ def test_a_destination_that_is_somebodys_data_is_refused(troot):
         assert r.returncode == 3 and says in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert (digest(backing), digest(dev)) == before
     assert tr.p("/etc/thesis.txt").read_text() == "years of work\n"
+
+
+def test_stale_partials_of_another_host_survive(tmp_path):
+    """A folder shared by several hosts (NFS): a partial image named for another host is that
+    host's to clean (its pid means nothing here), even when the same pid is gone on this host;
+    this host's partial whose process is gone is removed; one whose process runs stays, and so
+    does a name that says no host."""
+    from aixsmit.backup.destination import PARTIAL, clean_stale_partials, partial_marker
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    ours_dead = f".sys.mksysb{partial_marker()}{gone.pid}-0001"
+    ours_live = f".sys.mksysb{partial_marker()}{os.getpid()}-0002"
+    other_host = f".sys.mksysb{PARTIAL}{'x' + os.uname().nodename}@{gone.pid}-0003"
+    no_host = f".sys.mksysb{PARTIAL}{gone.pid}-0004"
+    for name in (ours_dead, ours_live, other_host, no_host):
+        (tmp_path / name).write_bytes(b"image")
+    clean_stale_partials(str(tmp_path))
+    assert sorted(os.listdir(tmp_path)) == sorted([ours_live, other_host, no_host])

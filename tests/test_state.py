@@ -4,10 +4,10 @@ unmount and mount again (across processes, released by the kernel when its holde
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -23,6 +23,7 @@ from aixsmit.state import mount_lock
 with mount_lock(sys.argv[1]):
     print("held", flush=True)
     time.sleep(float(sys.argv[2]))
+    print("releasing", flush=True)
 """
 
 
@@ -116,11 +117,12 @@ def test_lock_is_exclusive_across_processes_and_names_its_holder(sd):
 
 
 def test_lock_waits_when_asked(sd):
+    # Obtained only once the holder let go: it said "releasing" before it did, so the word is
+    # in the pipe by then (no clock involved: a slow machine cannot make this pass or fail).
     p = hold(0.5)
     try:
-        t0 = time.monotonic()
         with mount_lock("schedule", wait=20):
-            assert time.monotonic() - t0 > 0.2
+            assert select.select([p.stdout], [], [], 0)[0] and p.stdout.readline() == "releasing\n"
     finally:
         p.wait()
 

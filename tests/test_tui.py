@@ -645,6 +645,41 @@ async def test_search_home_and_pgup_reach_the_whole_output(tmp_path):
         assert int(first_shown()) == top - screen.query_one("#output").size.height
 
 
+async def test_a_failed_read_of_the_output_is_said_and_home_works_after(tmp_path, monkeypatch):
+    # A read of the job's log that failed with anything but OSError left the pane marked busy
+    # for good: Home, PgUp and / did nothing any more.
+    from aixsmit.jobs.outputlog import LineIndex
+    from aixsmit.smit.model import Screen as Def
+
+    real_search = LineIndex.search
+
+    def broken(self, needle, after):
+        raise ValueError("index\nbroken")
+
+    monkeypatch.setattr(LineIndex, "search", broken)
+    app = make(tmp_path, "fs")
+    d = Def(kind="dialog", id="long", title="Long", command={"linux": [sys.executable]})
+    n = CommandStatusScreen.MAX_LINES + 1000
+    code = f"for i in range({n}): print(f'member {{i}} of the image')"
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        app.push_screen(CommandStatusScreen(d, [sys.executable, "-c", code], progress=False))
+        await until(pilot, lambda: isinstance(app.screen, CommandStatusScreen) and not app.screen.running)
+        screen = app.screen
+        await pilot.press("slash")
+        await pilot.pause()
+        await typed(pilot, "member 7 ")
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, MessagePopup))
+        said = app.screen.message.split("\n\n")[0]
+        assert said == f"{screen.job.log}: cannot read the output: index broken"
+        await pilot.press("enter")
+        await until(pilot, lambda: app.screen is screen)
+        monkeypatch.setattr(LineIndex, "search", real_search)
+        await pilot.press("home")
+        await until(pilot, lambda: "[TOP]" in text(app) and "member 0 of the image" in text(app))
+
+
 async def test_f4_shows_at_once_and_the_screen_stays_live_while_the_list_is_built(tmp_path, monkeypatch):
     # The destination list was built on the screen's own thread: with --root on a full system
     # the screen froze for minutes.

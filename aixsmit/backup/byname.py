@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from ..errors import AixsmitError
-from .destination import PARTIAL
+from .destination import partial_marker
 from .tarrun import run_tar
 
 Emit = Callable[[str, str], None]
@@ -82,7 +82,7 @@ def backup_by_name(names: list[str], directory: str, dest: str, verbose: bool, r
     out = None
     if destination_kind(dest, "backup") == "file":
         try:
-            out = OutputFile(dest, marker=PARTIAL)
+            out = OutputFile(dest, marker=partial_marker())
         except OSError as exc:
             raise AixsmitError(f"backup: cannot write to {dest}: {exc.strerror}", code=3)
     emit(f"backup: Backing up {len(names)} name(s) from {directory} to {dest}, by name.", "stdout")

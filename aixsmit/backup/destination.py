@@ -5,6 +5,7 @@ the rename, stale partials of killed runs, and the log of images made (vgbackupl
 from __future__ import annotations
 
 import os
+import re
 import stat
 import subprocess
 
@@ -14,10 +15,17 @@ from .streams import PACK_LEVEL
 PARTIAL = ".aixsmit-partial-"
 
 
-def partial_name(dest: str) -> str:
-    """The hidden temporary name beside ``dest`` that tar writes to; renamed over ``dest`` only
-    when the image is complete and on disk."""
-    return os.path.join(os.path.dirname(dest), f".{os.path.basename(dest)}{PARTIAL}{os.getpid()}")
+def _host() -> str:
+    """This host's node name as it may stand in a file name: characters other than letters,
+    digits, '.', '_' and '-' become '_' (no '/', no '@')."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", os.uname().nodename) or "_"
+
+
+def partial_marker() -> str:
+    """The marker of a hidden temporary image, ``.aixsmit-partial-HOST@``: OutputFile names the
+    file ``.BASENAME<marker>PID-RANDOM``. The host name says whose pid it is, so a folder shared
+    by several hosts (NFS) keeps the images other hosts are still writing."""
+    return f"{PARTIAL}{_host()}@"
 
 
 def required_room(include: list[str], structure_only: bool, staged: int) -> int:
@@ -127,19 +135,21 @@ def nearly_full(directory: str) -> bool:
 
 
 def clean_stale_partials(directory: str) -> None:
-    """Remove temporary images of earlier runs whose process is gone: only regular files this
-    user owns (a name another user planted is left alone), removed by name in the folder
-    opened once, never followed."""
+    """Remove temporary images of earlier runs on this host whose process is gone: only names
+    marked with this host (``partial_marker``; another host's pid cannot be checked here, and
+    a name without a host is left alone), only regular files this user owns (a name another
+    user planted is left alone), removed by name in the folder opened once, never followed."""
     try:
         dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:
         return
     try:
         me = os.geteuid()
+        mine = partial_marker()
         for name in os.listdir(dfd):
-            if PARTIAL not in name:
+            if mine not in name:
                 continue
-            pid = name.split(PARTIAL, 1)[1].split("-", 1)[0]
+            pid = name.split(mine, 1)[1].split("-", 1)[0]
             if not pid.isdigit():
                 continue
             try:
@@ -223,8 +233,8 @@ def refuse_data(program: str, dest: str, kind: str, include: list[str]) -> None:
                 raise AixsmitError(f"0512-017 {program}: Cannot write to the device {dest}: it holds the file system "
                                    f"mounted at {m.path or m.mount_point} ({m.device}).")
         try:
-            with open("/proc/swaps") as f:
-                for line in f.read().splitlines()[1:]:
+            with open("/proc/swaps", "rb") as f:
+                for line in os.fsdecode(f.read()).splitlines()[1:]:
                     sw = line.split()[0]
                     if sw.startswith("/dev/") and os.path.exists(sw) and os.stat(sw).st_rdev in family:
                         raise AixsmitError(f"0512-017 {program}: Cannot write to the device {dest}: it is in use as "
@@ -245,8 +255,8 @@ def refuse_data(program: str, dest: str, kind: str, include: list[str]) -> None:
         loops = []
     for name in loops:
         try:
-            with open(f"/sys/block/{name}/loop/backing_file") as f:
-                backing = f.read().strip().removesuffix(" (deleted)")
+            with open(f"/sys/block/{name}/loop/backing_file", "rb") as f:
+                backing = os.fsdecode(f.read().strip()).removesuffix(" (deleted)")
             bst = os.stat(backing)
         except OSError:
             continue

@@ -43,7 +43,7 @@ from ..state import fsync_dir
 from ..safefile import OutputFile, destination_kind
 from . import stop
 from .destination import (BACKUP_LOG, PARTIAL, clean_stale_partials, log_backup, nearly_full, packed_ratio,
-                          packed_size, refuse_data, required_room, space_block)
+                          packed_size, partial_marker, refuse_data, required_room, space_block)
 from .excludes import ExcludeList
 from .infofiles import fs_facts, info_member, vgdata_dir
 from .infofiles import stage as stage_information
@@ -222,7 +222,7 @@ def _create_image(req: ImageRequest, emit: Emit) -> ImageResult:
         if not is_device:
             clean_stale_partials(dest_dir)
             try:
-                out = OutputFile(dest, marker=PARTIAL)
+                out = OutputFile(dest, marker=partial_marker())
             except OSError as exc:
                 raise BackupFailed(f"0512-017 {prog}: Cannot write to {dest}: {exc.strerror}.", EXIT_FAILED) from None
             tmp = out.temp_path

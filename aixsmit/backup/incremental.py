@@ -25,7 +25,7 @@ from glob import escape as glob_escape
 from ..errors import AixsmitError
 from ..fs.mounts import unescape
 from ..state import atomic_write_bytes, state_dir
-from .engine import PARTIAL
+from .destination import partial_marker
 from .tarrun import run_tar
 
 Emit = Callable[[str, str], None]
@@ -222,7 +222,7 @@ def backup_fs(fs_path: str, shown: str, level: int, dest: str, record: bool, emi
     out = None
     try:
         if destination_kind(os.path.abspath(dest), "backup") == "file":
-            out = OutputFile(dest, marker=PARTIAL)
+            out = OutputFile(dest, marker=partial_marker())
     except OSError as exc:
         shutil.rmtree(work, ignore_errors=True)
         raise AixsmitError(f"backup: cannot write to {dest}: {exc.strerror}", code=3)

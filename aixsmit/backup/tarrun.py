@@ -4,6 +4,7 @@ failure as one error."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 from typing import Callable
 
@@ -27,6 +28,9 @@ def run_tar(argv: list[str], what: str, emit: Emit, pass_fds: tuple[int, ...] = 
             emit(f"backup: {line}", "stdout")
         elif line:
             emit(line, "stderr")
+    if proc.returncode < 0:  # killed: what it wrote is cut short, whatever it wrote
+        raise AixsmitError(f"backup: {what} was stopped by {signal.Signals(-proc.returncode).name}; no archive was "
+                           "written.", code=3)
     if proc.returncode > 1:
         raise AixsmitError(f"backup: {what} failed (tar exit status {proc.returncode}); no archive was written.", code=3)
     return proc

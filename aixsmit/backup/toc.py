@@ -43,7 +43,7 @@ def list_contents(path: str, files: list[str], emit: Emit, program: str = "resto
     by = "name"
     try:
         damage = archive.Damage()
-        it = archive.read_members(tf, damage)  # as restore and verify read it: the same damage lines
+        it = archive.read_members(tf, damage)  # the one reader: damage as list, verify and restore see it
         for m in it:
             head.append(m)
             if "GNU.dumpdir" in m.pax_headers or m.type == b"D":

@@ -69,7 +69,10 @@ def _clean(s: str) -> str:
     return s
 
 
-def _lines(block: bytes) -> tuple[str, ...]:
+def decode_lines(block: bytes) -> tuple[str, ...]:
+    """A block of a command's output (UTF-8, bad bytes replaced) as its lines, split at each
+    newline, each cleaned as the pane shows it: a carriage return keeps what was written last,
+    terminal escapes are removed."""
     # One decode and one split per read, not per line: this is the hot path for big outputs.
     text = block.decode("utf-8", "replace")
     lines = text.split("\n")
@@ -139,7 +142,7 @@ class Job:
                         sel.unregister(key.fileobj)
                         if pending[name]:
                             rest, pending[name] = pending[name], b""
-                            yield from self._emit(name, _lines(rest), parser)
+                            yield from self._emit(name, decode_lines(rest), parser)
                         continue
                     data = pending[name] + chunk
                     cut = data.rfind(b"\n")
@@ -147,7 +150,7 @@ class Job:
                         pending[name] = data
                         continue
                     pending[name] = data[cut + 1:]
-                    yield from self._emit(name, _lines(data[:cut]), parser)
+                    yield from self._emit(name, decode_lines(data[:cut]), parser)
             rc = proc.wait()
         finally:
             sel.close()

@@ -242,8 +242,49 @@ class _Stopped(Exception):
     """SIGTERM or SIGHUP during a run (systemd stopping the unit, a shutdown, cron's session)."""
 
 
+_stop_signal: int | None = None  # the signal that asked the run to stop
+_writing: Path | None = None  # the archive being written, once its backup began
+
+
 def _stop(signum, frame):
-    raise _Stopped(signal.Signals(signum).name)
+    """SIGTERM/SIGHUP: the run stops at its next step (_check_stop), and the command it waits
+    for (tar) is sent SIGTERM now. Nothing is raised here: an exception raised at whatever
+    point the run is could land between taking a lock and entering its block."""
+    global _stop_signal
+    _stop_signal = signum
+    me = os.getpid()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                ppid = int(f.read().rsplit(b")", 1)[1].split()[1])
+            if ppid == me:
+                os.kill(int(entry), signal.SIGTERM)
+        except (OSError, ValueError, IndexError):
+            pass  # gone meanwhile
+
+
+def _check_stop() -> None:
+    """Between the run's steps: raise _Stopped if a signal asked for the stop."""
+    if _stop_signal is not None:
+        raise _Stopped(signal.Signals(_stop_signal).name)
+
+
+def _stopped_line(name: str) -> str:
+    """What a stop did to the archive being written, as the folder shows it now."""
+    said = f"schedule: the run was stopped by {name}"
+    archive = _writing
+    if archive is None:
+        return f"{said}; no archive was being written."
+    if archive.exists():
+        return f"{said}; {archive} is complete."
+    from ..backup.destination import partial_marker
+
+    left = sorted(archive.parent.glob(f".{archive.name}{partial_marker()}{os.getpid()}-*"))
+    if left:
+        return f"{said}; its partial archive {left[0]} could not be removed: remove it."
+    return f"{said}; its partial archive of {archive} was removed."
 
 
 def run_schedule(sid: str, emit: Emit, now: dt.datetime | None = None) -> int:
@@ -274,30 +315,37 @@ def run_schedule(sid: str, emit: Emit, now: dt.datetime | None = None) -> int:
             broken.append(exc.strerror or str(exc))
         emit(line, stream)
 
-    result, code = "FAILED", 1
+    result, code, stopped = "FAILED", 1, False
+    global _stop_signal, _writing
+    _stop_signal, _writing = None, None
     main = threading.current_thread() is threading.main_thread()
     old = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGHUP)} if main else {}
     try:
         # The one lock of everything that unmounts or mounts again: a scheduled run never
         # overlaps another, nor an operator's unmount, mksysb or walkthrough.
         with mount_lock(f"schedule {sid}"):
+            _check_stop()
             code, result = _run(find(sid), stamp, now, tee)
     except LockBusy as exc:
         tee(f"{exc} This run is skipped.", "stderr")
         result, code = "SKIPPED", 1
-    except _Stopped as exc:
-        tee(f"schedule: the run was stopped by {exc}; its partial archive was removed.", "stderr")
-        code = 128 + int(getattr(signal, str(exc)))
+    except _Stopped:
+        stopped = True
     except AixsmitError as exc:
         tee(str(exc), "stderr")
-        code = exc.code or 1
+        code, stopped = exc.code or 1, _stop_signal is not None
     except OSError as exc:
         tee(f"schedule: {exc.filename or ''}: {exc.strerror or exc}", "stderr")
+        stopped = _stop_signal is not None
     except Exception as exc:  # noqa: BLE001 - whatever broke, the run is recorded and told
         tee(f"schedule: the run stopped: {type(exc).__name__}: {exc}", "stderr")
+        stopped = _stop_signal is not None
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)
+    if stopped and _stop_signal is not None:
+        tee(_stopped_line(signal.Signals(_stop_signal).name), "stderr")
+        result, code = "FAILED", 128 + _stop_signal
     record = {"id": sid, "start": now.strftime("%Y-%m-%d %H:%M:%S"), "result": result, "code": code,
               "log": str(log_path), "seconds": round(time.time() - started, 1),
               "host_time": time.strftime("%Y-%m-%d %H:%M:%S")}
@@ -350,9 +398,11 @@ def _run(s: Schedule, stamp: str, now: dt.datetime, emit: Emit) -> tuple[int, st
         return 0, "OK"
     worst, code = "OK", 0
     for mp in targets:
+        _check_stop()
         try:
             status = _backup_one(s, system, dest, mp, level, stamp, emit)
         except AixsmitError as exc:
+            _check_stop()  # tar stopped by the signal: the stop is what is said
             emit(str(exc), "stderr")
             code, worst = exc.code or 1, "FAILED"
             continue
@@ -390,7 +440,10 @@ def _backup_one(s: Schedule, system, dest: Path, mp: str, level: int, stamp: str
         chain_dir = last.path  # type: ignore[union-attr]
         archive = chain_dir / f"{stamp}.L1.tar"
         spec = Chain(base, None)
+    global _writing
     try:
+        _check_stop()
+        _writing = archive
         res = backup_fs(host, mp, level, str(archive), False, emit, chain=spec)
     except BaseException:
         if level == 0:

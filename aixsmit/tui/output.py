@@ -4,7 +4,7 @@ Lines are not wrapped (a table stays a table); a line that goes on past the pane
 ends in a continuation mark, and one scrolled from its start begins with one; Left/Right scroll
 (the footer says so). The pane holds at most ``max_lines`` lines; Home, End, PgUp at its top
 and PgDn at its bottom read other windows of the whole output from the job's log
-(:mod:`aixsmit.tui.outputlog`), in a worker thread. While the operator reads an older window
+(:mod:`aixsmit.jobs.outputlog`), in a worker thread. While the operator reads an older window
 the pane stops following; End follows again.
 """
 
@@ -64,7 +64,7 @@ class OutputLog(Log):
     def show_window(self, texts: list[str], numbers: list[int], at: int) -> None:
         """Show lines ``texts`` (output line numbers ``numbers``) and put line ``at`` (an output
         line number) at the top of the view; the pane stops following."""
-        from .outputlog import pane_index
+        from ..jobs.outputlog import pane_index
 
         self.window = numbers
         self.auto_scroll = False
@@ -82,12 +82,12 @@ class OutputLog(Log):
         self.auto_scroll = True
         self.call_after_refresh(lambda: self.scroll_end(animate=False))
 
-    def _whole(self) -> bool:
+    def holds_whole(self) -> bool:
         """The pane holds the whole output: no need to read the log."""
         return self.window is None and self.first_line == 0 and not self.screen.lines_skipped
 
     def action_first(self) -> None:
-        if self._whole():
+        if self.holds_whole():
             self.auto_scroll = False
             self.scroll_home(animate=False)
         else:
@@ -101,7 +101,7 @@ class OutputLog(Log):
             self.screen.load_tail()
 
     def action_page_back(self) -> None:
-        if self.scroll_y > 0 or self._whole() or self.top_line == 0:
+        if self.scroll_y > 0 or self.holds_whole() or self.top_line == 0:
             self.auto_scroll = False
             self.scroll_page_up(animate=False)
             return

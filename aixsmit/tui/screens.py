@@ -570,6 +570,7 @@ class CommandStatusScreen(SmitScreen):
         self._file_lines = 0  # lines of the job's log read
         self._tail_loading = False  # the pane is being given the log's newest lines again
         self._index = None  # the job's log's line index, made when first needed
+        self._reading = False  # a read of the job's log is under way (_in_thread)
         self.lines_skipped = 0  # lines never written to the pane (too many at once)
         self.lines_total = 0
         self.bytes_total = 0
@@ -644,7 +645,7 @@ class CommandStatusScreen(SmitScreen):
     def _follow(self) -> None:
         from ..jobs import detached
         from ..jobs.progress import BackupProgress
-        from ..jobs.runner import Finished, _lines
+        from ..jobs.runner import Finished, decode_lines
 
         try:
             if self._start_error is not None:
@@ -686,7 +687,7 @@ class CommandStatusScreen(SmitScreen):
                     if parser is None and count > self.MAX_BATCH:
                         # Only the newest lines can reach the pane: decode just those.
                         shown = b"\n".join(data.rsplit(b"\n", self.MAX_BATCH)[1:])
-                    lines = list(_lines(shown))
+                    lines = list(decode_lines(shown))
                     changed = False
                     if parser is not None:
                         for line in lines:
@@ -698,7 +699,7 @@ class CommandStatusScreen(SmitScreen):
                         count = len(lines)
                         self.app.smit_log.output(lines)
                     elif b"\r" in data or b"\x1b" in data:
-                        self.app.smit_log.output(lines if shown is data else list(_lines(data)))
+                        self.app.smit_log.output(lines if shown is data else list(decode_lines(data)))
                     else:
                         self.app.smit_log.output_bytes(data + b"\n")
                     with self._lock:
@@ -719,7 +720,7 @@ class CommandStatusScreen(SmitScreen):
                     if partial:  # a last line without its newline
                         self.app.smit_log.output_bytes(partial + b"\n")
                         with self._lock:
-                            self._pending.extend(_lines(partial))
+                            self._pending.extend(decode_lines(partial))
                     status = info.status if info.status in ("OK", "WARN", "FAILED") else "FAILED"
                     with self._lock:
                         self._final = Finished(status, info.rc if info.rc is not None else -1, info.end - info.start)
@@ -887,7 +888,7 @@ class CommandStatusScreen(SmitScreen):
         if not self.pattern:
             return
         log = self.query_one(Log)
-        if not log._whole():
+        if not log.holds_whole():
             self._find_in_log(self.pattern, self.found_at)
             return
         lines = log.lines
@@ -908,16 +909,19 @@ class CommandStatusScreen(SmitScreen):
 
     # --- the whole output, from the job's log (the pane keeps the newest MAX_LINES) ---------
     def _in_thread(self, work, done, upto: int | None = None) -> bool:
-        """``work()`` in a thread (it reads the job's log), then ``done(result)`` on the screen's."""
+        """``work(index)`` in a worker thread (it reads the job's log), then ``done(result)`` on
+        the screen's. One read at a time (``_reading``); a read that fails, whatever the error,
+        is said in one line and the screen stays usable. False when a read is under way."""
         from textual.widgets import Log
 
-        log = self.query_one(Log)
-        if log.loading or self.job is None:
+        if self._reading or self.job is None:
             return False
-        log.loading = True
+        self._reading = True
+        log = self.query_one(Log)
+        log.loading = True  # the indicator only: _reading says whether a read is under way
 
         def run() -> None:
-            from .outputlog import LineIndex
+            from ..jobs.outputlog import LineIndex
 
             try:
                 if self._index is None:
@@ -926,7 +930,7 @@ class CommandStatusScreen(SmitScreen):
                     end = self._consumed if upto is None else upto
                 self._index.extend(end)
                 result = work(self._index)
-            except OSError as exc:
+            except Exception as exc:  # said on the screen (finish), never a dead screen
                 result = exc
             try:
                 self.app.call_from_thread(finish, result)
@@ -934,15 +938,19 @@ class CommandStatusScreen(SmitScreen):
                 pass  # the app is closing
 
         def finish(result) -> None:
+            self._reading = False
             log.loading = False
-            if isinstance(result, OSError):
-                self.app.push_screen(MessagePopup("ERROR MESSAGE", f"{self.job.log}: {result.strerror or result}\n\n"
-                                                  + PRESS_RETURN))
+            if isinstance(result, Exception):
+                why = (result.strerror if isinstance(result, OSError) else None) or str(result) \
+                    or type(result).__name__
+                why = " ".join(why.split())
+                self.app.push_screen(MessagePopup(
+                    "ERROR MESSAGE", f"{self.job.log}: cannot read the output: {why}\n\n" + PRESS_RETURN))
             else:
                 done(result)
             self._markers()
 
-        threading.Thread(target=run, name="aixsmit-output", daemon=True).start()
+        self.run_worker(run, name="aixsmit-output", group="output", thread=True, exit_on_error=False)
         return True
 
     def _keep(self):
@@ -953,19 +961,19 @@ class CommandStatusScreen(SmitScreen):
     def load_window(self, start: int, at: int) -> None:
         """Show MAX_LINES lines of the whole output from line ``start``, line ``at`` on top."""
         from textual.widgets import Log
-        from ..jobs.runner import _lines
+        from ..jobs.runner import decode_lines
 
         keep = self._keep()
-        self._in_thread(lambda ix: ix.read(start, self.MAX_LINES, _lines, keep),
+        self._in_thread(lambda ix: ix.read(start, self.MAX_LINES, decode_lines, keep),
                         lambda r: self.query_one(Log).show_window(r[0], r[1], at))
 
     def load_tail(self) -> None:
         """Follow the output again: the pane gets the newest lines of the job's log."""
         from textual.widgets import Log
-        from ..jobs.runner import _lines
+        from ..jobs.runner import decode_lines
 
         keep = self._keep()
-        if self.query_one(Log).loading:
+        if self._reading:
             return
         with self._lock:
             self._tail_loading = True
@@ -974,7 +982,7 @@ class CommandStatusScreen(SmitScreen):
             upto, stop = self._consumed, self._file_lines
 
         def tail(ix):
-            return ix.read(max(0, stop - self.MAX_LINES), self.MAX_LINES, _lines, keep, stop=stop)
+            return ix.read(max(0, stop - self.MAX_LINES), self.MAX_LINES, decode_lines, keep, stop=stop)
 
         def shown(r) -> None:
             texts, numbers = r
@@ -987,7 +995,7 @@ class CommandStatusScreen(SmitScreen):
                 self._tail_loading = False
 
     def _find_in_log(self, pattern: str, after: int) -> None:
-        from .outputlog import window_start
+        from ..jobs.outputlog import window_start
 
         def found(line: int) -> None:
             if line < 0:
