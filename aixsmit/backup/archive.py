@@ -457,6 +457,21 @@ def _parse_toc(data: bytes) -> dict[str, str]:
     return out
 
 
+def changed_members(fd: int, recorded: tuple[int, int, list[int]], starts, ends, names: list[str]) -> list[str]:
+    """The ./names of the members lying (header or data, ``starts[k]`` to ``ends[k]``, bytes) in
+    a block of the image (``fd``, read with pread from byte 0) whose checksum is not the one
+    ``recorded`` (block size, end, checksums: backup.sums). OSError when the image cannot be read."""
+    from . import sums as blocksums
+
+    block, end, crcs = recorded
+    got = blocksums.block_crcs(fd, 0, end, block)
+    hit: list[str] = []
+    for i in (i for i, (a, b) in enumerate(zip(crcs, got)) if a != b):
+        lo, hi = i * block, (i + 1) * block
+        hit += [names[k] for k in range(len(names)) if starts[k] < hi and ends[k] > lo and names[k] not in hit]
+    return hit
+
+
 def verify(path: str, program: str = "verify") -> Verification:
     """Read the whole image, as a restore reads it, and check it against what was recorded when
     it was made: the table of contents (every entry's name and kind) and the checksums (a
@@ -529,22 +544,16 @@ def verify(path: str, program: str = "verify") -> Verification:
             except OSError as exc:
                 damage.append(exc.strerror or str(exc))
         if recorded is not None and not damage:
-            block, end, crcs = recorded
+            end = recorded[1]
             if end != sums_at or not seekable:
                 result.problems.append(f"{sums_name}: the checksums cover {end} bytes, but the image's members end at "
                                        f"byte {sums_at}")
             else:
                 try:
-                    got = blocksums.block_crcs(tf.fileobj.fileno(), 0, end, block)
+                    hit = changed_members(tf.fileobj.fileno(), recorded, starts, ends, names)
                 except OSError as exc:
                     damage.append(f"reading the image again: {exc.strerror or exc}")
-                    got = crcs
-                bad = [i for i, (a, b) in enumerate(zip(crcs, got)) if a != b]
-                hit: list[str] = []
-                for i in bad:
-                    lo, hi = i * block, (i + 1) * block
-                    hit += [names[k] for k in range(len(names)) if starts[k] < hi and ends[k] > lo
-                            and names[k] not in hit]
+                    hit = []
                 for name in hit[:20]:
                     result.problems.append(f"{name}: its data is not what was written (a changed byte: the checksum of "
                                            "its part of the image differs)")
@@ -594,9 +603,15 @@ class Survey:
     unsafe: list[str] = field(default_factory=list)  # members that would land outside the target
     outside: list[str] = field(default_factory=list)  # members outside ``within`` (restvg: the group)
     names: set[str] = field(default_factory=set)
+    dirs: set[str] = field(default_factory=set)
     links: dict[str, str] = field(default_factory=dict)  # hard link member -> the member it links to
     incremental: bool = False  # a level backup: its GNU dumpdir records say what was deleted
     damage: Damage = field(default_factory=Damage)
+    sums: tuple[int, int, list[int]] | None = None  # the checksums the image records (backup.sums)
+    sums_at: int = -1  # where the checksum member's header lies
+    order: list[str] = field(default_factory=list)  # the ./names in image order, and where each lies:
+    starts: object = None
+    ends: object = None
 
 
 def _under(name: str, tops: list[str]) -> bool:
@@ -626,12 +641,20 @@ def unsafe_member(m: tarfile.TarInfo, symlinks: set[str]) -> str:
     return why
 
 
-def survey(path: str, program: str, within: list[str] | None = None, skip: list[str] | None = None) -> Survey:
-    """One pass over the image's headers (read_members). ``unsafe``: absolute names, ``..``,
-    hard links to such names, and members below a symbolic link the image itself holds (a
-    write through the link would land wherever it leads). With ``within`` (./mount points),
-    members below none of them, nor in ``skip`` nor a folder above one of them, are
-    ``outside``; hard links must stay within too."""
+def survey(path: str, program: str, within: list[str] | None = None, skip: list[str] | None = None,
+           tf: tarfile.TarFile | None = None, sums_name: str = "") -> Survey:
+    """One pass over the image's headers (read_members; ``tf``: the image already open, else it
+    is opened by ``path``). ``unsafe``: absolute names, ``..``, hard links to such names, and
+    members below a symbolic link the image itself holds (a write through the link would land
+    wherever it leads). With ``within`` (./mount points), members below none of them, nor in
+    ``skip`` nor a folder above one of them, are ``outside``; hard links must stay within too.
+    With ``sums_name`` (the image's checksum member), the recorded checksums and where each
+    member lies are kept for ``changed_members``."""
+    from array import array
+
+    from ..safefile import TOC_LIMIT
+    from . import sums as blocksums
+
     out = Survey()
     symlinks: set[str] = set()
     above = set()
@@ -639,13 +662,23 @@ def survey(path: str, program: str, within: list[str] | None = None, skip: list[
         while top not in (".", ""):
             top = top.rsplit("/", 1)[0]
             above.add(top or ".")
-    with open_image(path, program) as tf:
+    out.starts, out.ends = array("q"), array("q")
+    with (tf or open_image(path, program)) as tf:
         for m in read_members(tf, out.damage):
             name = m.name
             norm = _norm(name)
+            out.starts.append(m.offset)
+            out.ends.append(tf.offset)
+            out.order.append(norm)
             why = unsafe_member(m, symlinks)
             if why:
                 out.unsafe.append(why)
+            if norm == sums_name and m.isfile() and m.size <= TOC_LIMIT and out.sums is None:
+                try:
+                    out.sums = blocksums.decode(tf.extractfile(m).read())
+                    out.sums_at = m.offset
+                except (tarfile.TarError, OSError, EOFError, ValueError):
+                    pass  # verify says why; a restore checks no checksums then
             if within is not None and not _under(norm, skip or []):
                 if not _under(norm, within) and not (m.isdir() and norm in above):
                     out.outside.append(norm)
@@ -654,14 +687,70 @@ def survey(path: str, program: str, within: list[str] | None = None, skip: list[
             if "GNU.dumpdir" in m.pax_headers or m.type == b"D":
                 out.incremental = True
             out.names.add(norm)
+            if m.isdir():
+                out.dirs.add(norm)
             if m.islnk():
                 out.links[norm] = _norm(m.linkname)
     return out
 
 
+def check_target(target: str, found: Survey, chosen: Callable[[str], bool], program: str, path: str,
+                 replace_files: bool = False) -> None:
+    """Refuse, before anything is written, what GNU tar would do wrong in ``target``: tar
+    follows the symbolic links already there, so every folder a member (``chosen`` among
+    ``found.names``, and the name a hard link points to) is written into must, resolved as the
+    kernel resolves it, stay inside ``target`` (a link planted by another user, ``etc ->
+    /victim``, is refused and named); and tar replaces a file, link or device by the image's
+    directory of the same name, deleting it: refused too, unless ``replace_files`` (a
+    whole-file-system restore of a level backup, which says first what goes). AixsmitError,
+    one line."""
+    real_target = os.path.realpath(target)
+    folders: set[str] = set()
+    for name in found.names:
+        if not chosen(name):
+            continue
+        for n in (name, found.links.get(name, name)):
+            while n.count("/") > 1:
+                n = n.rsplit("/", 1)[0]
+                if n in folders:
+                    break
+                folders.add(n)
+    checked: dict[str, bool] = {}
+    for folder in sorted(folders | {n for n in found.dirs if chosen(n) and n != "."}, key=lambda n: n.count("/")):
+        parent = folder.rsplit("/", 1)[0]
+        if checked.get(parent) is False:
+            checked[folder] = False  # below a folder not there yet: tar makes it
+            continue
+        where = os.path.join(target, folder[2:])
+        try:
+            st = os.lstat(where)
+        except FileNotFoundError:
+            checked[folder] = False
+            continue
+        except OSError as exc:
+            raise AixsmitError(f"{program}: {where}: {exc.strerror}; nothing was restored.")
+        checked[folder] = True
+        if stat.S_ISDIR(st.st_mode):
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            real = os.path.realpath(where)
+            if os.path.commonpath([real, real_target]) != real_target:
+                raise AixsmitError(f"{program}: {where} is a symbolic link to {os.readlink(where)}, which leaves "
+                                   f"{target}: a restore does not write through it; nothing was restored.")
+            if os.path.isdir(real) and (folder not in found.dirs or replace_files):
+                continue  # a link inside the target: tar writes through it, as into the folder
+        if replace_files and folder in found.dirs:
+            continue
+        kind = "symbolic link" if stat.S_ISLNK(st.st_mode) else "file" if stat.S_ISREG(st.st_mode) else "non-directory"
+        raise AixsmitError(f"{program}: {where} is a {kind} where {path} holds a directory: a restore does not "
+                           "replace it; move it away first. Nothing was restored.")
+
+
 def restore_argv(path: str, target: str, files: list[str], verbose: bool, apply_deletions: bool,
                  packed: bool = False) -> list[str]:
-    argv = ["tar", "--extract", f"--file={path}", "-C", target, *TAR_EXTRACT_OPTS]
+    """GNU tar's extraction of the image ``path`` ("-": its standard input) into ``target``;
+    ``packed``: the image is zstd's."""
+    argv = ["tar", "--extract", "--force-local", f"--file={path}", "-C", target, *TAR_EXTRACT_OPTS]
     if packed:
         argv.append("--zstd")
     if apply_deletions:
@@ -677,54 +766,110 @@ def restore_argv(path: str, target: str, files: list[str], verbose: bool, apply_
 
 def restore(path: str, target: str, files: list[str], verbose: bool, emit: Emit, program: str = "restore",
             within: list[str] | None = None, skip: list[str] | None = None, apply_deletions: bool = False) -> int:
-    """Extract into ``target``; refuses, before writing anything, an image with members that
-    would land outside it. With ``within`` (restvg: the group's ./mount points) only members
-    below those are extracted, and an image holding anything else (but ``skip``: aixsmit's own
-    information files) is refused. Nothing in ``target`` is removed unless ``apply_deletions``
-    (a whole-file-system restore of a level backup, ``backup.chains.restore_whole``, which
-    checks the target and says first what goes; never with ``within``). A damaged image
-    restores what GNU tar can read and then fails with the same lines list and verify give."""
+    """Extract into ``target``. Refused before anything is written: what the listing refuses
+    (no information file: not a backup image), members that would land outside ``target``
+    (names, hard links, links the image holds, links already in ``target``: check_target), a
+    directory of the image where ``target`` has a file. With ``within`` (restvg: the group's
+    ./mount points) only members below those are extracted, and an image holding anything else
+    (but ``skip``: aixsmit's own information files) is refused. Nothing in ``target`` is removed
+    unless ``apply_deletions`` (a whole-file-system restore of a level backup,
+    ``backup.chains.restore_whole``, which checks the target and says first what goes; never
+    with ``within``). ``target``'s own mode and owner are left as they were. The image is opened
+    once (a file or disk: tar reads the same open file). A damaged image restores what GNU tar
+    can read and then fails with the same one line list and verify give; members in a part of
+    the image whose checksum differs are named after the extraction, and the restore fails."""
     try:
-        st = os.stat(target)
+        tfd = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except NotADirectoryError:
+        raise AixsmitError(f"{program}: {target} is not a directory")
     except OSError as exc:
         raise AixsmitError(f"{program}: {target}: {exc.strerror}")
-    if not stat.S_ISDIR(st.st_mode):
-        raise AixsmitError(f"{program}: {target} is not a directory")
-    found = survey(path, program, within, skip)
-    if found.unsafe:
-        raise AixsmitError(f"{program}: {path}: {len(found.unsafe)} member(s) would be restored outside {target} "
-                           f"(first: {found.unsafe[0]}); nothing was restored.")
-    if found.outside:
-        raise AixsmitError(f"{program}: {path}: {len(found.outside)} member(s) lie outside the volume group's file "
-                           f"systems ({' '.join(within or [])}) (first: {found.outside[0]}); nothing was restored.")
-    names = found.names
-    missing = [f for f in files if _norm(f) not in names and not any(n.startswith(_norm(f) + "/") for n in names)]
-    if missing:
-        raise AixsmitError(f"{program}: {missing[0]} is not in the image {path}; nothing was restored.")
-    if files:
-        # A file the image holds as a hard link has its data under the name it links to: that
-        # name is restored too (tar cannot make the link otherwise).
-        files = [_norm(f) for f in files]
-        chosen = lambda n: any(n == w or n.startswith(w + "/") for w in files)  # noqa: E731
-        for link, data in sorted(found.links.items()):
-            while chosen(link) and not chosen(data):
-                emit(f"{program}: also restoring {data}: {link} is a hard link to it", "stdout")
-                files.append(data)
-                link, data = data, found.links.get(data, data)
-    elif within is not None:
-        files = [top for top in within if top in names]
-        if not files:
-            emit(f"{program}: {path} holds no file of {' '.join(within)}: nothing to restore.", "stdout")
-            return 0
-    deletions = apply_deletions and found.incremental and not files and within is None
-    proc = subprocess.run(restore_argv(path, target, files, verbose, deletions, is_packed(path)), capture_output=True, text=True,
-                          errors="surrogateescape")
-    for line in proc.stdout.splitlines():
-        emit(f"x {line}", "stdout")
-    for line in proc.stderr.splitlines():
-        emit(line, "stderr")
-    if found.damage:
-        raise damaged(path, program, found.damage)
-    if proc.returncode != 0:
-        raise AixsmitError(f"{program}: restoring from {path} failed (tar exit status {proc.returncode}); see the messages above.")
+    try:
+        return _restore(path, target, tfd, files, verbose, emit, program, within, skip, apply_deletions)
+    finally:
+        os.close(tfd)
+
+
+def _restore(path: str, target: str, tfd: int, files: list[str], verbose: bool, emit: Emit, program: str,
+             within: list[str] | None, skip: list[str] | None, apply_deletions: bool) -> int:
+    try:
+        sums_name = sums_member(read_info(path, program).toc_member)
+    except AixsmitError:
+        sums_name = ""  # a backup by name or by level: a plain tar, restored as restore -T lists it
+    stream, seekable = open_image_stream(path, program)
+    with stream:
+        try:
+            tf = tarfile.open(fileobj=stream, mode="r:" if seekable else "r|")
+        except OSError as exc:
+            raise AixsmitError(f"{program}: {path} cannot be read: {exc.strerror or exc}")
+        except (tarfile.TarError, EOFError) as exc:
+            raise AixsmitError(f"{program}: {path} is not a backup image: {exc}")
+        found = survey(path, program, within, skip, tf=tf, sums_name=sums_name)
+        if found.unsafe:
+            raise AixsmitError(f"{program}: {path}: {len(found.unsafe)} member(s) would be restored outside {target} "
+                               f"(first: {found.unsafe[0]}); nothing was restored.")
+        if found.outside:
+            raise AixsmitError(f"{program}: {path}: {len(found.outside)} member(s) lie outside the volume group's file "
+                               f"systems ({' '.join(within or [])}) (first: {found.outside[0]}); nothing was restored.")
+        names = found.names
+        missing = [f for f in files if _norm(f) not in names and not any(n.startswith(_norm(f) + "/") for n in names)]
+        if missing:
+            raise AixsmitError(f"{program}: {missing[0]} is not in the image {path}; nothing was restored.")
+        if files:
+            # A file the image holds as a hard link has its data under the name it links to: that
+            # name is restored too (tar cannot make the link otherwise).
+            files = [_norm(f) for f in files]
+            chosen = lambda n: any(n == w or n.startswith(w + "/") for w in files)  # noqa: E731
+            for link, data in sorted(found.links.items()):
+                while chosen(link) and not chosen(data):
+                    emit(f"{program}: also restoring {data}: {link} is a hard link to it", "stdout")
+                    files.append(data)
+                    link, data = data, found.links.get(data, data)
+        elif within is not None:
+            files = [top for top in within if top in names]
+            if not files:
+                emit(f"{program}: {path} holds no file of {' '.join(within)}: nothing to restore.", "stdout")
+                return 0
+        wanted = list(files)
+        check_target(target, found, lambda n: not wanted or any(n == w or n.startswith(w + "/") for w in wanted),
+                     program, path, replace_files=apply_deletions)
+        deletions = apply_deletions and found.incremental and not files and within is None
+        own = os.fstat(tfd)
+        if seekable:
+            stream.seek(0)
+        try:
+            # A packed image (a stream: zstd unpacks it) or a tape is read again by name.
+            proc = subprocess.run(restore_argv("-" if seekable else path, target, files, verbose, deletions,
+                                               not seekable and is_packed(path)),
+                                  stdin=stream if seekable else subprocess.DEVNULL, capture_output=True, text=True,
+                                  errors="surrogateescape")
+        finally:
+            # The target itself is the operator's: the image's "." (tar sets it at the end, with
+            # --delay-directory-restore) does not change its owner or mode.
+            try:
+                os.fchown(tfd, own.st_uid, own.st_gid)
+                os.fchmod(tfd, stat.S_IMODE(own.st_mode))
+            except OSError:
+                pass
+        for line in proc.stdout.splitlines():
+            emit(f"x {line}", "stdout")
+        if found.damage:
+            # tar's own lines say the same damage, in its words: the one line list and verify give.
+            raise damaged(path, program, found.damage)
+        for line in proc.stderr.splitlines():
+            emit(line, "stderr")
+        if proc.returncode != 0:
+            raise AixsmitError(f"{program}: restoring from {path} failed (tar exit status {proc.returncode}); see the "
+                               "messages above.")
+        if found.sums is not None and seekable and found.sums[1] == found.sums_at:
+            try:
+                hit = changed_members(stream.fileno(), found.sums, found.starts, found.ends, found.order)
+            except OSError as exc:
+                raise AixsmitError(f"{program}: {path}: reading the image again to check its checksums: "
+                                   f"{exc.strerror or exc}")
+            hit = [n for n in hit if not wanted or any(n == w or n.startswith(w + "/") for w in wanted)]
+            if hit:
+                raise AixsmitError(f"{program}: {path}: {len(hit)} restored member(s) lie in a part of the image whose "
+                                   f"checksum differs (a changed byte): {' '.join(hit[:5])}"
+                                   f"{' …' if len(hit) > 5 else ''}; verify -f {path} names them all.")
     return 0

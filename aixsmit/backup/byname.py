@@ -91,7 +91,7 @@ def backup_by_name(names: list[str], directory: str, dest: str, verbose: bool, r
         listing = os.path.join(work, "names")
         with open(listing, "wb") as f:
             f.write(b"\0".join(os.fsencode(n) for n in names) + b"\0")
-        argv = ["tar", "--create", f"--file={out.child_path if out else dest}", "--format=posix", "--xattrs",
+        argv = ["tar", "--create", "--force-local", f"--file={out.child_path if out else dest}", "--format=posix", "--xattrs",
                 "--xattrs-include=*", "--sparse", "--totals", "-C", directory, "--null", "--verbatim-files-from",
                 f"--files-from={listing}"]
         if not recurse:

@@ -125,10 +125,12 @@ def pick(folder: Path, mount_point: str, until: dt.datetime | None) -> Chain:
 def archive_level(path: str) -> int | None:
     """For a level backup (its first member a GNU dumpdir record): its level from a name such
     as ``X.L1.tar`` or -1 when the name does not say; None for any other file."""
+    from . import archive
+
     try:
-        with tarfile.open(path, "r:") as tf:
-            first = tf.next()
-    except (OSError, tarfile.TarError):
+        with archive.open_image(str(path), "restore") as tf:
+            first = next(archive.read_members(tf, archive.Damage()), None)
+    except (AixsmitError, OSError, tarfile.TarError):
         return None
     if first is None or "GNU.dumpdir" not in first.pax_headers:
         return None
@@ -150,26 +152,26 @@ def _kind(m: tarfile.TarInfo) -> str:
     return "d" if m.isdir() else "l" if m.issym() else "h" if m.islnk() else "f" if m.isreg() else "o"
 
 
-def _name(name: str) -> str:
-    name = name.rstrip("/")
-    return "." if name in ("", ".") else "./" + name.removeprefix("./").lstrip("/")
-
-
 def dumpdirs(path: Path) -> tuple[dict[str, list[tuple[str, str]]], dict[str, Meta]]:
     """One pass over a level archive's headers (no data is extracted): each directory's
     dumpdir entries ``(flag, name)``, and every member's :class:`Meta`."""
     dirs: dict[str, list[tuple[str, str]]] = {}
     metas: dict[str, Meta] = {}
+    from . import archive
+
+    damage = archive.Damage()
     try:
-        with tarfile.open(path, "r:") as tf:
-            for m in tf:
-                n = _name(m.name)
+        with archive.open_image(str(path), "schedule") as tf:
+            for m in archive.read_members(tf, damage):
+                n = archive._norm(m.name)
                 metas[n] = Meta(_kind(m), m.size, int(m.mtime), m.linkname)
                 raw = m.pax_headers.get("GNU.dumpdir")
                 if raw is not None:
                     dirs[n] = [(e[0], e[1:]) for e in raw.split("\0") if e]
     except (OSError, tarfile.TarError) as exc:
         raise AixsmitError(f"schedule: {path} cannot be read as a level backup: {exc}")
+    if damage:
+        raise AixsmitError(f"schedule: {path} cannot be read as a level backup: it is damaged: {damage[0]}")
     return dirs, metas
 
 

@@ -270,7 +270,7 @@ def _create_image(req: ImageRequest, emit: Emit) -> ImageResult:
         streams = req.streams or req.system.config.backup_streams or (2 if (os.cpu_count() or 1) >= 2 else 1)
         parallel = streams > 1 and not pack and not is_device and not req.verbose and not req.structure_only
         marker = vgdata_dir(req)
-        argv = ["tar", "--create", f"--file={out.child_path if out else dest}", *opts, "-C", stage, *staged, "-C", req.system.root, "-T", "-",
+        argv = ["tar", "--create", "--force-local", f"--file={out.child_path if out else dest}", *opts, "-C", stage, *staged, "-C", req.system.root, "-T", "-",
                 "-C", stage, marker if parallel else toc_member]
         feeds.append(ListFeed(os.path.join(work, "list")))
         job = Job(argv, batch=req.verbose, die_with_parent=True, tick=PROGRESS_SECONDS, stdin=feeds[0].read_end,
@@ -282,7 +282,7 @@ def _create_image(req: ImageRequest, emit: Emit) -> ImageResult:
             # The second tar: directories and half the files, then the table of contents. Its
             # archive follows the first one's last member (the marker directory).
             feeds.append(ListFeed(os.path.join(work, "list2")))
-            argv2 = ["tar", "--create", "--file=-", *opts, "-C", req.system.root, "-T", "-", "-C", stage, toc_member]
+            argv2 = ["tar", "--create", "--force-local", "--file=-", *opts, "-C", req.system.root, "-T", "-", "-C", stage, toc_member]
             second = SecondTar(argv2, feeds[1].read_end, os.path.join(work, "tar2.err"))
             stop.add_group(second.pid)
             second.start()

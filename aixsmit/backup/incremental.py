@@ -229,7 +229,7 @@ def backup_fs(fs_path: str, shown: str, level: int, dest: str, record: bool, emi
     except AixsmitError:
         shutil.rmtree(work, ignore_errors=True)
         raise
-    argv = ["tar", "--create", f"--file={out.child_path if out else dest}", "--format=posix", "--xattrs", "--xattrs-include=*", "--sparse",
+    argv = ["tar", "--create", "--force-local", f"--file={out.child_path if out else dest}", "--format=posix", "--xattrs", "--xattrs-include=*", "--sparse",
             "--one-file-system", f"--listed-incremental={snar}", "--no-check-device", "--totals",
             "-C", fs_path, "."]
     try:
