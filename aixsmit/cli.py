@@ -65,7 +65,11 @@ class CmdParser(argparse.ArgumentParser):
 
     def error(self, message):
         self.print_usage(sys.stderr)
-        self.exit(self.usage_code, f"{self.prog}: error: {message}\n")
+        from .fs.mounts import visible
+
+        # argparse quotes the operator's own words back (an unknown option, a bad value): a name
+        # holding ESC must not reach the terminal raw.
+        self.exit(self.usage_code, f"{self.prog}: error: {visible(message, backslash=False)}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:

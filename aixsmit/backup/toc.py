@@ -37,6 +37,8 @@ def list_contents(path: str, files: list[str], emit: Emit, program: str = "resto
         when = time.ctime(st.st_mtime) if stat.S_ISREG(st.st_mode) else ""
     except OSError:
         when = ""
+    from ..fs.mounts import visible
+
     tf = archive.open_image(path, program)
     total = count = 0
     head: list[tarfile.TarInfo] = []
@@ -55,12 +57,12 @@ def list_contents(path: str, files: list[str], emit: Emit, program: str = "resto
                 break
             if len(head) >= LOOKAHEAD:
                 break
-        emit(f"New volume on {path}:", "stderr")
+        emit(f"New volume on {visible(path)}:", "stderr")
         emit(" Cluster 51200 bytes (100 blocks).", "stderr")
         emit("    Volume number 1", "stderr")
         emit(f"    Date of backup: {when}", "stderr")
         emit(f"    Files backed up by {by}", "stderr")
-        emit(f"    User {os.environ.get('USER', 'root')}", "stderr")
+        emit(f"    User {visible(os.environ.get('USER', 'root'))}", "stderr")
 
         def rows():
             yield from head
@@ -74,7 +76,7 @@ def list_contents(path: str, files: list[str], emit: Emit, program: str = "resto
                 continue
             total += m.size
             count += 1
-            emit(f"{m.size:>12} {name}", "stdout")
+            emit(f"{m.size:>12} {visible(name)}", "stdout")
     except (tarfile.TarError, OSError) as exc:
         raise AixsmitError(f"{program}: {path} is damaged or not a backup, after {count} files: {exc}")
     finally:
