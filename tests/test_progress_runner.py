@@ -198,3 +198,13 @@ def test_a_job_that_must_not_outlive_us_dies_with_us(setpriv):
     while _alive(child) and time.monotonic() < deadline:
         time.sleep(0.02)
     assert not _alive(child)
+
+
+def test_output_lines_keep_tabs_as_layout_and_show_other_controls():
+    """A tab in a command's output (AIX indents 0512-039's second line with one) is layout: it
+    is expanded, not shown as \\011; a BEL or a C1 character is shown, never obeyed."""
+    from aixsmit.jobs.runner import decode_lines
+
+    assert decode_lines(b"0512-039 mksysb: WARNING: x\n\twill NOT have a bootable image.\n")[1] == \
+        "        will NOT have a bootable image."
+    assert decode_lines("a\x07b\u009bc\n".encode())[0] == "a\\007b\\233c"

@@ -68,6 +68,8 @@ def _clean(s: str) -> str:
 
             _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-_]")
         s = _ANSI.sub("", s)
+    if "\t" in s:  # layout, not a trick: AIX's own messages indent their second line with one
+        s = s.expandtabs(8)
     return visible(s, backslash=False)  # what other control characters remain, shown, not obeyed
 
 
