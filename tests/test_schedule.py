@@ -199,3 +199,21 @@ async def test_schedules_from_the_menus(home, tmp_path):
         assert "Run by cron (" in t and "WARNING: no cron daemon is running" in t, t
     cron = (tmp_path / "cron.d" / "aixsmit").read_text()
     assert " cmd schedule run --quiet system1\n" in cron and " cmd schedule run --quiet user1\n" in cron
+
+
+def test_restore_r_shows_progress_then_its_result(home):
+    """A whole-file-system restore reads its archive with the same progress as restore -x (the
+    bar of COMMAND STATUS follows it), and ends with its one result line."""
+    tr = home
+    tr.bulk("/home/big", 8)
+    l0 = tr.out / "home.L0.tar"
+    assert aixsmit("cmd", "backup", "-0", "-f", l0, "/home", "--root", tr.path, env=tr.env()).returncode == 0
+    target = tr.base / "whole"
+    target.mkdir()
+    r = aixsmit("cmd", "restore", "-r", "-f", l0, "--target", target,
+                env=tr.env(AIXSMIT_PROGRESS_SECONDS="0.001"))
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert any(line.endswith("%)") and " bytes read (" in line for line in lines), lines
+    assert lines[-1].startswith(f"restore: {l0} was restored into {target}")
+    assert (target / "big").stat().st_size == 8 << 20

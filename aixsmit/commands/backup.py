@@ -231,7 +231,8 @@ def cmd_restore(args) -> int:
 
         if args.files:
             raise AixsmitError("restore: -r restores a whole file system: name no files (use -x for some)", code=2)
-        restore_whole(Path(args.f), target, emit)
+        with read_progress(args.f):
+            restore_whole(Path(args.f), target, emit)
         emit(f"restore: {args.f} was restored into {target}; restore the next level the same way.", "stdout")
         return 0
     with read_progress(args.f):
