@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -180,7 +181,16 @@ def start_vm(disks: list[tuple[Path, bool]], log: Path, snapshot: bool = False) 
     for i, (path, readonly) in enumerate(disks):
         argv += ["-drive", f"file={path},format=raw,if=virtio,index={i}" + (",readonly=on" if readonly else "")]
     with open(log, "wb") as out:
-        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                preexec_fn=die_with_parent)
+
+
+def die_with_parent() -> None:
+    """In the child, before exec: SIGKILL when the test process ends, however it ends (a killed
+    or timed-out pytest skips every finally), so no machine is left running with its disks."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def marker(log: Path) -> list[str] | None:
