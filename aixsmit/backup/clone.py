@@ -369,7 +369,11 @@ def install(image: str, mapping: dict[str, str], target: str, emit: Emit, *, dry
             steps.say(f"Partitioning {disk}: GPT, a BIOS boot partition, one partition per file system.")
             steps.run(["sfdisk", "--wipe", "always", "--wipe-partitions", "always", disk],
                       input=disks.sfdisk_script(parts))
-            if disks.is_loop(disk) and not (dry_run or all(os.path.exists(p.device) for p in parts)):
+            if disks.is_loop(disk) and not dry_run:
+                # The kernel may still hold partitions of what the disk held before (a loop number
+                # used again): drop them, then add the ones just written, so no file system is made
+                # on an old partition's extent.
+                steps.run(["partx", "-d", disk], check=False)
                 steps.run(["partx", "-a", disk])
                 added_parts = True
             elif disks.is_loop(disk) and dry_run:
