@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 from ..errors import AixsmitError
+from ..fs.mounts import visible
 from . import image_data
 from .engine import TOC_VERSION
 
@@ -396,7 +397,7 @@ def long_header(info: ImageInfo) -> list[str]:
     for lv in image_data.every(info.stanzas, "lv_data"):
         lps = lv.get("LPs", "0")
         lines.append(f"{lv.get('LOGICAL_VOLUME', ''):<19} {lv.get('TYPE', ''):<10} {lps:<7} {lps:<7} {'1':<4} "
-                     f"{'closed/syncd':<13} {lv.get('MOUNT_POINT', '')}")
+                     f"{'closed/syncd':<13} {visible(lv.get('MOUNT_POINT', ''))}")
     return lines
 
 

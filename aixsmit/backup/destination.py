@@ -111,11 +111,14 @@ BACKUP_LOG = "vgbackuplog"
 
 def log_backup(dest: str, prog: str, vg: str, when: str, size: int, status: str) -> None:
     """One line per image, ';'-separated as AIX's vgbackuplog: device or file, command, date,
-    shrink size (MB), full size (MB), and aixsmit's own: volume group and result."""
+    shrink size (MB), full size (MB), and aixsmit's own: volume group and result. Each field is
+    stored with :func:`aixsmit.backup.octal.encode` (``;`` too): a name's ``;`` or newline
+    cannot shift the columns or make a record of its own (:func:`read_backup_log`)."""
     from ..state import state_path
+    from .octal import encode
 
     mb = max(1, size // (1024 * 1024)) if size else 0
-    line = f"{dest};{prog};{when};{mb};{mb};{vg};{status}\n"
+    line = ";".join(encode(str(f), ";") for f in (dest, prog, when, mb, mb, vg, status)) + "\n"
     try:
         fd = os.open(os.path.join(state_path(), BACKUP_LOG), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
@@ -124,6 +127,19 @@ def log_backup(dest: str, prog: str, vg: str, when: str, size: int, status: str)
             os.close(fd)
     except OSError:
         pass  # the image is what matters; a log that cannot be written is not a failed backup
+
+
+def read_backup_log(data: bytes) -> list[list[str]]:
+    """The records of the backup log's bytes (:func:`log_backup`), each its seven fields as
+    given; lines of another form are passed over."""
+    from .octal import decode
+
+    out = []
+    for line in data.decode("utf-8", "surrogateescape").split("\n"):
+        fields = line.split(";")
+        if len(fields) >= 7:
+            out.append([decode(f) for f in fields[:7]])
+    return out
 
 
 def nearly_full(directory: str) -> bool:

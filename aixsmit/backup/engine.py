@@ -35,6 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..errors import AixsmitError
+from ..fs.mounts import visible
 from ..fs.table import System, used_below
 from ..fs.volume_groups import VolumeGroup
 from ..jobs.runner import Finished, Job, Output, Tick
@@ -210,7 +211,8 @@ def _create_image(req: ImageRequest, emit: Emit) -> ImageResult:
             emit(f"Creating information file {what}.", "stdout")
             emit("", "stdout")
         elif prog == "mksysb" and not os.path.exists(os.path.join(req.system.root, "image.data")):
-            raise BackupFailed(f"0512-004 {prog}: The /image.data file does not exist.  Backup canceled.", EXIT_FAILED)
+            raise BackupFailed(f"0512-004 {prog}: The /image.data file does not exist.  Backup canceled.\n"
+                               f"\tGive -i to generate it with this backup ({prog} -i ...).", EXIT_FAILED)
         emit("Creating list of files to back up.", "stdout")
         staged = stage_information(req, stage, when, _read_maps(req) if req.maps else {}, emit)
         toc_member = f"{vgdata_dir(req)}/backup.toc"
@@ -224,7 +226,7 @@ def _create_image(req: ImageRequest, emit: Emit) -> ImageResult:
             try:
                 out = OutputFile(dest, marker=partial_marker())
             except OSError as exc:
-                raise BackupFailed(f"0512-017 {prog}: Cannot write to {dest}: {exc.strerror}.", EXIT_FAILED) from None
+                raise BackupFailed(f"0512-017 {prog}: Cannot write to {visible(dest)}: {exc.strerror}.", EXIT_FAILED) from None
             tmp = out.temp_path
             required = required_room(include, req.structure_only, len(staged))
             if not req.structure_only:
@@ -242,10 +244,10 @@ def _create_image(req: ImageRequest, emit: Emit) -> ImageResult:
                 emit(line, "stdout")
             if req.check_space and required > available:
                 raise BackupFailed(
-                    f"{prog}: There is not enough space in {dest_dir} for the backup image: "
+                    f"{prog}: There is not enough space in {visible(dest_dir)} for the backup image: "
                     f"{required // (1024 * 1024) + 1} MB are needed and {available // (1024 * 1024)} MB are available. "
                     "Backup canceled.", EXIT_FAILED)
-            emit(f"0512-039 {prog}: WARNING: {dest} does not appear to be a tape device and", "stdout")
+            emit(f"0512-039 {prog}: WARNING: {visible(dest)} does not appear to be a tape device and", "stdout")
             emit("\twill NOT have a bootable image.", "stdout")
             emit("", "stdout")
 
@@ -353,7 +355,7 @@ def _create_image(req: ImageRequest, emit: Emit) -> ImageResult:
                                      prog))
         if rc > 1 or errors:
             if not is_device and nearly_full(dest_dir):
-                emit(f"{prog}: {dest_dir}: No space left on device: the image did not fit.", "stderr")
+                emit(f"{prog}: {visible(dest_dir)}: No space left on device: the image did not fit.", "stderr")
             raise BackupFailed(
                 f"0512-005 {prog}: Backup Completed.\n\tThe backup command completed with errors.\n"
                 "\tThe messages displayed on Standard Error contained additional\n\tinformation.", EXIT_FAILED)
@@ -373,7 +375,7 @@ def _create_image(req: ImageRequest, emit: Emit) -> ImageResult:
                     append_member(out.fd, end, sums_member(toc_member), sums.finish(end), record)
                 out.commit()  # fsync, rename over the destination, fsync the folder
             except (AixsmitError, OSError) as exc:
-                emit(f"{prog}: {dest}: {getattr(exc, 'strerror', None) or exc}", "stderr")
+                emit(f"{prog}: {visible(dest)}: {getattr(exc, 'strerror', None) or exc}", "stderr")
                 raise BackupFailed(
                     f"0512-005 {prog}: Backup Completed.\n\tThe backup command completed with errors.\n"
                     "\tThe messages displayed on Standard Error contained additional\n\tinformation.", EXIT_FAILED)

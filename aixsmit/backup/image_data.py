@@ -3,11 +3,18 @@
 A stanza is a ``name:`` line followed by tab-indented ``KEY= value`` lines; stanzas are
 separated by a blank line; ``#`` lines are comments. Names repeat (one ``fs_data:`` per file
 system), so a file is a list of ``(name, {KEY: value})`` in order.
+
+AIX's format has no escape, and a value is the rest of its line with blanks around it dropped;
+a mount point may hold a newline, a control character, bytes that are not UTF-8 or blanks at
+its ends. :func:`dump` writes those (and the backslash) as ``\\ooo`` octal escapes
+(:mod:`aixsmit.backup.octal`, as fstab does); :func:`parse` reads them back, so every value comes
+back exactly as it was given (docs/image-format.md).
 """
 
 from __future__ import annotations
 
 from ..errors import ParseError
+from .octal import decode, encode
 
 Stanzas = list[tuple[str, dict[str, str]]]
 
@@ -20,12 +27,24 @@ def dump(stanzas: Stanzas, header: str = "") -> str:
     for name, keys in stanzas:
         out.append(f"{name}:")
         for key, value in keys.items():
-            value = str(value)
-            if "\n" in value:
-                raise ValueError(f"{name}.{key}: a stanza value cannot contain a newline")
-            out.append(f"\t{key}= {value}")
+            out.append(f"\t{key}= {_stored(str(value))}")
         out.append("")
     return "\n".join(out)
+
+
+def _stored(value: str) -> str:
+    """A value as its line holds it: escaped, and the blanks at its ends (which parse() would
+    drop) as octal escapes too."""
+    value = encode(value)
+    body = value.strip()
+    if body != value:
+        lead = len(value) - len(value.lstrip())
+        value = _octets(value[:lead]) + body + _octets(value[lead + len(body):])
+    return value
+
+
+def _octets(text: str) -> str:
+    return "".join("\\%03o" % b for b in text.encode("utf-8"))
 
 
 def parse(text: str) -> Stanzas:
@@ -45,7 +64,7 @@ def parse(text: str) -> Stanzas:
         key, sep, value = line.strip().partition("=")
         if not sep:
             raise ParseError(f"line {lineno}: expected KEY= value: {line[:60]!r}")
-        current[key.strip()] = value.strip()
+        current[key.strip()] = decode(value.strip())
     return stanzas
 
 

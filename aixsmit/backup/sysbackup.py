@@ -292,5 +292,5 @@ def _print_summary(s: Summary, say) -> None:
     if s.warnings:
         say(f"  Warnings:         {len(s.warnings)}")
         for w in s.warnings[:10]:
-            say(f"    {visible(w)}")
+            say(f"    {visible(w, backslash=False)}")  # names in them were made visible already
     say(f"  Result:           {'OK' if s.code == 0 and s.status == 'OK' else 'OK with warnings' if s.code == 0 else 'FAILED'}")

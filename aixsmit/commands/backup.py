@@ -17,6 +17,7 @@ from ..backup import excludes
 from ..backup.engine import (EXIT_FAILED, EXIT_SIGNAL, BackupFailed, ImageInterrupted, ImageRequest, create_image,
                               request_stop)
 from ..errors import AixsmitError
+from ..fs.mounts import visible
 from ..fs.table import System
 from ..fs.volume_groups import find, format_lsvg_l, volume_groups
 from .common import add_json, add_root, print_json
@@ -30,6 +31,12 @@ MKSYSB_CODES = """exit status (as AIX documents for mksysb/savevg):
 
 
 def emit(line: str, stream: str) -> None:
+    """A line of a command's messages, to the terminal: what a name in it could still hold
+    that moves the cursor or cannot be printed (ESC, a byte that is not UTF-8) is made visible
+    here, whatever the caller did (names are made visible where the message is made; a second
+    pass keeps backslashes, so it changes nothing there). Tabs and newlines are the message's own."""
+    if not (line.isascii() and line.isprintable()):
+        line = "\n".join("\t".join(visible(p, backslash=False) for p in part.split("\t")) for part in line.split("\n"))
     f = sys.stdout if stream == "stdout" else sys.stderr
     f.write(line + "\n")
     f.flush()
@@ -156,22 +163,23 @@ def cmd_savevg(args) -> int:
 
 
 def _backup_log() -> int:
+    from ..backup.destination import read_backup_log
     from ..backup.engine import BACKUP_LOG
     from ..state import state_dir
+    from .common import shown
 
     path = state_dir() / BACKUP_LOG
     try:
-        text = path.read_text()
+        data = path.read_bytes()
     except FileNotFoundError:
-        text = ""
-    if not text:
-        print(f"No backup has been recorded yet ({path}).")
+        data = b""
+    if not data:
+        print(f"No backup has been recorded yet ({visible(str(path))}).")
         return 0
     print(f"{'DEVICE OR FILE':<40} {'COMMAND':<8} {'DATE':<29} {'SIZE (MB)':>9}  {'VG':<10} RESULT")
-    for line in text.splitlines():
-        f = line.split(";")
-        if len(f) >= 7:
-            print(f"{f[0]:<40} {f[1]:<8} {f[2]:<29} {f[4]:>9}  {f[5]:<10} {f[6]}")
+    for f in read_backup_log(data):
+        f = [shown(f[0])] + [visible(x) for x in f[1:]]  # the device or file: spaces too, as a column
+        print(f"{f[0]:<40} {f[1]:<8} {f[2]:<29} {f[4]:>9}  {f[5]:<10} {f[6]}")
     return 0
 
 

@@ -1,0 +1,124 @@
+"""Names someone else chose (a mount point, a destination file name) with a newline, ``;``,
+ESC or bytes that are not UTF-8: they reach no terminal raw, shift no column of a record file,
+come back exactly from image.data, and fail no backup."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from aixsmit.backup import image_data, octal
+
+from conftest import aixsmit, needs_root
+
+HOSTILE_MP = "/da\nta"
+RAW = ("\x1b", "\x07", "\udcff")
+
+
+def no_raw_controls(text: str) -> bool:
+    """Nothing in ``text`` but printable characters, newlines and tabs."""
+    return all(c in "\n\t" or c.isprintable() for c in text)
+
+
+# --- image.data: reversible, never an error -------------------------------------------------
+
+names = st.text(st.characters(blacklist_categories=("Cs",)) | st.sampled_from(["\udcff", "\udc80", "\\", "\n", " "]),
+                max_size=40)
+
+
+@settings(max_examples=300, deadline=None)
+@given(values=st.lists(names, min_size=1, max_size=4))
+def test_every_stanza_value_comes_back_exactly(values):
+    stanzas = [("lv_data", {f"K{i}": v for i, v in enumerate(values)}), ("fs_data", {"FS_NAME": values[0]})]
+    text = image_data.dump(stanzas)
+    assert image_data.parse(text) == stanzas
+    assert len(text.splitlines()) == len(values) + 4  # one line a value: nothing forged
+    text.encode("utf-8")  # valid UTF-8, whatever the names held
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=names)
+def test_a_log_field_is_one_field(value):
+    stored = octal.encode(value, ";")
+    assert ";" not in stored and not any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 or 0xDC80 <= ord(c) <= 0xDCFF
+                                         or c in "\u2028\u2029" for c in stored)
+    assert octal.decode(stored) == value
+
+
+def test_an_aix_value_with_a_plain_backslash_is_read_as_written():
+    assert image_data.parse("image_data:\n\tX= C:\\temp\\1x\n")[0][1]["X"] == "C:\\temp\\1x"
+
+
+# --- the commands --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def hostile_root(troot):
+    tr = troot
+    tr.loop_mount(HOSTILE_MP)
+    tr.p("/usr/bin").mkdir(parents=True)
+    tr.p("/usr/bin/tool").write_text("tool")
+    tr.out = tr.base / "out"
+    tr.out.mkdir()
+    return tr
+
+
+@needs_root
+def test_mksysb_i_with_a_newline_in_a_mount_point(hostile_root):
+    from aixsmit.backup import archive
+
+    tr = hostile_root
+    img = tr.out / "a.mksysb"
+    r = aixsmit("cmd", "mksysb", "-i", "--root", tr.path, img, env=tr.env())
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "internal error" not in r.stderr
+    info = archive.read_info(str(img))
+    assert HOSTILE_MP in [fs["FS_NAME"] for fs in image_data.every(info.stanzas, "fs_data")]
+    assert HOSTILE_MP in [lv["MOUNT_POINT"] for lv in image_data.every(info.stanzas, "lv_data")]
+    listing = aixsmit("cmd", "lsmksysb", "-l", "-f", img, env=tr.env())
+    assert listing.returncode == 0 and "closed/syncd  /da\\012ta" in listing.stdout
+    assert "\nta\n" not in listing.stdout  # no line of its own for the name's second half
+
+
+@needs_root
+def test_mksysb_without_i_says_how_to_make_image_data(hostile_root):
+    tr = hostile_root
+    r = aixsmit("cmd", "mksysb", "--root", tr.path, tr.out / "b.mksysb", env=tr.env())
+    assert r.returncode == 3
+    assert "0512-004" in r.stderr and "-i" in r.stderr.split("0512-004", 1)[1]
+
+
+@needs_root
+def test_sysbackup_skip_busy_with_a_newline_name_backs_up_and_escapes_once(hostile_root):
+    tr = hostile_root
+    tr.hold(tr.p(HOSTILE_MP))
+    r = aixsmit("cmd", "sysbackup", "--skip-busy", "--root", tr.path, tr.out / "c.mksysb", env=tr.env())
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "  Result:           OK" in r.stdout
+    assert "/da\\012ta is busy" in r.stdout and "\\134" not in r.stdout + r.stderr
+
+
+@needs_root
+def test_a_destination_name_with_bytes_esc_semicolon_and_newline(hostile_root):
+    tr = hostile_root
+    assert aixsmit("cmd", "mksysb", "-i", "--root", tr.path, tr.out / "plain.mksysb", env=tr.env()).returncode == 0
+    bad = os.fsdecode(os.fsencode(tr.out) + b"/bad\xff;x;y\n\x1b]0;PWN\x07\x1b[2J.mksysb")
+    r = aixsmit("cmd", "mksysb", "--root", tr.path, bad, env=tr.env())
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "internal error" not in r.stderr
+    assert no_raw_controls(r.stdout + r.stderr) and not any(c in r.stdout + r.stderr for c in RAW)
+    assert "bad\\377;x;y\\012\\033]0;PWN\\007\\033[2J.mksysb does not appear to be a tape device" in r.stdout
+    assert os.path.isfile(os.fsencode(bad))
+
+    log = (tr.base / "state" / "vgbackuplog").read_bytes()
+    log.decode("utf-8")  # the record file is text, whatever the name
+    assert log.count(b"\n") == 2  # one record an image: the newline forged none
+    listing = aixsmit("cmd", "lsmksysb", "-B", env=tr.env())
+    assert listing.returncode == 0 and no_raw_controls(listing.stdout)
+    rows = listing.stdout.splitlines()[1:]
+    assert len(rows) == 2
+    for row in rows:  # the ';' in a name shifts no column: each row ends in its command, VG and result
+        assert row.split()[1] == "mksysb" and row.split()[-2:] == ["rootvg", "OK"]
+    assert rows[1].startswith(os.path.join(str(tr.out), "bad\\377;x;y\\012\\033]0;PWN\\007\\033[2J.mksysb"))
