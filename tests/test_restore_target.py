@@ -138,3 +138,17 @@ def test_a_small_archive_restores_what_it_lists(tmp_path):
     r = _restore(img, target)
     assert r.returncode == 0, r.stderr
     assert (target / "a.txt").read_bytes() == b"hello\n"
+
+
+def test_restvg_dry_run_writes_nothing(troot, tmp_path):
+    troot.loop_mount("/data", size_mb=16)
+    troot.config.write_text("volume_groups:\n  datavg: [/data]\n")
+    (troot.p("/data") / "report").write_text("live edit\n")
+    img = _image(tmp_path, _base().file("./data/report", b"orig\n").finish())
+    r = aixsmit("cmd", "restvg", "--root", troot.path, "-f", img, "--dry-run", env=troot.env())
+    assert r.returncode == 0 and "dry run: nothing was restored" in r.stdout, r.stderr
+    assert (troot.p("/data") / "report").read_text() == "live edit\n"
+    # The same command without --dry-run does restore: the test above is not vacuous.
+    r = aixsmit("cmd", "restvg", "--root", troot.path, "-f", img, env=troot.env())
+    assert r.returncode == 0, r.stderr
+    assert (troot.p("/data") / "report").read_text() == "orig\n"
