@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import io
+import html
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -319,9 +320,8 @@ class AixsmitApp(App):
                 digit = key
             if digit is not None:
                 self._esc_at = 0.0
-                fkey = f"f{int(digit) or 10}"
-                if not await self._check_bindings(fkey, priority=True):
-                    await self._check_bindings(fkey)
+                # The function key itself, pressed again: it goes where F1..F10 go.
+                self.simulate_key(f"f{int(digit) or 10}")
                 return
             if key == "escape":
                 self._esc_at = time.monotonic()
@@ -350,14 +350,11 @@ class AixsmitApp(App):
                     self._screen_stack.remove(s)
 
     def screen_text(self) -> str:
-        from rich.console import Console
-
+        """The screen as the terminal shows it: ``height`` lines of ``width`` cells, popups over
+        the screens under them (F8's image, and what tests read). Taken from Textual's own
+        screenshot (``export_screenshot``), the one public rendering of the whole screen."""
         width, height = self.size
-        console = Console(width=width, height=height, file=io.StringIO(), force_terminal=True, color_system=None,
-                          record=True, legacy_windows=False, safe_box=False)
-        console.print(self.screen._compositor.render_update(full=True, screen_stack=self._background_screens,
-                                                            simplify=True))
-        return console.export_text(styles=False)
+        return svg_text(self.export_screenshot(simplify=True), width, height)
 
     def current_fastpath(self) -> str:
         for s in reversed(self.screen_stack):
@@ -406,6 +403,39 @@ class AixsmitApp(App):
     def exit_smit(self) -> None:
         self.smit_log.exit()
         self.exit(0)
+
+
+_SVG_LINE = re.compile(r'<rect x="0" y="[^"]*" width="([0-9.e+]+)"')
+_SVG_TEXT = re.compile(r'<text class="[^"]*" x="([0-9.e+-]+)" y="[^"]*" textLength="[^"]*" '
+                       r'clip-path="url\(#[^)]*-line-(\d+)\)">(.*?)</text>', re.S)
+
+
+def svg_text(svg: str, width: int, height: int) -> str:
+    """The text of a terminal screenshot in Rich's SVG (``Console.export_svg``, which Textual's
+    ``App.export_screenshot`` returns): ``height`` lines, each ``width`` cells padded with
+    spaces. Each run of text is a ``<text>`` element on its line's clip path, at x = column x
+    cell width (the line's clip rectangle is ``width`` cells wide); a character two cells wide
+    is followed by an empty cell, as a terminal shows it."""
+    from rich.cells import cell_len
+
+    rows = [[" "] * width for _ in range(height)]
+    clip = _SVG_LINE.search(svg)
+    cell = float(clip.group(1)) / width if clip else 12.2  # Rich's default: 20 px x 0.61
+    for x, line, content in _SVG_TEXT.findall(svg):
+        y = int(line)
+        if y >= height:
+            continue
+        col = round(float(x) / cell)
+        for ch in html.unescape(content.replace("&#160;", " ")):
+            if col >= width:
+                break
+            rows[y][col] = ch
+            w = cell_len(ch)
+            for extra in range(1, w):
+                if col + extra < width:
+                    rows[y][col + extra] = ""
+            col += max(w, 1)
+    return "\n".join("".join(r) for r in rows)
 
 
 def utf8_locale(env=None) -> bool:

@@ -34,24 +34,6 @@ def _show(line: Static, text: str) -> None:
         line.update(text, layout=False)
 
 
-def _paint_now(screen) -> None:
-    """Draw ``screen`` now, whole, not at the next frame tick.
-
-    Textual draws a changed screen at its next tick, up to a frame (17 ms at 60 frames a second)
-    later; for the end of a command that is the time between "the command has ended" and the
-    operator seeing it (measured from the command's exit to the terminal showing it: 17 ms,
-    median, at the next tick; 6-8 ms drawn at once). Textual has no public call for this: the
-    screen's own tick handler is called, as its timer would. Textual is pinned (pyproject.toml)
-    and a test checks the end is on screen at once; without the handler, the end is drawn at
-    the next tick as before."""
-    tick = getattr(screen, "_on_timer_update", None)
-    if callable(tick):
-        # The widgets' own changes reach the screen as messages, after this; a repaint of the
-        # whole screen (one frame, 3-5 ms) does not wait for them.
-        screen.refresh()
-        tick()
-
-
 def warm_up() -> None:
     """Import what COMMAND STATUS needs (7 ms of imports), while the operator reads the first
     screen: the first command's screen is then built sooner, and takes less of the CPU its
@@ -804,8 +786,11 @@ class CommandStatusScreen(SmitScreen):
                 log.refresh()
             self._markers()  # the pane keeps its size: its scroll range is known now
         if ended:
-            _paint_now(self)
-            self.app.command_finished(self, final)
+            # The end is drawn whole, in the frame Textual draws next: a screen that has drawn
+            # nothing for a frame (1/TEXTUAL_FPS) draws it as soon as this handler returns. The
+            # app hears of the end once that frame is drawn.
+            self.refresh()
+            self.call_after_refresh(self.app.command_finished, self, final)
 
     @property
     def running(self) -> bool:
