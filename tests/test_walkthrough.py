@@ -292,3 +292,55 @@ async def test_earlier_jobs_do_not_cover_step_one(troot, tmp_path):
         await pilot.press("enter")
         await pilot.pause()
         assert app.screen.step == 1 and "Step 2 of 8" in text(app)
+
+
+async def test_names_in_the_ledger_reach_the_screen_escaped(troot, tmp_path):
+    """A mount point holding a newline, a tab and ESC (with a colour sequence after it) is
+    shown through the one escaper wherever the TUI shows what aixsmit unmounted: the offer to
+    mount it again, the F4 list of Mount a Group of File Systems, and the guide's warnings.
+    Raw, the newline forged a line of the message and ESC reached the terminal."""
+    from aixsmit.fs.table import System
+    from aixsmit.fs.unmount import plan_unmount, unmount
+
+    tr = troot
+    odd = "/srv/a\nLEFT UNMOUNTED: /fake\tb\x1b[31mred"
+    shown = "/srv/a\\012LEFT\\040UNMOUNTED:\\040/fake\\011b\\033[31mred"
+    tr.loop_mount(odd)
+    s = System(root=str(tr.path))
+    unmount(s, plan_unmount(s, [odd]), Ledger())  # as a crashed run would leave it
+
+    def clean(screen_text: str) -> None:
+        assert "\x1b" not in screen_text and "\t" not in screen_text and "/fake" not in screen_text.replace(shown, "")
+
+    app = make(tmp_path, "top_menu", root=str(tr.path))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause(0.2)
+        assert isinstance(app.screen, MessagePopup)
+        assert shown in app.screen.message
+        clean(app.screen.message)
+        clean(text(app))
+        await pilot.press("f3")  # leave it unmounted
+        await pilot.pause()
+        app.open("mountg")
+        await pilot.pause()
+        await pilot.press("down", "f4")
+        await until(pilot, lambda: not getattr(app.screen, "building", True))
+        from textual.widgets import OptionList
+
+        rows = [str(o.prompt) for o in app.screen.query_one(OptionList).options]
+        assert any(shown in r for r in rows), rows
+        assert "\\012LEFT" in text(app)
+        clean(text(app))
+        await pilot.press("f3")
+        await pilot.pause()
+        app.open("walkthrough")
+        await pilot.pause()
+        await pilot.press("f10")  # the guide says what is still unmounted
+        await pilot.pause()
+        assert isinstance(app.screen, MessagePopup) and shown in app.screen.message
+        clean(app.screen.message)
+        clean(text(app))
+        w = app.screen_stack[-2]
+        assert isinstance(w, WalkthroughScreen)
+        assert shown in w.summary()
+        clean(w.summary())

@@ -15,12 +15,13 @@ from textual import events
 from textual.app import App
 
 from ..errors import AixsmitError
+from ..fs.mounts import visible
 from ..smit import command as cmdbuild
 from ..smit.log import SmitLog
 from ..smit.model import MenuError, MenuTree, load_tree
 from ..smit.services import SERVICES
 from .keys import esc_digits_as_keys, esc_labels_wanted
-from .popups import PRESS_RETURN, MessagePopup
+from .popups import PRESS_RETURN, MessagePopup, names
 from .screens import CommandStatusScreen, DialogScreen, MenuScreen, TooSmallScreen, warm_up
 
 esc_digits_as_keys()
@@ -207,7 +208,7 @@ class AixsmitApp(App):
             return
         if not jobs:
             return
-        lines = [f"  {j.status:<8} {time.strftime('%b %d %H:%M', time.localtime(j.start))}  {j.title}" for j in jobs[-5:]]
+        lines = [f"  {j.status:<8} {time.strftime('%b %d %H:%M', time.localtime(j.start))}  {visible(j.title)}" for j in jobs[-5:]]
 
         def answer(ok):
             if ok:
@@ -238,7 +239,7 @@ class AixsmitApp(App):
 
         self.push_screen(MessagePopup(
             "WARNING", "User file systems were left unmounted by an earlier aixsmit run:\n    "
-                       + " ".join(e.mount_point for e in left)
+                       + names(e.mount_point for e in left)
                        + "\n\n    Press Enter to mount them again now.\n    Press Cancel to leave them unmounted."), answer)
 
     def open(self, fastpath: str, preset: dict[str, str] | None = None, as_fastpath: bool = False) -> None:
@@ -276,9 +277,10 @@ class AixsmitApp(App):
             self.pop_screen()
 
     def run_command(self, d, argv: list[str], next_label: str = "", on_next=None) -> None:
-        shown = cmdbuild.display(argv)
+        logged = cmdbuild.display(argv)  # the log and the script keep the command as it runs
+        shown = visible(logged)
         if self.no_exec:
-            self.smit_log.not_run(shown)
+            self.smit_log.not_run(logged)
             self.push_screen(MessagePopup("INFORMATION MESSAGE",
                                           "**** internal command was not run. (SMIT -X CommandString flag set.) ****\n\n"
                                           + shown + "\n\n" + PRESS_RETURN))
@@ -286,11 +288,11 @@ class AixsmitApp(App):
         if self.dry_run:
             # Whichever screen the dry run leads to (the guide's last menu offers savevg, the
             # crash offer runs mount): its command is shown, and nothing runs.
-            self.smit_log.not_run(shown, "dry run")
+            self.smit_log.not_run(logged, "dry run")
             self.push_screen(MessagePopup("INFORMATION MESSAGE", "(dry run) This command would run:\n\n"
                                           + shown + "\n\n" + PRESS_RETURN))
             return
-        self.smit_log.command(shown, run=not self.no_run)
+        self.smit_log.command(logged, run=not self.no_run)
         if self.no_run:
             self.push_screen(MessagePopup("INFORMATION MESSAGE",
                                           "(SMIT -x CommandString flag set)\nCommand has been logged to script file.\n\n"

@@ -18,6 +18,7 @@ from textual.widget import Widget
 from textual.widgets import Input, Static
 
 from ..errors import AixsmitError
+from ..fs.mounts import visible
 from ..smit import command as cmdbuild
 from ..smit.model import Field, Screen as ScreenDef
 from .keys import DIALOG_KEYS, MENU_KEYS, STATUS_DONE_KEYS, STATUS_RUNNING_KEYS, footer_text
@@ -423,7 +424,7 @@ class DialogScreen(SmitScreen):
             return
         argv = self.build()
         if argv is not None:
-            self.app.push_screen(MessagePopup("SHOW COMMAND STRING", PRESS_RETURN + "\n\n" + cmdbuild.display(argv)))
+            self.app.push_screen(MessagePopup("SHOW COMMAND STRING", PRESS_RETURN + "\n\n" + visible(cmdbuild.display(argv))))
 
     def action_cancel(self) -> None:
         if self.changed():
@@ -856,7 +857,7 @@ class CommandStatusScreen(SmitScreen):
             super().action_exit()
 
     def action_show_command(self) -> None:
-        self.app.push_screen(MessagePopup("SHOW COMMAND STRING", PRESS_RETURN + "\n\n" + cmdbuild.display(self.argv)))
+        self.app.push_screen(MessagePopup("SHOW COMMAND STRING", PRESS_RETURN + "\n\n" + visible(cmdbuild.display(self.argv))))
 
     def action_find(self) -> None:
         def got(pattern):
