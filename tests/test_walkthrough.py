@@ -344,3 +344,67 @@ async def test_names_in_the_ledger_reach_the_screen_escaped(troot, tmp_path):
         assert isinstance(w, WalkthroughScreen)
         assert shown in w.summary()
         clean(w.summary())
+
+
+async def test_a_new_guide_picks_up_its_job_running_then_ended(troot, tmp_path):
+    """Steps 3-7 are one detached job that outlives the screen. Leave the guide while it runs:
+    a new guide shows that very job (COMMAND STATUS, its progress live), not step 1 or a second
+    backup. Leave again, let it end with no screen open: the next guide shows its result, and
+    Enter there is its summary. Once seen, a new guide starts afresh."""
+    from aixsmit.jobs import detached
+    from aixsmit.tui.walkthrough import JOB_TITLE
+
+    tr = troot
+    tr.loop_mount("/home")
+    tr.bulk("/srv-data", 100)  # system data: the image takes a while
+    (tr.base / "out").mkdir()
+    img = tr.base / "out" / "sys.mksysb"
+
+    def guided():
+        return [j for j in detached.all_jobs() if j.title == JOB_TITLE]
+
+    app = make(tmp_path, "walkthrough", root=str(tr.path))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await to_steps_3_to_7(pilot, img)
+        await pilot.press("enter")
+        tars, end = [], time.monotonic() + 30  # held in the middle of the image
+        while not tars and time.monotonic() < end:
+            tars = [pid for pid in _tars() if str(tr.path) in _cmdline(pid)]
+            time.sleep(0.002)
+        assert tars
+        for pid in tars:
+            os.kill(pid, signal.SIGSTOP)
+        await until(pilot, lambda: isinstance(app.screen, CommandStatusScreen) and "Backing up " in text(app), timeout=60)
+    try:
+        [job] = guided()
+        assert detached.refresh(job).status == detached.RUNNING
+        app = make(tmp_path, "walkthrough", root=str(tr.path))
+        async with app.run_test(size=(80, 24)) as pilot:
+            await until(pilot, lambda: isinstance(app.screen, CommandStatusScreen) and "Backing up " in text(app),
+                        timeout=30)
+            s = app.screen
+            assert s.job.id == job.id and s.running and s.files_total
+            assert "Command: running" in text(app) and "files" in str(s.query_one("#progress-text").render())
+            assert isinstance(app.screen_stack[-2], WalkthroughScreen) and app.screen_stack[-2].step == 2
+    finally:
+        for pid in tars:
+            os.kill(pid, signal.SIGCONT)
+    end = time.monotonic() + 120
+    while detached.refresh(job).status == detached.RUNNING and time.monotonic() < end:
+        time.sleep(0.2)
+    assert detached.refresh(job).status == "OK"
+    app = make(tmp_path, "walkthrough", root=str(tr.path))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: isinstance(app.screen, CommandStatusScreen) and not app.screen.running, timeout=30)
+        t = text(app)
+        assert app.screen.job.id == job.id and "Command: OK" in t and "Enter=Summary" in t
+        await pilot.press("enter")
+        await pilot.pause(0.2)
+        t = text(app)
+        assert "Step 8 of 8" in t and "Verified:         OK" in t and str(img) in t
+    assert [j.id for j in guided()] == [job.id]  # no second backup
+    app = make(tmp_path, "walkthrough", root=str(tr.path))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause(0.3)
+        assert isinstance(app.screen, WalkthroughScreen) and "Step 1 of 8" in text(app)
+    assert img.exists() and mounted(tr, "/home")

@@ -197,8 +197,8 @@ class AixsmitApp(App):
         """Commands started earlier that still run, or ended unseen: offer to show them."""
         if self.no_exec or self.dry_run:
             return
-        if getattr(self.screen, "fastpath", "") == "walkthrough":
-            return  # not over the guide's first step: the guide picks up its own job
+        if self.start_fastpath == "walkthrough":
+            return  # not over the guide (or a pop-up over it): the guide picks up its own job
         from ..jobs import detached
 
         try:
@@ -226,7 +226,7 @@ class AixsmitApp(App):
             left = Ledger().under(self.root)
         except AixsmitError:
             return
-        if not left or self.no_exec:
+        if not left or self.no_exec or self._mounts_in_use():
             return
         argv = ["aixsmit", "cmd", "mount"] + (["--root", self.root] if self.root != "/" else []) + ["--ledger"]
 
@@ -241,6 +241,21 @@ class AixsmitApp(App):
             "WARNING", "User file systems were left unmounted by an earlier aixsmit run:\n    "
                        + names(e.mount_point for e in left)
                        + "\n\n    Press Enter to mount them again now.\n    Press Cancel to leave them unmounted."), answer)
+
+    @staticmethod
+    def _mounts_in_use() -> bool:
+        """Whether a run holds the mount lock now (a guided backup between its unmount and its
+        mount, say): what the ledger holds is then that run's to mount again, not left over,
+        and mount --ledger would be refused until it ends."""
+        from ..state import LockBusy, mount_lock
+
+        try:
+            with mount_lock("aixsmit menus"):
+                return False
+        except LockBusy:
+            return True
+        except AixsmitError:
+            return False  # an unusable state directory: the ledger's own reading says so
 
     def open(self, fastpath: str, preset: dict[str, str] | None = None, as_fastpath: bool = False) -> None:
         try:

@@ -58,6 +58,7 @@ STEPS = [
 SHOWN_AS = ["Step 1 of 8", "Step 2 of 8", "Steps 3-7 of 8", "Step 8 of 8"]  # the guide's numbering
 RUN, DONE = 2, 3
 JOB_TITLE = "Guided System Backup"
+RESULTS = {"OK": "OK", "WARN": "OK with warnings", "FAILED": "FAILED"}  # the job's status, as the guide says it
 
 
 def job_summary(text: str) -> list[str]:
@@ -103,24 +104,37 @@ class WalkthroughScreen(SmitScreen):
             yield Static("", id="next", markup=False)
 
     def on_mount(self) -> None:
-        self._find_running_job()
+        picked_up = self._find_job()
         self.show()
+        if picked_up:
+            # Shown at once, over its steps 3-7: its progress while it runs, its end after.
+            self.call_after_refresh(self.follow)
 
-    def _find_running_job(self) -> None:
-        """A guided backup started earlier that still runs (its terminal went away): the
-        walkthrough picks it up at its steps 3-7 instead of starting over."""
+    def _find_job(self) -> bool:
+        """A guided backup of this root started earlier (its terminal went away, or the guide
+        was left) that still runs, or that ended and was not seen since: the walkthrough picks
+        it up at its steps 3-7 instead of starting over, and returns True."""
         if self.app.dry_run or self.app.no_exec:
-            return
+            return False
         from ..jobs import detached
 
         try:
-            running = [j for j in detached.all_jobs() if j.title == JOB_TITLE and j.status == detached.RUNNING]
+            jobs = [j for j in detached.all_jobs() if j.title == JOB_TITLE and self._of_this_root(j.argv)]
+            jobs = [j for j in map(detached.refresh, jobs) if j.status == detached.RUNNING or not detached.seen(j)]
         except (OSError, AixsmitError):
-            return
-        if running:
-            self.job = running[-1]
-            self.dest = self.job.argv[-1]
-            self.step = RUN
+            return False
+        if not jobs:
+            return False
+        self.job = jobs[-1]
+        self.dest = self.job.argv[-1]
+        self.step = RUN
+        if self.job.status != detached.RUNNING:
+            self.result = RESULTS.get(self.job.status, self.job.status)
+        return True
+
+    def _of_this_root(self, argv: list[str]) -> bool:
+        """Whether a job's argv (as run: ``... sysbackup [--root DIR] DEST``) backs up this root."""
+        return "sysbackup" in argv and argv[argv.index("sysbackup") + 1:-1] == self.root_args()
 
     def show(self) -> None:
         st = STEPS[self.step]
@@ -411,7 +425,7 @@ class WalkthroughScreen(SmitScreen):
         if info.status == detached.RUNNING:
             self.show()
             return
-        self.result = {"OK": "OK", "WARN": "OK with warnings", "FAILED": "FAILED"}.get(info.status, info.status)
+        self.result = RESULTS.get(info.status, info.status)
         if self.continued:
             self.continued = False
             self.step = DONE
