@@ -226,6 +226,21 @@ async def test_too_small_terminal(tmp_path):
         await pilot.resize_terminal(80, 24)
         await pilot.pause(0.2)
         assert isinstance(app.screen, MenuScreen)
+        # A screen that comes while the terminal is too small (a command's end, a pop-up) goes
+        # under the message, and is there once the terminal is large enough again.
+        await pilot.resize_terminal(70, 20)
+        await pilot.pause(0.2)
+        assert isinstance(app.screen, TooSmallScreen)
+        app.push_screen(MessagePopup("INFORMATION MESSAGE", "came meanwhile"))
+        await pilot.pause(0.2)
+        assert isinstance(app.screen, TooSmallScreen) and "1800-005" in text(app)
+        await pilot.resize_terminal(80, 24)
+        await pilot.pause(0.2)
+        assert isinstance(app.screen, MessagePopup) and "came meanwhile" in text(app)
+        assert not any(isinstance(s, TooSmallScreen) for s in app.screen_stack)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, MenuScreen)
 
 
 def test_unknown_fastpath_cli():

@@ -352,19 +352,19 @@ class AixsmitApp(App):
     def _check_size(self) -> None:
         small = self.size.width < 80 or self.size.height < 24
         if small and not isinstance(self.screen, TooSmallScreen):
-            self._drop_too_small(buried_only=True)
             self.push_screen(TooSmallScreen())
-        elif not small:
-            self._drop_too_small()
+        elif not small and isinstance(self.screen, TooSmallScreen):
+            self.pop_screen()
 
-    def _drop_too_small(self, buried_only: bool = False) -> None:
-        for s in list(self.screen_stack):
-            if isinstance(s, TooSmallScreen):
-                if s is self.screen:
-                    if not buried_only:
-                        self.pop_screen()
-                else:
-                    self._screen_stack.remove(s)
+    def push_screen(self, screen, callback=None, wait_for_dismiss: bool = False, **kw):
+        """Textual's, but 1800-005 (the terminal is too small) stays on top: a screen that comes
+        meanwhile (a command's end, a pop-up) goes under it, and is there when it goes."""
+        if isinstance(self.screen, TooSmallScreen) and not isinstance(screen, TooSmallScreen):
+            self.pop_screen()
+            shown = super().push_screen(screen, callback, wait_for_dismiss, **kw)
+            super().push_screen(TooSmallScreen())
+            return shown
+        return super().push_screen(screen, callback, wait_for_dismiss, **kw)
 
     def screen_text(self) -> str:
         """The screen as the terminal shows it: ``height`` lines of ``width`` cells, popups over
