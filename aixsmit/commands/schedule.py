@@ -7,7 +7,7 @@ import os
 from ..errors import AixsmitError
 from ..fs.mounts import visible
 from ..fs.table import System
-from .backup import _aix_passthrough, emit
+from .backup import _aix_passthrough, emit, read_progress
 from .common import add_json, add_root, print_json
 
 
@@ -211,7 +211,11 @@ def cmd_schedule(args) -> int:
         if args.action == "changes":
             _print_changes(chains.changes(chains.pick(folder, mp, until)), args.json)
             return 0
-        chains.restore_chain(folder, mp, until, args.target, emit, dry_run=args.dry_run)
+        # The archives it reads, with the same progress as restore -x and -r (a dry run reads
+        # only their directory records: no progress).
+        archives = [str(p) for p in chains.pick(folder, mp, until).archives(until)]
+        with read_progress(archives, quiet=args.dry_run):
+            chains.restore_chain(folder, mp, until, args.target, emit, dry_run=args.dry_run)
         if not args.dry_run:
             print(f"Restored {mp} as of {args.date or 'the last backup'} into {args.target}.")
         return 0

@@ -9,9 +9,17 @@ from textual.screen import ModalScreen
 from textual.widgets import Input, OptionList, Static
 from textual.widgets.option_list import Option
 
+from ..fs.mounts import visible
 from .keys import LIST_KEYS, MULTI_KEYS, POPUP_KEYS, footer_text
 
 PRESS_RETURN = "Press Enter or Cancel to return to the\napplication."
+
+
+def names(items) -> str:
+    """Names (mount points, devices) for a message, space-separated, each through the one
+    escaper: a newline, tab or ESC in one, or a space, shows as ``\\ooo`` and cannot forge a
+    line, move the cursor or run two names together."""
+    return " ".join(visible(n, spaces=True) for n in items)
 
 
 class Popup(ModalScreen):
@@ -99,7 +107,7 @@ class ListPopup(Popup):
 
     def _prompt(self, i: int) -> str:
         value, text = self.items[i]
-        return ("> " if value in self.selected else "  ") + text
+        return ("> " if value in self.selected else "  ") + visible(text, backslash=False)
 
     def _instructions(self) -> str:
         if self.building:
@@ -112,11 +120,13 @@ class ListPopup(Popup):
     def _options(self) -> list[Option]:
         if self.multi:
             return [Option(self._prompt(i), id=str(i)) for i in range(len(self.items))]
-        return [Option(text, id=str(i)) for i, (_, text) in enumerate(self.items)]
+        return [Option(visible(text, backslash=False), id=str(i)) for i, (_, text) in enumerate(self.items)]
 
     def body(self) -> ComposeResult:
         yield Static(self._instructions(), id="message")
-        yield OptionList(*self._options(), id="choices")
+        # Rows are text, not markup: a "[" in a name is a bracket. The services made the names
+        # in them visible already; a second pass (backslashes kept) catches what one missed.
+        yield OptionList(*self._options(), id="choices", markup=False)
 
     def fill(self, items: list[tuple[str, str]]) -> None:
         """The list, built: shown in place of "Building the list"."""
