@@ -5,6 +5,7 @@ come back exactly from image.data, and fail no backup."""
 from __future__ import annotations
 
 import os
+import shutil
 
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -122,3 +123,76 @@ def test_a_destination_name_with_bytes_esc_semicolon_and_newline(hostile_root):
     for row in rows:  # the ';' in a name shifts no column: each row ends in its command, VG and result
         assert row.split()[1] == "mksysb" and row.split()[-2:] == ["rootvg", "OK"]
     assert rows[1].startswith(os.path.join(str(tr.out), "bad\\377;x;y\\012\\033]0;PWN\\007\\033[2J.mksysb"))
+
+
+# --- the TUI, in a real terminal -------------------------------------------------------------
+
+PLANTED = "x\x1b]0;PWN\x07\x1b[2J\nb.mksysb"
+
+
+def _pane_title(name: str) -> str:
+    import subprocess
+
+    return subprocess.run(["tmux", "display", "-p", "-t", name, "#{pane_title}"], capture_output=True, text=True).stdout
+
+
+@needs_root
+@pytest.mark.skipif(shutil.which("tmux") is None or shutil.which("setpriv") is None, reason="needs tmux and setpriv")
+def test_a_planted_image_name_in_f4_f6_and_smit_script(tmp_path):
+    """Another user plants an image name holding a title sequence, a clear-screen sequence and
+    a newline in a folder F4 searches (beside --root). mksysb's F4 list, the field, F6 and
+    smit.script show it made visible; the terminal's title and screen stay as they were; the
+    command kept in smit.script, run by a shell, gives back exactly the name."""
+    import shlex
+    import subprocess
+    import sys
+    import tempfile
+
+    from test_tmux_e2e import Tmux
+
+    shared = tempfile.mkdtemp(prefix="ax", dir="/tmp")  # short: the list's row keeps the name on one line
+    try:
+        os.chmod(shared, 0o777)  # writable by all, no sticky bit
+        root = os.path.join(shared, "root")
+        os.mkdir(root)
+        planted = os.path.join(shared, PLANTED)
+        subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "touch", planted], check=True)
+        env = {"AIXSMIT_STATE_DIR": str(tmp_path / "state"), "AIXSMIT_HOST": "linux", "HOME": str(tmp_path),
+               "TERM": "xterm-256color", "PATH": os.environ["PATH"], "LANG": "C.UTF-8"}
+        name = f"aixsmit-planted-{os.getpid()}"
+        t = Tmux(name, f"{shlex.quote(sys.executable)} -m aixsmit -x --root {shlex.quote(root)} mksysb", env, width=100)
+        try:
+            t.wait_for("[Entry Fields]")
+            before = _pane_title(name)
+            t.keys("F4")
+            s = t.wait_for(" MB ")
+            assert "/x\\033]0;PWN\\007\\033[2J\\012b.mksysb" in s
+            assert "PWN" not in _pane_title(name) and _pane_title(name) == before
+            assert "Back Up This System to Tape/File" in s  # the screen was not cleared under the list
+            t.type("/")
+            t.wait_for("Enter Search Pattern")
+            t.type("b.mksysb")
+            t.keys("Enter")
+            t.wait_gone("Enter Search Pattern")
+            t.keys("Enter")  # pick it
+            t.wait_gone(" MB ")
+            s = t.screen()
+            assert "/x\\033]" in s and "PWN" not in _pane_title(name)  # the field shows it visible
+            t.keys("F6")
+            s = t.wait_for("SHOW COMMAND STRING")
+            assert f"$'{shared}/x\\033]0;PWN\\007\\033[2J\\012b.mksysb'" in "".join(s.split("\n"))
+            assert "PWN" not in _pane_title(name)
+            t.keys("Enter")
+            t.wait_gone("SHOW COMMAND STRING")
+            t.keys("Enter")  # -x: the command is logged, not run
+            t.wait_for("Command has been logged to script file")
+            assert "PWN" not in _pane_title(name)
+        finally:
+            t.kill()
+        script = (tmp_path / "smit.script").read_bytes()
+        assert b"\x1b" not in script and b"\x07" not in script
+        line = [l for l in script.decode().splitlines() if l.startswith("aixsmit cmd mksysb")][-1]
+        got = subprocess.run(["bash", "-c", f'set -- {line}; printf "%s" "${{@: -1}}"'], capture_output=True).stdout
+        assert got == os.fsencode(planted)
+    finally:
+        subprocess.run(["rm", "-rf", shared])

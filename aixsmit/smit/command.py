@@ -89,7 +89,31 @@ def build(screen: Screen, values: dict[str, str], host: str, root: str = "/") ->
 
 
 def display(argv: list[str]) -> str:
-    return shlex.join(argv)
+    """The command line as F6 shows it and smit.script keeps it: a shell command that runs
+    exactly ``argv``, and holds nothing a terminal acts on. Arguments are quoted as
+    ``shlex.join`` does; one holding a control character, a byte that is not UTF-8 or another
+    character :func:`aixsmit.fs.mounts.visible` makes visible is written ``$'...'`` with octal
+    escapes of its UTF-8 bytes (bash, ksh and POSIX.1-2024 sh read it back to the same bytes)."""
+    return " ".join(_quote(a) for a in argv)
+
+
+def _quote(arg: str) -> str:
+    from ..fs.mounts import visible
+
+    if visible(arg, backslash=False) == arg:
+        return shlex.quote(arg)
+    out = []
+    for c in arg:
+        n = ord(c)
+        if c in "\\'":
+            out.append("\\" + c)
+        elif 0xDC80 <= n <= 0xDCFF:  # a byte that is not UTF-8, as os.fsdecode keeps it
+            out.append("\\%03o" % (n - 0xDC00))
+        elif visible(c, backslash=False) != c:
+            out.append("".join("\\%03o" % b for b in c.encode("utf-8")))
+        else:
+            out.append(c)
+    return "$'" + "".join(out) + "'"
 
 
 def runnable(argv: list[str]) -> list[str]:

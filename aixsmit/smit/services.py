@@ -19,8 +19,16 @@ from ..fs.table import System, top
 
 @dataclass(frozen=True)
 class ListItem:
+    """One row of an F4 list: ``value`` goes into the field as it is (a name, exactly);
+    ``text`` is what the list shows, through the one escaper whatever a service put in it
+    (services make each name visible, spaces too, as they build their columns; this second
+    pass keeps backslashes and so changes nothing there)."""
+
     value: str
     text: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "text", visible(self.text, backslash=False))
 
 
 Service = Callable[[System], list[ListItem]]

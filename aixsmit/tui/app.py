@@ -292,8 +292,9 @@ class AixsmitApp(App):
             self.pop_screen()
 
     def run_command(self, d, argv: list[str], next_label: str = "", on_next=None) -> None:
-        logged = cmdbuild.display(argv)  # the log and the script keep the command as it runs
-        shown = visible(logged)
+        # Shown, logged and kept in smit.script alike: a command that runs exactly argv, with
+        # nothing in it a terminal acts on (cmdbuild.display).
+        shown = logged = cmdbuild.display(argv)
         if self.no_exec:
             self.smit_log.not_run(logged)
             self.push_screen(MessagePopup("INFORMATION MESSAGE",

@@ -15,6 +15,27 @@ from .keys import LIST_KEYS, MULTI_KEYS, POPUP_KEYS, footer_text
 PRESS_RETURN = "Press Enter or Cancel to return to the\napplication."
 
 
+def plain(text: str) -> str:
+    """Text for the screen, through the one escaper line by line (backslashes kept: names in it
+    were made visible where it was put together, and a second pass changes nothing there):
+    nothing a name holds reaches the terminal as a control sequence, whatever the caller did.
+    Newlines and tabs are the text's own."""
+    if text.isascii() and text.isprintable():
+        return text
+    return "\n".join("\t".join(visible(p, backslash=False) for p in line.split("\t")) for line in text.split("\n"))
+
+
+class Plain(Static):
+    """A Static of plain text (never markup) that shows its text through :func:`plain`: the
+    widget of every message, fact and command line on aixsmit's screens."""
+
+    def __init__(self, text: str = "", **kw):
+        super().__init__(plain(text), markup=False, **kw)
+
+    def update(self, text: str = "", *, layout: bool = True) -> None:
+        super().update(plain(text), layout=layout)
+
+
 def names(items) -> str:
     """Names (mount points, devices) for a message, space-separated, each through the one
     escaper: a newline, tab or ESC in one, or a space, shows as ``\\ooo`` and cannot forge a
@@ -42,12 +63,12 @@ class Popup(ModalScreen):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="box"):
-            yield Static(self.popup_title, classes="title")
+            yield Plain(self.popup_title, classes="title")
             yield from self.body()
             yield Static(footer_text(self.KEYS, self.app.esc_labels, 64), id="popup-footer")
 
     def body(self) -> ComposeResult:
-        yield Static(self.message, id="message", markup=False)
+        yield Plain(self.message, id="message")
 
     def on_mount(self) -> None:
         if self.app.ascii_only:

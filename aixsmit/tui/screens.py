@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import select
+import shlex
 import signal
 import threading
 import time
@@ -22,7 +23,7 @@ from ..fs.mounts import visible
 from ..smit import command as cmdbuild
 from ..smit.model import Field, Screen as ScreenDef
 from .keys import DIALOG_KEYS, MENU_KEYS, STATUS_DONE_KEYS, STATUS_RUNNING_KEYS, footer_text
-from .popups import PRESS_RETURN, ListPopup, MessagePopup, PromptPopup
+from .popups import PRESS_RETURN, ListPopup, MessagePopup, Plain, PromptPopup
 
 
 def _show(line: Static, text: str) -> None:
@@ -154,7 +155,7 @@ class MenuList(VerticalScroll, can_focus=True):
     def compose(self) -> ComposeResult:
         for i, label in enumerate(self.labels):
             # Padded, so the reverse-video bar spans the row as SMIT's does (the row clips it).
-            yield Static(("  " + label).ljust(256), classes="menu-item" + (" -hl" if i == 0 else ""), markup=False)
+            yield Plain(("  " + label).ljust(256), classes="menu-item" + (" -hl" if i == 0 else ""))
 
     def action_move(self, step: int) -> None:
         if self.highlighted is None:
@@ -225,10 +226,18 @@ class RingValue(Static, can_focus=True):
 
 
 class FieldRow(Widget):
+    """A field: its label, and its value in brackets (an input) or as a ring.
+
+    A value holding what a terminal would act on (a name picked with F4, or preset: ESC, a
+    newline, a byte that is not UTF-8) is shown made visible (``\\ooo``), and the value itself
+    kept aside: while the field shows exactly that text, :attr:`value` is the name itself, so
+    the command gets the name and the screen never gets its bytes."""
+
     def __init__(self, field: Field, value: str):
         super().__init__()
         self.field = field
         self.initial = value
+        self._names: dict[str, str] = {}  # text shown -> the value it stands for
 
     def compose(self) -> ComposeResult:
         f = self.field
@@ -238,7 +247,7 @@ class FieldRow(Widget):
             yield RingValue(f, self.initial)
         else:
             yield Static("[", classes="bracket")
-            inp = Input(self.initial, id=f"in-{f.name}", select_on_focus=False)
+            inp = Input(self._shown(self.initial), id=f"in-{f.name}", select_on_focus=False)
             inp.cursor_blink = False  # a blinking cursor costs ~2 KB/s on the wire
             yield inp
             yield Static("]", classes="bracket")
@@ -247,17 +256,38 @@ class FieldRow(Widget):
     def on_mount(self) -> None:
         self.refresh_changed()
 
+    def _shown(self, value: str) -> str:
+        if visible(value, backslash=False) == value:
+            return value
+        shown = visible(value)
+        self._names[shown] = value
+        return shown
+
     @property
     def value(self) -> str:
         if self.field.is_ring:
             return self.query_one(RingValue).value
-        return self.query_one(Input).value
+        text = self.query_one(Input).value
+        return self._names.get(text, text)
+
+    @property
+    def shown_value(self) -> str:
+        """The value as the field shows it (for F7's larger window)."""
+        return self.query_one(RingValue).value if self.field.is_ring else self.query_one(Input).value
 
     def set_value(self, value: str) -> None:
         if self.field.is_ring:
             self.query_one(RingValue).set_value(value)
         else:
-            self.query_one(Input).value = value
+            self.query_one(Input).value = self._shown(value)
+        self.refresh_changed()
+
+    def set_shown(self, text: str) -> None:
+        """Put back text as the field shows it (F7's window gives the shown text back)."""
+        if self.field.is_ring:
+            self.set_value(text)
+            return
+        self.query_one(Input).value = text if text in self._names else self._shown(text)
         self.refresh_changed()
 
     def refresh_changed(self) -> None:
@@ -272,6 +302,14 @@ class FieldRow(Widget):
 
     def focus_value(self) -> None:
         self.value_widget().focus()
+
+
+def _words(value: str) -> list[str]:
+    """A multi field's names, as the command line gets them."""
+    try:
+        return shlex.split(value)
+    except ValueError:
+        return value.split()
 
 
 class DialogScreen(SmitScreen):
@@ -376,10 +414,12 @@ class DialogScreen(SmitScreen):
         def chosen(value) -> None:
             if value is None or value == "":
                 return
-            row.set_value(" ".join(value) if isinstance(value, list) else value)
+            # Several names in one field: quoted as the command line splits them (shlex), so a
+            # name with a space or a newline stays one name.
+            row.set_value(" ".join(shlex.quote(v) for v in value) if isinstance(value, list) else value)
             row.focus_value()
 
-        current = row.value.split() if multi else []
+        current = _words(row.value) if multi else []
         if f.list:
             self.app.open_list(f.label, f.list, chosen, multi=multi, selected=current, help_text=f.help)
             return
@@ -405,12 +445,12 @@ class DialogScreen(SmitScreen):
 
         def done(value):
             if value is not None:
-                row.set_value(value)
+                row.set_shown(value)
                 row.focus_value()
 
         from .edit import EditPopup
 
-        self.app.push_screen(EditPopup(row.field.label, row.value, help_text=row.field.help), done)
+        self.app.push_screen(EditPopup(row.field.label, row.shown_value, help_text=row.field.help), done)
 
     def build(self) -> list[str] | None:
         try:
@@ -424,7 +464,7 @@ class DialogScreen(SmitScreen):
             return
         argv = self.build()
         if argv is not None:
-            self.app.push_screen(MessagePopup("SHOW COMMAND STRING", PRESS_RETURN + "\n\n" + visible(cmdbuild.display(argv))))
+            self.app.push_screen(MessagePopup("SHOW COMMAND STRING", PRESS_RETURN + "\n\n" + cmdbuild.display(argv)))
 
     def action_cancel(self) -> None:
         if self.changed():
@@ -857,7 +897,7 @@ class CommandStatusScreen(SmitScreen):
             super().action_exit()
 
     def action_show_command(self) -> None:
-        self.app.push_screen(MessagePopup("SHOW COMMAND STRING", PRESS_RETURN + "\n\n" + visible(cmdbuild.display(self.argv))))
+        self.app.push_screen(MessagePopup("SHOW COMMAND STRING", PRESS_RETURN + "\n\n" + cmdbuild.display(self.argv)))
 
     def action_find(self) -> None:
         def got(pattern):

@@ -22,7 +22,7 @@ from ..fs.mounts import visible
 from ..smit import command as cmdbuild
 from ..smit.model import Screen as ScreenDef
 from .keys import WALK_KEYS
-from .popups import PRESS_RETURN, MessagePopup, names
+from .popups import PRESS_RETURN, MessagePopup, Plain, names
 from .screens import FKEYS, SmitScreen
 
 
@@ -89,8 +89,8 @@ class WalkthroughScreen(SmitScreen):
     # --- layout --------------------------------------------------------------------------
     def body(self) -> ComposeResult:
         with VerticalScroll(id="body"):
-            yield Static("", id="step-title", classes="instructions", markup=False)
-            yield Static("", id="why", markup=False)
+            yield Plain("", id="step-title", classes="instructions")
+            yield Plain("", id="why")
             with Horizontal(id="dest-row"):
                 yield Static("* Backup DEVICE or FILE".ljust(52), classes="label", markup=False)
                 yield Static("[", classes="bracket")
@@ -99,9 +99,9 @@ class WalkthroughScreen(SmitScreen):
                 yield dest
                 yield Static("]", classes="bracket")
                 yield Static(" +/", classes="marker")
-            yield Static("", id="facts", markup=False)
-            yield Static("", id="command", markup=False)
-            yield Static("", id="next", markup=False)
+            yield Plain("", id="facts")
+            yield Plain("", id="command")
+            yield Plain("", id="next")
 
     def on_mount(self) -> None:
         picked_up = self._find_job()
@@ -154,7 +154,7 @@ class WalkthroughScreen(SmitScreen):
             facts = f"ERROR: {exc}"
         self.query_one("#facts", Static).update(facts)
         argv = self.argv()
-        self.query_one("#command", Static).update(f"Command (F6): {visible(cmdbuild.display(argv))}" if argv else "")
+        self.query_one("#command", Static).update(f"Command (F6): {cmdbuild.display(argv)}" if argv else "")
         self.query_one("#next", Static).update("\n" + self.how_to_go_on())
 
     def how_to_go_on(self) -> str:
@@ -293,7 +293,7 @@ class WalkthroughScreen(SmitScreen):
 
     def action_show_command(self) -> None:
         argv = self.argv()
-        text = visible(cmdbuild.display(argv)) if argv else "This step runs no command."
+        text = cmdbuild.display(argv) if argv else "This step runs no command."
         self.app.push_screen(MessagePopup("SHOW COMMAND STRING", PRESS_RETURN + "\n\n" + text))
 
     def action_cancel(self) -> None:
@@ -384,7 +384,7 @@ class WalkthroughScreen(SmitScreen):
             if self.app.dry_run:
                 self.result = "dry run"
                 self.app.push_screen(MessagePopup("INFORMATION MESSAGE", "(dry run) Steps 3 to 7 would run:\n\n"
-                                                  + visible(cmdbuild.display(argv)) + "\n\n" + PRESS_RETURN),
+                                                  + cmdbuild.display(argv) + "\n\n" + PRESS_RETURN),
                                      lambda _: self.advance())
                 return
             self.app.run_command(self.job_definition(argv), argv, next_label="Summary", on_next=self.go_on)
