@@ -196,3 +196,69 @@ def test_a_planted_image_name_in_f4_f6_and_smit_script(tmp_path):
         assert got == os.fsencode(planted)
     finally:
         subprocess.run(["rm", "-rf", shared])
+
+
+# --- the TUI, driven with Pilot: what every widget holds ------------------------------------
+
+def _raw_on_screen(app) -> list[str]:
+    """Texts held by the widgets of every screen on the stack that carry a character a terminal
+    acts on (ESC, BEL, other C0/C1 controls but newline) or a byte that is not UTF-8."""
+    from textual.widgets import Input, OptionList, Static
+
+    bad = []
+    for screen in app.screen_stack:
+        for w in screen.query("*"):
+            if isinstance(w, Static):
+                texts = [str(w.render())]
+            elif isinstance(w, Input):
+                texts = [w.value]
+            elif isinstance(w, OptionList):
+                texts = [str(o.prompt) for o in w.options]
+            else:
+                continue
+            bad += [t for t in texts if any((ord(c) < 0x20 and c != "\n") or 0x7F <= ord(c) < 0xA0
+                                            or 0xDC80 <= ord(c) <= 0xDCFF for c in t)]
+    return bad
+
+
+@needs_root
+async def test_a_hostile_mount_point_in_the_guide_f6_and_the_umount_list(troot, tmp_path):
+    from aixsmit.tui.popups import ListPopup, MessagePopup
+    from tui_helpers import make, typed, until
+
+    tr = troot
+    odd = "/srv/e\x1b]0;PWN\x07\x1b[2Jx\udcff"
+    tr.loop_mount(odd)
+    out = tr.base / "out"
+    out.mkdir()
+    app = make(tmp_path, "walkthrough", root=str(tr.path))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+        walk = app.screen
+        assert "/srv/e\\033]0;PWN\\007\\033[2Jx\\377" in str(walk.query_one("#facts").render())  # step 1
+        assert _raw_on_screen(app) == []
+        await pilot.press("enter")
+        await pilot.pause()
+        await typed(pilot, str(out / "s.mksysb"))
+        await pilot.press("enter")
+        await pilot.pause()
+        assert "\\033]0;PWN" in str(walk.query_one("#facts").render())  # steps 3-7: what it unmounts
+        assert _raw_on_screen(app) == []
+        await pilot.press("f6")
+        await pilot.pause()
+        assert isinstance(app.screen, MessagePopup) and _raw_on_screen(app) == []
+        await pilot.press("escape", "3")
+        await pilot.pause()
+        app.open("umountfs")
+        await pilot.pause()
+        await pilot.press("f4")
+        await until(pilot, lambda: isinstance(app.screen, ListPopup) and not app.screen.building)
+        assert any("\\033]0;PWN" in str(o.prompt) for o in app.screen.query_one("OptionList").options)
+        assert _raw_on_screen(app) == []
+        await pilot.press("enter")  # pick it: the field shows it visible, the command gets the name
+        await pilot.pause()
+        assert _raw_on_screen(app) == []
+        assert app.screen.values()["mount"] == odd
+        await pilot.press("f6")
+        await pilot.pause()
+        assert "$'/srv/e\\033]0;PWN\\007\\033[2Jx\\377'" in app.screen.message and _raw_on_screen(app) == []
