@@ -239,9 +239,18 @@ async def test_a_hostile_mount_point_in_the_guide_f6_and_the_umount_list(troot, 
         assert _raw_on_screen(app) == []
         await pilot.press("enter")
         await pilot.pause()
-        await typed(pilot, str(out / "s.mksysb"))
+        planted = str(out / "i\x1b]0;PWN\x07.mksysb")  # F4 finds images beside --root
+        open(planted, "w").close()
+        await pilot.press("f4")
+        await until(pilot, lambda: isinstance(app.screen, ListPopup) and not app.screen.building)
+        assert _raw_on_screen(app) == []
+        app.screen.query_one("OptionList").highlighted = [v for v, _ in app.screen.items].index(planted)
         await pilot.press("enter")
         await pilot.pause()
+        assert walk.query_one("#dest").value.endswith("/i\\033]0;PWN\\007.mksysb") and _raw_on_screen(app) == []
+        await pilot.press("enter")
+        await pilot.pause()
+        assert walk.dest == planted and walk.argv()[-1] == planted
         assert "\\033]0;PWN" in str(walk.query_one("#facts").render())  # steps 3-7: what it unmounts
         assert _raw_on_screen(app) == []
         await pilot.press("f6")

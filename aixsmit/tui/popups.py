@@ -36,6 +36,28 @@ class Plain(Static):
         super().update(plain(text), layout=layout)
 
 
+class ShownNames:
+    """Names as an input field shows them. A name holding what a terminal would act on (ESC,
+    a newline, a byte that is not UTF-8: picked with F4 or preset) is shown made visible
+    (``\\ooo``) and kept aside; while the field holds exactly that text, :meth:`value` gives the
+    name itself back. So the command gets the name and the terminal never gets its bytes."""
+
+    def __init__(self) -> None:
+        self._names: dict[str, str] = {}  # text shown -> the name it stands for
+
+    def text(self, value: str) -> str:
+        """What the field shows for ``value``."""
+        if value in self._names or visible(value, backslash=False) == value:
+            return value
+        shown = visible(value)
+        self._names[shown] = value
+        return shown
+
+    def value(self, text: str) -> str:
+        """The value the field's ``text`` stands for."""
+        return self._names.get(text, text)
+
+
 def names(items) -> str:
     """Names (mount points, devices) for a message, space-separated, each through the one
     escaper: a newline, tab or ESC in one, or a space, shows as ``\\ooo`` and cannot forge a

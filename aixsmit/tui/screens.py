@@ -19,11 +19,10 @@ from textual.widget import Widget
 from textual.widgets import Input, Static
 
 from ..errors import AixsmitError
-from ..fs.mounts import visible
 from ..smit import command as cmdbuild
 from ..smit.model import Field, Screen as ScreenDef
 from .keys import DIALOG_KEYS, MENU_KEYS, STATUS_DONE_KEYS, STATUS_RUNNING_KEYS, footer_text
-from .popups import PRESS_RETURN, ListPopup, MessagePopup, Plain, PromptPopup
+from .popups import PRESS_RETURN, ListPopup, MessagePopup, Plain, PromptPopup, ShownNames
 
 
 def _show(line: Static, text: str) -> None:
@@ -228,16 +227,14 @@ class RingValue(Static, can_focus=True):
 class FieldRow(Widget):
     """A field: its label, and its value in brackets (an input) or as a ring.
 
-    A value holding what a terminal would act on (a name picked with F4, or preset: ESC, a
-    newline, a byte that is not UTF-8) is shown made visible (``\\ooo``), and the value itself
-    kept aside: while the field shows exactly that text, :attr:`value` is the name itself, so
-    the command gets the name and the screen never gets its bytes."""
+    A name holding what a terminal would act on is shown made visible (:class:`ShownNames`);
+    :attr:`value` is the name itself."""
 
     def __init__(self, field: Field, value: str):
         super().__init__()
         self.field = field
         self.initial = value
-        self._names: dict[str, str] = {}  # text shown -> the value it stands for
+        self.names = ShownNames()
 
     def compose(self) -> ComposeResult:
         f = self.field
@@ -247,7 +244,7 @@ class FieldRow(Widget):
             yield RingValue(f, self.initial)
         else:
             yield Static("[", classes="bracket")
-            inp = Input(self._shown(self.initial), id=f"in-{f.name}", select_on_focus=False)
+            inp = Input(self.names.text(self.initial), id=f"in-{f.name}", select_on_focus=False)
             inp.cursor_blink = False  # a blinking cursor costs ~2 KB/s on the wire
             yield inp
             yield Static("]", classes="bracket")
@@ -256,19 +253,11 @@ class FieldRow(Widget):
     def on_mount(self) -> None:
         self.refresh_changed()
 
-    def _shown(self, value: str) -> str:
-        if visible(value, backslash=False) == value:
-            return value
-        shown = visible(value)
-        self._names[shown] = value
-        return shown
-
     @property
     def value(self) -> str:
         if self.field.is_ring:
             return self.query_one(RingValue).value
-        text = self.query_one(Input).value
-        return self._names.get(text, text)
+        return self.names.value(self.query_one(Input).value)
 
     @property
     def shown_value(self) -> str:
@@ -279,7 +268,7 @@ class FieldRow(Widget):
         if self.field.is_ring:
             self.query_one(RingValue).set_value(value)
         else:
-            self.query_one(Input).value = self._shown(value)
+            self.query_one(Input).value = self.names.text(value)
         self.refresh_changed()
 
     def set_shown(self, text: str) -> None:
@@ -287,7 +276,7 @@ class FieldRow(Widget):
         if self.field.is_ring:
             self.set_value(text)
             return
-        self.query_one(Input).value = text if text in self._names else self._shown(text)
+        self.query_one(Input).value = self.names.text(text)
         self.refresh_changed()
 
     def refresh_changed(self) -> None:
