@@ -124,6 +124,12 @@ def test_a_destination_name_with_bytes_esc_semicolon_and_newline(hostile_root):
         assert row.split()[1] == "mksysb" and row.split()[-2:] == ["rootvg", "OK"]
     assert rows[1].startswith(os.path.join(str(tr.out), "bad\\377;x;y\\012\\033]0;PWN\\007\\033[2J.mksysb"))
 
+    # A level backup of the file system with the newline, to such a name: one line says so.
+    r = aixsmit("cmd", "backup", "-0", "-f", bad + ".0", HOSTILE_MP, "--root", tr.path, env=tr.env())
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert no_raw_controls(r.stdout + r.stderr) and not any(c in r.stdout + r.stderr for c in RAW)
+    assert "backup: Backing up /da\\012ta to " in r.stdout and "\\012\\033]0;PWN\\007\\033[2J.mksysb.0." in r.stdout
+
 
 # --- the TUI, in a real terminal -------------------------------------------------------------
 

@@ -31,12 +31,13 @@ MKSYSB_CODES = """exit status (as AIX documents for mksysb/savevg):
 
 
 def emit(line: str, stream: str) -> None:
-    """A line of a command's messages, to the terminal: what a name in it could still hold
-    that moves the cursor or cannot be printed (ESC, a byte that is not UTF-8) is made visible
-    here, whatever the caller did (names are made visible where the message is made; a second
-    pass keeps backslashes, so it changes nothing there). Tabs and newlines are the message's own."""
+    """One line of a command's messages, to the terminal: what a name in it could still hold
+    that moves the cursor, starts a line of its own or cannot be printed (ESC, a newline, a byte
+    that is not UTF-8) is made visible here, whatever the caller did (names are made visible
+    where the message is made; a second pass keeps backslashes, so it changes nothing there).
+    Tabs are the message's own (AIX indents its continuation lines with one)."""
     if not (line.isascii() and line.isprintable()):
-        line = "\n".join("\t".join(visible(p, backslash=False) for p in part.split("\t")) for part in line.split("\n"))
+        line = "\t".join(visible(p, backslash=False) for p in line.split("\t"))
     f = sys.stdout if stream == "stdout" else sys.stderr
     f.write(line + "\n")
     f.flush()
