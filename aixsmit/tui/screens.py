@@ -22,7 +22,7 @@ from ..fs.mounts import visible
 from ..smit import command as cmdbuild
 from ..smit.model import Field, Screen as ScreenDef
 from .keys import DIALOG_KEYS, MENU_KEYS, STATUS_DONE_KEYS, STATUS_RUNNING_KEYS, footer_text
-from .popups import PRESS_RETURN, ListPopup, MessagePopup, PromptPopup
+from .popups import PRESS_RETURN, FieldInput, ListPopup, MessagePopup, PromptPopup
 
 
 def _show(line: Static, text: str) -> None:
@@ -238,7 +238,7 @@ class FieldRow(Widget):
             yield RingValue(f, self.initial)
         else:
             yield Static("[", classes="bracket")
-            inp = Input(self.initial, id=f"in-{f.name}", select_on_focus=False)
+            inp = FieldInput(self.initial, id=f"in-{f.name}", select_on_focus=False)
             inp.cursor_blink = False  # a blinking cursor costs ~2 KB/s on the wire
             yield inp
             yield Static("]", classes="bracket")

@@ -22,7 +22,7 @@ from ..fs.mounts import visible
 from ..smit import command as cmdbuild
 from ..smit.model import Screen as ScreenDef
 from .keys import WALK_KEYS
-from .popups import PRESS_RETURN, MessagePopup, names
+from .popups import PRESS_RETURN, FieldInput, MessagePopup, names
 from .screens import FKEYS, SmitScreen
 
 
@@ -94,7 +94,7 @@ class WalkthroughScreen(SmitScreen):
             with Horizontal(id="dest-row"):
                 yield Static("* Backup DEVICE or FILE".ljust(52), classes="label", markup=False)
                 yield Static("[", classes="bracket")
-                dest = Input("", id="dest")
+                dest = FieldInput("", id="dest")
                 dest.cursor_blink = False
                 yield dest
                 yield Static("]", classes="bracket")
