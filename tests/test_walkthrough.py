@@ -331,6 +331,17 @@ async def test_names_in_the_ledger_reach_the_screen_escaped(troot, tmp_path):
         assert any(shown in r for r in rows), rows
         assert "\\012LEFT" in text(app)
         clean(text(app))
+        await pilot.press("f7", "enter")  # into the field: the name itself, drawn a picture a character
+        await pilot.pause()
+        assert app.screen.values()["mounts"] == odd
+        t = text(app)
+        assert "\x1b" not in t and "\t" not in t and "/srv/a\u240aLEFT" in t, t
+        await pilot.press("f6")  # the command as it would run, through the escaper
+        await pilot.pause()
+        assert isinstance(app.screen, MessagePopup) and "\\033[31mred" in app.screen.message
+        assert "\x1b" not in app.screen.message and "\nLEFT" not in app.screen.message
+        await pilot.press("enter")
+        await pilot.pause()
         await pilot.press("f3")
         await pilot.pause()
         app.open("walkthrough")

@@ -423,7 +423,7 @@ class AixsmitApp(App):
         self.exit(0)
 
 
-_SVG_LINE = re.compile(r'<rect x="0" y="[^"]*" width="([0-9.e+]+)"')
+_SVG_LINE = re.compile(r'-line-0">\s*<rect x="0" y="[^"]*" width="([0-9.e+]+)"')
 _SVG_TEXT = re.compile(r'<text class="[^"]*" x="([0-9.e+-]+)" y="[^"]*" textLength="[^"]*" '
                        r'clip-path="url\(#[^)]*-line-(\d+)\)">(.*?)</text>', re.S)
 

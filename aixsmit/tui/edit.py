@@ -8,9 +8,10 @@ from __future__ import annotations
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.message import Message
+from textual.strip import Strip
 from textual.widgets import TextArea
 
-from .popups import Popup
+from .popups import Popup, pictured
 
 
 class ValueArea(TextArea):
@@ -25,6 +26,10 @@ class ValueArea(TextArea):
 
     def action_commit(self) -> None:
         self.post_message(self.Commit())
+
+    def render_line(self, y: int) -> Strip:
+        # A value can be a name picked with F4: its ESC or newline is drawn as a picture.
+        return pictured(super().render_line(y))
 
 
 class EditPopup(Popup):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from rich.segment import Segment
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, OptionList, Static
+from textual.strip import Strip
 from textual.widgets.option_list import Option
 
 from ..fs.mounts import visible
@@ -36,33 +38,40 @@ class Plain(Static):
         super().update(plain(text), layout=layout)
 
 
-class ShownNames:
-    """Names as an input field shows them. A name holding what a terminal would act on (ESC,
-    a newline, a byte that is not UTF-8: picked with F4 or preset) is shown made visible
-    (``\\ooo``) and kept aside; while the field holds exactly that text, :meth:`value` gives the
-    name itself back. So the command gets the name and the terminal never gets its bytes."""
-
-    def __init__(self) -> None:
-        self._names: dict[str, str] = {}  # text shown -> the name it stands for
-
-    def text(self, value: str) -> str:
-        """What the field shows for ``value``."""
-        if value in self._names or visible(value, backslash=False) == value:
-            return value
-        shown = visible(value)
-        self._names[shown] = value
-        return shown
-
-    def value(self, text: str) -> str:
-        """The value the field's ``text`` stands for."""
-        return self._names.get(text, text)
-
-
 def names(items) -> str:
     """Names (mount points, devices) for a message, space-separated, each through the one
     escaper: a newline, tab or ESC in one, or a space, shows as ``\\ooo`` and cannot forge a
     line, move the cursor or run two names together."""
     return " ".join(visible(n, spaces=True) for n in items)
+
+
+def _picture(ch: str) -> str:
+    """One cell for a character the one escaper would not show as it is: a C0 control's own
+    picture (U+2400-U+241F: ESC is U+241B), DEL's (U+2421), U+FFFD for any other."""
+    if visible(ch, backslash=False) == ch:
+        return ch
+    n = ord(ch)
+    return chr(0x2400 + n) if n < 0x20 else "\u2421" if n == 0x7F else "\ufffd"
+
+
+class FieldInput(Input):
+    """An entry field that never sends what its value holds raw to the terminal: a value can
+    come from a name (an F4 list, a mount point with a newline, a tab or ESC in it). The value
+    is kept as it is (the command gets the real name); what is drawn shows each character the
+    one escaper (``visible``) would escape as one picture character, so the cursor still moves
+    one cell a character."""
+
+    def render_line(self, y: int) -> Strip:
+        return pictured(super().render_line(y))
+
+
+def pictured(strip: Strip) -> Strip:
+    """A line of an editable widget (an entry field, F7's window) as drawn: each character the
+    one escaper would escape is one picture character (:func:`_picture`)."""
+    if all(seg.text.isascii() and seg.text.isprintable() for seg in strip):
+        return strip
+    return Strip([Segment("".join(map(_picture, seg.text)), seg.style, seg.control) for seg in strip],
+                 strip.cell_length)
 
 
 class Popup(ModalScreen):
@@ -252,7 +261,7 @@ class PromptPopup(Popup):
         self.value = value
 
     def body(self) -> ComposeResult:
-        inp = Input(self.value, id="prompt")
+        inp = FieldInput(self.value, id="prompt")
         inp.cursor_blink = False
         yield inp
 

@@ -22,7 +22,7 @@ from ..errors import AixsmitError
 from ..smit import command as cmdbuild
 from ..smit.model import Field, Screen as ScreenDef
 from .keys import DIALOG_KEYS, MENU_KEYS, STATUS_DONE_KEYS, STATUS_RUNNING_KEYS, footer_text
-from .popups import PRESS_RETURN, ListPopup, MessagePopup, Plain, PromptPopup, ShownNames
+from .popups import PRESS_RETURN, FieldInput, ListPopup, MessagePopup, Plain, PromptPopup
 
 
 def _show(line: Static, text: str) -> None:
@@ -225,16 +225,10 @@ class RingValue(Static, can_focus=True):
 
 
 class FieldRow(Widget):
-    """A field: its label, and its value in brackets (an input) or as a ring.
-
-    A name holding what a terminal would act on is shown made visible (:class:`ShownNames`);
-    :attr:`value` is the name itself."""
-
     def __init__(self, field: Field, value: str):
         super().__init__()
         self.field = field
         self.initial = value
-        self.names = ShownNames()
 
     def compose(self) -> ComposeResult:
         f = self.field
@@ -244,7 +238,7 @@ class FieldRow(Widget):
             yield RingValue(f, self.initial)
         else:
             yield Static("[", classes="bracket")
-            inp = Input(self.names.text(self.initial), id=f"in-{f.name}", select_on_focus=False)
+            inp = FieldInput(self.initial, id=f"in-{f.name}", select_on_focus=False)
             inp.cursor_blink = False  # a blinking cursor costs ~2 KB/s on the wire
             yield inp
             yield Static("]", classes="bracket")
@@ -257,26 +251,13 @@ class FieldRow(Widget):
     def value(self) -> str:
         if self.field.is_ring:
             return self.query_one(RingValue).value
-        return self.names.value(self.query_one(Input).value)
-
-    @property
-    def shown_value(self) -> str:
-        """The value as the field shows it (for F7's larger window)."""
-        return self.query_one(RingValue).value if self.field.is_ring else self.query_one(Input).value
+        return self.query_one(Input).value
 
     def set_value(self, value: str) -> None:
         if self.field.is_ring:
             self.query_one(RingValue).set_value(value)
         else:
-            self.query_one(Input).value = self.names.text(value)
-        self.refresh_changed()
-
-    def set_shown(self, text: str) -> None:
-        """Put back text as the field shows it (F7's window gives the shown text back)."""
-        if self.field.is_ring:
-            self.set_value(text)
-            return
-        self.query_one(Input).value = self.names.text(text)
+            self.query_one(Input).value = value
         self.refresh_changed()
 
     def refresh_changed(self) -> None:
@@ -434,12 +415,12 @@ class DialogScreen(SmitScreen):
 
         def done(value):
             if value is not None:
-                row.set_shown(value)
+                row.set_value(value)
                 row.focus_value()
 
         from .edit import EditPopup
 
-        self.app.push_screen(EditPopup(row.field.label, row.shown_value, help_text=row.field.help), done)
+        self.app.push_screen(EditPopup(row.field.label, row.value, help_text=row.field.help), done)
 
     def build(self) -> list[str] | None:
         try:

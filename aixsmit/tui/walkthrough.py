@@ -22,7 +22,7 @@ from ..fs.mounts import visible
 from ..smit import command as cmdbuild
 from ..smit.model import Screen as ScreenDef
 from .keys import WALK_KEYS
-from .popups import PRESS_RETURN, MessagePopup, Plain, ShownNames, names
+from .popups import PRESS_RETURN, FieldInput, MessagePopup, Plain, names
 from .screens import FKEYS, SmitScreen
 
 
@@ -82,7 +82,6 @@ class WalkthroughScreen(SmitScreen):
         super().__init__(definition)
         self.step = 0
         self.dest = ""
-        self.dest_names = ShownNames()  # the destination field shows a name made visible
         self.job = None  # the job of steps 3-7 (a detached aixsmit cmd sysbackup)
         self.result = ""  # its end: OK, WARN, FAILED, lost; "dry run"; "" before it ran
         self.continued = False
@@ -95,7 +94,7 @@ class WalkthroughScreen(SmitScreen):
             with Horizontal(id="dest-row"):
                 yield Static("* Backup DEVICE or FILE".ljust(52), classes="label", markup=False)
                 yield Static("[", classes="bracket")
-                dest = Input("", id="dest")
+                dest = FieldInput("", id="dest")
                 dest.cursor_blink = False
                 yield dest
                 yield Static("]", classes="bracket")
@@ -147,7 +146,7 @@ class WalkthroughScreen(SmitScreen):
         row.display = st.kind == "dest"
         if st.kind == "dest":
             inp = self.query_one("#dest", Input)
-            inp.value = self.dest_names.text(self.dest) if self.dest else inp.value
+            inp.value = self.dest or inp.value
             inp.focus()
         try:
             facts = self.facts()
@@ -217,7 +216,7 @@ class WalkthroughScreen(SmitScreen):
             rows.append(f"  (and {virtual} virtual file systems: /proc, /sys, ...)")
             return "\n".join(rows)
         if step == 1:
-            return self.dest_facts(self.dest_names.value(self.query_one("#dest", Input).value) or self.dest)
+            return self.dest_facts(self.query_one("#dest", Input).value or self.dest)
         if step == RUN:
             if self.job_running():
                 when = time.strftime("%H:%M", time.localtime(self.job.start))
@@ -288,7 +287,7 @@ class WalkthroughScreen(SmitScreen):
 
         def chosen(v):
             if v:
-                self.query_one("#dest", Input).value = self.dest_names.text(v)
+                self.query_one("#dest", Input).value = v
 
         self.app.open_list("Backup DEVICE or FILE", "backup_destinations", chosen)
 
@@ -359,9 +358,7 @@ class WalkthroughScreen(SmitScreen):
         if st.kind == "info":
             self.advance()
         elif st.kind == "dest":
-            typed = self.query_one("#dest", Input).value
-            dest = self.dest_names.value(typed)
-            dest = dest.strip() if dest == typed else dest  # a name picked is taken as it is
+            dest = self.query_one("#dest", Input).value.strip()
             if not dest:
                 self.app.push_screen(MessagePopup("ERROR MESSAGE", '1820-035 A path or file name must be\nspecified in the '
                                                   'entry field for:\n"Backup DEVICE or FILE".\n\n' + PRESS_RETURN))
