@@ -209,7 +209,7 @@ def test_a_planted_image_name_in_f4_f6_and_smit_script(tmp_path):
 def _raw_on_screen(app) -> list[str]:
     """Texts held by the widgets of every screen on the stack that carry a character a terminal
     acts on (ESC, BEL, other C0/C1 controls but newline) or a byte that is not UTF-8."""
-    from textual.widgets import Input, OptionList, Static
+    from textual.widgets import Input, OptionList, Static, TextArea
 
     bad = []
     for screen in app.screen_stack:
@@ -218,6 +218,8 @@ def _raw_on_screen(app) -> list[str]:
                 texts = [str(w.render())]
             elif isinstance(w, Input):  # its value is the name itself: what it draws counts
                 texts = ["".join(seg.text for seg in w.render_line(0))]
+            elif isinstance(w, TextArea):
+                texts = ["".join(seg.text for seg in w.render_line(y)) for y in range(w.size.height)]
             elif isinstance(w, OptionList):
                 texts = [str(o.prompt) for o in w.options]
             else:
@@ -273,6 +275,12 @@ async def test_a_hostile_mount_point_in_the_guide_f6_and_the_umount_list(troot, 
         await pilot.press("enter")  # pick it: the field shows it visible, the command gets the name
         await pilot.pause()
         assert _raw_on_screen(app) == []
+        assert app.screen.values()["mount"] == odd
+        await pilot.press("f7")  # the larger window draws it safely too, and gives it back as it was
+        await pilot.pause(0.3)
+        assert app.screen.query("TextArea") and _raw_on_screen(app) == []
+        await pilot.press("enter")
+        await pilot.pause()
         assert app.screen.values()["mount"] == odd
         await pilot.press("f6")
         await pilot.pause()
