@@ -6,8 +6,10 @@ renamed before the unmount it records; forgetting it is one ``unlink``, which ne
 space. A record says who wrote it (``run``, ``pid``), when and in which order (``seq``,
 ``order``), what was mounted (source, type, FSROOT, the per-mount *and* the super-block
 options, as ``findmnt -o OPTIONS`` shows them), what lay below it at the same path (``below``:
-the stack), and a stable identity of the file system (its UUID, or a loop device's backing file
-and offset), so that it is recognised after a reboot or on another loop number.
+the stack), and a stable identity of the file system (:class:`Identity`: its UUID, and a loop device's
+backing file and offset), so that it is recognised after a reboot, on another loop number or
+another device name. The stack below is recorded with the same :class:`Identity`: there is one
+notion of "the same file system", :meth:`aixsmit.host.linux.LinuxHost.holds`.
 
 Only a process holding :func:`aixsmit.state.mount_lock` changes the ledger, and a process
 removes only records it wrote, except ``mount --ledger``, whose job is to settle them all.
@@ -66,6 +68,51 @@ def merge_options(vfs_options: tuple[str, ...], fs_options: tuple[str, ...]) -> 
 
 
 @dataclass(frozen=True)
+class Identity:
+    """Which file system a mount mounts, stable across reboots, loop numbers and device names.
+
+    ``uuid``: the file system's UUID (blkid), wherever it has one. ``backing_file`` and
+    ``offset``: a loop device's file (the UUID says which file system, the file where it lies: a
+    copy of the image elsewhere is another one). ``source``: only for what has neither (tmpfs,
+    server:/export, an overlay), the mount table's source. A device name (/dev/sdb1,
+    /dev/loop3) is never part of it: it changes on the next boot or attach."""
+
+    uuid: str = ""
+    backing_file: str = ""
+    offset: int = 0
+    source: str = ""
+
+    @classmethod
+    def of(cls, facts: dict, source: str) -> "Identity":
+        """From a host's ``device_facts`` of a mount whose mount-table source is ``source``."""
+        uuid, backing = facts.get("uuid", ""), facts.get("backing_file", "")
+        return cls(uuid=uuid, backing_file=backing, offset=facts.get("offset", 0) if backing else 0,
+                   source="" if uuid or backing else source)
+
+    @classmethod
+    def from_json(cls, value) -> "Identity":
+        """A stored identity: a dict of the fields, or (records written before there was one
+        identity) a ``file@offset`` string for a loop device, or a device name."""
+        if isinstance(value, dict):
+            return cls(uuid=str(value.get("uuid", "")), backing_file=str(value.get("backing_file", "")),
+                       offset=int(value.get("offset", 0)), source=str(value.get("source", "")))
+        text = str(value)
+        path, at, offset = text.rpartition("@")
+        if at and path.startswith("/") and offset.isdigit():
+            return cls(backing_file=path, offset=int(offset))
+        return cls(source=text)
+
+    def to_json(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v}
+
+    def __str__(self) -> str:
+        """For messages: the loop file (and offset), else UUID=…, else the source."""
+        if self.backing_file:
+            return self.backing_file + (f" (offset {self.offset})" if self.offset else "")
+        return f"UUID={self.uuid}" if self.uuid else self.source
+
+
+@dataclass(frozen=True)
 class Record:
     """One unmount. ``path`` is the host path; ``mount_point`` as the operator named it."""
 
@@ -85,7 +132,7 @@ class Record:
     autoclear: bool = False  # the loop device detaches itself on unmount (mount -o loop)
     detach_loop: bool = False  # aixsmit detaches the loop device after the unmount
     propagation: str = ""  # as findmnt -o PROPAGATION: shared, private, private,slave, ...
-    below: tuple[tuple[str, str, str], ...] = ()  # (vfs, identity, fs_root) under it at path
+    below: tuple[tuple[str, Identity, str], ...] = ()  # (vfs, identity, fs_root) under it at path
     id: str = ""
     run: str = ""
     pid: int = 0
@@ -99,6 +146,11 @@ class Record:
         return self.source
 
     @property
+    def identity(self) -> Identity:
+        return Identity(uuid=self.uuid, backing_file=self.backing_file, offset=self.offset if self.backing_file else 0,
+                        source="" if self.uuid or self.backing_file else self.source)
+
+    @property
     def options(self) -> tuple[str, ...]:
         return merge_options(self.vfs_options, self.fs_options)
 
@@ -109,7 +161,7 @@ class Record:
     def to_json(self) -> dict:
         d = asdict(self)
         d.pop("legacy")
-        d["below"] = [list(b) for b in self.below]
+        d["below"] = [[vfs, ident.to_json(), fs_root] for vfs, ident, fs_root in self.below]
         return d
 
     @classmethod
@@ -117,7 +169,8 @@ class Record:
         known = {k: d[k] for k in cls.__dataclass_fields__ if k in d and k != "legacy"}
         for k in ("vfs_options", "fs_options"):
             known[k] = tuple(known.get(k, ()))
-        known["below"] = tuple(tuple(b) for b in known.get("below", ()))
+        known["below"] = tuple((str(vfs), Identity.from_json(ident), str(fs_root))
+                               for vfs, ident, fs_root in known.get("below", ()))
         return cls(**known)
 
 
