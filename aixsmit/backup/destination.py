@@ -117,7 +117,9 @@ def log_backup(dest: str, prog: str, vg: str, when: str, size: int, status: str)
     mb = max(1, size // (1024 * 1024)) if size else 0
     line = f"{dest};{prog};{when};{mb};{mb};{vg};{status}\n"
     try:
-        fd = os.open(os.path.join(state_path(), BACKUP_LOG), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        from ..safefile import open_own
+
+        fd = open_own(os.path.join(state_path(), BACKUP_LOG))
         try:
             os.write(fd, line.encode())
         finally:

@@ -29,7 +29,8 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 
 from ..errors import AixsmitError
-from ..state import LockBusy, atomic_write_json, check_lock, fsync_dir, lock_held, state_path
+from ..safefile import make_private_dirs, write_file
+from ..state import LockBusy, atomic_write_json, check_lock, lock_held, state_path
 
 LEDGER_DIR = "ledger"
 LEGACY_NAME = "unmounted.json"  # the version-1 ledger: one file, one entry per path
@@ -245,31 +246,18 @@ class Ledger:
         return os.path.join(self.dir, f"{rec.id}.json")
 
     def add(self, rec: Record) -> None:
-        """Write ``rec`` durably (temporary name, fsync, rename, fsync of the directory).
-        Raises :class:`LedgerError` naming the file and the reason (full, read-only, removed)."""
+        """Write ``rec`` durably (:func:`aixsmit.safefile.write_file`: a new file, fsync,
+        rename, fsync of the directory). Raises :class:`LedgerError` naming the file and the
+        reason (full, read-only, removed)."""
         self._need_lock()
-        final = self.record_path(rec)
-        tmp = os.path.join(self.dir, f".{rec.id}.tmp")
+        data = (json.dumps(rec.to_json(), indent=1, sort_keys=True) + "\n").encode("utf-8", "surrogateescape")
         try:
-            os.makedirs(self.dir, mode=0o700, exist_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-            try:
-                data = (json.dumps(rec.to_json(), indent=1, sort_keys=True) + "\n").encode("utf-8", "surrogateescape")
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.rename(tmp, final)
-            fsync_dir(self.dir)
-        except OSError as exc:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+            make_private_dirs(self.dir)
+            write_file(self.record_path(rec), data)
+        except (OSError, AixsmitError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) else str(exc)
             raise LedgerError(f"aixsmit: cannot record the unmount of {rec.mount_point} in the ledger "
-                              f"{self.dir}: {exc.strerror}.") from None
+                              f"{self.dir}: {why}.") from None
 
     def has(self, rec: Record) -> bool:
         return rec.legacy or os.path.exists(self.record_path(rec))
