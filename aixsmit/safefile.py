@@ -263,7 +263,7 @@ class OutputFile:
         if sync:
             os.fsync(self.fd)
         if not self._ours(self.name):
-            raise AixsmitError(f"{self.temp_path}: the image being written was moved or replaced by someone else; "
+            raise AixsmitError(f"{self.temp_path}: the file being written was moved or replaced by someone else; "
                                "nothing was published")
         os.rename(self.name, self.base, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
         if not self._ours(self.base):
@@ -272,7 +272,7 @@ class OutputFile:
                 os.unlink(self.base, dir_fd=self.dir_fd)
             except OSError:
                 pass
-            raise AixsmitError(f"{self.final}: the image was replaced by someone else while it was being "
+            raise AixsmitError(f"{self.final}: the file was replaced by someone else while it was being "
                                "published; the name was removed")
         if sync:
             os.fsync(self.dir_fd)

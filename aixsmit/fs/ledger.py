@@ -29,7 +29,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 
 from ..errors import AixsmitError
-from ..safefile import make_private_dirs, write_file
+from ..safefile import STATE_FILE_LIMIT, make_private_dirs, read_bounded, write_file
 from ..state import LockBusy, atomic_write_json, check_lock, lock_held, state_path
 
 LEDGER_DIR = "ledger"
@@ -220,12 +220,12 @@ class Ledger:
     def _legacy(self, problems: list[str]) -> list[Record]:
         path = os.path.join(self.state, LEGACY_NAME)
         try:
-            with open(path, "rb") as f:
-                data = json.loads(f.read())
+            data = json.loads(read_bounded(path, STATE_FILE_LIMIT, "unmount ledger"))
         except FileNotFoundError:
             return []
-        except (OSError, ValueError) as exc:
-            problems.append(f"aixsmit: {path}: the unmount ledger cannot be read: {exc}.")
+        except (OSError, ValueError, AixsmitError) as exc:
+            problems.append(f"aixsmit: {exc}." if isinstance(exc, AixsmitError) else
+                            f"aixsmit: {path}: the unmount ledger cannot be read: {exc}.")
             return []
         out = []
         for i, d in enumerate(data.get("entries", [])):
@@ -289,8 +289,7 @@ class Ledger:
     def _forget_legacy(self, rec: Record) -> None:
         path = os.path.join(self.state, LEGACY_NAME)
         try:
-            with open(path, "rb") as f:
-                data = json.loads(f.read())
+            data = json.loads(read_bounded(path, STATE_FILE_LIMIT, "unmount ledger"))
             entries = [d for d in data.get("entries", []) if d.get("path") != rec.path]
             if entries:
                 atomic_write_json(path, {"version": 1, "entries": entries})
@@ -298,7 +297,7 @@ class Ledger:
                 os.unlink(path)
         except FileNotFoundError:
             return
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, AixsmitError) as exc:
             raise LedgerError(f"aixsmit: {path}: the entry of {rec.mount_point} cannot be removed: {exc}.") from None
 
 
