@@ -13,43 +13,29 @@ changed, nor is the attacker's file.
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 import subprocess
 import sys
-import tempfile
 
 import pytest
 
-from conftest import need_tool, needs_root, run
+from conftest import need_tool, needs_root
+from test_planted_files import NOBODY, _as_attacker, shared  # noqa: F401 (a fixture)
 
 pytestmark = [needs_root, need_tool("setpriv")]
 
-NOBODY = 65534
 SECRET = b"root:$6$secret:19000::::::\n"
 
 
-def _as_attacker(*argv: str) -> None:
-    run("setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *argv)
-
-
 @pytest.fixture
-def place():
+def place(shared):
     """(shared folder the attacker can write, root's victim file 0640 beside it, same file system)."""
-    base = tempfile.mkdtemp(prefix="aixsmit-oneway-", dir="/tmp")
-    os.chmod(base, 0o755)
-    folder = os.path.join(base, "shared")
-    os.mkdir(folder)
-    os.chown(folder, 0, NOBODY)
-    os.chmod(folder, 0o770)
-    victim = os.path.join(base, "shadow")
+    folder, victims, _ = shared
+    victim = os.path.join(victims, "shadow")
     with open(victim, "wb") as f:
         f.write(SECRET)
     os.chmod(victim, 0o640)
-    try:
-        yield folder, victim
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
+    return folder, victim
 
 
 def _plant(how: str, final: str, victim: str, as_attacker: bool = True) -> int | None:
