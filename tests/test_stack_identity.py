@@ -110,3 +110,21 @@ def test_stack_is_not_put_over_another_file_system_in_the_lower_ones_place(troot
     assert [m["source"] for m in _stack_at(tr, "/data")] == [f"loop:{lower_file}"]  # nothing over it
     assert not tr.p("/data/upper-only").exists()
     assert len(Ledger(tr.base / "state").entries()) == 2
+
+
+def test_records_written_before_the_one_identity_are_read_as_one():
+    """A stack stored as LinuxHost.identity() strings (file@offset for a loop device, else the
+    device) is read as the same Identity a record holds; a new record stores the fields."""
+    from aixsmit.fs.ledger import Identity, Record
+
+    old = {"mount_point": "/data", "path": "/data", "root": "/", "source": "/dev/loop3", "vfs": "ext4",
+           "uuid": "u1", "backing_file": "/img/upper.img",
+           "below": [["ext4", "/img/lower@x.img@1048576", "/"], ["tmpfs", "tmpfs", "/"], ["xfs", "/dev/sdb1", "/"]]}
+    rec = Record.from_json(old)
+    assert [b[1] for b in rec.below] == [Identity(backing_file="/img/lower@x.img", offset=1048576),
+                                         Identity(source="tmpfs"), Identity(source="/dev/sdb1")]
+    assert rec.identity == Identity(uuid="u1", backing_file="/img/upper.img")
+    again = Record.from_json(rec.to_json())
+    assert again == rec and again.to_json()["below"][0] == ["ext4", {"backing_file": "/img/lower@x.img", "offset": 1048576}, "/"]
+    assert Identity.of({"uuid": "u2"}, "/dev/sdc1") == Identity(uuid="u2")  # never the device name
+    assert Identity.of({}, "server:/export") == Identity(source="server:/export")

@@ -209,7 +209,7 @@ def start(title: str, command: str, argv: list[str], progress: bool = False) -> 
 
 
 def mark_seen(info: JobInfo) -> None:
-    (Path(info.dir) / "seen").touch()
+    os.close(open_own(str(Path(info.dir) / "seen")))
 
 
 def seen(info: JobInfo) -> bool:
