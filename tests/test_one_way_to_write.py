@@ -5,7 +5,7 @@ Files replaced whole (state, ledger records, a job's ``run``, files edited in a 
 work files) are new files renamed over the name only while they are still the files created;
 logs and the lock, kept and added to, are opened only when they are this user's regular file
 with one name. Planted, in a folder the attacker (uid 65534) can write: a symbolic link to a
-file of root's, a hard link to it, the attacker's own file, and (for the files replaced whole)
+file of root's (or to a name not there yet), a hard link to it, the attacker's own file, and (for the files replaced whole)
 the temporary file swapped for a link while it is being written. The file of root's is never
 changed, nor is the attacker's file.
 """
@@ -125,21 +125,40 @@ def _w_work_text(folder):
     return final, lambda: write_text(final, "new\n"), 0o644
 
 
+def _w_copy(folder):
+    from aixsmit.osutil import copy_file
+
+    final = os.path.join(folder, "snar")
+    return final, lambda: copy_file("/proc/self/status", final), 0o600
+
+
+def _w_menu_cache(folder, monkeypatch):
+    from pathlib import Path
+
+    from aixsmit.smit import model
+
+    final = os.path.join(folder, "menus.cache")
+    monkeypatch.setattr(model, "_cache_path", lambda: Path(final))
+    return final, lambda: model._store("key", {"screens": {}}), 0o600
+
+
 WHOLE = {"atomic_write_json": _w_atomic_json, "ledger": _w_ledger, "inroot": _w_inroot,
-         "job_state": _w_job_state, "work_text": _w_work_text}
+         "job_state": _w_job_state, "work_text": _w_work_text, "copy_file": _w_copy, "menu_cache": _w_menu_cache}
+UNSYNCED = ("job_state", "work_text", "copy_file", "menu_cache")
 
 
 @pytest.mark.parametrize("plant", ["symlink", "hardlink", "other-user-file", "swap-temp"])
 @pytest.mark.parametrize("writer", list(WHOLE))
 def test_files_replaced_whole_never_write_through_a_planted_name(place, monkeypatch, writer, plant):
     folder, victim = place
-    final, write, mode = WHOLE[writer](folder)
+    final, write, mode = WHOLE[writer](folder, monkeypatch) if writer == "menu_cache" else WHOLE[writer](folder)
     theirs = None
     kept = None  # inroot keeps an existing regular file's owner and mode (a target tree's own)
     if plant == "swap-temp":
-        if writer in ("job_state", "work_text"):
-            # Not synced: the swap comes at the name the old code wrote to, .run.PID.
-            _as_attacker("ln", "-s", victim, os.path.join(folder, f".run.{os.getpid()}"))
+        if writer in UNSYNCED:
+            # Not synced: a link waits at the temporary name the old code wrote to (its pid's).
+            tmp = {"job_state": ".run", "menu_cache": ".menus.cache"}.get(writer, "." + os.path.basename(final))
+            _as_attacker("ln", "-s", victim, os.path.join(folder, f"{tmp}.{os.getpid()}"))
         else:
             _swap_temp_during_fsync(monkeypatch, folder, victim)
     else:
@@ -212,8 +231,15 @@ def _a_mount_lock(folder, monkeypatch):
     return os.path.join(folder, "mount.lock"), write
 
 
-@pytest.mark.parametrize("plant", ["symlink", "hardlink", "other-user-file"])
-@pytest.mark.parametrize("writer", ["supervisor_log", "smit_log", "backup_log", "mount_lock"])
+def _a_job_seen(folder):
+    from aixsmit.jobs.detached import JobInfo, mark_seen
+
+    info = JobInfo("j", "t", "c", ["true"], False, start=0.0, dir=folder)
+    return os.path.join(folder, "seen"), lambda: mark_seen(info)
+
+
+@pytest.mark.parametrize("plant", ["symlink", "dangling-symlink", "hardlink", "other-user-file"])
+@pytest.mark.parametrize("writer", ["supervisor_log", "smit_log", "backup_log", "mount_lock", "job_seen"])
 def test_logs_and_the_lock_refuse_a_planted_name(place, monkeypatch, writer, plant):
     folder, victim = place
     if writer == "supervisor_log":
@@ -222,14 +248,19 @@ def test_logs_and_the_lock_refuse_a_planted_name(place, monkeypatch, writer, pla
         final, write = _a_smit_log(folder)
     elif writer == "backup_log":
         final, write = _a_backup_log(folder, monkeypatch)
+    elif writer == "job_seen":
+        final, write = _a_job_seen(folder)
     else:
         final, write = _a_mount_lock(folder, monkeypatch)
-    theirs = _plant(plant, final, victim)
+    # A link to a name that does not exist yet (/etc/nologin, say): creating through it is the harm.
+    nothing = os.path.join(os.path.dirname(victim), "nologin")
+    theirs = _plant("symlink", final, nothing) if plant == "dangling-symlink" else _plant(plant, final, victim)
     try:
         write()
     except Exception as exc:
         assert "\n" not in str(exc).strip() or writer == "smit_log", exc  # (SMIT's 1800-093 is two lines, as AIX's)
     monkeypatch.undo()
+    assert not os.path.lexists(nothing)
     _victim_intact(victim)
     if theirs is not None:
         assert os.pread(theirs, 100, 0) == b"theirs"
