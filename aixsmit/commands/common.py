@@ -25,6 +25,13 @@ def add_json(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of the AIX-style text")
 
 
+def emit(line: str, stream: str) -> None:
+    """A line of a command's output on ``stream`` ("stdout" or "stderr"), written at once."""
+    f = sys.stdout if stream == "stdout" else sys.stderr
+    f.write(line + "\n")
+    f.flush()
+
+
 def print_json(value: object, plain: bool = False) -> None:
     """``value`` as JSON on stdout, indented by two, non-ASCII as it is.
 

@@ -109,7 +109,9 @@ def merge_options(vfs_options: tuple[str, ...], fs_options: tuple[str, ...]) -> 
 
 # --- Linux mountinfo ---------------------------------------------------------------------
 
-_OCTAL = re.compile(r"\\([0-7]{3})")
+# Patterns are compiled on first use (re's own cache), not when the module is imported: every
+# command imports this module, few read a mount table.
+_OCTAL = r"\\([0-7]{3})"
 
 
 def _unoctal(match: re.Match[str]) -> str:
@@ -126,7 +128,7 @@ def unescape(field: str) -> str:
     # escape can hide one (each backslash starts its own four characters, the backslash itself
     # is \\134), so what is left for the pattern is exactly what it would have found.
     field = field.replace("\\040", " ")
-    return _OCTAL.sub(_unoctal, field) if "\\" in field else field
+    return re.sub(_OCTAL, _unoctal, field) if "\\" in field else field
 
 
 _ESCAPES = str.maketrans({" ": "\\040", "\t": "\\011", "\n": "\\012", "\\": "\\134"})
@@ -180,16 +182,15 @@ def visible(text: str, spaces: bool = False, backslash: bool = True) -> str:
 # holding a raw space. Every line of /proc/self/mountinfo has this shape, and the whole table is
 # read with one search; a table with any line of another shape is read field by field instead,
 # which accepts what it can and names the line it cannot.
-_LINE = re.compile(
-    r"^([0-9]+) ([0-9]+) ([0-9]+:[0-9]+) ([^ \n]+) (/[^ \n]*) ([^ \n]+)((?: (?!- )[^ \n]+)*)"
-    r" - ([^ \n]+) ([^ \n]+) ([^ \n]+)$", re.M)
+_LINE = (r"^([0-9]+) ([0-9]+) ([0-9]+:[0-9]+) ([^ \n]+) (/[^ \n]*) ([^ \n]+)((?: (?!- )[^ \n]+)*)"
+         r" - ([^ \n]+) ([^ \n]+) ([^ \n]+)$")
 
 
 def parse_mountinfo(text: str) -> list[Mount]:
     """Parse ``/proc/PID/mountinfo`` text (decode bytes with ``os.fsdecode`` first).
 
     Raises :class:`ParseError` naming the first line that does not have mountinfo's form."""
-    rows = _LINE.findall(text)
+    rows = re.findall(_LINE, text, re.M)
     if len(rows) != text.count("\n") + (not text.endswith("\n")):
         return _parse_mountinfo_lines(text)  # a line of another shape, or an empty one
     mounts: list[Mount] = []
