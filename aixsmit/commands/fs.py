@@ -51,23 +51,21 @@ def _add_from(p: argparse.ArgumentParser) -> None:
 def format_table(table: list[Entry]) -> str:
     lines = [AIX_HEADER.rstrip("\n") + " class"]
     add = lines.append
-    # Mounts share their device, type and options: each distinct one is escaped once.
-    column: dict[str, str] = {}
-    options: dict[tuple, str] = {}
+    # Mounts share all their columns but the mount point: each distinct run of them before it
+    # (node, device) and after it (type, date, options, class) is escaped and laid out once.
+    before: dict[tuple, str] = {}
+    after: dict[tuple, str] = {}
     for e in table:
         m = e.mount
-        node, device, vfs = column.get(m.node), column.get(m.device), column.get(m.vfs)
-        if node is None:
-            node = column[m.node] = shown(m.node)
-        if device is None:
-            device = column[m.device] = shown(m.device)
-        if vfs is None:
-            vfs = column[m.vfs] = shown(m.vfs)
-        opts = options.get((m.options, m.super_options))
-        if opts is None:
-            opts = options[m.options, m.super_options] = shown(",".join(m.all_options))
-        date = visible(m.date) if m.date else ""
-        add(f"{node:<8.32} {device:<16} {shown(m.mount_point):<16} {vfs:<6} {date:<12} {opts:<15} {e.cls}")
+        head = before.get((m.node, m.device))
+        if head is None:
+            head = before[m.node, m.device] = f"{shown(m.node):<8.32} {shown(m.device):<16} "
+        key = (m.vfs, m.date, m.options, m.super_options, e.cls)
+        tail = after.get(key)
+        if tail is None:
+            date = visible(m.date) if m.date else ""
+            tail = after[key] = f" {shown(m.vfs):<6} {date:<12} {shown(','.join(m.all_options)):<15} {e.cls}"
+        add(head + visible(m.mount_point, spaces=True).ljust(16) + tail)
     return "\n".join(lines)
 
 
