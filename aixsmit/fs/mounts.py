@@ -179,18 +179,18 @@ def visible(text: str, spaces: bool = False, backslash: bool = True) -> str:
 
 # A line as the kernel writes it (fs/proc_namespace.c, show_mountinfo): six fields, the optional
 # fields (none of them "-"), " - ", then type, source and super options; no field empty, none
-# holding a raw space. Every line of /proc/self/mountinfo has this shape, and the whole table is
-# read with one search; a table with any line of another shape is read field by field instead,
-# which accepts what it can and names the line it cannot.
-_LINE = (r"^([0-9]+) ([0-9]+) ([0-9]+:[0-9]+) ([^ \n]+) (/[^ \n]*) ([^ \n]+)((?: (?!- )[^ \n]+)*)"
-         r" - ([^ \n]+) ([^ \n]+) ([^ \n]+)$")
+# holding white space (the kernel escapes space, tab, newline and backslash). Every line of
+# /proc/self/mountinfo has this shape, and the whole table is read with one search; a table
+# with any line of another shape is read field by field instead, which accepts what it can and
+# names the line it cannot.
+_LINE = r"^(\d+) (\d+) (\d+:\d+) (\S+) (/\S*) (\S+)((?: (?!- )\S+)*) - (\S+) (\S+) (\S+)$"
 
 
 def parse_mountinfo(text: str) -> list[Mount]:
     """Parse ``/proc/PID/mountinfo`` text (decode bytes with ``os.fsdecode`` first).
 
     Raises :class:`ParseError` naming the first line that does not have mountinfo's form."""
-    rows = re.findall(_LINE, text, re.M)
+    rows = re.findall(_LINE, text, re.M | re.A)
     if len(rows) != text.count("\n") + (not text.endswith("\n")):
         return _parse_mountinfo_lines(text)  # a line of another shape, or an empty one
     mounts: list[Mount] = []
