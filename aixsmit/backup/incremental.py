@@ -2,9 +2,10 @@
 
 Level 0 is everything; level N (1-9) is what changed since the last backup at a lower level.
 On Linux the "since" is a GNU tar snapshot file (``--listed-incremental``): the snapshot of
-the base level is *copied* before each run (tar rewrites the file it is given), so every daily
-level 1 is measured against the weekly level 0 (the GNU tar manual's schedule) and restoring two archives - the full and the
-latest level 1 - reproduces the tree, files deleted since included. With ``-u`` the run is
+the base level is *copied* before each run (tar rewrites the file it is given), so every
+daily level 1 is measured against the weekly level 0 (the GNU tar manual's schedule) and
+restoring two archives - the full and the latest level 1 - reproduces the tree, files
+deleted since included. With ``-u`` the run is
 recorded (``dumpdates`` and the snapshot of this level, under the state directory). A level
 N > 0 with no lower level recorded is made as a level 0, and says so.
 """
