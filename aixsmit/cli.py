@@ -72,7 +72,28 @@ class CmdParser(argparse.ArgumentParser):
         self.exit(self.usage_code, f"{self.prog}: error: {visible(message, backslash=False)}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+# Who registers each command (module of aixsmit.commands, function): running a command imports
+# only its own module, so lsmount or a level backup does not pay at start-up for what mksysb
+# imports. A name not listed registers every command (a new one works before it is listed;
+# tests/test_cli.py checks this list against what the modules register).
+_REGISTERS = (("fs", "register"), ("backup", "register"), ("backup", "register_clone"), ("backup", "register_jobs"),
+              ("schedule", "register_backup"), ("schedule", "register"))
+_COMMANDS = {
+    **dict.fromkeys(("lsfs", "lsmount", "sysonly", "holders", "umount", "mount"), ("fs", "register")),
+    **dict.fromkeys(("lsvg", "mksysb", "savevg", "lsmksysb", "lsbackvg", "restore", "restvg", "sysbackup", "verify"),
+                    ("backup", "register")),
+    **dict.fromkeys(("crfs", "clone"), ("backup", "register_clone")),
+    "jobs": ("backup", "register_jobs"),
+    "backup": ("schedule", "register_backup"),
+    "schedule": ("schedule", "register"),
+}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of ``aixsmit cmd``: with every command, or with ``command`` (and those its
+    module registers with it) when it is one of ``_COMMANDS``."""
+    from importlib import import_module
+
     p = CmdParser(
         prog="aixsmit cmd",
         description="aixsmit commands: the same functions the menus use.",
@@ -82,13 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"aixsmit {__version__}")
     sub = p.add_subparsers(dest="command", metavar="NAME", parser_class=CmdParser)
     sub.required = True
-    from .commands import backup, fs, schedule
-
-    fs.register(sub)
-    backup.register(sub)
-    backup.register_clone(sub)
-    backup.register_jobs(sub)
-    schedule.register(sub)
+    for module, register in [_COMMANDS[command]] if command in _COMMANDS else _REGISTERS:
+        getattr(import_module(f".commands.{module}", __package__), register)(sub)
     for name, parser in sub.choices.items():
         parser.epilog = parser.epilog or EXIT_CODES
         parser.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -96,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_cmd(argv: list[str]) -> int:
-    parser = build_parser()
+    parser = build_parser(argv[0] if argv else None)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -19,7 +19,7 @@ from ..backup.engine import (EXIT_FAILED, EXIT_SIGNAL, BackupFailed, ImageInterr
 from ..errors import AixsmitError
 from ..fs.table import System
 from ..fs.volume_groups import find, format_lsvg_l, volume_groups
-from .common import add_json, add_root, print_json
+from .common import add_json, add_root, emit, print_json
 
 MKSYSB_CODES = """exit status (as AIX documents for mksysb/savevg):
   0  success — also when some files changed while being read (0512-003 warning)
@@ -27,12 +27,6 @@ MKSYSB_CODES = """exit status (as AIX documents for mksysb/savevg):
   3  the backup failed (0512-005 and others); no image is left behind
   4  interrupted by a signal (0512-007); no image is left behind
 """
-
-
-def emit(line: str, stream: str) -> None:
-    f = sys.stdout if stream == "stdout" else sys.stderr
-    f.write(line + "\n")
-    f.flush()
 
 
 class _Signalled(Exception):
