@@ -33,6 +33,8 @@ TAR_EXTRACT_OPTS = ["--numeric-owner", "--same-owner", "--preserve-permissions",
 
 
 def _norm(name: str) -> str:
+    if name.startswith("./") and not name.endswith("/") and len(name) > 2:
+        return name  # (most names, as aixsmit's tar writes them)
     name = name.rstrip("/")
     if name in ("", "."):
         return "."
@@ -247,13 +249,13 @@ def read_members(tf: "Image", damage: Damage) -> Iterator[tarread.Member]:
     stops at a member boundary without its end-of-archive blocks was cut short. Each of these
     adds one line to ``damage``; list, verify and restore report the same lines, for a file, a
     disk, a tape or a packed image alike. Memory stays bounded (no list of members is kept)."""
-    last = ""
     prev = None
     while True:
         at = tf.offset
         try:
             m = tf.next()
         except tarread.HeaderError as exc:
+            last = _norm(prev.name) if prev is not None else ""
             if exc.kind in ("empty", "truncated"):
                 if prev is not None and tf.eof and tf.read_to < at:
                     got = max(0, tf.read_to - prev.offset_data)
@@ -292,7 +294,7 @@ def read_members(tf: "Image", damage: Damage) -> Iterator[tarread.Member]:
             tf.offset = nxt
             continue
         except OSError as exc:
-            where = f"after {last}" if last else "at its start"
+            where = f"after {_norm(prev.name)}" if prev is not None else "at its start"
             damage.append(f"the image ends in the middle of a member {where} (byte {at}): everything after it is "
                           f"lost ({exc})")
             return
@@ -305,7 +307,6 @@ def read_members(tf: "Image", damage: Damage) -> Iterator[tarread.Member]:
                           "the image, which ends there: this file is incomplete and everything after it is lost")
             yield m
             return
-        last = _norm(m.name)
         prev = m
         yield m
 
@@ -461,7 +462,7 @@ def _parse_toc(data: bytes) -> dict[str, str]:
     out: dict[str, str] = {}
     for rec in body.split(b"\0"):
         if rec:
-            out[_norm(os.fsdecode(rec[1:]))] = chr(rec[0])
+            out[_norm(rec[1:].decode("utf-8", "surrogateescape"))] = chr(rec[0])
     return out
 
 
@@ -522,6 +523,7 @@ def verify(path: str, program: str = "verify") -> Verification:
     starts, ends, names = array("q"), array("q"), []  # where each member lies, for a changed block
     damage = Damage()
     symlinks: set[str] = set()
+    safe_dirs: set[str] = set()
     unsafe: list[str] = []
     with open_image(path, program, hashing=True) as tf:
         for m in read_members(tf, damage):
@@ -530,7 +532,7 @@ def verify(path: str, program: str = "verify") -> Verification:
             starts.append(m.offset)
             ends.append(tf.offset)
             names.append(name)
-            why = unsafe_member(m, symlinks)
+            why = unsafe_member(m, symlinks, name, safe_dirs)
             if why:
                 unsafe.append(why)
             if name in (info.toc_member, sums_name):
@@ -635,26 +637,34 @@ def _under(name: str, tops: list[str]) -> bool:
     return any(top == "." or name == top or name.startswith(top + "/") for top in tops)
 
 
-def unsafe_member(m: tarread.Member, symlinks: set[str]) -> str:
+def unsafe_member(m: tarread.Member, symlinks: set[str], norm: str = "", safe_dirs: set[str] | None = None) -> str:
     """Why extracting ``m`` would write outside the target ("" if it would not): an absolute
     name, ``..``, a hard link to such a name, or a name below a symbolic link the image itself
     holds (``symlinks``: the ./names of those met so far; a write through the link would land
-    wherever it leads). Keeps ``symlinks`` up to date."""
+    wherever it leads). Keeps ``symlinks`` up to date. ``norm``: ``m``'s ./name, when the caller
+    has it; ``safe_dirs``: a set the caller keeps across members, of folders found below no link
+    (emptied when a link is met)."""
     name = m.name
     why = ""
-    if name.startswith("/") or ".." in name.split("/"):
+    if name.startswith("/") or (".." in name and ".." in name.split("/")):
         why = name
-    elif m.islnk() and (m.linkname.startswith("/") or ".." in m.linkname.split("/")):
+    elif m.type == tarread.LNKTYPE and (m.linkname.startswith("/") or ".." in m.linkname.split("/")):
         why = f"{name} (hard link to {m.linkname})"
-    else:
-        prefix = _norm(name)
-        while prefix.count("/") > 1:
-            prefix = prefix.rsplit("/", 1)[0]
-            if prefix in symlinks:
-                why = f"{name} (below the symbolic link {prefix} the image holds)"
-                break
-    if m.issym():
-        symlinks.add(_norm(name))
+    elif symlinks:
+        prefix = norm or _norm(name)
+        parent = prefix.rpartition("/")[0]
+        if safe_dirs is None or parent not in safe_dirs:
+            while prefix.count("/") > 1:
+                prefix = prefix.rsplit("/", 1)[0]
+                if prefix in symlinks:
+                    why = f"{name} (below the symbolic link {prefix} the image holds)"
+                    break
+            if not why and safe_dirs is not None:
+                safe_dirs.add(parent)
+    if m.type == tarread.SYMTYPE:
+        symlinks.add(norm or _norm(name))
+        if safe_dirs:
+            safe_dirs.clear()
     return why
 
 
@@ -674,6 +684,7 @@ def survey(path: str, program: str, within: list[str] | None = None, skip: list[
 
     out = Survey()
     symlinks: set[str] = set()
+    safe_dirs: set[str] = set()
     above = set()
     for top in within or []:
         while top not in (".", ""):
@@ -688,7 +699,7 @@ def survey(path: str, program: str, within: list[str] | None = None, skip: list[
             out.starts.append(m.offset)
             out.ends.append(tf.offset)
             out.order.append(norm)
-            why = unsafe_member(m, symlinks)
+            why = unsafe_member(m, symlinks, norm, safe_dirs)
             if why:
                 out.unsafe.append(why)
             if norm == sums_name and m.isfile() and m.size <= TOC_LIMIT and out.sums is None:
@@ -702,7 +713,7 @@ def survey(path: str, program: str, within: list[str] | None = None, skip: list[
                     out.outside.append(norm)
                 elif m.islnk() and not _under(_norm(m.linkname), within):
                     out.outside.append(f"{norm} (hard link to {_norm(m.linkname)})")
-            if "GNU.dumpdir" in m.pax_headers or m.type == b"D":
+            if m.type == b"D" or m.pax_has("GNU.dumpdir"):
                 out.incremental = True
             out.names.add(norm)
             if m.isdir():

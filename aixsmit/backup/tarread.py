@@ -85,6 +85,15 @@ class Member:
             self._pax = pax = parse_pax(pax) or {}
         return pax
 
+    def pax_has(self, key: str) -> bool:
+        """Whether a pax record ``key`` came with the member (without decoding them all)."""
+        pax = self._pax
+        if pax is None:
+            return False
+        if not isinstance(pax, dict) and b" " + key.encode() + b"=" not in pax:
+            return False
+        return key in self.pax_headers
+
     def _field(self, key: str, a: int, b: int, conv):
         fields = getattr(self, "_fields", None)
         if fields is not None and key in fields:

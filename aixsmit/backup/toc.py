@@ -48,7 +48,7 @@ def list_contents(path: str, files: list[str], emit: Emit, program: str = "resto
         it = archive.read_members(tf, damage)  # the one reader: damage as list, verify and restore see it
         for m in it:
             head.append(m)
-            if "GNU.dumpdir" in m.pax_headers or m.type == b"D":
+            if m.type == b"D" or m.pax_has("GNU.dumpdir"):
                 by = "inode"  # a backup by level: GNU tar's incremental records
             if _is_info(archive._norm(m.name)):
                 f = tf.extractfile(m)
