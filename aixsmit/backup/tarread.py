@@ -167,16 +167,13 @@ def _number(field: bytes) -> int:
 
 
 def _checksum_ok(hdr: bytes) -> bool:
-    # The unsigned sum of the 512 bytes with the checksum field as spaces: adler32's low half is
-    # 1 + the sum of the bytes, exact for 256 bytes (at most 65,280 < 65,521).
+    """tarfile's check: the stored checksum is the unsigned or the signed sum of the header's
+    bytes, the checksum field counted as spaces. HeaderError ("invalid header") when the field
+    is no number."""
+    # The unsigned sum: adler32's low half is 1 + the sum of the bytes, exact for 256 of them
+    # (at most 65,280 < 65,521).
     unsigned = (adler32(hdr[:256]) & 0xFFFF) + (adler32(hdr[256:]) & 0xFFFF) - 2 - sum(hdr[148:156]) + 256
-    try:
-        stored = int(hdr[148:156].split(b"\0", 1)[0], 8)
-    except ValueError:
-        try:
-            stored = _nti(hdr[148:156])
-        except HeaderError:
-            return False
+    stored = _nti(hdr[148:156])
     return stored == unsigned or stored in tarfile.calc_chksums(hdr)
 
 
@@ -360,7 +357,10 @@ class Reader:
                 clean = int(hdr[148:154], 8) == ((adler32(hdr[:256]) & 0xFFFF) + (adler32(hdr[256:]) & 0xFFFF)
                                                  - sum(hdr[148:156]) + 254)
             elif clean:
-                clean = hdr != _ZEROS and _checksum_ok(hdr)
+                try:
+                    clean = hdr != _ZEROS and _checksum_ok(hdr)
+                except HeaderError:
+                    clean = False
             if not clean:
                 hdr = self._header(at, not exts)  # (the slow way, for its exact error)
                 buf = self.buf
