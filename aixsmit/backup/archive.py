@@ -14,7 +14,6 @@ import io
 import os
 import stat
 import subprocess
-import tarfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -440,6 +439,8 @@ def sums_member(toc_member: str) -> str:
 def append_member(fd: int, end: int, name: str, data: bytes, record: int = 20 * 512) -> int:
     """Write member ``name`` holding ``data`` at ``end`` (over the end-of-archive blocks), then
     new end-of-archive blocks, padded to a whole ``record``. Returns the new length."""
+    import tarfile
+
     info = tarfile.TarInfo(name)
     info.size = len(data)
     info.mode = 0o600

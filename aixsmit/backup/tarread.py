@@ -27,7 +27,6 @@ header", "end of file header", "bad checksum", "invalid header"), OSError from t
 from __future__ import annotations
 
 import os
-import tarfile
 from typing import Callable
 from zlib import adler32
 
@@ -35,8 +34,10 @@ BLOCKSIZE = 512
 CHUNK = 1 << 20  # one read; also the block of the image's checksums (sums.BLOCK)
 EXT_LIMIT = 64 << 20  # an extended header (pax records, a long name) larger than this is damage
 
-REGULAR = (b"0", b"\0", b"7", b"S")  # tarfile.REGULAR_TYPES
-SUPPORTED = frozenset(tarfile.SUPPORTED_TYPES)
+# tarfile's REGULAR_TYPES and SUPPORTED_TYPES (tarfile itself is imported only for the fallback:
+# it imports shutil, and shutil bz2 and lzma, 10-80 ms of every reading command's start)
+REGULAR = (b"0", b"\0", b"7", b"S")
+SUPPORTED = frozenset((b"0", b"\0", b"7", b"S", b"1", b"2", b"3", b"4", b"5", b"6", b"L", b"K"))
 DIRTYPE, SYMTYPE, LNKTYPE = b"5", b"2", b"1"
 _FAST_TYPES = frozenset((b"0", b"\0", b"1", b"2", b"3", b"4", b"5", b"6", b"7", b"D"))
 _EXT_TYPES = frozenset((b"x", b"L", b"K"))
@@ -174,7 +175,11 @@ def _checksum_ok(hdr: bytes) -> bool:
     # (at most 65,280 < 65,521).
     unsigned = (adler32(hdr[:256]) & 0xFFFF) + (adler32(hdr[256:]) & 0xFFFF) - 2 - sum(hdr[148:156]) + 256
     stored = _nti(hdr[148:156])
-    return stored == unsigned or stored in tarfile.calc_chksums(hdr)
+    if stored == unsigned:
+        return True
+    import tarfile
+
+    return stored in tarfile.calc_chksums(hdr)
 
 
 _NUMERIC = ((100, 108), (108, 116), (116, 124), (124, 136), (136, 148), (329, 337), (337, 345))
@@ -444,6 +449,8 @@ class Reader:
 
     def _fallback(self, start: int) -> Member | None:
         """The member at ``start`` parsed by tarfile itself, from the same bytes."""
+        import tarfile
+
         shim = _Shim(self, start)
         try:
             info = tarfile.TarInfo.fromtarfile(shim)
@@ -511,6 +518,8 @@ class _ShimFile:
         if n is None or n < 0:
             n = EXT_LIMIT
         if n > EXT_LIMIT:
+            import tarfile
+
             raise tarfile.SubsequentHeaderError(f"an extended header of {n} bytes")
         data = self.reader.read_at(self.pos, n)
         self.pos += len(data)

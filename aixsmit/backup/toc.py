@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import stat
-import tarfile
 import time
 from typing import Callable
 
@@ -41,7 +40,7 @@ def list_contents(path: str, files: list[str], emit: Emit, program: str = "resto
 
     tf = archive.open_image(path, program)
     total = count = 0
-    head: list[tarfile.TarInfo] = []
+    head: list = []
     by = "name"
     try:
         damage = archive.Damage()
@@ -77,7 +76,7 @@ def list_contents(path: str, files: list[str], emit: Emit, program: str = "resto
             total += m.size
             count += 1
             emit(f"{m.size:>12} {visible(name)}", "stdout")
-    except (tarfile.TarError, OSError) as exc:
+    except (OSError, ValueError) as exc:
         raise AixsmitError(f"{program}: {path} is damaged or not a backup, after {count} files: {exc}")
     finally:
         tf.close()
