@@ -104,21 +104,13 @@ class Image(tarread.Reader):
         self.pending = self._UNREAD
 
     def first(self) -> None:
-        """Read the first member now: errors there (no tar header at all) are the opener's."""
-        try:
-            self.pending = super().next()
-        except tarread.HeaderError as exc:
-            if exc.kind in ("invalid", "empty", "truncated"):
-                raise
-            self.pending = exc  # ("subsequent": damage after a first extended header, read_members says it)
-        except OSError as exc:
-            raise exc
+        """Read the first member now: a header error there (no tar header at all) is the
+        opener's, as it was tarfile's."""
+        self.pending = super().next()
 
     def next(self):
         if self.pending is not self._UNREAD:
             m, self.pending = self.pending, self._UNREAD
-            if isinstance(m, Exception):
-                raise m
             return m
         return super().next()
 
