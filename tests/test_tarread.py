@@ -217,3 +217,23 @@ def test_a_packed_image_cut_short_says_the_same_line_as_an_unpacked_one(tmp_path
     assert said[0] == said[1] == ("./data/two: only 1024 of its 5000 bytes are in the image, which ends there: this "
                                   "file is incomplete and everything after it is lost")
     assert archive.is_packed(str(packed))
+
+
+def test_a_member_handed_to_the_fallback_across_a_read_boundary(tmp_path):
+    """A pax header tarread leaves to tarfile (hdrcharset=BINARY: a name that is not UTF-8)
+    lying across the boundary between two reads: the fallback parses it from its first byte."""
+    for shift in range(0, 2048, 512):
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT, encoding="utf-8",
+                          errors="surrogateescape") as tf:
+            ti = tarfile.TarInfo("./pad")
+            ti.size = tarread.CHUNK - 3 * 512 - 512 + shift  # its data ends near the first read's end
+            tf.addfile(ti, io.BytesIO(b"p" * ti.size))
+            ti = tarfile.TarInfo("./n\udcff\udcfe" + "x" * 150)
+            ti.size = 10
+            tf.addfile(ti, io.BytesIO(b"q" * 10))
+        img = tmp_path / "binary.tar"
+        img.write_bytes(buf.getvalue())
+        for stream in (False, True):
+            ours, _ = _by_tarread(img, stream=stream)
+            assert ours == _by_tarfile(img), shift

@@ -249,6 +249,7 @@ class Reader:
             self._digest: Callable[[bytes], int] = xxhash.xxh3_64_intdigest
         self.global_pax: dict[str, str] = {}
         self.current: Member | None = None
+        self._seq: int | None = None  # where the member being parsed starts: kept in the buffer
 
     # --- the buffer ---
 
@@ -298,7 +299,8 @@ class Reader:
     def read_at(self, at: int, n: int) -> bytes:
         """``n`` bytes from stream offset ``at`` (fewer at the end); ``at`` must not lie before
         what the buffer still holds."""
-        got = self._have(at + n, at)
+        seq = self._seq
+        got = self._have(at + n, at if seq is None or seq > at else seq)
         if got <= at:
             return b""
         i = at - self.base
@@ -315,6 +317,7 @@ class Reader:
 
     def next(self) -> Member | None:
         at = self.offset
+        self._seq = at  # (the fallback parses the member again from its first byte)
         try:
             try:
                 m = self._fast(at)
@@ -324,6 +327,8 @@ class Reader:
             if exc.kind != "eof":
                 raise
             m = None
+        finally:
+            self._seq = None
         self.current = m
         if m is not None:
             self.offset = m.end
