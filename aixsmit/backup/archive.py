@@ -716,11 +716,11 @@ def survey(path: str, program: str, within: list[str] | None = None, skip: list[
     return out
 
 
-def check_target(target: str, found: Survey, chosen: Callable[[str], bool], program: str, path: str,
+def check_target(target: str, found: Survey, chosen: Callable[[str], bool] | None, program: str, path: str,
                  replace_files: bool = False) -> None:
     """Refuse, before anything is written, what GNU tar would do wrong in ``target``: tar
     follows the symbolic links already there, so every folder a member (``chosen`` among
-    ``found.names``, and the name a hard link points to) is written into must, resolved as the
+    ``found.names``, all of them if None, and the name a hard link points to) is written into must, resolved as the
     kernel resolves it, stay inside ``target`` (a link planted by another user, ``etc ->
     /victim``, is refused and named); and tar replaces a file, link or device by the image's
     directory of the same name, deleting it: refused too, unless ``replace_files`` (a
@@ -728,17 +728,21 @@ def check_target(target: str, found: Survey, chosen: Callable[[str], bool], prog
     one line."""
     real_target = os.path.realpath(target)
     folders: set[str] = set()
+    links = found.links
     for name in found.names:
-        if not chosen(name):
+        if chosen is not None and not chosen(name):
             continue
-        for n in (name, found.links.get(name, name)):
-            while n.count("/") > 1:
-                n = n.rsplit("/", 1)[0]
+        for n in (name, links[name]) if name in links else (name,):
+            i = n.rfind("/")
+            while i > 1:  # (./names: the folders above n, up to the first one already met)
+                n = n[:i]
                 if n in folders:
                     break
                 folders.add(n)
+                i = n.rfind("/")
     checked: dict[str, bool] = {}
-    for folder in sorted(folders | {n for n in found.dirs if chosen(n) and n != "."}, key=lambda n: n.count("/")):
+    for folder in sorted(folders | {n for n in found.dirs if (chosen is None or chosen(n)) and n != "."},
+                         key=lambda n: n.count("/")):
         parent = folder.rsplit("/", 1)[0]
         if checked.get(parent) is False:
             checked[folder] = False  # below a folder not there yet: tar makes it
@@ -848,7 +852,7 @@ def _restore(path: str, target: str, tfd: int, files: list[str], verbose: bool, 
                 emit(f"{program}: {path} holds no file of {' '.join(within)}: nothing to restore.", "stdout")
                 return 0
         wanted = list(files)
-        check_target(target, found, lambda n: not wanted or any(n == w or n.startswith(w + "/") for w in wanted),
+        check_target(target, found, (lambda n: any(n == w or n.startswith(w + "/") for w in wanted)) if wanted else None,
                      program, path, replace_files=apply_deletions)
         deletions = apply_deletions and found.incremental and not files and within is None
         own = os.fstat(tfd)
