@@ -96,12 +96,10 @@ class Image(tarread.Reader):
     """An open image: the tar reader over its stream, closed with it (for a packed image,
     closing stops zstd). ``pending``: its first member, read when it was opened."""
 
-    _UNREAD = object()
-
     def __init__(self, stream, seekable: bool, size: int | None, hashing: bool):
         super().__init__(stream, seekable, size, hashing)
         self.seekable_src = seekable  # a file or disk (tar may read the same open file)
-        self.pending = self._UNREAD
+        self.pending = None
 
     def first(self) -> None:
         """Read the first member now: a header error there (no tar header at all) is the
@@ -109,10 +107,9 @@ class Image(tarread.Reader):
         self.pending = super().next()
 
     def next(self):
-        if self.pending is not self._UNREAD:
-            m, self.pending = self.pending, self._UNREAD
-            return m
-        return super().next()
+        m, self.pending = self.pending, None
+        self.next = super().next  # (from the second member on, the reader's own)
+        return m
 
     def close(self) -> None:
         self.stream.close()
