@@ -237,3 +237,26 @@ def test_a_member_handed_to_the_fallback_across_a_read_boundary(tmp_path):
         for stream in (False, True):
             ours, _ = _by_tarread(img, stream=stream)
             assert ours == _by_tarfile(img), shift
+
+
+def test_a_sparse_map_the_image_does_not_hold_is_one_line(tmp_path):
+    """A pax header announcing a GNU sparse map (format 1.0) of 10^12 entries, then the end of
+    the image: tarfile's own parse of it fails; every reader says one line, no traceback."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        ti = tarfile.TarInfo("./tmp/vgdata/datavg/datavg.data")
+        info = image_data.dump([("vg_data", {"VGNAME": "datavg"})]).encode()
+        ti.size = len(info)
+        tf.addfile(ti, io.BytesIO(info))
+        ti = tarfile.TarInfo("./GNUSparseFile.0/data")
+        ti.pax_headers = {"GNU.sparse.major": "1", "GNU.sparse.minor": "0", "GNU.sparse.name": "./data/s",
+                          "GNU.sparse.realsize": "10"}
+        ti.size = 512
+        tf.addfile(ti, io.BytesIO(b"1000000000000\n" + b"1\n" * 249))
+    img = tmp_path / "sparse.img"
+    img.write_bytes(buf.getvalue())
+    for cmd in (["restore", "-T", "-f", img], ["verify", "-f", img], ["lsbackvg", "-f", img]):
+        r = aixsmit("cmd", *cmd)
+        assert r.returncode == 1 and "Traceback" not in r.stderr, (cmd, r.stderr)
+        said = (r.stderr + r.stdout).strip().splitlines()
+        assert any("a damaged sparse file map" in line for line in said), (cmd, said)

@@ -33,6 +33,7 @@ from zlib import adler32
 BLOCKSIZE = 512
 CHUNK = 1 << 20  # one read; also the block of the image's checksums (sums.BLOCK)
 EXT_LIMIT = 64 << 20  # an extended header (pax records, a long name) larger than this is damage
+FALLBACK_LIMIT = 16 << 20  # what tarfile may read for one member (headers, a sparse file's map)
 
 # tarfile's REGULAR_TYPES and SUPPORTED_TYPES (tarfile itself is imported only for the fallback:
 # it imports shutil, and shutil bz2 and lzma, 10-80 ms of every reading command's start)
@@ -469,6 +470,9 @@ class Reader:
             raise HeaderError("subsequent", str(exc)) from None
         except tarfile.HeaderError as exc:
             raise HeaderError("invalid", str(exc)) from None
+        except (ValueError, IndexError, EOFError, OverflowError) as exc:
+            # (tarfile's sparse-map parse fails this way on a map the image does not hold)
+            raise HeaderError("subsequent", f"a damaged sparse file map ({exc})") from None
         m = Member()
         for k in ("name", "linkname", "size", "type", "offset", "offset_data"):
             setattr(m, k, getattr(info, k))
@@ -517,15 +521,15 @@ class _Fallback(Exception):
 
 class _ShimFile:
     def __init__(self, reader: Reader, at: int):
-        self.reader, self.pos = reader, at
+        self.reader, self.pos, self.start = reader, at, at
 
     def read(self, n: int = -1) -> bytes:
         if n is None or n < 0:
             n = EXT_LIMIT
-        if n > EXT_LIMIT:
+        if self.pos + n - self.start > FALLBACK_LIMIT:  # (headers, or a sparse file's map: bounded)
             import tarfile
 
-            raise tarfile.SubsequentHeaderError(f"an extended header of {n} bytes")
+            raise tarfile.SubsequentHeaderError(f"more than {FALLBACK_LIMIT >> 20} MB of headers for one member")
         data = self.reader.read_at(self.pos, n)
         self.pos += len(data)
         return data
