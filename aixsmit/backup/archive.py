@@ -683,12 +683,14 @@ def survey(path: str, program: str, within: list[str] | None = None, skip: list[
     out.starts, out.ends = array("q"), array("q")
     # (an image opened by the caller stays open: a restore hands the same file to tar)
     with (contextlib.nullcontext(tf) if tf is not None else open_image(path, program)) as tf:
+        starts, ends, order = out.starts.append, out.ends.append, out.order.append  # (per member: kept short)
+        names, dirs, links = out.names.add, out.dirs.add, out.links
         for m in read_members(tf, out.damage):
-            name = m.name
-            norm = _norm(name)
-            out.starts.append(m.offset)
-            out.ends.append(tf.offset)
-            out.order.append(norm)
+            norm = _norm(m.name)
+            typ = m.type
+            starts(m.offset)
+            ends(m.end)
+            order(norm)
             why = unsafe_member(m, symlinks, norm, safe_dirs)
             if why:
                 out.unsafe.append(why)
@@ -699,17 +701,17 @@ def survey(path: str, program: str, within: list[str] | None = None, skip: list[
                 except (OSError, ValueError):
                     pass  # verify says why; a restore checks no checksums then
             if within is not None and not _under(norm, skip or []):
-                if not _under(norm, within) and not (m.isdir() and norm in above):
+                if not _under(norm, within) and not (typ == tarread.DIRTYPE and norm in above):
                     out.outside.append(norm)
-                elif m.islnk() and not _under(_norm(m.linkname), within):
+                elif typ == tarread.LNKTYPE and not _under(_norm(m.linkname), within):
                     out.outside.append(f"{norm} (hard link to {_norm(m.linkname)})")
-            if m.type == b"D" or m.pax_has("GNU.dumpdir"):
+            if not out.incremental and (typ == b"D" or m.pax_has("GNU.dumpdir")):
                 out.incremental = True
-            out.names.add(norm)
-            if m.isdir():
-                out.dirs.add(norm)
-            if m.islnk():
-                out.links[norm] = _norm(m.linkname)
+            names(norm)
+            if typ == tarread.DIRTYPE:
+                dirs(norm)
+            elif typ == tarread.LNKTYPE:
+                links[norm] = _norm(m.linkname)
     return out
 
 
