@@ -515,17 +515,20 @@ def verify(path: str, program: str = "verify") -> Verification:
     symlinks: set[str] = set()
     safe_dirs: set[str] = set()
     unsafe: list[str] = []
+    own = (info.toc_member, sums_name)
+    count = 0
     with open_image(path, program, hashing=True) as tf:
+        starts_add, ends_add, names_add = starts.append, ends.append, names.append  # (per member: kept short)
         for m in read_members(tf, damage):
             name = _norm(m.name)
-            result.members += 1
-            starts.append(m.offset)
-            ends.append(tf.offset)
-            names.append(name)
+            count += 1
+            starts_add(m.offset)
+            ends_add(m.end)
+            names_add(name)
             why = unsafe_member(m, symlinks, name, safe_dirs)
             if why:
                 unsafe.append(why)
-            if name in (info.toc_member, sums_name):
+            if name in own:
                 if not m.isfile() or m.size > TOC_LIMIT:
                     damage.append(f"{name}: not a file of at most {TOC_LIMIT >> 20} MB")
                     break
@@ -543,9 +546,11 @@ def verify(path: str, program: str = "verify") -> Verification:
                     except ValueError as exc:
                         damage.append(f"{name}: the checksums cannot be read ({exc})")
                 continue
-            if m.isfile():
+            kind = _KIND.get(m.type, "f")
+            if m.type in tarread.REGULAR:
                 result.bytes += m.size
-            seen[name] = _KIND.get(m.type, "f")
+            seen[name] = kind
+        result.members = count
         seekable = tf.seekable_src
         if isinstance(tf.stream, Unpacked) and not damage:
             try:
