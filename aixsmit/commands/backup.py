@@ -14,8 +14,6 @@ import signal
 import sys
 
 from ..backup import excludes
-from ..backup.engine import (EXIT_FAILED, EXIT_SIGNAL, BackupFailed, ImageInterrupted, ImageRequest, create_image,
-                              request_stop)
 from ..errors import AixsmitError
 from ..fs.table import System
 from ..fs.volume_groups import find, format_lsvg_l, volume_groups
@@ -34,6 +32,8 @@ class _Signalled(Exception):
 
 
 def _trap_signals():
+    from ..backup.engine import request_stop  # (the writing engine: imported by the commands that write)
+
     def handler(signum, frame):
         if not request_stop(signum):  # an image being made stops at its next safe point
             raise _Signalled(signum)
@@ -107,6 +107,8 @@ def cmd_lsvg(args) -> int:
 
 
 def _image(args, program: str, vg_name: str, device: str, structure_only: bool = False) -> int:
+    from ..backup.engine import EXIT_FAILED, EXIT_SIGNAL, BackupFailed, ImageInterrupted, ImageRequest, create_image
+
     system = System(root=args.root)
     if system.host.name == "aix":
         if args.root != "/":
