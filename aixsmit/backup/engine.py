@@ -365,10 +365,10 @@ def _create_image(req: ImageRequest, emit: Emit) -> ImageResult:
         if out is not None:
             # 7. The checksums (sums): an XXH3 per MiB of the image, read back while tar wrote
             # it; only the last blocks are read now. They go in as the image's last member.
-            from .archive import append_member, sums_member
-
             try:
                 if sums is not None:
+                    from .archive import append_member, sums_member  # (tarfile: not for a packed image)
+
                     end = archive_end(out.fd, trailing_zeros(toc_path))
                     append_member(out.fd, end, sums_member(toc_member), sums.finish(end), record)
                 out.commit()  # fsync, rename over the destination, fsync the folder
