@@ -156,6 +156,28 @@ def test_second_stream_failure_is_0512_005_and_no_image(troot, monkeypatch):
     assert not [n for n in os.listdir(tr.base) if engine.PARTIAL in n]
 
 
+@needs_root
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
+def test_one_cpu_of_two_makes_one_stream(troot):
+    """The streams follow the CPUs the backup may run on (taskset -c 0 on a machine of two:
+    one), not the machine's count: a second tar on the same CPU only adds the join's copy."""
+    tr = troot
+    tr.p("/home/f").write_text("data\n")
+    cpus = os.sched_getaffinity(0)
+
+    def marker_in(img: str) -> bool:  # the first stream's last member, where the second is joined
+        with tarfile.open(img) as tf:
+            return "./tmp/vgdata/rootvg" in tf.getnames()
+
+    os.sched_setaffinity(0, {min(cpus)})
+    try:
+        one = _image(tr, 0, "one.mksysb")
+    finally:
+        os.sched_setaffinity(0, cpus)
+    assert not marker_in(one)
+    assert marker_in(_image(tr, 0, "all.mksysb"))
+
+
 def test_members_end_finds_the_marker_and_refuses_anything_else(tmp_path):
     stage = tmp_path / "stage"
     (stage / "tmp/vgdata/rootvg").mkdir(parents=True)
