@@ -21,7 +21,7 @@ from typing import Callable, Iterator
 
 from ..errors import AixsmitError
 from . import image_data, tarread
-from .walk import TOC_VERSION
+from .walk import TOC_VERSIONS
 
 Emit = Callable[[str, str], None]
 
@@ -446,13 +446,22 @@ def append_member(fd: int, end: int, name: str, data: bytes, record: int = 20 * 
 
 
 def _parse_toc(data: bytes) -> dict[str, str]:
+    """The table of contents (walk.TOC_VERSION): kind letter by ./name."""
     head, _, body = data.partition(b"\n")
-    if head.decode(errors="replace") != TOC_VERSION:
+    if head.decode(errors="replace") not in TOC_VERSIONS:
         return {}
     out: dict[str, str] = {}
+    here = b"."
     for rec in body.split(b"\0"):
-        if rec:
-            out[_norm(rec[1:].decode("utf-8", "surrogateescape"))] = chr(rec[0])
+        if not rec:
+            continue
+        name = rec[1:]
+        if rec[0] == 0x2F:  # "/": the directory the names without a slash that follow are in
+            here = name
+            continue
+        if b"/" not in name and name != b".":
+            name = here + b"/" + name
+        out[_norm(name.decode("utf-8", "surrogateescape"))] = chr(rec[0])
     return out
 
 
