@@ -8,6 +8,7 @@ run; ``shutil``, ``tempfile`` and ``pathlib`` cost several milliseconds of impor
 from __future__ import annotations
 
 import os
+import signal
 
 _which_cache: dict[tuple[str, str], str | None] = {}
 
@@ -26,6 +27,34 @@ def which(name: str) -> str | None:
             break
     _which_cache[key] = found
     return found
+
+
+def die_with_parent() -> None:
+    """In a child: get SIGKILL if the parent dies, so no orphan goes on (PR_SET_PDEATHSIG)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+
+
+_setpriv: str | None | bool = False  # not looked for yet
+
+
+def orphan_proof(argv: list[str]) -> tuple[list[str], object]:
+    """``(argv, preexec_fn)`` for a child that gets SIGKILL if this process dies.
+
+    util-linux's ``setpriv --pdeathsig KILL`` sets that and runs the command in the same
+    process: then Popen needs no preexec_fn and can use vfork, which starts the child in
+    0.5 ms instead of 3-7 ms (a fork of the whole interpreter, and ctypes imported in the
+    child). Without setpriv, the same is done by ``die_with_parent`` in the child."""
+    global _setpriv
+    if _setpriv is False:
+        _setpriv = which("setpriv")
+    if _setpriv:
+        return [_setpriv, "--pdeathsig", "KILL", "--", *argv], None
+    return list(argv), die_with_parent
 
 
 def grow_pipe(fd: int, sizes: tuple[int, ...] = (1 << 20,)) -> int:

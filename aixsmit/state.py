@@ -20,7 +20,7 @@ import stat
 import threading
 import time
 from contextlib import contextmanager
-from typing import Iterator
+from collections.abc import Iterator
 
 from .errors import AixsmitError
 

@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field, replace
 from ..errors import AixsmitError
 from ..safefile import STATE_FILE_LIMIT, make_private_dirs, read_bounded, write_file
 from ..state import LockBusy, atomic_write_json, check_lock, lock_held, state_path
+from .mounts import merge_options, natural_root  # noqa: F401  (also this module's names)
 
 LEDGER_DIR = "ledger"
 LEGACY_NAME = "unmounted.json"  # the version-1 ledger: one file, one entry per path
@@ -51,21 +52,6 @@ def checkpoint(name: str) -> None:
     n = _counts[name] = _counts.get(name, 0) + 1
     if want in (name, f"{name}:{n}"):
         os.kill(os.getpid(), signal.SIGSTOP)
-
-
-def natural_root(vfs: str, fs_options: tuple[str, ...]) -> str:
-    """The FSROOT a plain mount of the device gets: ``/``, or a btrfs mount's ``subvol=``."""
-    if vfs == "btrfs":
-        for o in fs_options:
-            if o.startswith("subvol="):
-                return o[len("subvol="):] or "/"
-    return "/"
-
-
-def merge_options(vfs_options: tuple[str, ...], fs_options: tuple[str, ...]) -> tuple[str, ...]:
-    """Per-mount then super-block options, as ``findmnt -o OPTIONS`` shows them (libmount drops
-    the super block's own rw/ro, which the per-mount flags already say)."""
-    return tuple(o for o in vfs_options if o) + tuple(o for o in fs_options if o and o not in ("rw", "ro"))
 
 
 @dataclass(frozen=True)
