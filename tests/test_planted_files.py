@@ -172,3 +172,50 @@ def test_stale_partials_of_another_host_survive(tmp_path):
         (tmp_path / name).write_bytes(b"image")
     clean_stale_partials(str(tmp_path))
     assert sorted(os.listdir(tmp_path)) == sorted([ours_live, other_host, no_host])
+
+
+
+@pytest.mark.parametrize("writer", ["backup -0", "backup -i", "savevg", "schedule"])
+def test_every_writer_of_archives_refuses_somebodys_data(troot, writer):
+    """backup by level (what a scheduled run calls), backup by name and savevg go through the
+    one destination check: a mounted disk, a disk holding a file system, a user's file inside
+    what is backed up are refused with one line, and left as they were."""
+    import hashlib
+
+    from aixsmit.backup.incremental import Chain, backup_fs
+    from aixsmit.errors import AixsmitError
+
+    tr = troot
+    tr.config.write_text("volume_groups:\n  datavg: [/home]\n")
+    dev = tr.loop_mount("/home", size_mb=16)
+    spare = tr.image("spare", 8)  # an ext4 file system, not mounted
+    loose = run("losetup", "-f", "--show", spare).stdout.strip()
+    tr.loops.append(loose)
+    tr.p("/home/bob").mkdir()
+    tr.p("/home/bob/f1").write_text("bob's thesis\n")
+
+    def digest(path) -> str:
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read(4 << 20)).hexdigest()
+
+    before = digest(loose)
+    cases = ((dev, f"it holds the file system mounted at {tr.path}/home"),
+             (loose, "it holds a ext4 file system"),
+             (tr.p("/home/bob/f1"), f"it is a file of {tr.path}/home, which this image backs up"))
+    for dest, says in cases:
+        if writer == "backup -0":
+            r = aixsmit("cmd", "backup", "-0", "-f", dest, "/home", "--root", tr.path, env=tr.env())
+        elif writer == "backup -i":
+            r = aixsmit("cmd", "backup", "-i", "-f", dest, "-C", "/home", "bob", "--root", tr.path, env=tr.env())
+        elif writer == "savevg":
+            r = aixsmit("cmd", "savevg", "-i", "-f", dest, "--root", tr.path, "datavg", env=tr.env())
+        else:  # a scheduled run writes through backup_fs, with the chain's own snapshot
+            with pytest.raises(AixsmitError) as caught:
+                backup_fs(str(tr.p("/home")), "/home", 0, str(dest), False, lambda *a: None,
+                          chain=Chain(None, tr.base / "snar"))
+            r = subprocess.CompletedProcess([], 3, "", str(caught.value) + "\n")
+        assert r.returncode != 0 and says in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert digest(loose) == before
+    for d in (dev, loose):
+        assert run("blkid", "-p", "-o", "value", "-s", "TYPE", d).stdout.strip() == "ext4"
+    assert tr.p("/home/bob/f1").read_text() == "bob's thesis\n"

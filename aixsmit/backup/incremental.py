@@ -217,11 +217,12 @@ def backup_fs(fs_path: str, shown: str, level: int, dest: str, record: bool, emi
         shutil.copyfile(base_file, snar)  # measured against the base, which stays as it is
     # The archive is a new file created by aixsmit (0600, O_EXCL|O_NOFOLLOW): a name planted in a
     # shared folder is replaced by the rename, never written through (safefile).
-    from ..safefile import OutputFile, destination_kind
+    from ..safefile import OutputFile
+    from .destination import writable_destination
 
     out = None
     try:
-        if destination_kind(os.path.abspath(dest), "backup") == "file":
+        if writable_destination("backup", os.path.abspath(dest), [fs_path]) == "file":
             out = OutputFile(dest, marker=partial_marker())
     except OSError as exc:
         shutil.rmtree(work, ignore_errors=True)
