@@ -228,7 +228,7 @@ def register(sub) -> None:
                                    "line), relative to DIR; restore -x puts them back, restore -T lists them.")
     add_root(p)
     for n in range(10):
-        p.add_argument(f"-{n}", dest="level", action="store_const", const=n, help="full backup" if n == 0 else argparse_suppress())
+        p.add_argument(f"-{n}", dest="level", action=_Level, const=n, help="full backup" if n == 0 else argparse_suppress())
     p.add_argument("-u", action="store_true", help="record the backup (dumpdates), so later levels build on it")
     p.add_argument("-i", action="store_true", help="back up by name: the files and directories NAME, with all below them")
     p.add_argument("-v", action="store_true", help="with -i: name each file as it is backed up")
@@ -295,6 +295,15 @@ def register(sub) -> None:
         else:
             add_json(r)
     p.set_defaults(func=cmd_schedule)
+
+
+class _Level(__import__("argparse")._StoreConstAction):
+    """-0 to -9, once: argparse reads ``-9999`` as four -9 flags; AIX levels are one digit."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if getattr(namespace, self.dest, None) is not None:
+            raise __import__("argparse").ArgumentError(self, "give one level, -0 (full) to -9: a level is one digit")
+        setattr(namespace, self.dest, self.const)
 
 
 def argparse_suppress():
