@@ -21,6 +21,7 @@ whole-file-system restore will remove (:func:`planned_deletions`).
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import json
 import os
 import re
@@ -69,30 +70,118 @@ def snapshot(sid: str, mount_point: str, stamp: str) -> Path:
     return state_dir() / "chains" / sid / fs_key(mount_point) / f"{stamp}.snar"
 
 
+# --- folders only root can change -------------------------------------------------------------
+#
+# A chain is read back as root and restored onto live file systems: whoever could put an
+# archive in DEST/KEY/STAMP could make root restore a set-uid shell. So every folder from KEY
+# down is opened relative to its parent's descriptor with O_NOFOLLOW and checked on that
+# descriptor (fstat): a folder aixsmit made (0700) or root's, not a link, writable by nobody but
+# its owner. DEST itself (the operator's) must be a folder other users cannot change either
+# (schedule.check_dest): then no name checked here can be swapped after the check.
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def private_folder(parent_fd: int, name: str, shown: str, create: bool = False) -> int | None:
+    """A descriptor of the folder ``name`` in ``parent_fd`` (``shown``: its path, for messages),
+    made 0700 first when ``create`` and missing; None when missing and not ``create``. Raises
+    AixsmitError (one line) for a symbolic link, a non-folder, a folder not root's or writable
+    by group or others."""
+    made = False
+    if create:
+        try:
+            os.mkdir(name, 0o700, dir_fd=parent_fd)
+            made = True
+        except FileExistsError:
+            pass
+    try:
+        fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        try:
+            link = stat.S_ISLNK(os.lstat(name, dir_fd=parent_fd).st_mode)
+        except OSError:
+            link = False
+        what = "a symbolic link" if link else "not a folder" if exc.errno in (errno.ENOTDIR, errno.ELOOP) else exc.strerror
+        raise AixsmitError(f"schedule: {shown} is {what}: a folder of backups must be one aixsmit made; refused "
+                           "(remove it, and the next run makes its own).")
+    try:
+        st = os.fstat(fd)
+        if made:
+            os.fchmod(fd, 0o700)  # whatever the umask took away
+        elif st.st_uid not in (0, os.geteuid()):
+            raise AixsmitError(f"schedule: {shown} belongs to {_owner(st.st_uid)}, not root: its backups could be "
+                               "anybody's; refused (remove it, or chown root and check what it holds).")
+        elif st.st_mode & 0o022:
+            raise AixsmitError(f"schedule: {shown} is writable by {'others' if st.st_mode & 0o002 else 'its group'} "
+                               f"(mode {stat.S_IMODE(st.st_mode):04o}): its backups could be anybody's; refused "
+                               f"(chmod 700 {shown}, and check what it holds).")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _owner(uid: int) -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
+
+
+def open_folder(folder: Path, create: bool = False) -> int | None:
+    """A descriptor of a file system's folder ``DEST/KEY``, checked as :func:`private_folder`
+    (after DEST: schedule.check_dest). None when it does not exist and not ``create``."""
+    from ..jobs.schedule import check_dest
+
+    dest = check_dest(str(folder.parent))
+    dfd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        return private_folder(dfd, folder.name, str(folder), create)
+    finally:
+        os.close(dfd)
+
+
 def list_chains(folder: Path) -> list[Chain]:
-    """The chains in ``folder`` (a file system's folder of a schedule), oldest first.
+    """The chains in ``folder`` (a file system's folder of a schedule), oldest first. The folder
+    and each chain's folder are checked (:func:`private_folder`); an archive must be a file (not
+    a link) of root's.
 
     Archives an earlier version left directly in ``folder`` are grouped as it did (a full and
     the dailies after it); a daily found before any full makes a chain without a full."""
     out: list[Chain] = []
-    if not folder.is_dir():
+    fd = open_folder(folder)
+    if fd is None:
         return out
     loose: list[tuple[str, int, Path]] = []
-    for p in sorted(folder.iterdir()):
-        m = _ARCHIVE.fullmatch(p.name)
-        if m and p.is_file():
-            loose.append((m.group(1), int(m.group(2)), p))
-        elif re.fullmatch(r"\d{8}-\d{6}", p.name) and p.is_dir() and not p.is_symlink():
-            c = Chain(p, p.name, None)
-            for a in sorted(p.iterdir()):
-                m = _ARCHIVE.fullmatch(a.name)
-                if not m:
+    try:
+        for name in sorted(os.listdir(fd)):
+            p = folder / name
+            m = _ARCHIVE.fullmatch(name)
+            if m and _archive_file(fd, name, p):
+                loose.append((m.group(1), int(m.group(2)), p))
+            elif re.fullmatch(r"\d{8}-\d{6}", name):
+                cfd = private_folder(fd, name, str(p))
+                if cfd is None:
                     continue
-                if m.group(2) == "0" and m.group(1) == p.name:
-                    c.full = a
-                elif m.group(2) != "0":
-                    c.dailies.append((m.group(1), a))
-            out.append(c)
+                try:
+                    c = Chain(p, name, None)
+                    for a in sorted(os.listdir(cfd)):
+                        m = _ARCHIVE.fullmatch(a)
+                        if not m or not _archive_file(cfd, a, p / a):
+                            continue
+                        if m.group(2) == "0" and m.group(1) == name:
+                            c.full = p / a
+                        elif m.group(2) != "0":
+                            c.dailies.append((m.group(1), p / a))
+                finally:
+                    os.close(cfd)
+                out.append(c)
+    finally:
+        os.close(fd)
     legacy: list[Chain] = []
     for s, level, p in loose:
         if level == 0:
@@ -102,6 +191,20 @@ def list_chains(folder: Path) -> list[Chain]:
         else:
             legacy.append(Chain(folder, s, None, [(s, p)]))
     return sorted(legacy + out, key=lambda c: c.stamp)
+
+
+def _archive_file(dir_fd: int, name: str, shown: Path) -> bool:
+    """``name`` in ``dir_fd`` is an archive to read: a regular file (not a link) of root's,
+    writable by nobody else; a link or another user's file there is refused (one line)."""
+    try:
+        st = os.lstat(name, dir_fd=dir_fd)
+    except OSError:
+        return False
+    if not stat.S_ISREG(st.st_mode) or st.st_uid not in (0, os.geteuid()) or st.st_mode & 0o022:
+        why = ("a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a file" if not stat.S_ISREG(st.st_mode)
+               else f"{_owner(st.st_uid)}'s" if st.st_uid not in (0, os.geteuid()) else "writable by others")
+        raise AixsmitError(f"schedule: {shown} is {why}, not an archive aixsmit wrote; refused (remove it).")
+    return True
 
 
 def pick(folder: Path, mount_point: str, until: dt.datetime | None) -> Chain:
