@@ -32,6 +32,24 @@ def cmd_backup(args) -> int:
     return 0 if res.status in ("OK", "WARN") else 3
 
 
+def confirm_removal(yes: bool):
+    """The question a whole-file-system restore asks before it removes anything from a mounted
+    file system: yes with ``--yes`` (the menus ask ARE YOU SURE first), else asked on the
+    terminal; no terminal, no removal."""
+    import sys
+
+    def ask(names: list[str]) -> bool:
+        if yes:
+            return True
+        if not (sys.stdin.isatty() and sys.stdout.isatty()):
+            return False
+        sys.stdout.write(f"Remove these {len(names)} name(s) from the mounted file system (named above)? [y/N] ")
+        sys.stdout.flush()
+        return sys.stdin.readline().strip().lower() in ("y", "yes")
+
+    return ask
+
+
 def _install(schedules, previous, via: str | None = None) -> str:
     """Write ``schedules`` for the scheduler in use; if that fails, put the list back as it was,
     so that no schedule is kept that nothing would run."""
@@ -211,7 +229,8 @@ def cmd_schedule(args) -> int:
         if args.action == "changes":
             _print_changes(chains.changes(chains.pick(folder, mp, until)), args.json)
             return 0
-        chains.restore_chain(folder, mp, until, args.target, emit, dry_run=args.dry_run)
+        chains.restore_chain(folder, mp, until, args.target, emit, dry_run=args.dry_run,
+                             confirm=confirm_removal(args.yes))
         if not args.dry_run:
             print(f"Restored {mp} as of {args.date or 'the last backup'} into {args.target}.")
         return 0
@@ -288,10 +307,14 @@ def register(sub) -> None:
         r.add_argument("--date", metavar="YYYY-MM-DD", help="the state at the end of that day (default: the latest)")
         if name == "restore":
             r.add_argument("--target", required=True, metavar="DIR",
-                           help="an empty directory, or the mount point of the file system to restore: what the "
-                                "backups say was deleted is removed there, each named first")
+                           help="an empty directory, or the mount point of the file system to restore: what a backup "
+                                "held and a later one recorded as deleted is removed there, each named first; what "
+                                "no backup held is kept")
             r.add_argument("--dry-run", action="store_true",
                            help="only say which backups would be read and what in the target would be removed")
+            r.add_argument("--yes", action="store_true",
+                           help="remove from a mounted file system, without asking, what the backups recorded as "
+                                "deleted (named first); without it a terminal asks, anything else refuses")
         else:
             add_json(r)
     p.set_defaults(func=cmd_schedule)
