@@ -688,6 +688,10 @@ def restore_whole(archive: Path, target: str, emit: Emit, first: bool = True,
     before = _recorded(target)
     if str(archive) in map(str, before):  # restored again: from there on
         before = before[:list(map(str, before)).index(str(archive))]
+    for p in [p for p in before if not p.is_file()]:
+        emit(f"restore: {p}, restored into {target} before, cannot be read now: what only it held is not removed.",
+             "stdout")
+        before.remove(p)
     sequence = before + [archive]
     if not before and not _is_full(archive):
         emit(f"restore: no full backup was restored into {target} before {archive.name}: nothing there is removed "
