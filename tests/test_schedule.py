@@ -52,7 +52,11 @@ def test_level0_change_level1_restore_chain(home):
     tr.p("/home/b").unlink()
     tr.p("/home/d/new").write_text("new")
     l1 = tr.out / "home.L1-day1.tar"
+    base = tr.base / "state" / "levels" / "home.0.snar"
+    before = base.read_bytes()
     assert aixsmit("cmd", "backup", "-1", "-u", "-f", l1, "/home", "--root", tr.path, env=env).returncode == 0
+    assert base.read_bytes() == before  # tar rewrote a copy of the full's snapshot, never the snapshot itself
+    assert (tr.base / "state" / "levels" / "home.1.snar").read_bytes() != before
     names = subprocess.run(["tar", "-tf", l1], capture_output=True, text=True).stdout.split()
     assert "./a" in names and "./d/new" in names and "./d/c" not in names  # only what changed
     restored = tr.base / "r1"

@@ -9,8 +9,7 @@ import re
 import stat
 import subprocess
 
-from .infofiles import fs_facts
-from .streams import PACK_LEVEL
+# infofiles and streams are imported where used: a level backup needs only partial_marker().
 
 PARTIAL = ".aixsmit-partial-"
 
@@ -33,6 +32,8 @@ def required_room(include: list[str], structure_only: bool, staged: int) -> int:
     walk has counted the entries: they are estimated from the inodes in use; each costs tar a
     header and a pax record (1.5 KB). With ``structure_only`` (savevg -r), only the ``staged``
     information files and the table of contents. A packed image: packed_size()."""
+    from .infofiles import fs_facts
+
     if structure_only:
         return 1536 * (staged + 1)
     return sum(used + 1536 * inodes for _, used, _, inodes in map(fs_facts, include))
@@ -82,6 +83,8 @@ def packed_ratio(tops: list[str], files: int = 64, take: int = 1 << 16, entries:
             continue
     if not sample:
         return 1.0
+    from .streams import PACK_LEVEL
+
     try:
         packed = subprocess.run(["zstd", f"-{PACK_LEVEL}", "-c", "-q"], input=bytes(sample),
                                 capture_output=True, check=True).stdout
@@ -117,7 +120,9 @@ def log_backup(dest: str, prog: str, vg: str, when: str, size: int, status: str)
     mb = max(1, size // (1024 * 1024)) if size else 0
     line = f"{dest};{prog};{when};{mb};{mb};{vg};{status}\n"
     try:
-        fd = os.open(os.path.join(state_path(), BACKUP_LOG), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        from ..safefile import open_own
+
+        fd = open_own(os.path.join(state_path(), BACKUP_LOG))
         try:
             os.write(fd, line.encode())
         finally:

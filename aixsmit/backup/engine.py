@@ -99,6 +99,16 @@ class BackupFailed(AixsmitError):
 PROGRESS_SECONDS = float(os.environ.get("AIXSMIT_PROGRESS_SECONDS") or 1.0)
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity: ``taskset -c 0`` gives one on a machine
+    of two, and a second tar stream would then only add the join's copying to one CPU's
+    work), else the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def read_chars(pid: int) -> int:
     """Bytes process ``pid`` has read so far (``rchar`` of /proc/PID/io); 0 once it is gone."""
     try:
@@ -267,7 +277,7 @@ def _create_image(req: ImageRequest, emit: Emit) -> ImageResult:
         # Two tars at once where the machine has the CPUs for it: into a file only, and not
         # with -v, whose one line per file from two tars would interleave. A packed image is
         # one tar whose zstd packs on every CPU (two packed streams cannot be joined in place).
-        streams = req.streams or req.system.config.backup_streams or (2 if (os.cpu_count() or 1) >= 2 else 1)
+        streams = req.streams or req.system.config.backup_streams or (2 if usable_cpus() >= 2 else 1)
         parallel = streams > 1 and not pack and not is_device and not req.verbose and not req.structure_only
         marker = vgdata_dir(req)
         argv = ["tar", "--create", "--force-local", f"--file={out.child_path if out else dest}", *opts, "-C", stage, *staged, "-C", req.system.root, "-T", "-",
@@ -365,10 +375,10 @@ def _create_image(req: ImageRequest, emit: Emit) -> ImageResult:
         if out is not None:
             # 7. The checksums (sums): an XXH3 per MiB of the image, read back while tar wrote
             # it; only the last blocks are read now. They go in as the image's last member.
-            from .archive import append_member, sums_member
-
             try:
                 if sums is not None:
+                    from .archive import append_member, sums_member  # (tarfile: not for a packed image)
+
                     end = archive_end(out.fd, trailing_zeros(toc_path))
                     append_member(out.fd, end, sums_member(toc_member), sums.finish(end), record)
                 out.commit()  # fsync, rename over the destination, fsync the folder

@@ -14,12 +14,10 @@ import signal
 import sys
 
 from ..backup import excludes
-from ..backup.engine import (EXIT_FAILED, EXIT_SIGNAL, BackupFailed, ImageInterrupted, ImageRequest, create_image,
-                              request_stop)
 from ..errors import AixsmitError
 from ..fs.table import System
 from ..fs.volume_groups import find, format_lsvg_l, volume_groups
-from .common import add_json, add_root, print_json
+from .common import add_json, add_root, emit, print_json
 
 MKSYSB_CODES = """exit status (as AIX documents for mksysb/savevg):
   0  success — also when some files changed while being read (0512-003 warning)
@@ -29,17 +27,13 @@ MKSYSB_CODES = """exit status (as AIX documents for mksysb/savevg):
 """
 
 
-def emit(line: str, stream: str) -> None:
-    f = sys.stdout if stream == "stdout" else sys.stderr
-    f.write(line + "\n")
-    f.flush()
-
-
 class _Signalled(Exception):
     pass
 
 
 def _trap_signals():
+    from ..backup.engine import request_stop  # (the writing engine: imported by the commands that write)
+
     def handler(signum, frame):
         if not request_stop(signum):  # an image being made stops at its next safe point
             raise _Signalled(signum)
@@ -113,6 +107,8 @@ def cmd_lsvg(args) -> int:
 
 
 def _image(args, program: str, vg_name: str, device: str, structure_only: bool = False) -> int:
+    from ..backup.engine import EXIT_FAILED, EXIT_SIGNAL, BackupFailed, ImageInterrupted, ImageRequest, create_image
+
     system = System(root=args.root)
     if system.host.name == "aix":
         if args.root != "/":

@@ -7,8 +7,7 @@ import os
 from ..errors import AixsmitError
 from ..fs.mounts import visible
 from ..fs.table import System
-from .backup import _aix_passthrough, emit, read_progress
-from .common import add_json, add_root, print_json
+from .common import add_json, add_root, emit, print_json
 
 
 def cmd_backup(args) -> int:
@@ -23,6 +22,8 @@ def cmd_backup(args) -> int:
     args.fs = args.fs[0]
     system = System(root=args.root)
     if system.host.name == "aix":
+        from .backup import _aix_passthrough
+
         argv = ["backup", f"-{args.level}"] + (["-u"] if args.u else []) + ["-f", args.f, args.fs]
         return _aix_passthrough(argv)
     from ..backup.incremental import backup_fs
@@ -211,6 +212,8 @@ def cmd_schedule(args) -> int:
         if args.action == "changes":
             _print_changes(chains.changes(chains.pick(folder, mp, until)), args.json)
             return 0
+        from .backup import read_progress
+
         # The archives it reads, with the same progress as restore -x and -r (a dry run reads
         # only their directory records: no progress).
         archives = [str(p) for p in chains.pick(folder, mp, until).archives(until)]
@@ -222,7 +225,7 @@ def cmd_schedule(args) -> int:
     raise AixsmitError("schedule: add, change, list, remove, run, restore, changes or install", code=2)
 
 
-def register(sub) -> None:
+def register_backup(sub) -> None:
     p = sub.add_parser("backup", help="back up a file system by level (0 full, 1-9 incremental), or files by name (-i)",
                        description="AIX backup -LEVEL [-u] -f DEST FS: level 0 is everything, level N what changed "
                                    "since the last backup at a lower level; -u records it. On Linux GNU tar "
@@ -243,6 +246,8 @@ def register(sub) -> None:
                    help="the mounted file system (mount point); with -i the files and directories to back up")
     p.set_defaults(func=cmd_backup)
 
+
+def register(sub) -> None:
     p = sub.add_parser("schedule", help="weekly system images and daily user backups, by cron or systemd timers",
                        description="Schedules live in the state directory (schedules.json) and are run by cron "
                                    "(/etc/cron.d/aixsmit, AIXSMIT_CRON_DIR overrides; AIX: root's crontab) or, where "

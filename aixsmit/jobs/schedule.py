@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import AixsmitError
+from ..safefile import create_new
 from ..state import DEFAULT_STATE_DIR, LockBusy, atomic_write_json, mount_lock, state_dir
 from .scheduler import control_free
 
@@ -231,7 +232,7 @@ def last_run(sid: str) -> dict:
 def _new_log(d: Path, stamp: str):
     for name in (f"{stamp}.log", f"{stamp}-{os.getpid()}.log"):
         try:
-            fd = os.open(d / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            fd = create_new(str(d / name))
             return d / name, os.fdopen(fd, "w", errors="backslashreplace")
         except FileExistsError:
             continue
