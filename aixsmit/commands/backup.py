@@ -312,18 +312,21 @@ def cmd_sysbackup(args) -> int:
 
 
 @contextlib.contextmanager
-def read_progress(path: str, quiet: bool = False):
-    """While the body reads the image ``path``: a line every PROGRESS_SECONDS saying how much of
-    it this process and the ones it started (tar) have read, ``N of M bytes read (P%)``
-    (COMMAND STATUS draws its bar from it)."""
+def read_progress(path: str | list[str], quiet: bool = False):
+    """While the body reads the image ``path`` (or the images, one after the other, of a list):
+    a line every PROGRESS_SECONDS saying how much of them this process and the ones it started
+    (tar) have read, ``N of M bytes read (P%)``, M their sizes added up (COMMAND STATUS draws
+    its bar from it)."""
     import threading
 
     from ..backup.engine import PROGRESS_SECONDS, read_chars_tree
 
-    try:
-        size = os.path.getsize(path) if os.path.isfile(path) else 0
-    except OSError:
-        size = 0
+    size = 0
+    for p in [path] if isinstance(path, str) else path:
+        try:
+            size += os.path.getsize(p) if os.path.isfile(p) else 0
+        except OSError:
+            pass
     if quiet or not size:
         yield
         return

@@ -230,8 +230,14 @@ def cmd_schedule(args) -> int:
         if args.action == "changes":
             _print_changes(chains.changes(chains.pick(folder, mp, until)), args.json)
             return 0
-        chains.restore_chain(folder, mp, until, args.target, emit, dry_run=args.dry_run,
-                             confirm=confirm_removal(args.yes))
+        from .backup import read_progress
+
+        # The archives it reads, with the same progress as restore -x and -r (a dry run reads
+        # only their directory records: no progress).
+        archives = [str(p) for p in chains.pick(folder, mp, until).archives(until)]
+        with read_progress(archives, quiet=args.dry_run):
+            chains.restore_chain(folder, mp, until, args.target, emit, dry_run=args.dry_run,
+                                 confirm=confirm_removal(args.yes))
         if not args.dry_run:
             print(f"Restored {mp} as of {args.date or 'the last backup'} into {args.target}.")
         return 0
