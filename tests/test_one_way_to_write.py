@@ -5,8 +5,8 @@ Files replaced whole (state, ledger records, a job's ``run``, files edited in a 
 work files) are new files renamed over the name only while they are still the files created;
 logs and the lock, kept and added to, are opened only when they are this user's regular file
 with one name. Planted, in a folder the attacker (uid 65534) can write: a symbolic link to a
-file of root's (or to a name not there yet), a hard link to it, the attacker's own file, and (for the files replaced whole)
-the temporary file swapped for a link while it is being written. The file of root's is never
+file of root's (or to a name not there yet), a hard link to it, the attacker's own file, and
+(for the files replaced whole) the temporary file swapped for a link while it is written. The file of root's is never
 changed, nor is the attacker's file.
 """
 

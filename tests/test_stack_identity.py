@@ -125,6 +125,7 @@ def test_records_written_before_the_one_identity_are_read_as_one():
                                          Identity(source="tmpfs"), Identity(source="/dev/sdb1")]
     assert rec.identity == Identity(uuid="u1", backing_file="/img/upper.img")
     again = Record.from_json(rec.to_json())
-    assert again == rec and again.to_json()["below"][0] == ["ext4", {"backing_file": "/img/lower@x.img", "offset": 1048576}, "/"]
+    stored = again.to_json()["below"][0]
+    assert again == rec and stored == ["ext4", {"backing_file": "/img/lower@x.img", "offset": 1048576}, "/"]
     assert Identity.of({"uuid": "u2"}, "/dev/sdc1") == Identity(uuid="u2")  # never the device name
     assert Identity.of({}, "server:/export") == Identity(source="server:/export")

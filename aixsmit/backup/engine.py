@@ -41,10 +41,10 @@ from ..fs.volume_groups import VolumeGroup
 from ..jobs.runner import Finished, Job, Output, Tick
 from ..osutil import make_temp_dir, remove_tree, which, write_text
 from ..state import fsync_dir
-from ..safefile import OutputFile, destination_kind
+from ..safefile import OutputFile
 from . import stop
 from .destination import (BACKUP_LOG, PARTIAL, clean_stale_partials, log_backup, nearly_full, packed_ratio,
-                          packed_size, partial_marker, refuse_data, required_room, space_block)
+                          packed_size, partial_marker, required_room, space_block, writable_destination)
 from .excludes import ExcludeList
 from .infofiles import fs_facts, info_member, vgdata_dir
 from .infofiles import stage as stage_information
@@ -181,12 +181,6 @@ def _create_image(req: ImageRequest, emit: Emit) -> ImageResult:
     if not req.destination.startswith("/"):
         raise BackupFailed(f"0512-006 {prog}: Backup device or file name must start with a '/'.", EXIT_FAILED)
     dest_dir = os.path.dirname(dest)
-    # "Device or file" by lstat: a name planted in a shared folder (a link to a disk, to
-    # /etc/shadow) is replaced, never written through (safefile).
-    try:
-        is_device = destination_kind(dest, prog) == "device"
-    except AixsmitError as exc:
-        raise BackupFailed(str(exc), EXIT_FAILED) from None
     mounted = vg.mounted
     skip_fs = set(req.exclude_fs)
     include_lvs = [lv for lv in mounted if lv.mount_point not in skip_fs]
@@ -197,8 +191,10 @@ def _create_image(req: ImageRequest, emit: Emit) -> ImageResult:
     include_set = set(include)
     # Every other mount below the root is pruned: its mount point directory stays, its contents do not.
     prune = {e.mount.path for e in req.system.table()} - include_set
+    # "Device or file" by lstat: a name planted in a shared folder (a link to a disk, to
+    # /etc/shadow) is replaced, never written through (safefile); and nobody's data is written over.
     try:
-        refuse_data(prog, dest, "device" if is_device else "file", include)
+        is_device = writable_destination(prog, dest, include) == "device"
     except AixsmitError as exc:
         raise BackupFailed(str(exc), EXIT_FAILED) from None
 

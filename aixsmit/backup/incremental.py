@@ -252,13 +252,13 @@ def backup_fs(fs_path: str, shown: str, level: int, dest: str, record: bool, emi
     snar = _working_snapshot(base_file)
     # The archive is a new file created by aixsmit (0600, O_EXCL|O_NOFOLLOW): a name planted in a
     # shared folder is replaced by the rename, never written through (safefile).
-    from ..safefile import OutputFile, destination_kind
-    from .destination import partial_marker
+    from ..safefile import OutputFile
+    from .destination import partial_marker, writable_destination
     from .tarrun import run_tar
 
     out = None
     try:
-        if destination_kind(os.path.abspath(dest), "backup") == "file":
+        if writable_destination("backup", os.path.abspath(dest), [fs_path]) == "file":
             out = OutputFile(dest, marker=partial_marker())
     except OSError as exc:
         os.close(snar)

@@ -226,11 +226,12 @@ def cmd_restore(args) -> int:
         from pathlib import Path
 
         from ..backup.chains import restore_whole
+        from .schedule import confirm_removal
 
         if args.files:
             raise AixsmitError("restore: -r restores a whole file system: name no files (use -x for some)", code=2)
         with read_progress(args.f):
-            restore_whole(Path(args.f), target, emit)
+            restore_whole(Path(args.f), target, emit, confirm=confirm_removal(args.yes or args.q))
         emit(f"restore: {args.f} was restored into {target}; restore the next level the same way.", "stdout")
         return 0
     with read_progress(args.f):
@@ -423,10 +424,13 @@ def register(sub) -> None:
     p.add_argument("-x", action="store_true", help="extract (never deletes anything in the target)")
     p.add_argument("-r", action="store_true",
                    help="restore a whole file system from a level backup (the full, then each level in turn), into "
-                        "an empty directory or a mount point: what the backup says was deleted is removed there, "
-                        "each named first")
+                        "an empty directory or a mount point: what the level restored before held and this one "
+                        "records as deleted is removed there, each named first; what no backup held is kept")
     p.add_argument("-T", action="store_true", help="list, with sizes")
-    p.add_argument("-q", action="store_true", help="do not ask before starting (nothing is asked on Linux)")
+    p.add_argument("-q", action="store_true", help="do not ask before starting; with -r as --yes")
+    p.add_argument("--yes", action="store_true",
+                   help="-r onto a mounted file system: remove, without asking, what the backups recorded as deleted "
+                        "(named first); without it a terminal asks, anything else refuses")
     p.add_argument("-v", action="store_true", help="name each file as it is restored")
     p.add_argument("-f", required=True, metavar="IMAGE")
     p.add_argument("--target", metavar="DIR", help="restore into DIR instead of the current directory")

@@ -138,6 +138,8 @@ def cmd_sysonly(args) -> int:
 def cmd_holders(args) -> int:
     from ..fs.holders import LETTER
 
+    if not args.mount.strip():
+        raise AixsmitError("holders: give the mount point of a mounted file system (an empty name is none).", code=2)
     system = _system(args)
     all_mounts = system.all_mounts()  # read once: the table and the scan both use it
     table = system.table(all_mounts)

@@ -1,8 +1,8 @@
 """The detached job's supervisor: a small process that outlives the terminal.
 
 It is started as ``python -S`` and imports only a few built-in modules (no JSON, no regular
-expressions; of aixsmit only :mod:`aixsmit.osutil` and :mod:`aixsmit.safefile`), so the command starts a few milliseconds
-after the operator pressed Enter. Everything it needs comes on its command line::
+expressions; of aixsmit only :mod:`aixsmit.osutil` and :mod:`aixsmit.safefile`), so the
+command starts a few milliseconds after the operator pressed Enter. Everything it needs comes on its command line::
 
     python -S -m aixsmit.jobs.supervise JOBDIR PROGRESS(0|1) ARGV...
 

@@ -58,6 +58,7 @@ class AixsmitApp(App):
         self.last_files: int | None = None  # files the last command with progress backed up
         self._esc_at = 0.0
         self._started_at = time.time()
+        self._leaving = False  # set as the app leaves (on_unmount)
         self._system = None
         self._too_small = False
 
@@ -147,6 +148,12 @@ class AixsmitApp(App):
 
             def ahead() -> None:
                 detached.prepare()
+                if self._leaving:
+                    # The app left while the spare started: let it go too. (The app's own
+                    # release came first; a spare kept would start the next app's command
+                    # with this one's environment: its state directory, in tests.)
+                    detached.release()
+                    return
                 detached.prune()
 
             threading.Thread(target=ahead, name="aixsmit-spare", daemon=True).start()
@@ -159,6 +166,7 @@ class AixsmitApp(App):
 
             ScrollBar.renderer = ScrollBarRender
 
+        self._leaving = True  # before the release: a spare started meanwhile sees it (ahead)
         detached.release()
 
     # --- the terminal going away -----------------------------------------------------------
