@@ -24,12 +24,20 @@ SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
 CACHE = Path(os.environ.get("AIXSMIT_TEST_CACHE", "/var/cache/aixsmit-test"))
 MAX_AGE_DAYS = 7
-PACKAGES = "linux-image-amd64,initramfs-tools,grub-pc,systemd-sysv,udev,e2fsprogs"
+# By firmware: GRUB for BIOS (grub-pc), or for EFI (grub-efi-amd64, and fsck.vfat for the ESP).
+PACKAGES = {"bios": "linux-image-amd64,initramfs-tools,grub-pc,systemd-sysv,udev,e2fsprogs",
+            "efi": "linux-image-amd64,initramfs-tools,grub-efi-amd64,systemd-sysv,udev,e2fsprogs,dosfstools"}
 # Drivers a virtual machine with virtio disks never loads: left out to keep the image small.
 TRIM = ("drivers/gpu", "drivers/net", "drivers/media", "drivers/infiniband", "drivers/staging", "sound", "net",
         "drivers/usb", "drivers/iio", "drivers/bluetooth", "drivers/hid", "drivers/input")
+
+
+def recipe(firmware: str = "bios") -> list[str]:
+    """mmdebstrap's options for the system that boots by ``firmware`` ("bios" or "efi")."""
+    return ["--variant=minbase", "--mode=root", f"--include={PACKAGES[firmware]}", *RECIPE]
+
+
 RECIPE = [
-    "--variant=minbase", "--mode=root", f"--include={PACKAGES}",
     "--dpkgopt=path-exclude=/usr/share/man/*", "--dpkgopt=path-exclude=/usr/share/doc/*",
     "--dpkgopt=path-exclude=/usr/share/locale/*", "--dpkgopt=path-include=/usr/share/locale/locale.alias",
     "--customize-hook=rm -rf " + " ".join(f'"$1"/usr/lib/modules/*/kernel/{d}' for d in TRIM) + ' "$1"/usr/lib/firmware',
@@ -78,16 +86,17 @@ def sh(*argv, **kw) -> subprocess.CompletedProcess:
     return subprocess.run([str(a) for a in argv], check=True, capture_output=True, text=True, **kw)
 
 
-def rootfs() -> Path:
-    """The system as a folder: from the cache, or built now (about 2-4 minutes)."""
-    key = hashlib.sha256(json.dumps([SUITE, MIRROR, RECIPE]).encode()).hexdigest()[:16]
-    folder = CACHE / f"rootfs-{SUITE}-{key}"
+def rootfs(firmware: str = "bios") -> Path:
+    """The system for ``firmware`` as a folder: from the cache, or built now (about 2-4 minutes)."""
+    argv = recipe(firmware)
+    key = hashlib.sha256(json.dumps([SUITE, MIRROR, argv]).encode()).hexdigest()[:16]
+    folder = CACHE / (f"rootfs-{SUITE}-{key}" if firmware == "bios" else f"rootfs-{SUITE}-{firmware}-{key}")
     tree, stamp = folder / "rootfs", folder / "built"
     if stamp.exists() and time.time() - stamp.stat().st_mtime < MAX_AGE_DAYS * 86400:
         return tree
     folder.mkdir(parents=True, exist_ok=True)
     partial = folder / f"rootfs.partial-{os.getpid()}"  # no .tar: mmdebstrap writes a folder
-    proc = subprocess.run(["mmdebstrap", *RECIPE, SUITE, str(partial), MIRROR], capture_output=True, text=True)
+    proc = subprocess.run(["mmdebstrap", *argv, SUITE, str(partial), MIRROR], capture_output=True, text=True)
     if proc.returncode != 0:
         shutil.rmtree(partial, ignore_errors=True)
         if re.search(r"Failed to fetch|Could not resolve|Temporary failure resolving|Unable to connect", proc.stderr):
