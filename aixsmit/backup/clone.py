@@ -366,8 +366,12 @@ def install(image: str, mapping: dict[str, str], target: str, emit: Emit, *, dry
     recorded = recorded_fs(image, program)
     contents = survey(image, list(recorded), program)
     bios, efi = True, False
+    unbootable = None  # said after the fitting, as it always was: a size error first
     if boot and program == "clone":
-        bios, efi = booting.firmware(image, contents, recorded, program)
+        try:
+            bios, efi = booting.firmware(image, contents, recorded, program)
+        except AixsmitError as exc:
+            unbootable = exc
     new_esp = efi and disks.ESP_MOUNT not in recorded
     if new_esp:
         # The image's fstab names an ESP it does not hold (it was not mounted for the backup):
@@ -402,6 +406,8 @@ def install(image: str, mapping: dict[str, str], target: str, emit: Emit, *, dry
     else:
         targets = plan(image, mapping, program, contents=contents, recorded=recorded)
     root = next((t for t in targets if t.mount_point == "/"), None)
+    if unbootable:
+        raise unbootable
     if boot and program == "clone":
         if not boot_disk and bios:
             boot_disk = disk or (boot_disk_of(root.device) if root else "") or ""
