@@ -323,3 +323,35 @@ def test_map_needs_an_esp_typed_partition_for_boot_efi(troot):
         assert "i386-pc" not in r.stdout  # EFI only: no BIOS boot disk is needed
     finally:
         subprocess.run(["partx", "-d", dev], capture_output=True)
+
+
+def test_fat_gets_the_staged_files_and_never_what_a_link_points_to(tmp_path):
+    """What is staged for a FAT file system is copied onto it with mtools; a link in the image
+    (FAT holds none, and mcopy would follow it to a file of this host) is left out, and said."""
+    fat = tmp_path / "esp.img"
+    with open(fat, "wb") as f:
+        f.truncate(disk.ESP_MIN)
+    run(*disk.fat_mkfs_argv(str(fat)))
+    staged = tmp_path / "staged"
+    (staged / "EFI/BOOT").mkdir(parents=True)
+    (staged / "EFI/BOOT/BOOTX64.EFI").write_bytes(b"MZ" + bytes(1000))
+    secret = tmp_path / "host-secret"
+    secret.write_text("host only\n")
+    (staged / "EFI/leak").symlink_to(secret)
+    (staged / "EFI/dirlink").symlink_to(tmp_path)
+    said = []
+    t = clone.Target("/boot/efi", str(fat), "vfat", 0, 0, 0, "")
+    clone.fill_fat(t, str(staged), clone.Steps(lambda line, stream: said.append((stream, line)), False), "clone",
+                   check_esp=True)
+    listing = run("mdir", "-/", "-b", "-i", fat, "::/", env=disk.MTOOLS_ENV).stdout.split()
+    assert "::/EFI/BOOT/BOOTX64.EFI" in listing and not [n for n in listing if "leak" in n or "dirlink" in n]
+    assert run("mtype", "-i", fat, "::/EFI/BOOT/BOOTX64.EFI", env=disk.MTOOLS_ENV).stdout.startswith("MZ")
+    assert [line for stream, line in said if stream == "stderr"] == [
+        "clone: /boot/efi/EFI/dirlink is left out of the FAT file system: FAT holds no links or special files.",
+        "clone: /boot/efi/EFI/leak is left out of the FAT file system: FAT holds no links or special files."]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    run(*disk.fat_mkfs_argv(str(fat)))  # a new, empty FAT: nothing to boot on it
+    with pytest.raises(AixsmitError, match="holds no EFI/BOOT/BOOTX64.EFI"):
+        clone.fill_fat(clone.Target("/boot/efi", str(fat), "vfat", 0, 0, 0, ""), str(empty),
+                       clone.Steps(lambda line, stream: None, False), "clone", check_esp=True)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import stat
 import subprocess
 import tarfile
 from dataclasses import dataclass, field
@@ -336,9 +337,22 @@ def boot_disk_of(device: str) -> str | None:
 def fill_fat(t: Target, path: str, steps: Steps, program: str, check_esp: bool = False) -> None:
     """Copy what is staged at ``path`` onto the FAT file system on ``t.device`` (mtools), then,
     for the ESP, check on the FAT itself that the fallback boot loader is there."""
+    steps.say(f"Copying {t.mount_point} onto the FAT file system on {t.device}.")
+    if not steps.dry_run:
+        # FAT holds files and folders only, and mcopy would follow a link: one in the image
+        # (to /etc/shadow, say) would copy this host's file into the clone. Left out, and said.
+        for top, dirs, files in os.walk(path):
+            for name in dirs + files:
+                full = os.path.join(top, name)
+                st = os.lstat(full)
+                if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+                    rel = os.path.join(t.mount_point, os.path.relpath(full, path))
+                    steps.emit(f"{program}: {rel} is left out of the FAT file system: FAT holds no links or "
+                               f"special files.", "stderr")
+                    os.unlink(full)
+            dirs[:] = [d for d in dirs if os.path.isdir(os.path.join(top, d))]
     entries = [os.path.join(path, "*")] if steps.dry_run else \
         [os.path.join(path, n) for n in sorted(os.listdir(path))]
-    steps.say(f"Copying {t.mount_point} onto the FAT file system on {t.device}.")
     if entries:
         steps.run(disks.fat_copy_argv(t.device, entries), env=disks.MTOOLS_ENV)
     if check_esp:
