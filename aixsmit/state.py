@@ -84,7 +84,14 @@ def check_state_dir(path: str) -> None:
         raise StateDirError(f"aixsmit: state directory {path}: it is owned by {_user(st.st_uid)}, not by "
                             f"{_user(os.geteuid())}; refusing to trust it.")
     _check_dir(path, st, "it")
-    _check_above(path, os.path.realpath(os.path.dirname(os.path.abspath(path))))
+    _check_parents(path, os.path.dirname(os.path.abspath(path)))
+
+
+def _check_parents(path: str, parent: str) -> None:
+    """The folders above ``path`` both as written and as resolved: a folder someone else may
+    change, anywhere on the path as written, could swap a link there for one of theirs."""
+    _check_above(path, os.path.normpath(parent))
+    _check_above(path, os.path.realpath(parent))
 
 
 def _check_above(path: str, parent: str) -> None:
@@ -111,7 +118,7 @@ def state_path() -> str:
         above = os.path.dirname(path)
         while not os.path.lexists(above):
             above = os.path.dirname(above)
-        _check_above(path, os.path.realpath(above))
+        _check_parents(path, above)
     try:
         os.mkdir(path, 0o700)
     except FileExistsError:

@@ -28,6 +28,7 @@ the restore rows, 2 for usr).
 from __future__ import annotations
 
 import argparse
+import fcntl
 import os
 import random
 import shutil
@@ -89,6 +90,15 @@ class Bench:
         self.loops: list[str] = []
         self.trees: dict[str, str] = {}
         os.makedirs(CACHE, exist_ok=True)
+        # One bench at a time per cache: two would mount the same tree image through two loop
+        # devices (ext4 is not a cluster file system; the images carry MMP, which refuses the
+        # second mount) and share out.img; and each would time the other's load.
+        self._lock = os.open(os.path.join(CACHE, "bench.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"  (another bench is using {CACHE}: waiting for it)", flush=True)
+            fcntl.flock(self._lock, fcntl.LOCK_EX)
         self.env = dict(os.environ, AIXSMIT_STATE_DIR=os.path.join(self.base, "state"),
                         AIXSMIT_CONFIG=os.path.join(self.base, "none.yaml"))
         open(self.env["AIXSMIT_CONFIG"], "w").close()
@@ -101,7 +111,9 @@ class Bench:
     def _mount_image(self, img: str, size: str, inodes: int, name: str, fresh: bool) -> str:
         if fresh:
             subprocess.run(["truncate", "-s", size, img], check=True)
-            subprocess.run(["mkfs.ext4", "-q", "-F", "-N", str(inodes), "-E", "lazy_itable_init=1", img], check=True)
+            # MMP: a second mount of the same image (another bench on this cache) is refused.
+            subprocess.run(["mkfs.ext4", "-q", "-F", "-N", str(inodes), "-O", "mmp", "-E", "lazy_itable_init=1,mmp_update_interval=1",
+                            img], check=True)
         dev = subprocess.run(["losetup", "-f", "--show", img], check=True, capture_output=True, text=True).stdout.strip()
         self.loops.append(dev)
         mp = os.path.join(self.base, name)

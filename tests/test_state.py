@@ -87,6 +87,21 @@ def test_loose_parent_is_refused_but_sticky_tmp_is_not(tmp_path, monkeypatch):
     assert state_path() == str(loose / "state")
 
 
+@pytest.mark.skipif(not IS_ROOT, reason="makes a folder of another user")
+def test_a_link_in_another_users_folder_on_the_path_is_refused(tmp_path, monkeypatch):
+    # /…/np/evil is nobody's; evil/state is their link to a folder of root's. Resolved, the path
+    # is root's all the way; as written, nobody can point evil/state elsewhere at any time.
+    (tmp_path / "np/evil").mkdir(parents=True)
+    (tmp_path / "rootowned").mkdir()
+    os.symlink(tmp_path / "rootowned", tmp_path / "np/evil/state")
+    os.lchown(tmp_path / "np/evil/state", 65534, 65534)
+    os.chown(tmp_path / "np/evil", 65534, 65534)
+    monkeypatch.setenv("AIXSMIT_STATE_DIR", str(tmp_path / "np/evil/state/sub"))
+    with pytest.raises(StateDirError, match=f"{tmp_path}/np/evil, is owned by"):
+        state_path()
+    assert os.listdir(tmp_path / "rootowned") == []
+
+
 def test_planted_ledger_is_never_read(sd):
     """A directory another user can write is refused by the commands too, before any mount."""
     sd.mkdir()

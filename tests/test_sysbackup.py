@@ -181,3 +181,59 @@ def test_an_unexpected_failure_after_unmounting_mounts_again_and_is_not_called_r
     assert sorted(s.remounted) == ["/data", "/home"] and mounted(tr, "/home") and mounted(tr, "/data")
     assert any("UnicodeEncodeError" in l for l in out) and any("Result:           FAILED" in l for l in out)
     assert Ledger().entries() == []
+
+
+def test_a_signal_while_verifying_ends_with_exit_4_and_the_summary(sysroot, monkeypatch):
+    tr = sysroot
+    img = tr.out / "s.img"
+
+    def stopped_verify(path, program):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises here
+        raise AssertionError("the signal did not stop the verify")
+
+    def outside(signum, frame):  # what runs if sysbackup's own handler is not in place
+        raise AssertionError("the signal reached the handler from before sysbackup")
+
+    monkeypatch.setattr(sysbackup.archive, "verify", stopped_verify)
+    out = []
+    before = signal.signal(signal.SIGTERM, outside)
+    try:
+        s = sysbackup.run(System(root=str(tr.path)), str(img), lambda l, st: out.append(l))
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert s.code == engine.EXIT_SIGNAL, out
+    assert any("0512-007" in l for l in out) and any(f"verify -f {img}" in l for l in out)
+    assert f"  Image:            {img}" in out and "  Verified:         not verified (stopped)" in out
+    assert any("Result:           FAILED" in l for l in out)
+    assert img.exists() and mounted(tr, "/home") and mounted(tr, "/data")
+
+
+def test_a_failed_mount_again_still_names_the_image_and_what_was_mounted(sysroot, monkeypatch):
+    tr = sysroot
+    img = tr.out / "s.img"
+    real = sysbackup.create_image
+    outside = tr.base / "elsewhere"
+    outside.mkdir()
+
+    def swap_mount_point(req, emit):
+        # Someone replaces the unmounted /data's mount point by a link while the image is made.
+        tr.p("/data").rmdir()
+        os.symlink(outside, tr.p("/data"))
+        return real(req, emit)
+
+    monkeypatch.setattr(sysbackup, "create_image", swap_mount_point)
+    out = []
+    try:
+        s = sysbackup.run(System(root=str(tr.path)), str(img), lambda l, st: out.append(l))
+        assert s.code == sysbackup.EXIT_REMOUNT_FAILED, out
+        assert s.remounted == ["/home"] and mounted(tr, "/home") and not mounted(tr, "/data")
+        assert f"  Image:            {img}" in out and "  Mounted again:    /home" in out
+        assert "  Verified:         OK" in out and any("Result:           FAILED" in l for l in out)
+        assert os.listdir(outside) == []
+    finally:
+        if tr.p("/data").is_symlink():
+            tr.p("/data").unlink()
+            tr.p("/data").mkdir()
+        r = aixsmit("cmd", "mount", "--ledger", "--root", tr.path, env=tr.env())
+    assert r.returncode == 0 and mounted(tr, "/data"), r.stderr

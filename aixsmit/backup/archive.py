@@ -836,7 +836,11 @@ def _restore(path: str, target: str, tfd: int, files: list[str], verbose: bool, 
         deletions = apply_deletions and found.incremental and not files and within is None
         own = os.fstat(tfd)
         if seekable:
+            # tar reads the descriptor, not this buffered reader: a seek that lands inside the
+            # reader's buffer would not move the descriptor, and tar would start where the
+            # survey's last read ended (an image smaller than the buffer restored nothing).
             stream.seek(0)
+            os.lseek(stream.fileno(), 0, os.SEEK_SET)
         try:
             # A packed image (a stream: zstd unpacks it) or a tape is read again by name.
             proc = subprocess.run(restore_argv("-" if seekable else path, target, files, verbose, deletions,

@@ -25,7 +25,7 @@ from ..fs.classify import SYSTEM, USER
 from ..fs.table import System, top, used_below, user_mount_points
 from ..fs.ledger import checkpoint
 from ..fs.mounts import visible
-from ..fs.unmount import BusyError, Ledger, UnmountResult, mount_again, plan_unmount, settle, unmount
+from ..fs.unmount import BusyError, Ledger, MountResult, UnmountResult, mount_again, plan_unmount, settle, unmount
 from ..fs.volume_groups import find
 from . import archive
 from .engine import (EXIT_FAILED, EXIT_SIGNAL, BackupFailed, ImageInterrupted, ImageRequest, create_image,
@@ -55,6 +55,7 @@ class Summary:
     warnings: list[str] = field(default_factory=list)
     verified: str = ""
     code: int = EXIT_FAILED
+    made: bool = False  # the image was written whole (whatever happened after)
 
 
 def _under(path: str, mp_path: str) -> bool:
@@ -201,6 +202,7 @@ def _run(system: System, dest: str, emit: Emit, skip_busy: bool, exclude: bool, 
         req = ImageRequest("mksysb", vg, system, dest, new_data=new_data, excludes=excl, exclude_fs=tuple(skipped))
         checkpoint("image")
         result = create_image(req, emit)
+        summary.made = True
         summary.files, summary.bytes = result.files, result.bytes
         summary.status = result.status
         summary.warnings += result.warnings[:20]
@@ -233,9 +235,13 @@ def _run(system: System, dest: str, emit: Emit, skip_busy: bool, exclude: bool, 
             say("Step 6 of 7: Mounting the user file systems again.")
             summary.unmounted = summary.unmounted or [r.mount_point for r in mine.records]
             if mine.records:
-                # Only this run's own records: another process's are never touched.
-                summary.remounted = mount_again(system, ledger, records=mine.records,
-                                                progress=lambda l: say("  " + l))
+                # Only this run's own records: another process's are never touched. The result
+                # is filled as the mounts go, so a failure still says which were mounted.
+                again = MountResult()
+                try:
+                    mount_again(system, ledger, records=mine.records, progress=lambda l: say("  " + l), result=again)
+                finally:
+                    summary.remounted = list(again.mounted)
             else:
                 say("  Nothing to mount again.")
         except AixsmitError as exc:
@@ -251,25 +257,42 @@ def _run(system: System, dest: str, emit: Emit, skip_busy: bool, exclude: bool, 
     if summary.code == EXIT_REFUSED and summary.unmounted:
         summary.code = EXIT_FAILED  # 1 says "refused before anything changed": not so once unmounted
 
-    if summary.code == 0:
+    if summary.made and summary.code in (0, EXIT_REMOUNT_FAILED):
+        # A complete image is verified even when mounting again failed: it is the operator's
+        # backup either way. A signal here stops the verify, not the summary (exit 4).
         say("Step 7 of 7: Verifying the image.")
+        old = {s: signal.signal(s, _raise_now) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
         try:
             v = archive.verify(dest, "sysbackup")
+        except Interrupted as exc:
+            emit(f"0512-007 sysbackup: Abnormal program termination ({exc}).", "stderr")
+            emit(f"sysbackup: the image was not verified; run 'aixsmit cmd verify -f {visible(dest)}'.", "stderr")
+            v = archive.Verification(dest, status="not verified (stopped)")
+            if summary.code == 0:
+                summary.code = EXIT_SIGNAL
         except Exception as exc:  # noqa: BLE001 — the summary is still printed
             v = archive.Verification(dest, status="FAILED",
                                      problems=[f"the image cannot be verified: {type(exc).__name__}: {visible(str(exc))}"])
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
         summary.verified = v.status
-        say(f"  {v.members} members read, {v.status}.")
+        say(f"  {v.members} members read, {v.status}." if not v.status.startswith("not") else f"  {v.status}.")
         for p in v.problems[:5] + v.warnings[:5]:
             say(f"    {visible(p)}")
         if v.status == "FAILED":
-            summary.code = EXIT_FAILED
+            if summary.code == 0:
+                summary.code = EXIT_FAILED
             summary.status = "FAILED"
         elif v.status == "WARN" and summary.status == "OK":
             summary.status = "WARN"
     summary.seconds = time.monotonic() - start
     _print_summary(summary, say)
     return summary
+
+
+def _raise_now(signum, frame):
+    raise Interrupted(signal.Signals(signum).name)
 
 
 def _raise(signum, frame):
@@ -280,8 +303,8 @@ def _raise(signum, frame):
 def _print_summary(s: Summary, say) -> None:
     say("")
     say("Summary")
-    say(f"  Image:            {visible(s.image) if s.code == 0 else '(none: the backup did not complete)'}")
-    if s.code == 0:
+    say(f"  Image:            {visible(s.image) if s.made else '(none: the backup did not complete)'}")
+    if s.made:
         say(f"  Size:             {s.bytes // (1024 * 1024)} MB, {s.files} files")
         say(f"  Verified:         {s.verified}")
     say(f"  Duration:         {int(s.seconds) // 60}:{int(s.seconds) % 60:02d}")

@@ -294,6 +294,10 @@ def cmd_restvg(args) -> int:
     # Only the group's own file systems are written: an image holding anything else is refused
     # before anything is written (its information files, under ./tmp/vgdata, are not restored).
     within = [archive._norm(fs) for fs in fss if fs]
+    if args.dry_run:
+        emit(f"restvg: dry run: nothing was restored; without --dry-run, what {args.f} holds below "
+             f"{' '.join(fss)} is written over what is there.", "stdout")
+        return 0
     archive.restore(args.f, system.root, [], args.v, emit, program="restvg", within=within,
                     skip=[f"./tmp/vgdata/{info.vg}"])
     emit(f"restvg: Volume group {info.vg} was restored from {args.f}.", "stdout")
@@ -433,11 +437,12 @@ def register(sub) -> None:
                                    "mounted (under --root) at the mount points the image records.")
     add_root(p)
     p.add_argument("-f", required=True, metavar="IMAGE")
-    p.add_argument("-q", action="store_true", help="do not ask before starting")
+    p.add_argument("-q", action="store_true", help="do not ask before starting (AIX; nothing is asked on Linux: see --dry-run)")
     p.add_argument("-v", action="store_true", help="name each file as it is restored")
     p.add_argument("--map", action="append", default=[], metavar="MOUNTPOINT=DEVICE",
                    help="remake the group on new devices: a file system of the recorded type on each")
-    p.add_argument("--dry-run", action="store_true", help="with --map: print the plan; touch no device")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the plan; write nothing (with --map: make no file system, touch no device)")
     p.add_argument("--overwrite", action="store_true", help="with --map: allow devices that hold a file system")
     p.add_argument("disks", nargs="*", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_restvg)

@@ -412,13 +412,16 @@ class MountResult:
 
 
 def mount_again(system: System, ledger: Ledger, mount_points: list[str] | None = None,
-                from_ledger: bool = False, progress=None, records: list[Record] | None = None) -> list[str]:
+                from_ledger: bool = False, progress=None, records: list[Record] | None = None,
+                result: MountResult | None = None) -> list[str]:
     """Mount again ledger records (``from_ledger``: every one under the root; ``records``: just
     these, as a run gives back its own) and/or named mount points (from the ledger, else
     ``ROOT/etc/fstab``), in the reverse order of their unmounts. Returns the mount points
-    mounted; goes on past a failure and then raises one error naming each (``details``)."""
+    mounted; goes on past a failure and then raises one error naming each (``details``).
+    ``result``, when given, is filled as the mounts go: after a failure it still says which
+    were mounted."""
     with mount_lock("mount"):
-        res = _mount_again(system, ledger, mount_points, from_ledger, progress, records)
+        res = _mount_again(system, ledger, mount_points, from_ledger, progress, records, result)
     if res.errors:
         raise AixsmitError(res.errors[0] if len(res.errors) == 1 else
                            f"mount: {len(res.errors)} file systems could not be mounted again:",
@@ -427,8 +430,8 @@ def mount_again(system: System, ledger: Ledger, mount_points: list[str] | None =
 
 
 def _mount_again(system: System, ledger: Ledger, mount_points: list[str] | None, from_ledger: bool,
-                 progress, records: list[Record] | None) -> MountResult:
-    out = MountResult()
+                 progress, records: list[Record] | None, out: MountResult | None = None) -> MountResult:
+    out = out if out is not None else MountResult()
     say = progress or (lambda line: None)
     wanted: list[Record] = list(records or [])
     if from_ledger or mount_points:

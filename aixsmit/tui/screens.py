@@ -849,10 +849,10 @@ class CommandStatusScreen(SmitScreen):
                         return
                     threading.Thread(target=detached.cancel, args=(info,), daemon=True).start()
 
-            what = ("It stops after mounting again the user file systems it unmounted."
-                    if mounts_again else "(its whole process group).")
+            what = (". It stops after mounting again the user file systems it unmounted."
+                    if mounts_again else " (its whole process group).")
             self.app.push_screen(MessagePopup(
-                "CANCEL", f"The command is still running.\n    Press Enter to stop it {what}\n"
+                "CANCEL", f"The command is still running.\n    Press Enter to stop it{what}\n"
                           "    Press Cancel to let it run."), answer)
         else:
             self.app.go_back()
