@@ -126,34 +126,57 @@ def clone_from_the_menus(env: dict, tmp_path, image, disk: str, target, hostname
     return Path(job["log"]).read_text(errors="replace")
 
 
+def vm_env(tmp_path) -> dict:
+    (tmp_path / "aixsmit.yaml").write_text("# test configuration\n")
+    return dict(os.environ, AIXSMIT_STATE_DIR=str(tmp_path / "state"), AIXSMIT_CONFIG=str(tmp_path / "aixsmit.yaml"),
+                AIXSMIT_HOST="linux")
+
+
+def source_image(tmp_path, phase: Phases, env: dict, disks: list, firmware: str = "bios", prefix: str = ""):
+    """The system for ``firmware`` (cached), installed on a 1.5 GB source disk (added to
+    ``disks``), and its mksysb: returns (source disk, mount point -> UUID, image)."""
+    mnt = tmp_path / "mnt"
+    with phase(f"{prefix}rootfs (mmdebstrap, or the cache)"):
+        try:
+            tree = vmsystem.rootfs(firmware)
+        except vmsystem.Unreachable as exc:
+            pytest.skip(str(exc))
+    with phase(f"{prefix}source disk"):
+        src = vmsystem.Disk(tmp_path / "source.raw", 1536)
+        disks.append(src)
+        uuids = vmsystem.make_source(src, tree, mnt, "aixsrc", firmware=firmware)
+    with phase(f"{prefix}mksysb"):
+        # mksysb writes /image.data into the system it saves, as AIX's mkszfile does: the
+        # source is mounted read-write for it (the clone's fstab options come from the
+        # source's fstab either way; tests/test_clone_disk.py checks a read-only source).
+        subprocess.run(["mount", src.part(2), mnt], check=True)
+        subprocess.run(["mount", src.part(3), mnt / "home"], check=True)
+        image = tmp_path / "aixsrc.mksysb"
+        r = aixsmit("cmd", "mksysb", "-i", "--root", mnt, image, env=env)
+        subprocess.run(["umount", "-R", str(mnt)], check=True)
+        assert r.returncode == 0, r.stdout + r.stderr
+    return src, uuids, image
+
+
+def clean_up(tmp_path, booting, disks: list, phase: Phases) -> None:
+    """Whatever happened: unmount, stop the machine, free the loop disks, save the timings."""
+    subprocess.run(["umount", "-R", str(tmp_path / "mnt")], capture_output=True)
+    subprocess.run(["umount", "-R", str(tmp_path / "target")], capture_output=True)
+    if booting is not None and booting.poll() is None:
+        booting.kill()
+        booting.wait()
+    for d in disks:
+        d.detach()
+    phase.save()
+
+
 def test_clone_onto_a_blank_disk_boots(tmp_path):
     phase = Phases()
-    env = dict(os.environ, AIXSMIT_STATE_DIR=str(tmp_path / "state"), AIXSMIT_CONFIG=str(tmp_path / "aixsmit.yaml"),
-               AIXSMIT_HOST="linux")
-    (tmp_path / "aixsmit.yaml").write_text("# test configuration\n")
+    env = vm_env(tmp_path)
     disks: list[vmsystem.Disk] = []
-    mnt = tmp_path / "mnt"
     booting = None
     try:
-        with phase("rootfs (mmdebstrap, or the cache)"):
-            try:
-                tree = vmsystem.rootfs()
-            except vmsystem.Unreachable as exc:
-                pytest.skip(str(exc))
-        with phase("source disk"):
-            src = vmsystem.Disk(tmp_path / "source.raw", 1536)
-            disks.append(src)
-            uuids = vmsystem.make_source(src, tree, mnt, "aixsrc")
-        with phase("mksysb"):
-            # mksysb writes /image.data into the system it saves, as AIX's mkszfile does: the
-            # source is mounted read-write for it (the clone's fstab options come from the
-            # source's fstab either way; tests/test_clone_disk.py checks a read-only source).
-            subprocess.run(["mount", src.part(2), mnt], check=True)
-            subprocess.run(["mount", src.part(3), mnt / "home"], check=True)
-            image = tmp_path / "aixsrc.mksysb"
-            r = aixsmit("cmd", "mksysb", "-i", "--root", mnt, image, env=env)
-            subprocess.run(["umount", "-R", str(mnt)], check=True)
-            assert r.returncode == 0, r.stdout + r.stderr
+        src, uuids, image = source_image(tmp_path, phase, env, disks)
         source_sum = sha256(src.path)
         # The source boots (on a snapshot: its disk stays as it was) while the clone is made.
         booting = vmsystem.start_vm([(src.path, False)], tmp_path / "source-console.log", snapshot=True)
@@ -197,14 +220,7 @@ def test_clone_onto_a_blank_disk_boots(tmp_path):
         assert "nodev" in seen["mounts"]["/home"][2].split(","), seen
         assert sha256(src.path) == source_sum, "the source disk changed"
     finally:
-        subprocess.run(["umount", "-R", str(mnt)], capture_output=True)
-        subprocess.run(["umount", "-R", str(tmp_path / "target")], capture_output=True)
-        if booting is not None and booting.poll() is None:
-            booting.kill()
-            booting.wait()
-        for d in disks:
-            d.detach()
-        phase.save()
+        clean_up(tmp_path, booting, disks, phase)
 
 
 @pytest.mark.skipif(bool(vmsystem.tools_missing("efi")),
@@ -217,29 +233,11 @@ def test_efi_clone_onto_a_blank_disk_boots(tmp_path):
     line, and the clone mounts it by its new UUID. The command line is enough here: the menus
     are proven by the BIOS test."""
     phase = Phases()
-    env = dict(os.environ, AIXSMIT_STATE_DIR=str(tmp_path / "state"), AIXSMIT_CONFIG=str(tmp_path / "aixsmit.yaml"),
-               AIXSMIT_HOST="linux")
-    (tmp_path / "aixsmit.yaml").write_text("# test configuration\n")
+    env = vm_env(tmp_path)
     disks: list[vmsystem.Disk] = []
-    mnt = tmp_path / "mnt"
     booting = None
     try:
-        with phase("efi rootfs (mmdebstrap, or the cache)"):
-            try:
-                tree = vmsystem.rootfs("efi")
-            except vmsystem.Unreachable as exc:
-                pytest.skip(str(exc))
-        with phase("efi source disk"):
-            src = vmsystem.Disk(tmp_path / "source.raw", 1536)
-            disks.append(src)
-            uuids = vmsystem.make_source(src, tree, mnt, "aixsrc", firmware="efi")
-        with phase("efi mksysb"):
-            subprocess.run(["mount", src.part(2), mnt], check=True)
-            subprocess.run(["mount", src.part(3), mnt / "home"], check=True)
-            image = tmp_path / "aixsrc.mksysb"
-            r = aixsmit("cmd", "mksysb", "-i", "--root", mnt, image, env=env)
-            subprocess.run(["umount", "-R", str(mnt)], check=True)
-            assert r.returncode == 0, r.stdout + r.stderr
+        src, uuids, image = source_image(tmp_path, phase, env, disks, firmware="efi", prefix="efi ")
         source_sum = sha256(src.path)
         # The source boots (on a snapshot: its disk stays as it was) while the clone is made.
         booting = vmsystem.start_vm([(src.path, False)], tmp_path / "source-console.log", snapshot=True, firmware="efi")
@@ -285,11 +283,4 @@ def test_efi_clone_onto_a_blank_disk_boots(tmp_path):
         assert "fmask=0077" in seen["mounts"]["/boot/efi"][2], seen  # the source's fstab options (umask=0077)
         assert sha256(src.path) == source_sum, "the source disk changed"
     finally:
-        subprocess.run(["umount", "-R", str(mnt)], capture_output=True)
-        subprocess.run(["umount", "-R", str(tmp_path / "target")], capture_output=True)
-        if booting is not None and booting.poll() is None:
-            booting.kill()
-            booting.wait()
-        for d in disks:
-            d.detach()
-        phase.save()
+        clean_up(tmp_path, booting, disks, phase)
