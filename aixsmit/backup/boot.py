@@ -95,10 +95,9 @@ def check(image: str, contents, boot_disk: str, root_device: str, whole_disk: bo
                                    f"loader on it; give it the type EFI System ({disks.ESP}), or use --disk{HINT}")
     if not bios:
         return
-    hint = HINT
     if not boot_disk:
         raise AixsmitError(f"{program}: {root_device} (for /) is not a partition of a disk, so there is no disk to "
-                           f"put the boot loader on: give --boot-disk DISK{hint}")
+                           f"put the boot loader on: give --boot-disk DISK{HINT}")
     if whole_disk:
         return
     if not os.path.exists(boot_disk):
@@ -107,7 +106,7 @@ def check(image: str, contents, boot_disk: str, root_device: str, whole_disk: bo
     if busy:
         raise AixsmitError(f"{program}: the boot disk {boot_disk} holds {busy[0][0]}, mounted on {busy[0][1]}: "
                            f"clone will not replace the boot loader of a disk in use (this machine's own?); give "
-                           f"--boot-disk DISK{hint}")
+                           f"--boot-disk DISK{HINT}")
     res = subprocess.run(["sfdisk", "--json", boot_disk], capture_output=True, text=True)
     try:
         table = json.loads(res.stdout)["partitiontable"] if res.returncode == 0 else {}
@@ -118,15 +117,15 @@ def check(image: str, contents, boot_disk: str, root_device: str, whole_disk: bo
         if not any(p.get("type", "").upper() == disks.BIOS_BOOT for p in table.get("partitions", [])):
             raise AixsmitError(f"{program}: {boot_disk} has a GPT without a BIOS boot partition: grub-install would "
                                f"fail (embedding is not possible). Add a 1 MB partition of type BIOS boot "
-                               f"({disks.BIOS_BOOT}), or use --disk to let clone partition a blank disk{hint}")
+                               f"({disks.BIOS_BOOT}), or use --disk to let clone partition a blank disk{HINT}")
     elif label == "dos":
         first = min((p.get("start", 0) for p in table.get("partitions", [])), default=2048)
         if first < 2048:
             raise AixsmitError(f"{program}: the first partition of {boot_disk} starts at sector {first}: no room "
-                               f"for GRUB before it (1 MB is needed){hint}")
+                               f"for GRUB before it (1 MB is needed){HINT}")
     else:
         raise AixsmitError(f"{program}: {boot_disk} has no partition table sfdisk can read: GRUB cannot be "
-                           f"installed on it{hint}")
+                           f"installed on it{HINT}")
 
 
 def mounted_parts(disk: str) -> list[tuple[str, str]]:
