@@ -72,7 +72,58 @@ class CmdParser(argparse.ArgumentParser):
         self.exit(self.usage_code, f"{self.prog}: error: {visible(message, backslash=False)}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+class _Unused:
+    """What a command's register function gets for a parser this run does not need: every call,
+    attribute and assignment is taken and does nothing (so nothing is built for it)."""
+
+    def __getattr__(self, name: str) -> "_Unused":
+        return self
+
+    def __call__(self, *args, **kwargs) -> "_Unused":
+        return self
+
+    def __iter__(self):
+        return iter(())
+
+
+class _OneCommand:
+    """The subparsers action as the register functions see it when only the parser of
+    ``name`` is built: its add_parser builds that one and hands out _Unused for the others."""
+
+    def __init__(self, sub, name: str):
+        self._sub, self._name = sub, name
+
+    def add_parser(self, name: str, **kwargs):
+        return self._sub.add_parser(name, **kwargs) if name == self._name else _Unused()
+
+    def __getattr__(self, name: str):
+        return getattr(self._sub, name)
+
+
+# Who registers each command (module of aixsmit.commands, function): running a command imports
+# only its own module, so lsmount or a level backup does not pay at start-up for what mksysb
+# imports. A name not listed registers every command (a new one works before it is listed;
+# tests/test_cli.py checks this list against what the modules register).
+_REGISTERS = (("fs", "register"), ("backup", "register"), ("backup", "register_clone"), ("backup", "register_jobs"),
+              ("schedule", "register_backup"), ("schedule", "register"))
+_COMMANDS = {
+    **dict.fromkeys(("lsfs", "lsmount", "sysonly", "holders", "umount", "mount"), ("fs", "register")),
+    **dict.fromkeys(("lsvg", "mksysb", "savevg", "lsmksysb", "lsbackvg", "restore", "restvg", "sysbackup", "verify"),
+                    ("backup", "register")),
+    **dict.fromkeys(("crfs", "clone"), ("backup", "register_clone")),
+    "jobs": ("backup", "register_jobs"),
+    "backup": ("schedule", "register_backup"),
+    "schedule": ("schedule", "register"),
+}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of ``aixsmit cmd``: with every command, or, when ``command`` is one of
+    ``_COMMANDS``, with that command's parser alone: only its module is imported, and the other
+    parsers that module registers are not built (each costs a command's start-up argparse's help
+    formatter and translation look-ups for its options)."""
+    from importlib import import_module
+
     p = CmdParser(
         prog="aixsmit cmd",
         description="aixsmit commands: the same functions the menus use.",
@@ -82,13 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"aixsmit {__version__}")
     sub = p.add_subparsers(dest="command", metavar="NAME", parser_class=CmdParser)
     sub.required = True
-    from .commands import backup, fs, schedule
-
-    fs.register(sub)
-    backup.register(sub)
-    backup.register_clone(sub)
-    backup.register_jobs(sub)
-    schedule.register(sub)
+    known = command in _COMMANDS
+    registry = _OneCommand(sub, command) if known else sub
+    for module, register in [_COMMANDS[command]] if known else _REGISTERS:
+        getattr(import_module(f".commands.{module}", __package__), register)(registry)
     for name, parser in sub.choices.items():
         parser.epilog = parser.epilog or EXIT_CODES
         parser.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -96,7 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_cmd(argv: list[str]) -> int:
-    parser = build_parser()
+    # The command named first (not an option such as --help): only its parser is built.
+    parser = build_parser(argv[0] if argv and not argv[0].startswith("-") else None)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -146,10 +146,13 @@ def read_in(root: str, path: str, limit: int = READ_LIMIT) -> bytes | None:
 def write_in(root: str, path: str, data: bytes, mode: int = 0o644) -> None:
     """Replace (or create) the file ``path`` inside ``root`` with ``data``.
 
-    Written to a new name made with O_EXCL|O_NOFOLLOW in the same (resolved) directory, then
-    renamed over the old name: a link there is replaced, never written through. An existing
-    file's mode and owner are kept.
+    :class:`aixsmit.safefile.OutputFile` in the (resolved) directory, held open: a new file made
+    with O_EXCL|O_NOFOLLOW, synced, renamed over the old name only while it is still the file
+    made: a link there is replaced, never written through. An existing regular file's mode and
+    owner are kept (not those of a link or anything else found at the name).
     """
+    from .safefile import OutputFile
+
     parent, _, name = path.strip("/").rpartition("/")
     if not name or name in (".", ".."):
         raise OSError(errno.EINVAL, "not a file name", path)
@@ -159,25 +162,12 @@ def write_in(root: str, path: str, data: bytes, mode: int = 0o644) -> None:
             old = os.lstat(name, dir_fd=dfd)
         except FileNotFoundError:
             old = None
-        tmp = f".{name}.aixsmit-{os.getpid()}-{os.urandom(3).hex()}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dfd)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                if old is not None and stat.S_ISREG(old.st_mode):
-                    os.fchown(f.fileno(), old.st_uid, old.st_gid)
-                    os.fchmod(f.fileno(), stat.S_IMODE(old.st_mode))
-                else:
-                    os.fchmod(f.fileno(), mode)
-                os.fsync(f.fileno())
-            os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
-        except BaseException:
-            try:
-                os.unlink(tmp, dir_fd=dfd)
-            except OSError:
-                pass
-            raise
+        with OutputFile(name, marker=".aixsmit-new-", mode=mode, dir_fd=dfd) as out:
+            out.write(data)
+            if old is not None and stat.S_ISREG(old.st_mode):
+                os.fchown(out.fd, old.st_uid, old.st_gid)
+                os.fchmod(out.fd, stat.S_IMODE(old.st_mode))
+            out.commit()
     finally:
         os.close(dfd)
 

@@ -8,7 +8,7 @@ run; ``shutil``, ``tempfile`` and ``pathlib`` cost several milliseconds of impor
 from __future__ import annotations
 
 import os
-import stat
+import signal
 
 _which_cache: dict[tuple[str, str], str | None] = {}
 
@@ -27,6 +27,34 @@ def which(name: str) -> str | None:
             break
     _which_cache[key] = found
     return found
+
+
+def die_with_parent() -> None:
+    """In a child: get SIGKILL if the parent dies, so no orphan goes on (PR_SET_PDEATHSIG)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+
+
+_setpriv: str | None | bool = False  # not looked for yet
+
+
+def orphan_proof(argv: list[str]) -> tuple[list[str], object]:
+    """``(argv, preexec_fn)`` for a child that gets SIGKILL if this process dies.
+
+    util-linux's ``setpriv --pdeathsig KILL`` sets that and runs the command in the same
+    process: then Popen needs no preexec_fn and can use vfork, which starts the child in
+    0.5 ms instead of 3-7 ms (a fork of the whole interpreter, and ctypes imported in the
+    child). Without setpriv, the same is done by ``die_with_parent`` in the child."""
+    global _setpriv
+    if _setpriv is False:
+        _setpriv = which("setpriv")
+    if _setpriv:
+        return [_setpriv, "--pdeathsig", "KILL", "--", *argv], None
+    return list(argv), die_with_parent
 
 
 def grow_pipe(fd: int, sizes: tuple[int, ...] = (1 << 20,)) -> int:
@@ -78,28 +106,35 @@ def remove_tree(path: str) -> None:
         pass
 
 
-def copy_file(src: str, dst: str) -> None:
-    """Copy a regular file's content (as shutil.copyfile), in the kernel where it can."""
-    with open(src, "rb") as fin, open(dst, "wb") as fout:
+def copy_file(src: str, dst: str, mode: int = 0o600) -> None:
+    """Copy a regular file's content (as shutil.copyfile), in the kernel where it can, into a
+    new file published at ``dst`` as :class:`aixsmit.safefile.OutputFile` does (a link at
+    ``dst`` is replaced, never written through); not synced."""
+    from .safefile import OutputFile
+
+    with open(src, "rb") as fin, OutputFile(dst, marker=".aixsmit-new-", mode=mode) as out:
         st = os.fstat(fin.fileno())
-        size = st.st_size if stat.S_ISREG(st.st_mode) else 0
+        size = st.st_size if st.st_mode & 0o170000 == 0o100000 else 0  # (no stat import: start-up)
         done = 0
         try:
             while done < size:
-                n = os.sendfile(fout.fileno(), fin.fileno(), done, size - done)
+                n = os.sendfile(out.fd, fin.fileno(), done, size - done)
                 if n == 0:
                     break
                 done += n
         except OSError:
             done = size = 0
-            fout.seek(0)
-            fout.truncate()
-            fin.seek(0)
+            os.ftruncate(out.fd, 0)
+            os.lseek(out.fd, 0, os.SEEK_SET)
         if done == 0 and size == 0:
             while chunk := fin.read(1 << 20):
-                fout.write(chunk)
+                out.write(chunk)
+        out.commit(sync=False)
 
 
-def write_text(path: str, text: str) -> None:
-    with open(path, "w") as f:
-        f.write(text)
+def write_text(path: str, text: str, mode: int = 0o644) -> None:
+    """A small file of work (in a private folder), as :func:`aixsmit.safefile.write_file` writes
+    it: new, renamed over ``path``; not synced."""
+    from .safefile import write_file
+
+    write_file(path, text.encode(), mode, sync=False)

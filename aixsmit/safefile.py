@@ -14,6 +14,10 @@ link to ``/etc/shadow``, their own file, a link to a disk. So:
   place only when it is named by a path no other user can change (every folder on the way
   owned by root and writable by nobody else, or sticky), so a planted link to a disk is
   just a name to replace;
+* small files (state, ledger records, files edited in a target tree) are written the same way,
+  whole (``write_file``), also relative to a folder held open (``dir_fd``), synced or not;
+* a log that is appended to is opened only when it is a regular file of this user with one
+  name, or created new (``open_own``): a link or another user's file in its place is refused;
 * folders aixsmit creates are 0700 (``make_private_dirs``);
 * every input file is read up to a stated bound, with a one-line error past it
   (``read_bounded``): ``/dev/zero`` given as a configuration or a mount table is refused
@@ -191,12 +195,27 @@ class OutputFile:
     through ``pass_fds``). ``commit()`` syncs it, renames it over ``final`` and syncs the folder;
     ``discard()`` removes it. Either only ever acts on the file this object created."""
 
-    def __init__(self, final: str, marker: str = ".aixsmit-partial-", mode: int = FILE_MODE):
-        self.final = os.path.abspath(final)
-        self.folder = os.path.dirname(self.final)
-        self.base = os.path.basename(self.final)
-        self.dir_fd = os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        self.fd = -1
+    def __init__(self, final: str, marker: str = ".aixsmit-partial-", mode: int = FILE_MODE, *,
+                 dir_fd: int | None = None):
+        """``dir_fd``: ``final`` is a name in the folder open as that descriptor (one resolved
+        with care, as inside a target tree); the descriptor is duplicated, the caller keeps it."""
+        self.dir_fd = self.fd = -1
+        if dir_fd is None:
+            self.final = os.path.abspath(final)
+            self.folder = os.path.dirname(self.final)
+            self.base = os.path.basename(self.final)
+            self.dir_fd = os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        else:
+            if not final or "/" in final or final in (".", ".."):
+                raise OSError(errno.EINVAL, "not a file name", final)
+            try:
+                self.folder = os.readlink(f"/proc/self/fd/{dir_fd}")
+            except OSError:
+                self.folder = f"(folder fd {dir_fd})"
+            self.base = final
+            self.final = os.path.join(self.folder, final)
+            self.dir_fd = os.dup(dir_fd)
+            os.set_inheritable(self.dir_fd, False)
         try:
             for _ in range(100):
                 self.name = f".{self.base}{marker}{os.getpid()}-{os.urandom(4).hex()}"
@@ -215,6 +234,12 @@ class OutputFile:
             raise
         self.done = False
 
+    def write(self, data: bytes) -> None:
+        """Write all of ``data`` at the current offset."""
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view):]
+
     @property
     def temp_path(self) -> str:
         return os.path.join(self.folder, self.name)
@@ -231,12 +256,14 @@ class OutputFile:
         except OSError:
             return False
 
-    def commit(self) -> None:
-        """Sync the data, rename over ``final``, sync the folder. Raises AixsmitError when the
-        temporary name no longer holds the file created here (someone renamed it away)."""
-        os.fsync(self.fd)
+    def commit(self, sync: bool = True) -> None:
+        """Sync the data, rename over ``final``, sync the folder (``sync=False``: no waiting for
+        the disk, for state that is only informative). Raises AixsmitError when the temporary
+        name no longer holds the file created here (someone renamed it away)."""
+        if sync:
+            os.fsync(self.fd)
         if not self._ours(self.name):
-            raise AixsmitError(f"{self.temp_path}: the image being written was moved or replaced by someone else; "
+            raise AixsmitError(f"{self.temp_path}: the file being written was moved or replaced by someone else; "
                                "nothing was published")
         os.rename(self.name, self.base, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
         if not self._ours(self.base):
@@ -245,9 +272,10 @@ class OutputFile:
                 os.unlink(self.base, dir_fd=self.dir_fd)
             except OSError:
                 pass
-            raise AixsmitError(f"{self.final}: the image was replaced by someone else while it was being "
+            raise AixsmitError(f"{self.final}: the file was replaced by someone else while it was being "
                                "published; the name was removed")
-        os.fsync(self.dir_fd)
+        if sync:
+            os.fsync(self.dir_fd)
         self.done = True
 
     def discard(self) -> None:
@@ -273,13 +301,47 @@ class OutputFile:
         self.close()
 
 
-def write_file(path: str, data: bytes, mode: int = FILE_MODE) -> None:
-    """Replace ``path`` with a new file holding ``data`` (created, synced, renamed as above)."""
-    with OutputFile(path, marker=".aixsmit-new-", mode=mode) as out:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(out.fd, view):]
-        out.commit()
+def write_file(path: str, data: bytes, mode: int = FILE_MODE, *, sync: bool = True, dir_fd: int | None = None) -> None:
+    """Replace ``path`` with a new file holding ``data`` (created, synced, renamed as above:
+    a link, a hard link or another user's file at ``path`` is replaced, never written through).
+    ``dir_fd``: ``path`` is a name in the folder open as that descriptor. ``sync=False``: no
+    fsync (the rename still makes the change whole for a reader). Raises OSError, or
+    AixsmitError when the new file was moved away before it was published."""
+    with OutputFile(path, marker=".aixsmit-new-", mode=mode, dir_fd=dir_fd) as out:
+        out.write(data)
+        out.commit(sync)
+
+
+def open_own(path: str, flags: int = os.O_WRONLY | os.O_APPEND, mode: int = FILE_MODE, create: bool = True) -> int:
+    """A descriptor (close-on-exec) of ``path`` for a file kept and added to (a log, a lock):
+    created new (O_EXCL|O_NOFOLLOW, ``mode`` whatever the umask) when nothing is there (and
+    ``create``), else opened only when it is a regular file of this user with no other name
+    (O_NOFOLLOW: a symbolic link is refused; a hard link to another file, another user's file,
+    a FIFO or a device are refused after ``fstat``, before anything is written). Raises
+    OSError (ELOOP for a link, EPERM for the rest, naming ``path``)."""
+    flags = (flags & ~(os.O_CREAT | os.O_EXCL | os.O_TRUNC)) | os.O_NOFOLLOW | os.O_CLOEXEC
+    if create:
+        try:
+            fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, mode)
+        except FileExistsError:
+            pass
+        else:
+            os.fchmod(fd, mode)
+            return fd
+    fd = os.open(path, flags | os.O_NONBLOCK)  # a FIFO planted there must not hang the open
+    try:
+        st = os.fstat(fd)
+        why = ("not a regular file" if not stat.S_ISREG(st.st_mode) else
+               f"owned by uid {st.st_uid}, not by this user" if st.st_uid != os.geteuid() else
+               f"it has {st.st_nlink} names (a hard link)" if st.st_nlink != 1 else "")
+        if why:
+            raise OSError(errno.EPERM, f"{why}; refusing to write to it", path)
+        if not flags & os.O_NONBLOCK:
+            os.set_blocking(fd, True)
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def create_new(path: str, mode: int = FILE_MODE) -> int:

@@ -14,12 +14,13 @@ never stale.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import threading
 import time
 from contextlib import contextmanager
-from typing import Iterator
+from collections.abc import Iterator
 
 from .errors import AixsmitError
 
@@ -246,15 +247,18 @@ def check_lock(who: str = "aixsmit") -> None:
 
 
 def _open_lock(path: str) -> int:
-    flags = os.O_CLOEXEC | os.O_NOFOLLOW
+    from .safefile import open_own
+
     try:
-        return os.open(path, flags | os.O_RDWR | os.O_CREAT, 0o600)
+        return open_own(path, os.O_RDWR)
     except OSError as exc:
         first = exc
+    if first.errno in (errno.ELOOP, errno.EPERM):
+        raise StateDirError(f"aixsmit: {path}: the mount lock cannot be opened: {first.strerror}.") from None
     try:
         # A read-only or full state directory: an existing lock file still locks (flock needs no
         # write access); what is then refused is writing the ledger, with its own message.
-        return os.open(path, flags | os.O_RDONLY)
+        return open_own(path, os.O_RDONLY, create=False)
     except OSError:
         raise StateDirError(f"aixsmit: {path}: the mount lock cannot be opened: {first.strerror}.") from None
 
@@ -323,32 +327,14 @@ def _busy(who: str, pid: int, fd: int | None) -> LockBusy:
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, mode: int = 0o600, sync: bool = True) -> None:
-    """Write ``data`` to a temporary name beside ``path``, fsync it, then rename over ``path``.
+    """Replace ``path`` with ``data``: :func:`aixsmit.safefile.write_file` (a new file, ``mode``
+    whatever the umask, renamed over ``path`` only while it is the file created; a link or
+    another user's file at ``path`` is replaced, never written through). A reader sees the old
+    content or the new one. With ``sync=False`` (state that is only informative) nothing waits
+    for the disk."""
+    from .safefile import write_file
 
-    A reader never sees a half-written file: either the old content or the new one. With
-    ``sync=False`` (state that is only informative) nothing waits for the disk.
-    """
-    import tempfile
-    from pathlib import Path
-
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            if sync:
-                os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    if sync:
-        fsync_dir(path.parent)
+    write_file(os.fspath(path), data, mode, sync=sync)
 
 
 def fsync_dir(directory: str | os.PathLike[str]) -> None:

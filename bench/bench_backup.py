@@ -17,7 +17,8 @@ Rows (--rows or $BENCH_ROWS, comma-separated; default: small,restore,level):
                     (small and big: all CPUs free, both on one CPU, a CPU-bound neighbour;
                     usr: free only); the packed image's size against tar | zstd's
   restore           restore -x against tar -x, verify against tar -t, of the same image (small;
-                    with big or usr in --rows, of those trees too)
+                    with big or usr in --rows, of those trees too); for the unpacked image, verify
+                    also against tar -xO > /dev/null (tar reading every byte, as verify must)
   level             a level 1 after 1% of the files changed, against GNU tar --listed-incremental
   rss               mksysb's peak memory (RSS) on 1,000,000 files
   all               every row above
@@ -214,6 +215,15 @@ def _read_rows(b: Bench, name: str, images: dict[str, str], runs: int) -> None:
         }, None, b.env)
         row(f"verify / tar -t ({kind} image)", t, "verify", "tar -t", GOAL_READ, "wall")
         row("  the same in CPU time", t, "verify", "tar -t", None, "cpu")
+        if kind == "unpacked":
+            # tar -t seeks over the data of an unpacked image; verify hashes every byte of it.
+            # For scale (no goal): tar reading every byte, writing the files' data to /dev/null.
+            t = in_turns(runs, {
+                "verify": steps([PY, "-m", "aixsmit", "cmd", "verify", "-f", img]),
+                "tar -xO": steps(["tar", "--extract", "--to-stdout", "-f", img]),
+            }, None, b.env)
+            row("  verify / tar -xO >/dev/null (every byte read)", t, "verify", "tar -xO", None, "wall")
+            row("  the same in CPU time", t, "verify", "tar -xO", None, "cpu")
     for d in (t1, t2):
         shutil.rmtree(d, ignore_errors=True)
 

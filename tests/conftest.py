@@ -71,7 +71,9 @@ def findmnt_table(root) -> list[dict]:
     busy machine another process may take a loop number the moment it is free)."""
     import json
 
-    out = json.loads(run("findmnt", "--json", "--list", "-o", "TARGET,SOURCE,FSTYPE,OPTIONS,FSROOT").stdout)
+    # (Another mount on the host may carry a name that is not UTF-8: kept as surrogates.)
+    out = json.loads(run("findmnt", "--json", "--list", "-o", "TARGET,SOURCE,FSTYPE,OPTIONS,FSROOT",
+                         errors="surrogateescape").stdout)
     root = str(root)
     rows = []
     for r in out["filesystems"]:

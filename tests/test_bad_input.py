@@ -210,6 +210,22 @@ def test_empty_root_is_a_usage_error():
     assert r.returncode == 2 and "argument --root: an empty path" in r.stderr
 
 
+@pytest.mark.parametrize("levels", [["-9999"], ["-1", "-0"], ["-00"]])
+def test_a_level_is_one_digit(tmp_path, levels):
+    """argparse reads -9999 as four -9 flags: refused as a usage error, nothing written."""
+    dest = tmp_path / "x.tar"
+    r = aixsmit("cmd", "backup", *levels, "-f", dest, tmp_path / "not-mounted")
+    assert r.returncode == 2 and "give one level, -0 (full) to -9" in r.stderr and not dest.exists(), r.stderr
+
+
+@pytest.mark.parametrize("name", ["", " "])
+def test_holders_of_an_empty_name_is_one_line(name):
+    """An empty name is no mount point: it does not mean / (every holder of the machine)."""
+    r = aixsmit("cmd", "holders", name)
+    assert r.returncode == 2 and r.stdout == "" and len(r.stderr.strip().splitlines()) == 1, r.stdout + r.stderr
+    assert "give the mount point" in r.stderr
+
+
 def test_non_numeric_information_fields_are_not_a_traceback(tmp_path):
     """FS_SIZE= abc, FS_USED_BYTES= 2^70 and friends: lsmksysb -l and clone's plan read them."""
     text = image_data.dump([("image_data", {"DATE_TIME": "x"}), ("vg_data", {"VGNAME": "rootvg"}),

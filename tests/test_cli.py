@@ -43,3 +43,23 @@ def test_reading_a_command_line_prints_no_warning():
         ns = build_parser().parse_args(["schedule", "add", "user", "--daily", "05:00", "--dest", "/d", "/home"])
     assert ns.filesystems == ["/home"]
     assert [str(w.message) for w in caught] == []
+
+
+def test_each_command_parses_alone_as_among_all():
+    """Running a command registers only its own module's commands (start-up): each name in the
+    list of who registers what reads its own --help as the full parser does, and every command
+    the modules register is in the list."""
+    import argparse
+
+    from aixsmit import cli
+
+    def commands(parser):
+        (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        return sub.choices
+
+    every = commands(cli.build_parser())
+    assert sorted(cli._COMMANDS) == sorted(every)
+    for name in every:
+        alone = commands(cli.build_parser(name))
+        assert name in alone and set(alone) <= set(every)
+        assert alone[name].format_help() == every[name].format_help()

@@ -156,6 +156,28 @@ def test_second_stream_failure_is_0512_005_and_no_image(troot, monkeypatch):
     assert not [n for n in os.listdir(tr.base) if engine.PARTIAL in n]
 
 
+@needs_root
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
+def test_one_cpu_of_two_makes_one_stream(troot):
+    """The streams follow the CPUs the backup may run on (taskset -c 0 on a machine of two:
+    one), not the machine's count: a second tar on the same CPU only adds the join's copy."""
+    tr = troot
+    tr.p("/home/f").write_text("data\n")
+    cpus = os.sched_getaffinity(0)
+
+    def marker_in(img: str) -> bool:  # the first stream's last member, where the second is joined
+        with tarfile.open(img) as tf:
+            return "./tmp/vgdata/rootvg" in tf.getnames()
+
+    os.sched_setaffinity(0, {min(cpus)})
+    try:
+        one = _image(tr, 0, "one.mksysb")
+    finally:
+        os.sched_setaffinity(0, cpus)
+    assert not marker_in(one)
+    assert marker_in(_image(tr, 0, "all.mksysb"))
+
+
 def test_members_end_finds_the_marker_and_refuses_anything_else(tmp_path):
     stage = tmp_path / "stage"
     (stage / "tmp/vgdata/rootvg").mkdir(parents=True)
@@ -301,3 +323,46 @@ def test_checksums_follow_a_table_of_contents_whose_last_nul_opens_a_block(tmp_p
         os.close(fd)
     with tarfile.open(img) as tf:
         assert [m.name for m in tf] == ["./tmp/vgdata/rootvg/backup.toc", "./tmp/vgdata/rootvg/backup.sums"]
+
+
+def test_toc_names_each_directory_once_and_reads_back_whole(tmp_path):
+    """The table of contents (version 3) writes a directory's path once, not with each entry
+    in it, and reads back (archive._parse_toc) as every ./name the walk handed tar, with its
+    kind, in both streams' split; a version 2 table (whole ./paths) still reads."""
+    from aixsmit.backup.archive import _parse_toc
+    from aixsmit.backup.excludes import ExcludeList
+    from aixsmit.backup.walk import walk
+
+    root = tmp_path / "root"
+    deep = root / "srv" / "a long directory name" / "below it"
+    deep.mkdir(parents=True)
+    for i in range(50):
+        (deep / f"f{i}").write_text("x")
+    (deep / "sub").mkdir()
+    (deep / "sub" / "inner").write_text("y")
+    (root / "srv" / "after").write_text("z")  # back in a parent after a subdirectory
+    os.symlink("f1", deep / "link")
+    os.mkfifo(root / "srv" / "fifo")
+    toc = tmp_path / "toc"
+    fed: list[bytes] = [b"", b""]
+
+    def sink(seg):
+        def add(chunk: bytes, names: int) -> None:
+            assert chunk.count(b"\0") == names
+            fed[seg] += chunk
+        return add
+
+    count = walk(str(root), [str(root)], set(), set(), ExcludeList(), [sink(0), sink(1)], str(toc))
+    names = [n for n in (fed[0] + fed[1]).split(b"\0") if n]
+    assert count == len(names) == 59  # ., srv, two directories, 50 files, sub, inner, after, link, fifo
+    data = toc.read_bytes()
+    # Its path is written where the walk enters or comes back to a directory below it (at most
+    # five times here), not with each of the 53 entries below it.
+    assert data.startswith(b"aixsmit-toc 3\n") and data.count(b"a long directory name") <= 5
+    kinds = _parse_toc(data)
+    assert set(kinds) == {os.fsdecode(n) if n != b"." else "." for n in names}
+    assert kinds["./srv/a long directory name/below it/f7"] == "f" and kinds["./srv/a long directory name/below it/sub"] == "d"
+    assert kinds["./srv/a long directory name/below it/link"] == "l" and kinds["./srv/fifo"] == "p"
+    assert kinds["./srv/a long directory name/below it/sub/inner"] == "f" and kinds["./srv/after"] == "f"
+    v2 = b"aixsmit-toc 2\n" + b"".join(k.encode() + n.encode() + b"\0" for n, k in kinds.items())
+    assert _parse_toc(v2) == kinds

@@ -78,7 +78,8 @@ def test_propagation_comes_back_as_it_was(troot):
     run("mount", "--make-private", tr.p("/data"))
 
     def prop():
-        out = json.loads(run("findmnt", "--json", "--list", "-o", "TARGET,PROPAGATION").stdout)["filesystems"]
+        out = json.loads(run("findmnt", "--json", "--list", "-o", "TARGET,PROPAGATION",
+                             errors="surrogateescape").stdout)["filesystems"]
         return {r["target"]: r["propagation"] for r in out if r["target"].startswith(str(tr.p("/srv"))) or
                 r["target"].startswith(str(tr.p("/data")))}
 

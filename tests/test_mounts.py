@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from aixsmit.errors import ParseError
-from aixsmit.fs.mounts import escape, parse_aix_mount, parse_mountinfo, relative_to_root, unescape
+from aixsmit.fs.mounts import _parse_mountinfo_lines, escape, parse_aix_mount, parse_mountinfo, relative_to_root, unescape
 
 from conftest import FIXTURES
 
@@ -115,3 +115,35 @@ def test_any_mount_point_survives_escaping(parts):
     assert os.fsencode(m.mount_point) == raw
     assert os.fsencode(m.device) == raw
     assert unescape(escape(path)) == path
+
+
+# A mountinfo table is read with one search when every line has the kernel's shape, field by
+# field otherwise: both readings give the same mounts, or the same error, for any table.
+_token = st.text(alphabet="ab0479:/-\\\t,=", min_size=0, max_size=6)
+_field = st.one_of(_token, st.sampled_from(["-", "12", "007", "0:21", "/", "/x\\040y", "shared:1", "master:2",
+                                            "unbindable", "rw", "\\134040", "/a\\011\\xyz"]))
+_kernel_shape = st.tuples(
+    st.from_regex(r"[0-9]{1,3} [0-9]{1,3} [0-9]{1,3}:[0-9]{1,3}", fullmatch=True), _field, _field, _field,
+    st.sampled_from(["", " shared:1", " master:3 shared:2", " unbindable", " -x"]), _field, _field, _field,
+).map(lambda t: f"{t[0]} {t[1]} /{t[2]} {t[3]}{t[4]} - {t[5]} {t[6]} {t[7]}")
+_line = st.one_of(
+    st.lists(_field, min_size=0, max_size=13).map(" ".join),
+    st.tuples(st.lists(_field, min_size=6, max_size=6), st.lists(_field, max_size=2), st.lists(_field, min_size=2, max_size=4))
+    .map(lambda t: " ".join(t[0] + t[1] + ["-"] + t[2])),
+    st.sampled_from(MOUNTINFO.splitlines()),
+    _kernel_shape, _kernel_shape, _kernel_shape,
+)
+
+
+def _outcome(parse, text):
+    try:
+        return parse(text)
+    except ParseError as exc:
+        return str(exc)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_line, min_size=0, max_size=4), st.sampled_from(["\n", ""]))
+def test_mountinfo_one_search_reads_as_field_by_field(lines, end):
+    text = "\n".join(lines) + end
+    assert _outcome(parse_mountinfo, text) == _outcome(_parse_mountinfo_lines, text)

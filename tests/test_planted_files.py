@@ -172,3 +172,118 @@ def test_stale_partials_of_another_host_survive(tmp_path):
         (tmp_path / name).write_bytes(b"image")
     clean_stale_partials(str(tmp_path))
     assert sorted(os.listdir(tmp_path)) == sorted([ours_live, other_host, no_host])
+
+
+
+@pytest.mark.parametrize("writer", ["backup -0", "backup -i", "savevg", "schedule"])
+def test_every_writer_of_archives_refuses_somebodys_data(troot, writer):
+    """backup by level (what a scheduled run calls), backup by name and savevg go through the
+    one destination check: a mounted disk, a disk holding a file system, a user's file inside
+    what is backed up are refused with one line, and left as they were."""
+    import hashlib
+
+    from aixsmit.backup.incremental import Chain, backup_fs
+    from aixsmit.errors import AixsmitError
+
+    tr = troot
+    tr.config.write_text("volume_groups:\n  datavg: [/home]\n")
+    dev = tr.loop_mount("/home", size_mb=16)
+    spare = tr.image("spare", 8)  # an ext4 file system, not mounted
+    loose = run("losetup", "-f", "--show", spare).stdout.strip()
+    tr.loops.append(loose)
+    tr.p("/home/bob").mkdir()
+    tr.p("/home/bob/f1").write_text("bob's thesis\n")
+
+    def digest(path) -> str:
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read(4 << 20)).hexdigest()
+
+    before = digest(loose)
+    cases = ((dev, f"it holds the file system mounted at {tr.path}/home"),
+             (loose, "it holds a ext4 file system"),
+             (tr.p("/home/bob/f1"), f"it is a file of {tr.path}/home, which this image backs up"))
+    for dest, says in cases:
+        if writer == "backup -0":
+            r = aixsmit("cmd", "backup", "-0", "-f", dest, "/home", "--root", tr.path, env=tr.env())
+        elif writer == "backup -i":
+            r = aixsmit("cmd", "backup", "-i", "-f", dest, "-C", "/home", "bob", "--root", tr.path, env=tr.env())
+        elif writer == "savevg":
+            r = aixsmit("cmd", "savevg", "-i", "-f", dest, "--root", tr.path, "datavg", env=tr.env())
+        else:  # a scheduled run writes through backup_fs, with the chain's own snapshot
+            with pytest.raises(AixsmitError) as caught:
+                backup_fs(str(tr.p("/home")), "/home", 0, str(dest), False, lambda *a: None,
+                          chain=Chain(None, tr.base / "snar"))
+            r = subprocess.CompletedProcess([], 3, "", str(caught.value) + "\n")
+        assert r.returncode != 0 and says in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert digest(loose) == before
+    for d in (dev, loose):
+        assert run("blkid", "-p", "-o", "value", "-s", "TYPE", d).stdout.strip() == "ext4"
+    assert tr.p("/home/bob/f1").read_text() == "bob's thesis\n"
+
+
+def test_a_shared_schedule_destination_gives_nobody_a_chain_root_restores(troot):
+    """Another user plants DEST/KEY (a link to their folder, or their own folder) holding a
+    forged chain with a set-uid root shell: no run writes through it, no restore or changes
+    reads it; a destination others can write without the sticky bit is refused at add."""
+    import io
+    import tarfile
+
+    from aixsmit.backup.incremental import fs_key
+    from aixsmit.jobs import schedule as sch
+
+    tr = troot
+    tr.loop_mount("/home", size_mb=8)
+    tr.p("/home/a").write_text("a0")
+    base = tempfile.mkdtemp(prefix="aixsmit-shared-dest-", dir="/tmp")
+    try:
+        os.chmod(base, 0o755)
+        dest = os.path.join(base, "dest")
+        os.mkdir(dest)
+        os.chmod(dest, 0o777)
+        env = tr.env()
+        add = ("cmd", "schedule", "add", "user", "/home", "--daily", "04:00", "--dest", dest, "--root", tr.path)
+        r = aixsmit(*add, env=env)
+        assert r.returncode == 2 and "writable by others without the sticky bit" in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1
+        os.chmod(dest, 0o1777)  # a shared folder done right: others cannot move what root makes
+        assert aixsmit(*add, env=env).returncode == 0
+        # The attacker's chain: a full holding ./rootshell, uid 0, mode 4755.
+        nb = os.path.join(base, "nb")  # the attacker's own folder
+        os.mkdir(nb)
+        os.chown(nb, NOBODY, NOBODY)
+        _as_attacker("mkdir", "-p", f"{nb}/chain/20261101-040000")
+        data = io.BytesIO()
+        with tarfile.open(fileobj=data, mode="w", format=tarfile.PAX_FORMAT) as tf:
+            shell = tarfile.TarInfo("./rootshell")
+            shell.mode, shell.uid, shell.gid, shell.size = 0o4755, 0, 0, 3
+            tf.addfile(shell, io.BytesIO(b"sh\n"))
+        forged = f"{nb}/chain/20261101-040000/20261101-040000.L0.tar"
+        with open(forged, "wb") as f:
+            f.write(data.getvalue())
+        os.chown(forged, NOBODY, NOBODY)
+        key = os.path.join(dest, fs_key("/home"))
+        target = tr.base / "restored"
+        for plant, says in (("link", "is a symbolic link"), ("folder", "belongs to nobody")):
+            if plant == "link":
+                _as_attacker("ln", "-s", f"{nb}/chain", key)
+            else:
+                os.unlink(key)
+                _as_attacker("cp", "-r", f"{nb}/chain", key)
+            before = sorted(os.listdir(f"{nb}/chain"))
+            logs = []
+            assert sch.run_schedule("user1", lambda line, stream: logs.append(line)) != 0
+            assert any(says in line for line in logs), logs
+            assert sorted(os.listdir(f"{nb}/chain")) == before  # root wrote nothing through the link
+            for action in ("restore", "changes"):
+                extra = ("--target", target) if action == "restore" else ()
+                r = aixsmit("cmd", "schedule", action, "user1", "--fs", "/home", *extra, env=env)
+                assert r.returncode != 0 and says in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+            assert not (target / "rootshell").exists()
+        # A folder of root's that its group can write is not trusted either.
+        shutil.rmtree(key)
+        os.mkdir(key)
+        os.chmod(key, 0o770)
+        r = aixsmit("cmd", "schedule", "changes", "user1", "--fs", "/home", env=env)
+        assert r.returncode != 0 and "is writable by its group (mode 0770)" in r.stderr, r.stderr
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

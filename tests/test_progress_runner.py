@@ -174,8 +174,9 @@ def test_a_job_that_must_not_outlive_us_dies_with_us(setpriv):
         pytest.skip("util-linux setpriv is not installed")
     code = (
         "import sys, time\n"
+        "from aixsmit import osutil\n"
         "from aixsmit.jobs import runner\n"
-        f"runner._setpriv = {'False' if setpriv else 'None'}\n"
+        f"osutil._setpriv = {'False' if setpriv else 'None'}\n"
         "job = runner.Job(['sleep', '60'], die_with_parent=True)\n"
         "job.start()\n"
         "print(job.proc.pid, flush=True)\n"

@@ -152,3 +152,25 @@ def test_restvg_dry_run_writes_nothing(troot, tmp_path):
     r = aixsmit("cmd", "restvg", "--root", troot.path, "-f", img, env=troot.env())
     assert r.returncode == 0, r.stderr
     assert (troot.p("/data") / "report").read_text() == "orig\n"
+
+
+def test_a_packed_image_is_refused_as_an_unpacked_one_with_nothing_written(tmp_path):
+    """The survey of a packed image reads zstd's output as it comes (the image is unpacked once
+    for it, once more by tar): a member through a link the image holds, late in the image, is
+    refused before tar starts, with the line the unpacked image gets."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    data = (_base().file("./data/first", b"1" * 5000).symlink("./data/link", str(outside))
+            .file("./data/link/escape", b"x").finish())
+    plain = _image(tmp_path, data, "plain.img")
+    packed = _image(tmp_path, subprocess.run(["zstd", "-q", "-c"], input=data, capture_output=True,
+                                             check=True).stdout, "packed.img")
+    said = []
+    for img in (plain, packed):
+        target = tmp_path / f"t-{img.stem}"
+        target.mkdir()
+        r = _restore(img, target)
+        assert r.returncode == 1 and "nothing was restored" in r.stderr.splitlines()[-1], r.stderr
+        assert os.listdir(target) == [] and os.listdir(outside) == []
+        said.append(r.stderr.splitlines()[-1].replace(str(img), "IMG").replace(str(target), "T"))
+    assert said[0] == said[1]

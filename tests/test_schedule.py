@@ -52,7 +52,11 @@ def test_level0_change_level1_restore_chain(home):
     tr.p("/home/b").unlink()
     tr.p("/home/d/new").write_text("new")
     l1 = tr.out / "home.L1-day1.tar"
+    base = tr.base / "state" / "levels" / "home.0.snar"
+    before = base.read_bytes()
     assert aixsmit("cmd", "backup", "-1", "-u", "-f", l1, "/home", "--root", tr.path, env=env).returncode == 0
+    assert base.read_bytes() == before  # tar rewrote a copy of the full's snapshot, never the snapshot itself
+    assert (tr.base / "state" / "levels" / "home.1.snar").read_bytes() != before
     names = subprocess.run(["tar", "-tf", l1], capture_output=True, text=True).stdout.split()
     assert "./a" in names and "./d/new" in names and "./d/c" not in names  # only what changed
     restored = tr.base / "r1"
@@ -217,3 +221,57 @@ def test_restore_r_shows_progress_then_its_result(home):
     assert any(line.endswith("%)") and " bytes read (" in line for line in lines), lines
     assert lines[-1].startswith(f"restore: {l0} was restored into {target}")
     assert (target / "big").stat().st_size == 8 << 20
+
+
+async def test_schedule_restore_shows_the_byte_bar(home, tmp_path, monkeypatch):
+    """Restore from a Scheduled Backup reads the chain's archives (the full, then the daily)
+    with the same progress as restore -x and -r: COMMAND STATUS draws its bar from the bytes
+    of both, and the command's output says them (it showed no bar at all)."""
+    from aixsmit.tui.screens import CommandStatusScreen
+    from tui_helpers import make, text, until
+
+    tr = home
+    tr.bulk("/home/big", 12)
+    sunday = dt.datetime(2026, 11, 1, 4, 0)
+    assert aixsmit("cmd", "schedule", "add", "user", "/home", "--daily", "04:00", "--full-day", "sun",
+                   "--dest", tr.out, "--root", tr.path, env=tr.env()).returncode == 0
+    assert sch.run_schedule("user1", lambda l, s: None, now=sunday) == 0
+    tr.bulk("/home/more", 6)
+    assert sch.run_schedule("user1", lambda l, s: None, now=sunday + dt.timedelta(days=1)) == 0
+    from aixsmit.backup import chains
+
+    picked = chains.pick(chains.fs_folder(tr.out, "/home"), "/home", None).archives(None)
+    assert len(picked) == 2
+    size = sum(p.stat().st_size for p in picked)
+    monkeypatch.setenv("AIXSMIT_PROGRESS_SECONDS", "0.02")
+    target = tr.base / "restored"
+    app = make(tmp_path, "top_menu", root=str(tr.path))
+    totals: set[int] = set()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        app.open("schedrestore", preset={"id": "user1", "fs": "/home", "target": str(target), "dryrun": "no"})
+        await pilot.pause()
+        await pilot.press("enter")  # ARE YOU SURE?
+        await pilot.pause()
+        await pilot.press("enter")
+
+        def ended():
+            s = app.screen
+            if isinstance(s, CommandStatusScreen) and s._progress is not None:
+                totals.add(s._progress.bytes_total)
+            return isinstance(s, CommandStatusScreen) and not s.running
+
+        await until(pilot, ended, timeout=120)
+        shown = text(app)
+        assert "Command: OK" in shown, shown
+        bar = str(app.screen.query_one("#progress-text").render())
+        assert "100%" in bar and f"/{size >> 20:,} MB" in bar, bar
+    assert totals == {size}
+    assert (target / "big").stat().st_size == 12 << 20 and (target / "more").stat().st_size == 6 << 20
+    (tr.base / "again").mkdir()  # an empty directory: what it would remove is read first
+    r = aixsmit("cmd", "schedule", "restore", "user1", "--fs", "/home", "--target", tr.base / "again",
+                env=tr.env(AIXSMIT_PROGRESS_SECONDS="0.01"))
+    assert r.returncode == 0, r.stderr
+    read = [int(line.split()[0]) for line in r.stdout.splitlines() if line.endswith("%)") and " bytes read (" in line]
+    assert read and read == sorted(read) and all(f" of {size} bytes read (" in l for l in r.stdout.splitlines()
+                                                 if " bytes read (" in l)

@@ -371,24 +371,40 @@ def test_restore_x_of_a_level_backup_deletes_nothing(home):
     assert aixsmit("cmd", "restore", "-r", "-f", l0, "--target", whole, env=env).returncode == 0
     r = aixsmit("cmd", "restore", "-r", "-f", l1, "--target", whole, env=env)
     assert r.returncode == 0, r.stderr
-    assert "restore: removing ./b: it is not in the backup l1.tar" in r.stdout
+    assert "restore: removing ./b: l1.tar records it as deleted" in r.stdout
     assert diff(snapshot(str(tr.p("/home")), skip=("lost+found",)), snapshot(str(whole), skip=("lost+found",))) == []
 
 
 @needs_root
-def test_a_chain_restored_onto_its_mount_point_says_first_what_goes(home):
+def test_a_chain_restored_onto_its_mount_point_keeps_what_no_backup_held(home):
+    """Onto the live mount point: files made after the last backup (never in any backup) are
+    kept; a name a backup held and a later one recorded as deleted is removed, named first,
+    and only with --yes (no terminal to ask); a system file system is refused."""
     tr = home
     env = tr.env()
     assert add(tr, "user", "/home", "--daily", "04:00", "--dest", tr.dest).returncode == 0
-    assert sch.run_schedule("user1", quiet, now=SUNDAY) == 0
+    assert sch.run_schedule("user1", quiet, now=SUNDAY) == 0  # full: a, b
     tr.p("/home/b").unlink()
-    tr.p("/home/extra").write_text("made after the backup")
+    tr.p("/home/c").write_text("c1")
+    assert sch.run_schedule("user1", quiet, now=SUNDAY + dt.timedelta(days=1)) == 0  # level 1: b deleted, c
+    # After the last backup: new files, a change, and b back (from elsewhere).
+    tr.p("/home/newtop").write_text("made after the backup")
+    tr.p("/home/sub").mkdir()
+    tr.p("/home/sub/f5").write_text("made after the backup too")
     tr.p("/home/a").write_text("a changed")
+    tr.p("/home/b").write_text("b again")
     target = tr.p("/home")
-    r = aixsmit("cmd", "schedule", "restore", "user1", "--fs", "/home", "--target", target, "--dry-run", env=env)
+    restore = ("cmd", "schedule", "restore", "user1", "--fs", "/home", "--target", target)
+    r = aixsmit(*restore, "--dry-run", env=env, input="")
     assert r.returncode == 0, r.stderr
-    assert f"restore: will remove ./extra from {target}: it is not in the backup" in r.stdout
-    assert "20261101-040000.L0.tar" in r.stdout and tr.p("/home/extra").exists() and not tr.p("/home/b").exists()
+    assert f"restore: will remove ./b from {target}: a backup held it and 20261102-040000.L1.tar records it as " \
+           "deleted" in r.stdout
+    assert f"restore: keeps 2 name(s) in {target} that no backup of the chain held: ./newtop ./sub" in r.stdout
+    assert "will remove ./newtop" not in r.stdout and "will remove ./sub" not in r.stdout
+    # No terminal and no --yes: nothing is removed, nothing restored.
+    r = aixsmit(*restore, env=env, input="")
+    assert r.returncode == 1 and "give --yes to remove them" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert tr.p("/home/b").read_text() == "b again" and tr.p("/home/a").read_text() == "a changed"
     # Never onto a system file system, named by mistake.
     r = aixsmit("cmd", "schedule", "restore", "user1", "--fs", "/home", "--target", "/", "--dry-run", env=env)
     assert r.returncode == 2 and "is the system file system /" in r.stderr, r.stderr
@@ -398,9 +414,29 @@ def test_a_chain_restored_onto_its_mount_point_says_first_what_goes(home):
     (other / "keep").write_text("mine")
     r = aixsmit("cmd", "schedule", "restore", "user1", "--fs", "/home", "--target", other, env=env)
     assert r.returncode == 2 and "neither empty nor a mount point" in r.stderr and (other / "keep").exists()
-    r = aixsmit("cmd", "schedule", "restore", "user1", "--fs", "/home", "--target", target, env=env)
+    r = aixsmit(*restore, "--yes", env=env, input="")
     assert r.returncode == 0, r.stderr
-    assert not tr.p("/home/extra").exists() and tr.p("/home/b").read_text() == "b0" and tr.p("/home/a").read_text() == "a0"
+    assert "restore: removing ./b: 20261102-040000.L1.tar records it as deleted" in r.stdout
+    assert not tr.p("/home/b").exists() and tr.p("/home/a").read_text() == "a0" and tr.p("/home/c").read_text() == "c1"
+    assert tr.p("/home/newtop").read_text() == "made after the backup"
+    assert tr.p("/home/sub/f5").read_text() == "made after the backup too"
+
+
+@needs_root
+def test_restore_r_of_one_level_onto_a_mount_point_removes_nothing_unknown(home):
+    """restore -r of a level 1 onto a mount point with nothing restored there before: no
+    archive tells what the file system held, so nothing is removed (the old way removed every
+    name the level did not list)."""
+    tr = home
+    env = tr.env()
+    l0, l1 = tr.base / "l0.tar", tr.base / "l1.tar"
+    assert aixsmit("cmd", "backup", "-0", "-u", "-f", l0, "/home", "--root", tr.path, env=env).returncode == 0
+    tr.p("/home/b").unlink()
+    assert aixsmit("cmd", "backup", "-1", "-u", "-f", l1, "/home", "--root", tr.path, env=env).returncode == 0
+    tr.p("/home/late").write_text("after the backups")
+    r = aixsmit("cmd", "restore", "-r", "-f", l1, "--target", tr.p("/home"), env=env, input="")
+    assert r.returncode == 0, r.stderr
+    assert tr.p("/home/late").read_text() == "after the backups" and "removing" not in r.stdout
 
 
 # --- the menus -------------------------------------------------------------------------------

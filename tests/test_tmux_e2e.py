@@ -29,6 +29,14 @@ def newest_job(env: dict, timeout: float = 30) -> dict:
         time.sleep(0.2)
 
 
+def all_jobs(env: dict) -> list[dict]:
+    """Every job ``aixsmit cmd jobs --json`` lists, oldest first."""
+    import json
+
+    return json.loads(subprocess.run([sys.executable, "-m", "aixsmit", "cmd", "jobs", "--json"], env=env,
+                                     capture_output=True, text=True).stdout)
+
+
 def gone(pattern: str, timeout: float = 15) -> bool:
     """No process matches ``pattern`` (waiting a while: leaving takes a moment under load)."""
     end = time.monotonic() + timeout
@@ -199,19 +207,17 @@ def test_walkthrough_in_a_real_terminal(troot, tmp_path, tmux_env):
     assert job["status"] == "OK" and "aixsmit cmd sysbackup" in job["command"], job
     assert any(m.path == str(tr.p("/home")) for m in read_mountinfo())
     assert img.exists() and tr.p("/home/keep").read_text() == "keep"
+    # The new guide shows that job's end at once (no second backup), and Enter its summary.
     t = Tmux(f"aixsmit-walk2-{os.getpid()}", cmd, tmux_env)
     try:
-        t.wait_for("Step 1 of 8")
-        t.keys("Enter")
-        t.wait_for("Step 2 of 8")
-        t.type(str(img))
-        t.keys("Enter", "Enter")
-        t.wait_for("Command: OK", timeout=120)
+        s = t.wait_for("Command: OK", timeout=30)
+        assert "Enter=Summary" in s and "Result:           OK" in s, s
         t.keys("Enter")  # Enter=Summary
         s = t.wait_for("Step 8 of 8")
-        assert "Verified:         OK" in s and "Result:           OK" in s
+        assert "Verified:         OK" in s and "Result:           OK" in s and str(img) in s
     finally:
         t.kill()
+    assert [j["id"] for j in all_jobs(dict(os.environ, **tmux_env))] == [job["id"]]
 
 
 def long_backup(tr) -> Path:

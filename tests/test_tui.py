@@ -226,6 +226,21 @@ async def test_too_small_terminal(tmp_path):
         await pilot.resize_terminal(80, 24)
         await pilot.pause(0.2)
         assert isinstance(app.screen, MenuScreen)
+        # A screen that comes while the terminal is too small (a command's end, a pop-up) goes
+        # under the message, and is there once the terminal is large enough again.
+        await pilot.resize_terminal(70, 20)
+        await pilot.pause(0.2)
+        assert isinstance(app.screen, TooSmallScreen)
+        app.push_screen(MessagePopup("INFORMATION MESSAGE", "came meanwhile"))
+        await pilot.pause(0.2)
+        assert isinstance(app.screen, TooSmallScreen) and "1800-005" in text(app)
+        await pilot.resize_terminal(80, 24)
+        await pilot.pause(0.2)
+        assert isinstance(app.screen, MessagePopup) and "came meanwhile" in text(app)
+        assert not any(isinstance(s, TooSmallScreen) for s in app.screen_stack)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, MenuScreen)
 
 
 def test_unknown_fastpath_cli():
@@ -316,9 +331,10 @@ async def test_streaming_200k_lines_never_stalls_the_loop(tmp_path):
         await until(pilot, lambda: isinstance(app.screen, CommandStatusScreen) and not app.screen.running
                     and app.screen.lines_total == n, timeout=120)
         await pilot.pause(0.2)
+        ticks = list(gaps)  # the app's own; not the screenshots read below (tens of ms each)
         assert "Command: OK" in text(app)
         assert f"line {n - 1} of output" in text(app)
-    worst = max(gaps[5:])  # the first ticks include start-up
+    worst = max(ticks[5:])  # the first ticks include start-up
     assert worst < 0.05 + 0.01, f"the event loop stalled for {worst * 1000:.0f} ms"
 
 
@@ -696,13 +712,17 @@ async def test_f4_shows_at_once_and_the_screen_stays_live_while_the_list_is_buil
         gaps = loop_gaps(app, 0.02)
         await pilot.press("f4")
         await pilot.pause(0.1)
+        # The app's own ticks, not the screenshots the test reads (tens of ms each, on this loop).
+        live = gaps[2:]
         assert isinstance(app.screen, ListPopup) and "Building the list ..." in text(app)
+        mark = len(gaps) + 1  # past the tick that waited for the screenshot
         await until(pilot, lambda: not app.screen.building)
+        live += gaps[mark:]
         assert "/backup/a.mksysb   12 MB" in text(app)
         await pilot.press("enter")
         await pilot.pause()
         assert app.screen.values()["device"] == "/backup/a.mksysb"
-    assert max(gaps[2:]) < 0.25
+    assert live and max(live) < 0.25
 
 
 def test_image_lists_are_bounded_and_fields_get_what_they_take(tmp_path, monkeypatch):

@@ -292,3 +292,130 @@ async def test_earlier_jobs_do_not_cover_step_one(troot, tmp_path):
         await pilot.press("enter")
         await pilot.pause()
         assert app.screen.step == 1 and "Step 2 of 8" in text(app)
+
+
+async def test_names_in_the_ledger_reach_the_screen_escaped(troot, tmp_path):
+    """A mount point holding a newline, a tab and ESC (with a colour sequence after it) is
+    shown through the one escaper wherever the TUI shows what aixsmit unmounted: the offer to
+    mount it again, the F4 list of Mount a Group of File Systems, and the guide's warnings.
+    Raw, the newline forged a line of the message and ESC reached the terminal."""
+    from aixsmit.fs.table import System
+    from aixsmit.fs.unmount import plan_unmount, unmount
+
+    tr = troot
+    odd = "/srv/a\nLEFT UNMOUNTED: /fake\tb\x1b[31mred"
+    shown = "/srv/a\\012LEFT\\040UNMOUNTED:\\040/fake\\011b\\033[31mred"
+    tr.loop_mount(odd)
+    s = System(root=str(tr.path))
+    unmount(s, plan_unmount(s, [odd]), Ledger())  # as a crashed run would leave it
+
+    def clean(screen_text: str) -> None:
+        assert "\x1b" not in screen_text and "\t" not in screen_text and "/fake" not in screen_text.replace(shown, "")
+
+    app = make(tmp_path, "top_menu", root=str(tr.path))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause(0.2)
+        assert isinstance(app.screen, MessagePopup)
+        assert shown in app.screen.message
+        clean(app.screen.message)
+        clean(text(app))
+        await pilot.press("f3")  # leave it unmounted
+        await pilot.pause()
+        app.open("mountg")
+        await pilot.pause()
+        await pilot.press("down", "f4")
+        await until(pilot, lambda: not getattr(app.screen, "building", True))
+        from textual.widgets import OptionList
+
+        rows = [str(o.prompt) for o in app.screen.query_one(OptionList).options]
+        assert any(shown in r for r in rows), rows
+        assert "\\012LEFT" in text(app)
+        clean(text(app))
+        await pilot.press("f7", "enter")  # into the field: the name itself, drawn a picture a character
+        await pilot.pause()
+        assert app.screen.values()["mounts"] == odd
+        t = text(app)
+        assert "\x1b" not in t and "\t" not in t and "/srv/a\u240aLEFT" in t, t
+        await pilot.press("f6")  # the command as it would run, through the escaper
+        await pilot.pause()
+        assert isinstance(app.screen, MessagePopup) and "\\033[31mred" in app.screen.message
+        assert "\x1b" not in app.screen.message and "\nLEFT" not in app.screen.message
+        await pilot.press("enter")
+        await pilot.pause()
+        await pilot.press("f3")
+        await pilot.pause()
+        app.open("walkthrough")
+        await pilot.pause()
+        await pilot.press("f10")  # the guide says what is still unmounted
+        await pilot.pause()
+        assert isinstance(app.screen, MessagePopup) and shown in app.screen.message
+        clean(app.screen.message)
+        clean(text(app))
+        w = app.screen_stack[-2]
+        assert isinstance(w, WalkthroughScreen)
+        assert shown in w.summary()
+        clean(w.summary())
+
+
+async def test_a_new_guide_picks_up_its_job_running_then_ended(troot, tmp_path):
+    """Steps 3-7 are one detached job that outlives the screen. Leave the guide while it runs:
+    a new guide shows that very job (COMMAND STATUS, its progress live), not step 1 or a second
+    backup. Leave again, let it end with no screen open: the next guide shows its result, and
+    Enter there is its summary. Once seen, a new guide starts afresh."""
+    from aixsmit.jobs import detached
+    from aixsmit.tui.walkthrough import JOB_TITLE
+
+    tr = troot
+    tr.loop_mount("/home")
+    tr.bulk("/srv-data", 100)  # system data: the image takes a while
+    (tr.base / "out").mkdir()
+    img = tr.base / "out" / "sys.mksysb"
+
+    def guided():
+        return [j for j in detached.all_jobs() if j.title == JOB_TITLE]
+
+    app = make(tmp_path, "walkthrough", root=str(tr.path))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await to_steps_3_to_7(pilot, img)
+        await pilot.press("enter")
+        tars, end = [], time.monotonic() + 30  # held in the middle of the image
+        while not tars and time.monotonic() < end:
+            tars = [pid for pid in _tars() if str(tr.path) in _cmdline(pid)]
+            time.sleep(0.002)
+        assert tars
+        for pid in tars:
+            os.kill(pid, signal.SIGSTOP)
+        await until(pilot, lambda: isinstance(app.screen, CommandStatusScreen) and "Backing up " in text(app), timeout=60)
+    try:
+        [job] = guided()
+        assert detached.refresh(job).status == detached.RUNNING
+        app = make(tmp_path, "walkthrough", root=str(tr.path))
+        async with app.run_test(size=(80, 24)) as pilot:
+            await until(pilot, lambda: isinstance(app.screen, CommandStatusScreen) and "Backing up " in text(app),
+                        timeout=30)
+            s = app.screen
+            assert s.job.id == job.id and s.running and s.files_total
+            assert "Command: running" in text(app) and "files" in str(s.query_one("#progress-text").render())
+            assert isinstance(app.screen_stack[-2], WalkthroughScreen) and app.screen_stack[-2].step == 2
+    finally:
+        for pid in tars:
+            os.kill(pid, signal.SIGCONT)
+    end = time.monotonic() + 120
+    while detached.refresh(job).status == detached.RUNNING and time.monotonic() < end:
+        time.sleep(0.2)
+    assert detached.refresh(job).status == "OK"
+    app = make(tmp_path, "walkthrough", root=str(tr.path))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: isinstance(app.screen, CommandStatusScreen) and not app.screen.running, timeout=30)
+        t = text(app)
+        assert app.screen.job.id == job.id and "Command: OK" in t and "Enter=Summary" in t
+        await pilot.press("enter")
+        await pilot.pause(0.2)
+        t = text(app)
+        assert "Step 8 of 8" in t and "Verified:         OK" in t and str(img) in t
+    assert [j.id for j in guided()] == [job.id]  # no second backup
+    app = make(tmp_path, "walkthrough", root=str(tr.path))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause(0.3)
+        assert isinstance(app.screen, WalkthroughScreen) and "Step 1 of 8" in text(app)
+    assert img.exists() and mounted(tr, "/home")

@@ -8,20 +8,20 @@ not, and the readers see the same tar bytes either way.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import os
 import stat
 import subprocess
-import tarfile
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 from ..errors import AixsmitError
-from . import image_data
-from .engine import TOC_VERSION
+from . import image_data, tarread
+from .walk import TOC_VERSIONS
 
 Emit = Callable[[str, str], None]
 
@@ -32,6 +32,8 @@ TAR_EXTRACT_OPTS = ["--numeric-owner", "--same-owner", "--preserve-permissions",
 
 
 def _norm(name: str) -> str:
+    if name.startswith("./") and not name.endswith("/") and len(name) > 2:
+        return name  # (most names, as aixsmit's tar writes them)
     name = name.rstrip("/")
     if name in ("", "."):
         return "."
@@ -62,44 +64,61 @@ def open_image_stream(path: str, program: str = "listvgbackup"):
             return _Prefixed(first, raw), False
         if stat.S_ISREG(st.st_mode) and is_packed(path):
             return Unpacked(path), False  # unpacked by zstd as it is read: a stream
-        return open(path, "rb", buffering=-1), seekable
+        return open(path, "rb", buffering=0), seekable  # (the reader reads a MiB at a time)
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         raise AixsmitError(f"0512-054 {program}: File {path} does not exist or is empty.")
     except OSError as exc:
         raise AixsmitError(f"{program}: {path}: cannot read the image: {exc.strerror}")
 
 
-def open_image(path: str, program: str = "listvgbackup") -> tarfile.TarFile:
-    """The image as a tarfile.TarFile (over open_image_stream). Iterate it with ``read_members``,
-    which reads it as GNU tar does and keeps no list of members."""
+def open_image(path: str, program: str = "listvgbackup", hashing: bool = False) -> "Image":
+    """The image, its first header read (an image whose first block is not a tar header is
+    refused here: not a backup image). Iterate it with ``read_members``, which reads it as GNU
+    tar does and keeps no list of members. ``hashing``: keep the XXH3 of every MiB read (a file
+    is then read whole, never seeked over; a packed image is never hashed)."""
     stream, seekable = open_image_stream(path, program)
     try:
-        tf = _ImageTar.open(fileobj=stream, mode="r:" if seekable else "r|")
+        img = Image(stream, seekable, tarread.open_size(stream) if seekable else None, hashing and seekable)
+        img.first()
     except OSError as exc:
         stream.close()
         raise AixsmitError(f"{program}: {path} cannot be read: {exc.strerror or exc}")
-    except (tarfile.TarError, EOFError) as exc:
+    except tarread.HeaderError as exc:
         stream.close()
         raise AixsmitError(f"{program}: {path} is not a backup image: {exc}")
     except BaseException:
         stream.close()
         raise
-    tf.stream = stream
-    return tf
+    return img
 
 
-class _ImageTar(tarfile.TarFile):
-    """A TarFile that closes the image stream it reads (tarfile leaves a given fileobj open;
-    for a packed image, closing stops zstd)."""
+class Image(tarread.Reader):
+    """An open image: the tar reader over its stream, closed with it (for a packed image,
+    closing stops zstd). ``pending``: its first member, read when it was opened."""
 
-    stream = None
+    def __init__(self, stream, seekable: bool, size: int | None, hashing: bool):
+        super().__init__(stream, seekable, size, hashing)
+        self.seekable_src = seekable  # a file or disk (tar may read the same open file)
+        self.pending = None
+
+    def first(self) -> None:
+        """Read the first member now: a header error there (no tar header at all) is the
+        opener's, as it was tarfile's."""
+        self.pending = super().next()
+
+    def next(self):
+        m, self.pending = self.pending, None
+        self.next = super().next  # (from the second member on, the reader's own)
+        return m
 
     def close(self) -> None:
-        try:
-            super().close()
-        finally:
-            if self.stream is not None:
-                self.stream.close()
+        self.stream.close()
+
+    def __enter__(self) -> "Image":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # the first bytes of a zstd frame (RFC 8878 §3.1.1)
@@ -211,93 +230,73 @@ class Damage(list):
     """What ``read_members`` found wrong with an image, one line each, in the order met."""
 
 
-def _valid_header(block: bytes) -> bool:
-    try:
-        tarfile.TarInfo.frombuf(block, tarfile.ENCODING, "surrogateescape")
-        return True
-    except tarfile.HeaderError:
-        return False
-
-
-def read_members(tf: tarfile.TarFile, damage: Damage) -> Iterator[tarfile.TarInfo]:
+def read_members(tf: "Image", damage: Damage) -> Iterator[tarread.Member]:
     """The members of ``tf`` as GNU tar's extraction meets them: a damaged header is skipped
     to the next valid header (GNU tar: "Skipping to next header"); a member whose data the image
     does not hold in full ends the reading (GNU tar: "Unexpected EOF in archive"); an image that
     stops at a member boundary without its end-of-archive blocks was cut short. Each of these
-    adds one line to ``damage``; list, verify and restore report the same lines. Memory stays
-    bounded (tarfile's own list of members is emptied as it goes)."""
-    last = ""
-    fileobj = tf.fileobj
-    seekable = tf.mode == "r" and hasattr(fileobj, "seekable") and fileobj.seekable() and not isinstance(
-        fileobj, tarfile._Stream)
+    adds one line to ``damage``; list, verify and restore report the same lines, for a file, a
+    disk, a tape or a packed image alike. Memory stays bounded (no list of members is kept)."""
+    prev = None
     while True:
+        at = tf.offset
         try:
             m = tf.next()
-        except (tarfile.TarError, EOFError, OSError) as exc:
-            where = f"after {last}" if last else "at its start"
-            damage.append(f"the image ends in the middle of a member {where} (byte {tf.offset}): "
-                          f"everything after it is lost ({exc})")
-            return
-        tf.members.clear()
-        if m is not None:
-            if seekable and tf.offset > _size_of(tf):
-                # (tf.offset: where the next header would be, past the data the image stores)
-                got = max(0, _size_of(tf) - m.offset_data)
-                stored = tf.offset - m.offset_data
-                damage.append(f"{_norm(m.name)}: only {got} of its {min(m.size, stored)} bytes are in the image, which "
-                              "ends there: this file is incomplete and everything after it is lost")
-                yield m
+        except tarread.HeaderError as exc:
+            last = _norm(prev.name) if prev is not None else ""
+            if exc.kind in ("empty", "truncated"):
+                if prev is not None and tf.eof and tf.read_to < at:
+                    got = max(0, tf.read_to - prev.offset_data)
+                    damage.append(f"{last}: only {got} of its {min(prev.size, prev.end - prev.offset_data)} bytes "
+                                  "are in the image, which ends there: this file is incomplete and everything after "
+                                  "it is lost")
+                elif last:
+                    damage.append(f"the image stops after {last} (byte {at}) without its end-of-archive marker: "
+                                  "it was cut short, and what followed is lost")
                 return
-            last = _norm(m.name)
-            yield m
+            where = f"after {last}" if last else "at its start"
+            if exc.kind != "invalid":
+                damage.append(f"the image ends in the middle of a member {where} (byte {at}): everything after it "
+                              f"is lost ({exc})")
+                return
+            # A damaged header: on to the next block that is a valid header, as GNU tar does.
+            nxt = at + tarread.BLOCKSIZE
+            try:
+                while True:
+                    block = tf.read_at(nxt, tarread.BLOCKSIZE)
+                    if len(block) < tarread.BLOCKSIZE or block == tarread.ZEROS:
+                        nxt = -1
+                        break
+                    if tarread.valid_header(block):
+                        break
+                    nxt += tarread.BLOCKSIZE
+            except OSError as exc:
+                damage.append(f"the image ends in the middle of a member {where} (byte {nxt}): everything after it "
+                              f"is lost ({exc})")
+                return
+            if nxt < 0:
+                damage.append(f"a damaged header {where} (byte {at}): no valid header follows; what it held is lost")
+                return
+            damage.append(f"a damaged header {where} (byte {at}): skipped to the next header (byte {nxt}); "
+                          "the member it described is lost")
+            tf.offset = nxt
             continue
-        if not seekable:
-            return  # a tape: read as a stream, the reading ends at the first block that is no header
-        at = tf.offset
-        fileobj.seek(at)
-        block = fileobj.read(tarfile.BLOCKSIZE)
-        if len(block) == tarfile.BLOCKSIZE and block.count(0) == tarfile.BLOCKSIZE:
+        except OSError as exc:
+            where = f"after {_norm(prev.name)}" if prev is not None else "at its start"
+            damage.append(f"the image ends in the middle of a member {where} (byte {at}): everything after it is "
+                          f"lost ({exc})")
+            return
+        if m is None:
             return  # the end-of-archive marker
-        if len(block) < tarfile.BLOCKSIZE:
-            if last:
-                damage.append(f"the image stops after {last} (byte {at}) without its end-of-archive marker: "
-                              "it was cut short, and what followed is lost")
+        if tf.size is not None and m.end > tf.size:
+            # (a file or disk: its size says at once that the data is not all there)
+            got = max(0, tf.size - m.offset_data)
+            damage.append(f"{_norm(m.name)}: only {got} of its {min(m.size, m.end - m.offset_data)} bytes are in "
+                          "the image, which ends there: this file is incomplete and everything after it is lost")
+            yield m
             return
-        # A damaged header: on to the next block that is a valid header, as GNU tar does.
-        nxt = at + tarfile.BLOCKSIZE
-        while True:
-            fileobj.seek(nxt)
-            block = fileobj.read(tarfile.BLOCKSIZE)
-            if len(block) < tarfile.BLOCKSIZE or block.count(0) == tarfile.BLOCKSIZE:
-                nxt = -1
-                break
-            if _valid_header(block):
-                break
-            nxt += tarfile.BLOCKSIZE
-        where = f"after {last}" if last else "at its start"
-        if nxt < 0:
-            damage.append(f"a damaged header {where} (byte {at}): no valid header follows; what it held is lost")
-            return
-        damage.append(f"a damaged header {where} (byte {at}): skipped to the next header (byte {nxt}); "
-                      "the member it described is lost")
-        fileobj.seek(nxt)
-        tf.offset = nxt
-        tf._loaded = False
-
-
-def _size_of(tf: tarfile.TarFile) -> int:
-    size = getattr(tf, "_aixsmit_size", None)
-    if size is None:
-        try:
-            size = os.fstat(tf.fileobj.fileno()).st_size
-            if size == 0:  # a block device
-                pos = tf.fileobj.tell()
-                size = tf.fileobj.seek(0, os.SEEK_END)
-                tf.fileobj.seek(pos)
-        except (OSError, AttributeError, ValueError):
-            size = 1 << 62
-        tf._aixsmit_size = size
-    return size
+        prev = m
+        yield m
 
 
 @dataclass
@@ -322,10 +321,9 @@ def read_info(path: str, program: str = "listvgbackup") -> ImageInfo:
                 if not m.isfile() or m.size > INFO_FILE_LIMIT:
                     raise AixsmitError(f"{program}: {path}: its information file {name} is not a file of at most "
                                        f"{INFO_FILE_LIMIT >> 20} MB: it is not a mksysb or savevg image")
-                f = tf.extractfile(m)
                 try:
-                    text = f.read().decode("utf-8", "replace") if f else ""
-                except (tarfile.TarError, OSError, EOFError) as exc:
+                    text = tf.data(m, INFO_FILE_LIMIT).decode("utf-8", "replace")
+                except (OSError, ValueError) as exc:
                     raise AixsmitError(f"{program}: {path}: its information file {name} cannot be read: {exc}")
                 try:
                     stanzas = image_data.parse(text)
@@ -347,7 +345,7 @@ def damaged(path: str, program: str, damage: Damage) -> AixsmitError:
     return AixsmitError(f"{program}: {path} is damaged: {damage[0]}", details=[f"  {d}" for d in damage[1:]])
 
 
-def members(path: str, program: str = "listvgbackup") -> Iterator[tarfile.TarInfo]:
+def members(path: str, program: str = "listvgbackup") -> Iterator[tarread.Member]:
     """Every member GNU tar would extract, in order; then AixsmitError if the image is damaged."""
     damage = Damage()
     with open_image(path, program) as tf:
@@ -407,9 +405,8 @@ def list_names(path: str, program: str) -> Iterator[str]:
 
 # --- verification ------------------------------------------------------------------------
 
-_KIND = {tarfile.DIRTYPE: "d", tarfile.SYMTYPE: "l", tarfile.REGTYPE: "f", tarfile.AREGTYPE: "f",
-         tarfile.CONTTYPE: "f", tarfile.LNKTYPE: "f", tarfile.CHRTYPE: "c", tarfile.BLKTYPE: "b",
-         tarfile.FIFOTYPE: "p", tarfile.GNUTYPE_SPARSE: "f"}
+_KIND = {b"5": "d", b"2": "l", b"0": "f", b"\0": "f", b"7": "f", b"1": "f", b"3": "c", b"4": "b", b"6": "p",
+         b"S": "f"}  # tar's type flags: the table of contents' kinds
 
 
 @dataclass
@@ -431,6 +428,8 @@ def sums_member(toc_member: str) -> str:
 def append_member(fd: int, end: int, name: str, data: bytes, record: int = 20 * 512) -> int:
     """Write member ``name`` holding ``data`` at ``end`` (over the end-of-archive blocks), then
     new end-of-archive blocks, padded to a whole ``record``. Returns the new length."""
+    import tarfile
+
     info = tarfile.TarInfo(name)
     info.size = len(data)
     info.mode = 0o600
@@ -447,24 +446,42 @@ def append_member(fd: int, end: int, name: str, data: bytes, record: int = 20 * 
 
 
 def _parse_toc(data: bytes) -> dict[str, str]:
+    """The table of contents (walk.TOC_VERSION): kind letter by ./name."""
     head, _, body = data.partition(b"\n")
-    if head.decode(errors="replace") != TOC_VERSION:
+    if head.decode(errors="replace") not in TOC_VERSIONS:
         return {}
     out: dict[str, str] = {}
+    here = b"."
     for rec in body.split(b"\0"):
-        if rec:
-            out[_norm(os.fsdecode(rec[1:]))] = chr(rec[0])
+        if not rec:
+            continue
+        name = rec[1:]
+        if rec[0] == 0x2F:  # "/": the directory the names without a slash that follow are in
+            here = name
+            continue
+        if b"/" not in name and name != b".":
+            name = here + b"/" + name
+        out[_norm(name.decode("utf-8", "surrogateescape"))] = chr(rec[0])
     return out
 
 
-def changed_members(fd: int, recorded: tuple[int, int, list[int]], starts, ends, names: list[str]) -> list[str]:
+def changed_members(tf: "Image", recorded: tuple[int, int, list[int]], starts, ends, names: list[str]) -> list[str]:
     """The ./names of the members lying (header or data, ``starts[k]`` to ``ends[k]``, bytes) in
-    a block of the image (``fd``, read with pread from byte 0) whose checksum is not the one
-    ``recorded`` (block size, end, checksums: backup.sums). OSError when the image cannot be read."""
+    a block of the image whose checksum is not the one ``recorded`` (block size, end, checksums:
+    backup.sums). The blocks' checksums are the ones ``tf`` took as it read (opened with
+    hashing), the last part-block read again; otherwise the image is read again from byte 0
+    (pread). OSError when the image cannot be read."""
     from . import sums as blocksums
 
     block, end, crcs = recorded
-    got = blocksums.block_crcs(fd, 0, end, block)
+    fd = tf.stream.fileno()
+    whole = end // block
+    if block == tarread.CHUNK and tf.digests is not None and len(tf.digests) >= whole:
+        got = tf.digests[:whole]
+        if end % block:
+            got += blocksums.block_crcs(fd, whole * block, end, block)
+    else:
+        got = blocksums.block_crcs(fd, 0, end, block)
     hit: list[str] = []
     for i in (i for i, (a, b) in enumerate(zip(crcs, got)) if a != b):
         lo, hi = i * block, (i + 1) * block
@@ -505,24 +522,28 @@ def verify(path: str, program: str = "verify") -> Verification:
     starts, ends, names = array("q"), array("q"), []  # where each member lies, for a changed block
     damage = Damage()
     symlinks: set[str] = set()
+    safe_dirs: set[str] = set()
     unsafe: list[str] = []
-    with open_image(path, program) as tf:
+    own = (info.toc_member, sums_name)
+    count = 0
+    with open_image(path, program, hashing=True) as tf:
+        starts_add, ends_add, names_add = starts.append, ends.append, names.append  # (per member: kept short)
         for m in read_members(tf, damage):
             name = _norm(m.name)
-            result.members += 1
-            starts.append(m.offset)
-            ends.append(tf.offset)
-            names.append(name)
-            why = unsafe_member(m, symlinks)
+            count += 1
+            starts_add(m.offset)
+            ends_add(m.end)
+            names_add(name)
+            why = unsafe_member(m, symlinks, name, safe_dirs)
             if why:
                 unsafe.append(why)
-            if name in (info.toc_member, sums_name):
+            if name in own:
                 if not m.isfile() or m.size > TOC_LIMIT:
                     damage.append(f"{name}: not a file of at most {TOC_LIMIT >> 20} MB")
                     break
                 try:
-                    data = tf.extractfile(m).read()
-                except (tarfile.TarError, OSError, EOFError) as exc:
+                    data = tf.data(m, TOC_LIMIT)
+                except (OSError, ValueError) as exc:
                     damage.append(f"{name}: {exc}")
                     break
                 if name == info.toc_member:
@@ -534,13 +555,15 @@ def verify(path: str, program: str = "verify") -> Verification:
                     except ValueError as exc:
                         damage.append(f"{name}: the checksums cannot be read ({exc})")
                 continue
-            if m.isfile():
+            kind = _KIND.get(m.type, "f")
+            if m.type in tarread.REGULAR:
                 result.bytes += m.size
-            seen[name] = _KIND.get(m.type, "f")
-        seekable = not isinstance(tf.fileobj, tarfile._Stream)
+            seen[name] = kind
+        result.members = count
+        seekable = tf.seekable_src
         if isinstance(tf.stream, Unpacked) and not damage:
             try:
-                tf.stream.drain()  # zstd checks every frame's checksum: any changed byte fails here
+                tf.drain()  # zstd checks every frame's checksum: any changed byte fails here
             except OSError as exc:
                 damage.append(exc.strerror or str(exc))
         if recorded is not None and not damage:
@@ -550,7 +573,7 @@ def verify(path: str, program: str = "verify") -> Verification:
                                        f"byte {sums_at}")
             else:
                 try:
-                    hit = changed_members(tf.fileobj.fileno(), recorded, starts, ends, names)
+                    hit = changed_members(tf, recorded, starts, ends, names)
                 except OSError as exc:
                     damage.append(f"reading the image again: {exc.strerror or exc}")
                     hit = []
@@ -618,31 +641,39 @@ def _under(name: str, tops: list[str]) -> bool:
     return any(top == "." or name == top or name.startswith(top + "/") for top in tops)
 
 
-def unsafe_member(m: tarfile.TarInfo, symlinks: set[str]) -> str:
+def unsafe_member(m: tarread.Member, symlinks: set[str], norm: str = "", safe_dirs: set[str] | None = None) -> str:
     """Why extracting ``m`` would write outside the target ("" if it would not): an absolute
     name, ``..``, a hard link to such a name, or a name below a symbolic link the image itself
     holds (``symlinks``: the ./names of those met so far; a write through the link would land
-    wherever it leads). Keeps ``symlinks`` up to date."""
+    wherever it leads). Keeps ``symlinks`` up to date. ``norm``: ``m``'s ./name, when the caller
+    has it; ``safe_dirs``: a set the caller keeps across members, of folders found below no link
+    (emptied when a link is met)."""
     name = m.name
     why = ""
-    if name.startswith("/") or ".." in name.split("/"):
+    if name.startswith("/") or (".." in name and ".." in name.split("/")):
         why = name
-    elif m.islnk() and (m.linkname.startswith("/") or ".." in m.linkname.split("/")):
+    elif m.type == tarread.LNKTYPE and (m.linkname.startswith("/") or ".." in m.linkname.split("/")):
         why = f"{name} (hard link to {m.linkname})"
-    else:
-        prefix = _norm(name)
-        while prefix.count("/") > 1:
-            prefix = prefix.rsplit("/", 1)[0]
-            if prefix in symlinks:
-                why = f"{name} (below the symbolic link {prefix} the image holds)"
-                break
-    if m.issym():
-        symlinks.add(_norm(name))
+    elif symlinks:
+        prefix = norm or _norm(name)
+        parent = prefix.rpartition("/")[0]
+        if safe_dirs is None or parent not in safe_dirs:
+            while prefix.count("/") > 1:
+                prefix = prefix.rsplit("/", 1)[0]
+                if prefix in symlinks:
+                    why = f"{name} (below the symbolic link {prefix} the image holds)"
+                    break
+            if not why and safe_dirs is not None:
+                safe_dirs.add(parent)
+    if m.type == tarread.SYMTYPE:
+        symlinks.add(norm or _norm(name))
+        if safe_dirs:
+            safe_dirs.clear()
     return why
 
 
 def survey(path: str, program: str, within: list[str] | None = None, skip: list[str] | None = None,
-           tf: tarfile.TarFile | None = None, sums_name: str = "") -> Survey:
+           tf: "Image | None" = None, sums_name: str = "") -> Survey:
     """One pass over the image's headers (read_members; ``tf``: the image already open, else it
     is opened by ``path``). ``unsafe``: absolute names, ``..``, hard links to such names, and
     members below a symbolic link the image itself holds (a write through the link would land
@@ -657,48 +688,52 @@ def survey(path: str, program: str, within: list[str] | None = None, skip: list[
 
     out = Survey()
     symlinks: set[str] = set()
+    safe_dirs: set[str] = set()
     above = set()
     for top in within or []:
         while top not in (".", ""):
             top = top.rsplit("/", 1)[0]
             above.add(top or ".")
     out.starts, out.ends = array("q"), array("q")
-    with (tf or open_image(path, program)) as tf:
+    # (an image opened by the caller stays open: a restore hands the same file to tar)
+    with (contextlib.nullcontext(tf) if tf is not None else open_image(path, program)) as tf:
+        starts, ends, order = out.starts.append, out.ends.append, out.order.append  # (per member: kept short)
+        names, dirs, links = out.names.add, out.dirs.add, out.links
         for m in read_members(tf, out.damage):
-            name = m.name
-            norm = _norm(name)
-            out.starts.append(m.offset)
-            out.ends.append(tf.offset)
-            out.order.append(norm)
-            why = unsafe_member(m, symlinks)
+            norm = _norm(m.name)
+            typ = m.type
+            starts(m.offset)
+            ends(m.end)
+            order(norm)
+            why = unsafe_member(m, symlinks, norm, safe_dirs)
             if why:
                 out.unsafe.append(why)
             if norm == sums_name and m.isfile() and m.size <= TOC_LIMIT and out.sums is None:
                 try:
-                    out.sums = blocksums.decode(tf.extractfile(m).read())
+                    out.sums = blocksums.decode(tf.data(m, TOC_LIMIT))
                     out.sums_at = m.offset
-                except (tarfile.TarError, OSError, EOFError, ValueError):
+                except (OSError, ValueError):
                     pass  # verify says why; a restore checks no checksums then
             if within is not None and not _under(norm, skip or []):
-                if not _under(norm, within) and not (m.isdir() and norm in above):
+                if not _under(norm, within) and not (typ == tarread.DIRTYPE and norm in above):
                     out.outside.append(norm)
-                elif m.islnk() and not _under(_norm(m.linkname), within):
+                elif typ == tarread.LNKTYPE and not _under(_norm(m.linkname), within):
                     out.outside.append(f"{norm} (hard link to {_norm(m.linkname)})")
-            if "GNU.dumpdir" in m.pax_headers or m.type == b"D":
+            if not out.incremental and (typ == b"D" or m.pax_has("GNU.dumpdir")):
                 out.incremental = True
-            out.names.add(norm)
-            if m.isdir():
-                out.dirs.add(norm)
-            if m.islnk():
-                out.links[norm] = _norm(m.linkname)
+            names(norm)
+            if typ == tarread.DIRTYPE:
+                dirs(norm)
+            elif typ == tarread.LNKTYPE:
+                links[norm] = _norm(m.linkname)
     return out
 
 
-def check_target(target: str, found: Survey, chosen: Callable[[str], bool], program: str, path: str,
+def check_target(target: str, found: Survey, chosen: Callable[[str], bool] | None, program: str, path: str,
                  replace_files: bool = False) -> None:
     """Refuse, before anything is written, what GNU tar would do wrong in ``target``: tar
     follows the symbolic links already there, so every folder a member (``chosen`` among
-    ``found.names``, and the name a hard link points to) is written into must, resolved as the
+    ``found.names``, all of them if None, and the name a hard link points to) is written into must, resolved as the
     kernel resolves it, stay inside ``target`` (a link planted by another user, ``etc ->
     /victim``, is refused and named); and tar replaces a file, link or device by the image's
     directory of the same name, deleting it: refused too, unless ``replace_files`` (a
@@ -706,17 +741,21 @@ def check_target(target: str, found: Survey, chosen: Callable[[str], bool], prog
     one line."""
     real_target = os.path.realpath(target)
     folders: set[str] = set()
+    links = found.links
     for name in found.names:
-        if not chosen(name):
+        if chosen is not None and not chosen(name):
             continue
-        for n in (name, found.links.get(name, name)):
-            while n.count("/") > 1:
-                n = n.rsplit("/", 1)[0]
+        for n in (name, links[name]) if name in links else (name,):
+            i = n.rfind("/")
+            while i > 1:  # (./names: the folders above n, up to the first one already met)
+                n = n[:i]
                 if n in folders:
                     break
                 folders.add(n)
+                i = n.rfind("/")
     checked: dict[str, bool] = {}
-    for folder in sorted(folders | {n for n in found.dirs if chosen(n) and n != "."}, key=lambda n: n.count("/")):
+    for folder in sorted(folders | {n for n in found.dirs if (chosen is None or chosen(n)) and n != "."},
+                         key=lambda n: n.count("/")):
         parent = folder.rsplit("/", 1)[0]
         if checked.get(parent) is False:
             checked[folder] = False  # below a folder not there yet: tar makes it
@@ -796,14 +835,9 @@ def _restore(path: str, target: str, tfd: int, files: list[str], verbose: bool, 
         sums_name = sums_member(read_info(path, program).toc_member)
     except AixsmitError:
         sums_name = ""  # a backup by name or by level: a plain tar, restored as restore -T lists it
-    stream, seekable = open_image_stream(path, program)
-    with stream:
-        try:
-            tf = tarfile.open(fileobj=stream, mode="r:" if seekable else "r|")
-        except OSError as exc:
-            raise AixsmitError(f"{program}: {path} cannot be read: {exc.strerror or exc}")
-        except (tarfile.TarError, EOFError) as exc:
-            raise AixsmitError(f"{program}: {path} is not a backup image: {exc}")
+    # An image with checksums is hashed as the survey reads it (a file: read once, whole).
+    with open_image(path, program, hashing=bool(sums_name)) as tf:
+        stream, seekable = tf.stream, tf.seekable_src
         found = survey(path, program, within, skip, tf=tf, sums_name=sums_name)
         if found.unsafe:
             raise AixsmitError(f"{program}: {path}: {len(found.unsafe)} member(s) would be restored outside {target} "
@@ -831,7 +865,7 @@ def _restore(path: str, target: str, tfd: int, files: list[str], verbose: bool, 
                 emit(f"{program}: {path} holds no file of {' '.join(within)}: nothing to restore.", "stdout")
                 return 0
         wanted = list(files)
-        check_target(target, found, lambda n: not wanted or any(n == w or n.startswith(w + "/") for w in wanted),
+        check_target(target, found, (lambda n: any(n == w or n.startswith(w + "/") for w in wanted)) if wanted else None,
                      program, path, replace_files=apply_deletions)
         deletions = apply_deletions and found.incremental and not files and within is None
         own = os.fstat(tfd)
@@ -867,7 +901,7 @@ def _restore(path: str, target: str, tfd: int, files: list[str], verbose: bool, 
                                "messages above.")
         if found.sums is not None and seekable and found.sums[1] == found.sums_at:
             try:
-                hit = changed_members(stream.fileno(), found.sums, found.starts, found.ends, found.order)
+                hit = changed_members(tf, found.sums, found.starts, found.ends, found.order)
             except OSError as exc:
                 raise AixsmitError(f"{program}: {path}: reading the image again to check its checksums: "
                                    f"{exc.strerror or exc}")

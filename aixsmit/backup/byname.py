@@ -66,6 +66,24 @@ def relative_names(names: Iterable[str], directory: str) -> list[str]:
     return out
 
 
+def _file_systems(directory: str, names: list[str]) -> list[str]:
+    """The mount points (host paths) of the file systems holding ``names`` below ``directory``
+    and everything below the names' directories."""
+    from ..fs.mounts import read_mountinfo
+
+    try:
+        mounts = [m.path for m in read_mountinfo() if m.path]
+    except (OSError, AixsmitError):
+        return []
+    out = set()
+    for n in names:
+        real = os.path.realpath(os.path.join(directory, n))
+        holding = [m for m in mounts if m == "/" or real == m or real.startswith(m.rstrip("/") + "/")]
+        out.add(max(holding, key=len, default="/"))
+        out.update(m for m in mounts if m.startswith(real.rstrip("/") + "/"))
+    return sorted(out)
+
+
 def backup_by_name(names: list[str], directory: str, dest: str, verbose: bool, recurse: bool,
                    emit: Emit) -> ByNameResult:
     """Back up ``names`` (as :func:`relative_names` gives them) from ``directory`` into the file
@@ -73,14 +91,16 @@ def backup_by_name(names: list[str], directory: str, dest: str, verbose: bool, r
     on the command line) or as named only (a list read from standard input, like find's).
 
     Errors: code 2 for a wrong destination, 3 when tar fails (no archive is left)."""
-    from ..safefile import OutputFile, destination_kind
+    from ..safefile import OutputFile
+    from .destination import writable_destination
 
     if not dest.startswith("/"):
         raise AixsmitError("backup: the backup device or file name must start with a '/'.", code=2)
     # A file is created new by aixsmit (0600, O_EXCL|O_NOFOLLOW) and renamed over DEST when
-    # complete: a name planted in a shared folder is replaced, never written through.
+    # complete: a name planted in a shared folder is replaced, never written through. Nobody's
+    # data is written over: the file systems the names are on count as backed up.
     out = None
-    if destination_kind(dest, "backup") == "file":
+    if writable_destination("backup", dest, _file_systems(directory, names)) == "file":
         try:
             out = OutputFile(dest, marker=partial_marker())
         except OSError as exc:

@@ -9,8 +9,7 @@ import re
 import stat
 import subprocess
 
-from .infofiles import fs_facts
-from .streams import PACK_LEVEL
+# infofiles and streams are imported where used: a level backup needs only partial_marker().
 
 PARTIAL = ".aixsmit-partial-"
 
@@ -33,6 +32,8 @@ def required_room(include: list[str], structure_only: bool, staged: int) -> int:
     walk has counted the entries: they are estimated from the inodes in use; each costs tar a
     header and a pax record (1.5 KB). With ``structure_only`` (savevg -r), only the ``staged``
     information files and the table of contents. A packed image: packed_size()."""
+    from .infofiles import fs_facts
+
     if structure_only:
         return 1536 * (staged + 1)
     return sum(used + 1536 * inodes for _, used, _, inodes in map(fs_facts, include))
@@ -82,6 +83,8 @@ def packed_ratio(tops: list[str], files: int = 64, take: int = 1 << 16, entries:
             continue
     if not sample:
         return 1.0
+    from .streams import PACK_LEVEL
+
     try:
         packed = subprocess.run(["zstd", f"-{PACK_LEVEL}", "-c", "-q"], input=bytes(sample),
                                 capture_output=True, check=True).stdout
@@ -117,7 +120,9 @@ def log_backup(dest: str, prog: str, vg: str, when: str, size: int, status: str)
     mb = max(1, size // (1024 * 1024)) if size else 0
     line = f"{dest};{prog};{when};{mb};{mb};{vg};{status}\n"
     try:
-        fd = os.open(os.path.join(state_path(), BACKUP_LOG), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        from ..safefile import open_own
+
+        fd = open_own(os.path.join(state_path(), BACKUP_LOG))
         try:
             os.write(fd, line.encode())
         finally:
@@ -204,6 +209,19 @@ def _dev_of(sysdir: str) -> set[int]:
         return set()
 
 
+def writable_destination(program: str, dest: str, include: list[str]) -> str:
+    """The one check every writer of archives makes before it writes (mksysb, savevg and
+    sysbackup through the engine, backup by level and so schedule runs, backup by name):
+    ``"device"`` or ``"file"`` as :func:`safefile.destination_kind` decides it, after
+    :func:`refuse_data` found that writing there destroys nobody's data (``include``: host paths
+    of the file systems the archive is made of). AixsmitError (0512-017, one line) otherwise."""
+    from ..safefile import destination_kind
+
+    kind = destination_kind(dest, program)
+    refuse_data(program, dest, kind, include)
+    return kind
+
+
 def refuse_data(program: str, dest: str, kind: str, include: list[str]) -> None:
     """Raise AixsmitError (one line naming the mount) when writing an image to ``dest`` would
     destroy data: a device that is mounted, is part of a mounted device (its disk, a partition,
@@ -241,6 +259,7 @@ def refuse_data(program: str, dest: str, kind: str, include: list[str]) -> None:
                                            f"swap ({sw}).")
         except OSError:
             pass
+        _refuse_held_device(program, dest)
         return
     try:
         st = os.lstat(dest)
@@ -269,9 +288,43 @@ def refuse_data(program: str, dest: str, kind: str, include: list[str]) -> None:
     real = os.path.realpath(dest)
     holding = [m.path for m in mounts if m.path and (m.path == "/" or real.startswith(m.path.rstrip("/") + "/"))]
     top = max(holding, key=len, default="")
-    if top in include and st.st_size and not _is_image(real):
+    if top in include and st.st_size and not _is_image(real) and not _is_archive(real, st):
         raise AixsmitError(f"0512-017 {program}: Cannot write to {dest}: it is a file of {top}, which this image "
                            "backs up, and not a backup image; choose a name outside it.")
+
+
+def _refuse_held_device(program: str, dest: str) -> None:
+    """A disk that is not mounted but still somebody's: held open exclusively (an LVM physical
+    volume, a RAID member, swap) or holding a file system or a partition table (blkid)."""
+    import errno
+
+    from ..errors import AixsmitError
+    from ..fs.crfs import existing_fs
+
+    try:
+        os.close(os.open(dest, os.O_RDONLY | os.O_EXCL | os.O_CLOEXEC))
+    except OSError as exc:
+        if exc.errno == errno.EBUSY:
+            raise AixsmitError(f"0512-017 {program}: Cannot write to the device {dest}: it is in use (held open by "
+                               "the system: LVM, RAID, swap or a mount).")
+        return  # tar says why it cannot be written
+    held = existing_fs(dest)
+    if held:
+        what = held if " " in held else f"a {held} file system"
+        raise AixsmitError(f"0512-017 {program}: Cannot write to the device {dest}: it holds {what}; wipe it first "
+                           f"(wipefs -a {dest}) if its data is no longer wanted.")
+
+
+def _is_archive(path: str, st: os.stat_result) -> bool:
+    """An archive aixsmit wrote before (a level or by-name backup): root's, 0600, a tar."""
+    import tarfile
+
+    if st.st_uid != 0 or st.st_mode & 0o077:
+        return False
+    try:
+        return tarfile.is_tarfile(path)
+    except OSError:
+        return False
 
 
 def _is_image(path: str) -> bool:

@@ -40,10 +40,10 @@ from ..fs.volume_groups import VolumeGroup
 from ..jobs.runner import Finished, Job, Output, Tick
 from ..osutil import make_temp_dir, remove_tree, which, write_text
 from ..state import fsync_dir
-from ..safefile import OutputFile, destination_kind
+from ..safefile import OutputFile
 from . import stop
 from .destination import (BACKUP_LOG, PARTIAL, clean_stale_partials, log_backup, nearly_full, packed_ratio,
-                          packed_size, partial_marker, refuse_data, required_room, space_block)
+                          packed_size, partial_marker, required_room, space_block, writable_destination)
 from .excludes import ExcludeList
 from .infofiles import fs_facts, info_member, vgdata_dir
 from .infofiles import stage as stage_information
@@ -97,6 +97,16 @@ class BackupFailed(AixsmitError):
 
 # A progress line this often (AIX: about once a second); tests ask for more.
 PROGRESS_SECONDS = float(os.environ.get("AIXSMIT_PROGRESS_SECONDS") or 1.0)
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity: ``taskset -c 0`` gives one on a machine
+    of two, and a second tar stream would then only add the join's copying to one CPU's
+    work), else the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def read_chars(pid: int) -> int:
@@ -170,12 +180,6 @@ def _create_image(req: ImageRequest, emit: Emit) -> ImageResult:
     if not req.destination.startswith("/"):
         raise BackupFailed(f"0512-006 {prog}: Backup device or file name must start with a '/'.", EXIT_FAILED)
     dest_dir = os.path.dirname(dest)
-    # "Device or file" by lstat: a name planted in a shared folder (a link to a disk, to
-    # /etc/shadow) is replaced, never written through (safefile).
-    try:
-        is_device = destination_kind(dest, prog) == "device"
-    except AixsmitError as exc:
-        raise BackupFailed(str(exc), EXIT_FAILED) from None
     mounted = vg.mounted
     skip_fs = set(req.exclude_fs)
     include_lvs = [lv for lv in mounted if lv.mount_point not in skip_fs]
@@ -186,8 +190,10 @@ def _create_image(req: ImageRequest, emit: Emit) -> ImageResult:
     include_set = set(include)
     # Every other mount below the root is pruned: its mount point directory stays, its contents do not.
     prune = {e.mount.path for e in req.system.table()} - include_set
+    # "Device or file" by lstat: a name planted in a shared folder (a link to a disk, to
+    # /etc/shadow) is replaced, never written through (safefile); and nobody's data is written over.
     try:
-        refuse_data(prog, dest, "device" if is_device else "file", include)
+        is_device = writable_destination(prog, dest, include) == "device"
     except AixsmitError as exc:
         raise BackupFailed(str(exc), EXIT_FAILED) from None
 
@@ -267,7 +273,7 @@ def _create_image(req: ImageRequest, emit: Emit) -> ImageResult:
         # Two tars at once where the machine has the CPUs for it: into a file only, and not
         # with -v, whose one line per file from two tars would interleave. A packed image is
         # one tar whose zstd packs on every CPU (two packed streams cannot be joined in place).
-        streams = req.streams or req.system.config.backup_streams or (2 if (os.cpu_count() or 1) >= 2 else 1)
+        streams = req.streams or req.system.config.backup_streams or (2 if usable_cpus() >= 2 else 1)
         parallel = streams > 1 and not pack and not is_device and not req.verbose and not req.structure_only
         marker = vgdata_dir(req)
         argv = ["tar", "--create", "--force-local", f"--file={out.child_path if out else dest}", *opts, "-C", stage, *staged, "-C", req.system.root, "-T", "-",
@@ -365,10 +371,10 @@ def _create_image(req: ImageRequest, emit: Emit) -> ImageResult:
         if out is not None:
             # 7. The checksums (sums): an XXH3 per MiB of the image, read back while tar wrote
             # it; only the last blocks are read now. They go in as the image's last member.
-            from .archive import append_member, sums_member
-
             try:
                 if sums is not None:
+                    from .archive import append_member, sums_member  # (tarfile: not for a packed image)
+
                     end = archive_end(out.fd, trailing_zeros(toc_path))
                     append_member(out.fd, end, sums_member(toc_member), sums.finish(end), record)
                 out.commit()  # fsync, rename over the destination, fsync the folder

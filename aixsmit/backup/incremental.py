@@ -2,31 +2,27 @@
 
 Level 0 is everything; level N (1-9) is what changed since the last backup at a lower level.
 On Linux the "since" is a GNU tar snapshot file (``--listed-incremental``): the snapshot of
-the base level is *copied* before each run, so every daily level 1 is measured against the
-weekly level 0 (the GNU tar manual's schedule) and restoring two archives - the full and the
-latest level 1 - reproduces the tree, files deleted since included. With ``-u`` the run is
+the base level is *copied* before each run (tar rewrites the file it is given), so every
+daily level 1 is measured against the weekly level 0 (the GNU tar manual's schedule) and
+restoring two archives - the full and the latest level 1 - reproduces the tree, files
+deleted since included. With ``-u`` the run is
 recorded (``dumpdates`` and the snapshot of this level, under the state directory). A level
 N > 0 with no lower level recorded is made as a level 0, and says so.
 """
 
 from __future__ import annotations
 
+# Imported where used, not here: shutil, tempfile, pathlib, glob, typing, and the image writer's
+# modules (what a level backup's start-up would otherwise pay for: bench/bench_backup.py, level).
 import os
 import re
-import shutil
-import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable
-
-from glob import escape as glob_escape
 
 from ..errors import AixsmitError
 from ..fs.mounts import unescape
-from ..state import atomic_write_bytes, state_dir
-from .destination import partial_marker
-from .tarrun import run_tar
+from ..state import atomic_write_bytes, state_path
 
 Emit = Callable[[str, str], None]
 
@@ -54,8 +50,6 @@ def fs_key(path: str) -> str:
     ``KEY_MAX`` keeps a readable head and ends in ``~`` and 16 hex digits of the SHA-256 of
     the exact path bytes. ``systemd-escape --path`` gives the same result (tests check it).
     """
-    import hashlib
-
     raw = os.fsencode(path)
     if not raw.startswith(b"/"):
         raise AixsmitError(f"backup: {path!r} is not an absolute path", code=2)
@@ -75,6 +69,8 @@ def fs_key(path: str) -> str:
             out.append(f"\\x{byte:02x}")
     key = "".join(out)
     if len(key) > KEY_MAX:
+        import hashlib
+
         key = f"{key[:KEY_MAX - 17]}~{hashlib.sha256(b'/' + b'/'.join(parts)).hexdigest()[:16]}"
     return key
 
@@ -105,31 +101,37 @@ def legacy_key(path: str) -> str:
     return "root" if path == "/" else path.strip("/").replace("/", "_")
 
 
-def _snar_dir() -> Path:
+def _snar_dir() -> str:
     # "levels", not the "snapshots" of earlier versions, whose names two mount points could share.
-    d = state_dir() / "levels"
-    d.mkdir(mode=0o700, exist_ok=True)
+    d = os.path.join(state_path(), "levels")
+    try:
+        os.mkdir(d, 0o700)
+    except FileExistsError:
+        pass
     return d
 
 
-def snar_path(key: str, level: int) -> Path:
-    return _snar_dir() / f"{key}.{level}.snar"
+def snar_path(key: str, level: int) -> str:
+    return os.path.join(_snar_dir(), f"{key}.{level}.snar")
 
 
-def legacy_snapshots(mount_point: str) -> list[Path]:
+def legacy_snapshots(mount_point: str) -> list[str]:
     """Snapshot files an earlier version wrote (``snapshots/``) under the lossy key: they may
     belong to another file system (``/home/x`` or ``/home_x``), so they are never built upon."""
-    d = state_dir() / "snapshots"
-    return sorted(d.glob(f"{glob_escape(legacy_key(mount_point))}.[0-9].snar")) if d.is_dir() else []
+    import glob
+
+    d = os.path.join(state_path(), "snapshots")
+    return sorted(glob.glob(os.path.join(glob.escape(d), f"{glob.escape(legacy_key(mount_point))}.[0-9].snar")))
 
 
-def dumpdates_path() -> Path:
-    return state_dir() / "dumpdates"
+def dumpdates_path() -> str:
+    return os.path.join(state_path(), "dumpdates")
 
 
 def read_dumpdates() -> list[tuple[str, int, str]]:
     try:
-        lines = dumpdates_path().read_text(errors="surrogateescape").splitlines()
+        with open(dumpdates_path(), encoding="utf-8", errors="surrogateescape") as f:
+            lines = f.read().splitlines()
     except FileNotFoundError:
         return []
     out = []
@@ -157,7 +159,7 @@ def _record(fs: str, level: int, when: str) -> None:
 
 def base_level(key: str, level: int) -> int | None:
     for lower in range(level - 1, -1, -1):
-        if snar_path(key, lower).exists():
+        if os.path.exists(snar_path(key, lower)):
             return lower
     return None
 
@@ -167,8 +169,42 @@ class Chain:
     """A schedule's own chain: the snapshot a level 1 is measured against (None for a level 0)
     and where the snapshot of this run is kept (None: not kept). Outside ``dumpdates``."""
 
-    base: Path | None
-    keep: Path | None
+    base: str | os.PathLike[str] | None
+    keep: str | os.PathLike[str] | None
+
+
+def _working_snapshot(base: str | os.PathLike[str] | None) -> int:
+    """A descriptor of the snapshot file tar is given for one run: an anonymous file in memory
+    (memfd), empty for a level 0, else a copy of ``base`` made by the kernel (sendfile). GNU tar
+    reads the file given to --listed-incremental and rewrites it in place, so the base is never
+    given itself. Nothing to remove afterwards, whatever ends the run."""
+    fd = os.memfd_create("aixsmit-snapshot", os.MFD_CLOEXEC)
+    if base is None:
+        return fd
+    try:
+        src = os.open(base, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            size, done = os.fstat(src).st_size, 0
+            while done < size:
+                sent = os.sendfile(fd, src, done, size - done)
+                if sent == 0:  # the base got shorter meanwhile
+                    break
+                done += sent
+        finally:
+            os.close(src)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _read_all(fd: int) -> bytes:
+    """The whole content of the file open at ``fd``, from its start."""
+    chunks, at = [], 0
+    while chunk := os.pread(fd, 1 << 20, at):
+        chunks.append(chunk)
+        at += len(chunk)
+    return b"".join(chunks)
 
 
 def backup_fs(fs_path: str, shown: str, level: int, dest: str, record: bool, emit: Emit,
@@ -206,45 +242,47 @@ def backup_fs(fs_path: str, shown: str, level: int, dest: str, record: bool, emi
     if base is None:
         emit("backup: The date of the last level 0 backup is the epoch.", "stdout")
     elif chain is not None:
-        emit(f"backup: The last level {base} backup is the one of this chain ({chain.base.stem}).", "stdout")
+        stem = os.path.splitext(os.path.basename(chain.base))[0]
+        emit(f"backup: The last level {base} backup is the one of this chain ({stem}).", "stdout")
     else:
         last = [d for f, l, d in read_dumpdates() if f == shown and l == base]
         emit(f"backup: The date of the last level {base} backup is {last[-1] if last else 'not recorded'}.", "stdout")
     emit(f"backup: Backing up {shown} to {dest}.", "stdout")
-    work = tempfile.mkdtemp(prefix="aixsmit-backup-")
-    snar = os.path.join(work, "snar")
-    if base_file is not None:
-        shutil.copyfile(base_file, snar)  # measured against the base, which stays as it is
+    # Measured against the base, which stays as it is.
+    snar = _working_snapshot(base_file)
     # The archive is a new file created by aixsmit (0600, O_EXCL|O_NOFOLLOW): a name planted in a
     # shared folder is replaced by the rename, never written through (safefile).
-    from ..safefile import OutputFile, destination_kind
+    from ..safefile import OutputFile
+    from .destination import partial_marker, writable_destination
+    from .tarrun import run_tar
 
     out = None
     try:
-        if destination_kind(os.path.abspath(dest), "backup") == "file":
+        if writable_destination("backup", os.path.abspath(dest), [fs_path]) == "file":
             out = OutputFile(dest, marker=partial_marker())
     except OSError as exc:
-        shutil.rmtree(work, ignore_errors=True)
+        os.close(snar)
         raise AixsmitError(f"backup: cannot write to {dest}: {exc.strerror}", code=3)
     except AixsmitError:
-        shutil.rmtree(work, ignore_errors=True)
+        os.close(snar)
         raise
+    # tar opens the snapshot as /dev/fd/N: its own descriptor N, passed to it, of the same file.
     argv = ["tar", "--create", "--force-local", f"--file={out.child_path if out else dest}", "--format=posix", "--xattrs", "--xattrs-include=*", "--sparse",
-            "--one-file-system", f"--listed-incremental={snar}", "--no-check-device", "--totals",
+            "--one-file-system", f"--listed-incremental=/dev/fd/{snar}", "--no-check-device", "--totals",
             "-C", fs_path, "."]
     try:
-        proc = run_tar(argv, f"the backup of {shown}", emit, pass_fds=(out.fd,) if out else ())
+        proc = run_tar(argv, f"the backup of {shown}", emit, pass_fds=(out.fd, snar) if out else (snar,))
         if out is not None:
             out.commit()
         if chain is not None:
             if chain.keep is not None:
-                chain.keep.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-                atomic_write_bytes(chain.keep, Path(snar).read_bytes())
+                os.makedirs(os.path.dirname(chain.keep), mode=0o700, exist_ok=True)
+                atomic_write_bytes(chain.keep, _read_all(snar))
         elif record:
-            atomic_write_bytes(snar_path(key, level), Path(snar).read_bytes())
+            atomic_write_bytes(snar_path(key, level), _read_all(snar))
             for higher in range(level + 1, 10):  # a new base makes the higher levels' snapshots stale
                 try:
-                    snar_path(key, higher).unlink()
+                    os.unlink(snar_path(key, higher))
                 except FileNotFoundError:
                     pass
             _record(shown, level, when)
@@ -254,4 +292,4 @@ def backup_fs(fs_path: str, shown: str, level: int, dest: str, record: bool, emi
         if out is not None:
             out.discard()
             out.close()
-        shutil.rmtree(work, ignore_errors=True)
+        os.close(snar)

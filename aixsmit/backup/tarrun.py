@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
-from typing import Callable
+from collections.abc import Callable
 
 from ..errors import AixsmitError
 
@@ -18,7 +18,7 @@ def run_tar(argv: list[str], what: str, emit: Emit, pass_fds: tuple[int, ...] = 
     safefile.OutputFile.child_path); stdout is returned, stderr emitted. tar's
     exit 1 (a file changed or vanished while read) is the caller's warning; above 1 raises
     ``AixsmitError`` (code 3) naming ``what``, such as "the backup of /home"."""
-    from ..jobs.runner import orphan_proof
+    from ..osutil import orphan_proof
 
     argv, preexec = orphan_proof(argv)
     proc = subprocess.run(argv, capture_output=True, text=True, errors="replace", preexec_fn=preexec,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import stat
-import tarfile
 import time
 from typing import Callable
 
@@ -41,14 +40,14 @@ def list_contents(path: str, files: list[str], emit: Emit, program: str = "resto
 
     tf = archive.open_image(path, program)
     total = count = 0
-    head: list[tarfile.TarInfo] = []
+    head: list = []
     by = "name"
     try:
         damage = archive.Damage()
         it = archive.read_members(tf, damage)  # the one reader: damage as list, verify and restore see it
         for m in it:
             head.append(m)
-            if "GNU.dumpdir" in m.pax_headers or m.type == b"D":
+            if m.type == b"D" or m.pax_has("GNU.dumpdir"):
                 by = "inode"  # a backup by level: GNU tar's incremental records
             if _is_info(archive._norm(m.name)):
                 f = tf.extractfile(m)
@@ -77,7 +76,7 @@ def list_contents(path: str, files: list[str], emit: Emit, program: str = "resto
             total += m.size
             count += 1
             emit(f"{m.size:>12} {visible(name)}", "stdout")
-    except (tarfile.TarError, OSError) as exc:
+    except (OSError, ValueError) as exc:
         raise AixsmitError(f"{program}: {path} is damaged or not a backup, after {count} files: {exc}")
     finally:
         tf.close()

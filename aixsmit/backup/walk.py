@@ -16,7 +16,13 @@ from collections.abc import Callable
 from .excludes import ExcludeList
 from .stop import check_stop
 
-TOC_VERSION = "aixsmit-toc 2"  # then kind letter + ./name + NUL, per entry
+# The table of contents: this line, then one record per entry: its kind letter (f d l c b p),
+# its name and a NUL. A name is a whole ./path, or (version 3) a name without a slash, below the
+# directory of the last record of kind "/" (a ./path, not an entry itself): each directory's
+# path is written once, not again with each of its entries (a third of the bytes; packed, a
+# fifteenth). Version 2 had whole ./paths only, which version 3 still reads.
+TOC_VERSION = "aixsmit-toc 3"
+TOC_VERSIONS = ("aixsmit-toc 2", TOC_VERSION)
 # With two tar streams, the first takes FIRST_SHARE files in 20 (by inode number). The second
 # one's archive costs one more copy (a pipe, memory, then the image) and its tar also has every
 # directory; what it holds when the first ends is written while it finishes. 11 in 20 ended the
@@ -45,32 +51,34 @@ def walk(root: str, include: list[str], prune: set[str], skip: set[str], exclude
     bskip = {os.fsencode(p) for p in skip}
     for n in skip_names:
         bskip.add((broot.rstrip(b"/") + n[1:]) if n.startswith(b"./") else n)
-    count = 0
     seen_dirs: set[bytes] = set()
     exclude = excludes.excludes if excludes else None
     cut = len(broot) if broot != b"/" else 0
-    seg_of = (lambda ino: 0) if len(sinks) == 1 else (lambda ino: 0 if ino % 20 < FIRST_SHARE else 1)
+    two = len(sinks) > 1
     bufs = [bytearray() for _ in sinks]
-    pending = [0] * len(sinks)
     last = len(sinks) - 1
+    count = 0
     with open(toc_path, "wb", buffering=1 << 20) as toc:
         toc.write(TOC_VERSION.encode() + b"\n")
         toc_write = toc.write
+        toc_dir = [b""]  # the directory (./path + "/") the TOC's relative names are below
 
         def hand_over(seg: int) -> None:
-            # Small chunks (32 KB of names): tar starts on the first ones at once.
-            check_stop()
-            sinks[seg](bytes(bufs[seg]), pending[seg])
-            bufs[seg].clear()
-            pending[seg] = 0
-
-        def add(kind: bytes, path: bytes, seg: int = last) -> None:
+            # Small chunks (32 KB of names): tar starts on the first ones at once. The names
+            # are counted here, in one pass over the chunk, not one by one in the walk.
             nonlocal count
-            rel = b"." + path[cut:]
-            bufs[seg] += rel + b"\0"
+            check_stop()
+            buf = bufs[seg]
+            names = buf.count(0)
+            count += names
+            sinks[seg](bytes(buf), names)
+            buf.clear()
+
+        def add(kind: bytes, rel: bytes, seg: int = last) -> None:
+            # An entry given by its whole ./path (rel), not in the walk's hot loop.
+            bufs[seg].extend(rel + b"\0")
             toc_write(kind + rel + b"\0")
-            count += 1
-            pending[seg] += 1
+            toc_dir[0] = b""
             if len(bufs[seg]) >= 1 << 15:
                 hand_over(seg)
 
@@ -79,9 +87,6 @@ def walk(root: str, include: list[str], prune: set[str], skip: set[str], exclude
             return {b"." + q[cut:] for q in paths if q.startswith(broot) and (cut == 0 or q[cut:cut + 1] == b"/")}
 
         rel_skip, rel_prune = under_root(bskip), under_root(bprune)
-
-        def excluded(rel: bytes) -> bool:
-            return rel in rel_skip or (exclude is not None and exclude(os.fsdecode(rel)))
 
         # Walk each included mount point once (one below another is walked as part of it).
         # Directories between the root and a mount point (./srv for a group holding /srv/app)
@@ -98,55 +103,62 @@ def walk(root: str, include: list[str], prune: set[str], skip: set[str], exclude
                     chain.append(parent)
             for d in reversed(chain):
                 seen_dirs.add(d)
-                add(b"d", d)
-            if not excluded(b"." + btop[cut:]):
-                add(b"d", btop)
+                add(b"d", b"." + d[cut:])
+            top = b"." + btop[cut:]
+            if not (top in rel_skip or (exclude is not None and exclude(os.fsdecode(top)))):
+                add(b"d", top)
             # Depth first, each directory's contents right after it (as tar's own recursion
             # orders them), so a restore sets every directory's times after filling it.
-            # (The hot loop of a backup: one pass per entry, locals only, files inlined.)
+            # (The hot loop of a backup: one pass per entry, locals only, each kind inlined.)
             try:
-                stack = [(os.scandir(btop), (b"." + btop[cut:]).rstrip(b"/") + b"/")]
+                stack = [(os.scandir(btop), top.rstrip(b"/") + b"/")]
             except OSError:
                 continue
             buf0, buf_last = bufs[0], bufs[last]
+            here = toc_dir[0]
             while stack:
                 it, prefix = stack[-1]
                 ent = next(it, None)
                 if ent is None:
                     stack.pop()[0].close()
                     continue
-                rel = prefix + ent.name  # ./path: what tar, the TOC and the exclude list see
-                if excluded(rel):
+                name = ent.name
+                rel = prefix + name  # ./path: what tar and the exclude list see
+                if rel in rel_skip or (exclude is not None and exclude(os.fsdecode(rel))):
                     continue
                 try:
                     if ent.is_file(follow_symlinks=False):
-                        rel += b"\0"
-                        toc_write(b"f" + rel)
-                        seg = seg_of(ent.inode())
-                        buf = buf0 if seg == 0 else buf_last
-                        buf += rel
-                        count += 1
-                        pending[seg] += 1
-                        if len(buf) >= 1 << 15:
-                            hand_over(seg)
+                        kind = b"f"
+                        buf = buf0 if not two or ent.inode() % 20 < FIRST_SHARE else buf_last
                     elif ent.is_dir(follow_symlinks=False):
-                        add(b"d", ent.path)
+                        kind = b"d"
+                        buf = buf_last  # every directory to the last stream
                         if rel not in rel_prune:  # another mount: keep its mount point, not its contents
                             try:
                                 stack.append((os.scandir(ent.path), rel + b"/"))
                             except OSError:
                                 pass  # vanished or unreadable: tar will say so
                     elif ent.is_symlink():
-                        add(b"l", ent.path, seg_of(ent.inode()))
+                        kind = b"l"
+                        buf = buf0 if not two or ent.inode() % 20 < FIRST_SHARE else buf_last
                     else:
                         mode = ent.stat(follow_symlinks=False).st_mode
                         if stat.S_ISSOCK(mode):
                             continue  # sockets cannot be archived (AIX skips them too)
-                        add(b"c" if stat.S_ISCHR(mode) else b"b" if stat.S_ISBLK(mode) else b"p", ent.path,
-                            seg_of(ent.inode()))
+                        kind = b"c" if stat.S_ISCHR(mode) else b"b" if stat.S_ISBLK(mode) else b"p"
+                        buf = buf0 if not two or ent.inode() % 20 < FIRST_SHARE else buf_last
                 except OSError:
                     continue
+                buf += rel
+                buf += b"\0"
+                if prefix is not here:
+                    toc_write(b"/" + prefix[:-1] + b"\0")
+                    here = prefix
+                toc_write(kind + name + b"\0")
+                if len(buf) >= 1 << 15:
+                    hand_over(0 if buf is buf0 else last)
+            toc_dir[0] = here
     for seg, buf in enumerate(bufs):
         if buf:
-            sinks[seg](bytes(buf), pending[seg])
+            hand_over(seg)
     return count

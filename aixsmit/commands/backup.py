@@ -14,12 +14,10 @@ import signal
 import sys
 
 from ..backup import excludes
-from ..backup.engine import (EXIT_FAILED, EXIT_SIGNAL, BackupFailed, ImageInterrupted, ImageRequest, create_image,
-                              request_stop)
 from ..errors import AixsmitError
 from ..fs.table import System
 from ..fs.volume_groups import find, format_lsvg_l, volume_groups
-from .common import add_json, add_root, print_json
+from .common import add_json, add_root, emit, print_json
 
 MKSYSB_CODES = """exit status (as AIX documents for mksysb/savevg):
   0  success — also when some files changed while being read (0512-003 warning)
@@ -29,17 +27,13 @@ MKSYSB_CODES = """exit status (as AIX documents for mksysb/savevg):
 """
 
 
-def emit(line: str, stream: str) -> None:
-    f = sys.stdout if stream == "stdout" else sys.stderr
-    f.write(line + "\n")
-    f.flush()
-
-
 class _Signalled(Exception):
     pass
 
 
 def _trap_signals():
+    from ..backup.engine import request_stop  # (the writing engine: imported by the commands that write)
+
     def handler(signum, frame):
         if not request_stop(signum):  # an image being made stops at its next safe point
             raise _Signalled(signum)
@@ -113,6 +107,8 @@ def cmd_lsvg(args) -> int:
 
 
 def _image(args, program: str, vg_name: str, device: str, structure_only: bool = False) -> int:
+    from ..backup.engine import EXIT_FAILED, EXIT_SIGNAL, BackupFailed, ImageInterrupted, ImageRequest, create_image
+
     system = System(root=args.root)
     if system.host.name == "aix":
         if args.root != "/":
@@ -228,11 +224,12 @@ def cmd_restore(args) -> int:
         from pathlib import Path
 
         from ..backup.chains import restore_whole
+        from .schedule import confirm_removal
 
         if args.files:
             raise AixsmitError("restore: -r restores a whole file system: name no files (use -x for some)", code=2)
         with read_progress(args.f):
-            restore_whole(Path(args.f), target, emit)
+            restore_whole(Path(args.f), target, emit, confirm=confirm_removal(args.yes or args.q))
         emit(f"restore: {args.f} was restored into {target}; restore the next level the same way.", "stdout")
         return 0
     with read_progress(args.f):
@@ -315,18 +312,21 @@ def cmd_sysbackup(args) -> int:
 
 
 @contextlib.contextmanager
-def read_progress(path: str, quiet: bool = False):
-    """While the body reads the image ``path``: a line every PROGRESS_SECONDS saying how much of
-    it this process and the ones it started (tar) have read, ``N of M bytes read (P%)``
-    (COMMAND STATUS draws its bar from it)."""
+def read_progress(path: str | list[str], quiet: bool = False):
+    """While the body reads the image ``path`` (or the images, one after the other, of a list):
+    a line every PROGRESS_SECONDS saying how much of them this process and the ones it started
+    (tar) have read, ``N of M bytes read (P%)``, M their sizes added up (COMMAND STATUS draws
+    its bar from it)."""
     import threading
 
     from ..backup.engine import PROGRESS_SECONDS, read_chars_tree
 
-    try:
-        size = os.path.getsize(path) if os.path.isfile(path) else 0
-    except OSError:
-        size = 0
+    size = 0
+    for p in [path] if isinstance(path, str) else path:
+        try:
+            size += os.path.getsize(p) if os.path.isfile(p) else 0
+        except OSError:
+            pass
     if quiet or not size:
         yield
         return
@@ -422,10 +422,13 @@ def register(sub) -> None:
     p.add_argument("-x", action="store_true", help="extract (never deletes anything in the target)")
     p.add_argument("-r", action="store_true",
                    help="restore a whole file system from a level backup (the full, then each level in turn), into "
-                        "an empty directory or a mount point: what the backup says was deleted is removed there, "
-                        "each named first")
+                        "an empty directory or a mount point: what the level restored before held and this one "
+                        "records as deleted is removed there, each named first; what no backup held is kept")
     p.add_argument("-T", action="store_true", help="list, with sizes")
-    p.add_argument("-q", action="store_true", help="do not ask before starting (nothing is asked on Linux)")
+    p.add_argument("-q", action="store_true", help="do not ask before starting; with -r as --yes")
+    p.add_argument("--yes", action="store_true",
+                   help="-r onto a mounted file system: remove, without asking, what the backups recorded as deleted "
+                        "(named first); without it a terminal asks, anything else refuses")
     p.add_argument("-v", action="store_true", help="name each file as it is restored")
     p.add_argument("-f", required=True, metavar="IMAGE")
     p.add_argument("--target", metavar="DIR", help="restore into DIR instead of the current directory")

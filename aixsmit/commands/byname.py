@@ -7,7 +7,7 @@ import sys
 
 from ..errors import AixsmitError
 from ..fs.table import System
-from .backup import emit
+from .common import emit
 
 
 def _directory(system: System, given: str | None) -> str:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ..errors import AixsmitError
 from ..fs.classify import VIRTUAL
 from ..fs.mounts import parse_aix_mount, parse_mountinfo, visible
 from ..fs.table import Entry, System
-from .common import add_json, add_root, print_json, shown
+from .common import add_json, add_root, gc_paused, print_json, shown
 
 AIX_HEADER = (
     "  node       mounted        mounted over    vfs       date        options      \n"
@@ -49,23 +50,33 @@ def _add_from(p: argparse.ArgumentParser) -> None:
 
 def format_table(table: list[Entry]) -> str:
     lines = [AIX_HEADER.rstrip("\n") + " class"]
+    add = lines.append
+    # Mounts share all their columns but the mount point: each distinct run of them before it
+    # (node, device) and after it (type, date, options, class) is escaped and laid out once.
+    before: dict[tuple, str] = {}
+    after: dict[tuple, str] = {}
     for e in table:
         m = e.mount
-        lines.append(
-            f"{shown(m.node):<8.32} {shown(m.device):<16} {shown(m.mount_point):<16} {shown(m.vfs):<6} {visible(m.date):<12} "
-            f"{shown(','.join(m.all_options)):<15} {e.cls}"
-        )
+        head = before.get((m.node, m.device))
+        if head is None:
+            head = before[m.node, m.device] = f"{shown(m.node):<8.32} {shown(m.device):<16} "
+        key = (m.vfs, m.date, m.options, m.super_options, e.cls)
+        tail = after.get(key)
+        if tail is None:
+            date = visible(m.date) if m.date else ""
+            tail = after[key] = f" {shown(m.vfs):<6} {date:<12} {shown(','.join(m.all_options)):<15} {e.cls}"
+        add(head + visible(m.mount_point, spaces=True).ljust(16) + tail)
     return "\n".join(lines)
 
 
 def cmd_lsmount(args) -> int:
-    system = _system(args)
-    table = system.table()
-    if args.json:
-        print_json([e.to_json() for e in table])
-    else:
-        print(format_table(table))
-        print(class_summary(table))
+    with gc_paused():
+        system = _system(args)
+        table = system.table()
+        if args.json:
+            print_json([e.to_json() for e in table], plain=True)
+        else:
+            sys.stdout.write(format_table(table) + "\n" + class_summary(table) + "\n")
     return 0
 
 
@@ -78,12 +89,20 @@ def class_summary(table: list[Entry], width: int = 80) -> str:
 
     out = ["", "Data class of each file system:"]
     for cls in CLASSES:
+        if cls == VIRTUAL:
+            # Only a count and the first three: never the names of every virtual mount.
+            count, first = 0, []
+            for e in table:
+                if e.cls == VIRTUAL:
+                    count += 1
+                    if count <= 3:
+                        first.append(shown(e.mount_point))
+            if count:
+                some = ", ".join(first) + (", ..." if count > 3 else "")
+                out.append(f"  {cls + ':':<9}{count} (never part of an image: {some})"[:width - 1])
+            continue
         mps = [shown(e.mount_point) for e in table if e.cls == cls]
         if not mps:
-            continue
-        if cls == VIRTUAL:
-            some = ", ".join(mps[:3]) + (", ..." if len(mps) > 3 else "")
-            out.append(f"  {cls + ':':<9}{len(mps)} (never part of an image: {some})"[:width - 1])
             continue
         out += textwrap.wrap(" ".join(mps), width - 1, initial_indent=f"  {cls + ':':<9}", subsequent_indent=" " * 11,
                              break_long_words=False, break_on_hyphens=False)
@@ -119,6 +138,8 @@ def cmd_sysonly(args) -> int:
 def cmd_holders(args) -> int:
     from ..fs.holders import LETTER
 
+    if not args.mount.strip():
+        raise AixsmitError("holders: give the mount point of a mounted file system (an empty name is none).", code=2)
     system = _system(args)
     all_mounts = system.all_mounts()  # read once: the table and the scan both use it
     table = system.table(all_mounts)

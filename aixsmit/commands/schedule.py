@@ -7,8 +7,7 @@ import os
 from ..errors import AixsmitError
 from ..fs.mounts import visible
 from ..fs.table import System
-from .backup import _aix_passthrough, emit
-from .common import add_json, add_root, print_json
+from .common import add_json, add_root, emit, print_json
 
 
 def cmd_backup(args) -> int:
@@ -23,6 +22,8 @@ def cmd_backup(args) -> int:
     args.fs = args.fs[0]
     system = System(root=args.root)
     if system.host.name == "aix":
+        from .backup import _aix_passthrough
+
         argv = ["backup", f"-{args.level}"] + (["-u"] if args.u else []) + ["-f", args.f, args.fs]
         return _aix_passthrough(argv)
     from ..backup.incremental import backup_fs
@@ -30,6 +31,24 @@ def cmd_backup(args) -> int:
     mp = os.path.normpath(args.fs)
     res = backup_fs(system.abs_path(mp), mp, args.level, args.f, args.u, emit)
     return 0 if res.status in ("OK", "WARN") else 3
+
+
+def confirm_removal(yes: bool):
+    """The question a whole-file-system restore asks before it removes anything from a mounted
+    file system: yes with ``--yes`` (the menus ask ARE YOU SURE first), else asked on the
+    terminal; no terminal, no removal."""
+    import sys
+
+    def ask(names: list[str]) -> bool:
+        if yes:
+            return True
+        if not (sys.stdin.isatty() and sys.stdout.isatty()):
+            return False
+        sys.stdout.write(f"Remove these {len(names)} name(s) from the mounted file system (named above)? [y/N] ")
+        sys.stdout.flush()
+        return sys.stdin.readline().strip().lower() in ("y", "yes")
+
+    return ask
 
 
 def _install(schedules, previous, via: str | None = None) -> str:
@@ -211,14 +230,21 @@ def cmd_schedule(args) -> int:
         if args.action == "changes":
             _print_changes(chains.changes(chains.pick(folder, mp, until)), args.json)
             return 0
-        chains.restore_chain(folder, mp, until, args.target, emit, dry_run=args.dry_run)
+        from .backup import read_progress
+
+        # The archives it reads, with the same progress as restore -x and -r (a dry run reads
+        # only their directory records: no progress).
+        archives = [str(p) for p in chains.pick(folder, mp, until).archives(until)]
+        with read_progress(archives, quiet=args.dry_run):
+            chains.restore_chain(folder, mp, until, args.target, emit, dry_run=args.dry_run,
+                                 confirm=confirm_removal(args.yes))
         if not args.dry_run:
             print(f"Restored {mp} as of {args.date or 'the last backup'} into {args.target}.")
         return 0
     raise AixsmitError("schedule: add, change, list, remove, run, restore, changes or install", code=2)
 
 
-def register(sub) -> None:
+def register_backup(sub) -> None:
     p = sub.add_parser("backup", help="back up a file system by level (0 full, 1-9 incremental), or files by name (-i)",
                        description="AIX backup -LEVEL [-u] -f DEST FS: level 0 is everything, level N what changed "
                                    "since the last backup at a lower level; -u records it. On Linux GNU tar "
@@ -228,7 +254,7 @@ def register(sub) -> None:
                                    "line), relative to DIR; restore -x puts them back, restore -T lists them.")
     add_root(p)
     for n in range(10):
-        p.add_argument(f"-{n}", dest="level", action="store_const", const=n, help="full backup" if n == 0 else argparse_suppress())
+        p.add_argument(f"-{n}", dest="level", action=_Level, const=n, help="full backup" if n == 0 else argparse_suppress())
     p.add_argument("-u", action="store_true", help="record the backup (dumpdates), so later levels build on it")
     p.add_argument("-i", action="store_true", help="back up by name: the files and directories NAME, with all below them")
     p.add_argument("-v", action="store_true", help="with -i: name each file as it is backed up")
@@ -239,6 +265,8 @@ def register(sub) -> None:
                    help="the mounted file system (mount point); with -i the files and directories to back up")
     p.set_defaults(func=cmd_backup)
 
+
+def register(sub) -> None:
     p = sub.add_parser("schedule", help="weekly system images and daily user backups, by cron or systemd timers",
                        description="Schedules live in the state directory (schedules.json) and are run by cron "
                                    "(/etc/cron.d/aixsmit, AIXSMIT_CRON_DIR overrides; AIX: root's crontab) or, where "
@@ -288,13 +316,26 @@ def register(sub) -> None:
         r.add_argument("--date", metavar="YYYY-MM-DD", help="the state at the end of that day (default: the latest)")
         if name == "restore":
             r.add_argument("--target", required=True, metavar="DIR",
-                           help="an empty directory, or the mount point of the file system to restore: what the "
-                                "backups say was deleted is removed there, each named first")
+                           help="an empty directory, or the mount point of the file system to restore: what a backup "
+                                "held and a later one recorded as deleted is removed there, each named first; what "
+                                "no backup held is kept")
             r.add_argument("--dry-run", action="store_true",
                            help="only say which backups would be read and what in the target would be removed")
+            r.add_argument("--yes", action="store_true",
+                           help="remove from a mounted file system, without asking, what the backups recorded as "
+                                "deleted (named first); without it a terminal asks, anything else refuses")
         else:
             add_json(r)
     p.set_defaults(func=cmd_schedule)
+
+
+class _Level(__import__("argparse")._StoreConstAction):
+    """-0 to -9, once: argparse reads ``-9999`` as four -9 flags; AIX levels are one digit."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if getattr(namespace, self.dest, None) is not None:
+            raise __import__("argparse").ArgumentError(self, "give one level, -0 (full) to -9: a level is one digit")
+        setattr(namespace, self.dest, self.const)
 
 
 def argparse_suppress():

@@ -32,14 +32,43 @@ REMOTE_VFS = frozenset(
 
 
 def classify(mount: Mount, system_fs: Iterable[str]) -> str:
-    vfs = mount.vfs
+    """The data class of one mount (one of ``CLASSES``); ``system_fs`` is the system list."""
+    return classify_all([mount], system_fs)[0]
+
+
+_MEMORY = "memory"  # virtual, unless the system list names its mount point
+
+
+def _by_type(vfs: str) -> str:
+    """What a local mount's type alone says: remote, virtual, memory-backed or user."""
     base = vfs.split(".", 1)[0]
-    if mount.node or vfs in REMOTE_VFS or base in REMOTE_VFS - {"fuse"}:
+    if vfs in REMOTE_VFS or base in REMOTE_VFS - {"fuse"}:
         return REMOTE
     if vfs in PSEUDO_VFS or base in PSEUDO_VFS:
         return VIRTUAL
-    if mount.mount_point in set(system_fs):
-        return SYSTEM
     if vfs in MEMORY_VFS or base in MEMORY_VFS:
-        return VIRTUAL
+        return _MEMORY
     return USER
+
+
+def classify_all(mounts: Iterable[Mount], system_fs: Iterable[str]) -> list[str]:
+    """The data class of each mount, in order, as :func:`classify` gives it: what the type
+    says is worked out once per type, the system list is looked up by mount point."""
+    system = frozenset(system_fs)
+    by_type: dict[str, str] = {}
+    out: list[str] = []
+    add = out.append
+    for m in mounts:
+        if m.node:
+            add(REMOTE)
+            continue
+        kind = by_type.get(m.vfs)
+        if kind is None:
+            kind = by_type[m.vfs] = _by_type(m.vfs)
+        if kind == REMOTE or kind == VIRTUAL:
+            add(kind)
+        elif m.mount_point in system:
+            add(SYSTEM)
+        else:
+            add(VIRTUAL if kind == _MEMORY else USER)
+    return out

@@ -54,7 +54,7 @@ def read(root: str, strict: bool = False) -> list[FstabEntry]:
     try:
         text = _text(root)
         if text is None:
-            raise FileNotFoundError(2, "No such file or directory", str(path(root)))
+            raise FileNotFoundError(2, "No such file or directory", os.path.join(root, "etc", "fstab"))
     except OSError:
         if strict:
             raise

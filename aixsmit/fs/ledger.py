@@ -6,8 +6,10 @@ renamed before the unmount it records; forgetting it is one ``unlink``, which ne
 space. A record says who wrote it (``run``, ``pid``), when and in which order (``seq``,
 ``order``), what was mounted (source, type, FSROOT, the per-mount *and* the super-block
 options, as ``findmnt -o OPTIONS`` shows them), what lay below it at the same path (``below``:
-the stack), and a stable identity of the file system (its UUID, or a loop device's backing file
-and offset), so that it is recognised after a reboot or on another loop number.
+the stack), and a stable identity of the file system (:class:`Identity`: its UUID, and a loop device's
+backing file and offset), so that it is recognised after a reboot, on another loop number or
+another device name. The stack below is recorded with the same :class:`Identity`: there is one
+notion of "the same file system", :meth:`aixsmit.host.linux.LinuxHost.holds`.
 
 Only a process holding :func:`aixsmit.state.mount_lock` changes the ledger, and a process
 removes only records it wrote, except ``mount --ledger``, whose job is to settle them all.
@@ -27,7 +29,9 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 
 from ..errors import AixsmitError
-from ..state import LockBusy, atomic_write_json, check_lock, fsync_dir, lock_held, state_path
+from ..safefile import STATE_FILE_LIMIT, make_private_dirs, read_bounded, write_file
+from ..state import LockBusy, atomic_write_json, check_lock, lock_held, state_path
+from .mounts import merge_options, natural_root  # noqa: F401  (also this module's names)
 
 LEDGER_DIR = "ledger"
 LEGACY_NAME = "unmounted.json"  # the version-1 ledger: one file, one entry per path
@@ -50,19 +54,49 @@ def checkpoint(name: str) -> None:
         os.kill(os.getpid(), signal.SIGSTOP)
 
 
-def natural_root(vfs: str, fs_options: tuple[str, ...]) -> str:
-    """The FSROOT a plain mount of the device gets: ``/``, or a btrfs mount's ``subvol=``."""
-    if vfs == "btrfs":
-        for o in fs_options:
-            if o.startswith("subvol="):
-                return o[len("subvol="):] or "/"
-    return "/"
+@dataclass(frozen=True)
+class Identity:
+    """Which file system a mount mounts, stable across reboots, loop numbers and device names.
 
+    ``uuid``: the file system's UUID (blkid), wherever it has one. ``backing_file`` and
+    ``offset``: a loop device's file (the UUID says which file system, the file where it lies: a
+    copy of the image elsewhere is another one). ``source``: only for what has neither (tmpfs,
+    server:/export, an overlay), the mount table's source. A device name (/dev/sdb1,
+    /dev/loop3) is never part of it: it changes on the next boot or attach."""
 
-def merge_options(vfs_options: tuple[str, ...], fs_options: tuple[str, ...]) -> tuple[str, ...]:
-    """Per-mount then super-block options, as ``findmnt -o OPTIONS`` shows them (libmount drops
-    the super block's own rw/ro, which the per-mount flags already say)."""
-    return tuple(o for o in vfs_options if o) + tuple(o for o in fs_options if o and o not in ("rw", "ro"))
+    uuid: str = ""
+    backing_file: str = ""
+    offset: int = 0
+    source: str = ""
+
+    @classmethod
+    def of(cls, facts: dict, source: str) -> "Identity":
+        """From a host's ``device_facts`` of a mount whose mount-table source is ``source``."""
+        uuid, backing = facts.get("uuid", ""), facts.get("backing_file", "")
+        return cls(uuid=uuid, backing_file=backing, offset=facts.get("offset", 0) if backing else 0,
+                   source="" if uuid or backing else source)
+
+    @classmethod
+    def from_json(cls, value) -> "Identity":
+        """A stored identity: a dict of the fields, or (records written before there was one
+        identity) a ``file@offset`` string for a loop device, or a device name."""
+        if isinstance(value, dict):
+            return cls(uuid=str(value.get("uuid", "")), backing_file=str(value.get("backing_file", "")),
+                       offset=int(value.get("offset", 0)), source=str(value.get("source", "")))
+        text = str(value)
+        path, at, offset = text.rpartition("@")
+        if at and path.startswith("/") and offset.isdigit():
+            return cls(backing_file=path, offset=int(offset))
+        return cls(source=text)
+
+    def to_json(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v}
+
+    def __str__(self) -> str:
+        """For messages: the loop file (and offset), else UUID=…, else the source."""
+        if self.backing_file:
+            return self.backing_file + (f" (offset {self.offset})" if self.offset else "")
+        return f"UUID={self.uuid}" if self.uuid else self.source
 
 
 @dataclass(frozen=True)
@@ -85,7 +119,7 @@ class Record:
     autoclear: bool = False  # the loop device detaches itself on unmount (mount -o loop)
     detach_loop: bool = False  # aixsmit detaches the loop device after the unmount
     propagation: str = ""  # as findmnt -o PROPAGATION: shared, private, private,slave, ...
-    below: tuple[tuple[str, str, str], ...] = ()  # (vfs, identity, fs_root) under it at path
+    below: tuple[tuple[str, Identity, str], ...] = ()  # (vfs, identity, fs_root) under it at path
     id: str = ""
     run: str = ""
     pid: int = 0
@@ -99,6 +133,11 @@ class Record:
         return self.source
 
     @property
+    def identity(self) -> Identity:
+        return Identity(uuid=self.uuid, backing_file=self.backing_file, offset=self.offset if self.backing_file else 0,
+                        source="" if self.uuid or self.backing_file else self.source)
+
+    @property
     def options(self) -> tuple[str, ...]:
         return merge_options(self.vfs_options, self.fs_options)
 
@@ -109,7 +148,7 @@ class Record:
     def to_json(self) -> dict:
         d = asdict(self)
         d.pop("legacy")
-        d["below"] = [list(b) for b in self.below]
+        d["below"] = [[vfs, ident.to_json(), fs_root] for vfs, ident, fs_root in self.below]
         return d
 
     @classmethod
@@ -117,7 +156,8 @@ class Record:
         known = {k: d[k] for k in cls.__dataclass_fields__ if k in d and k != "legacy"}
         for k in ("vfs_options", "fs_options"):
             known[k] = tuple(known.get(k, ()))
-        known["below"] = tuple(tuple(b) for b in known.get("below", ()))
+        known["below"] = tuple((str(vfs), Identity.from_json(ident), str(fs_root))
+                               for vfs, ident, fs_root in known.get("below", ()))
         return cls(**known)
 
 
@@ -166,12 +206,12 @@ class Ledger:
     def _legacy(self, problems: list[str]) -> list[Record]:
         path = os.path.join(self.state, LEGACY_NAME)
         try:
-            with open(path, "rb") as f:
-                data = json.loads(f.read())
+            data = json.loads(read_bounded(path, STATE_FILE_LIMIT, "unmount ledger"))
         except FileNotFoundError:
             return []
-        except (OSError, ValueError) as exc:
-            problems.append(f"aixsmit: {path}: the unmount ledger cannot be read: {exc}.")
+        except (OSError, ValueError, AixsmitError) as exc:
+            problems.append(f"aixsmit: {exc}." if isinstance(exc, AixsmitError) else
+                            f"aixsmit: {path}: the unmount ledger cannot be read: {exc}.")
             return []
         out = []
         for i, d in enumerate(data.get("entries", [])):
@@ -192,31 +232,18 @@ class Ledger:
         return os.path.join(self.dir, f"{rec.id}.json")
 
     def add(self, rec: Record) -> None:
-        """Write ``rec`` durably (temporary name, fsync, rename, fsync of the directory).
-        Raises :class:`LedgerError` naming the file and the reason (full, read-only, removed)."""
+        """Write ``rec`` durably (:func:`aixsmit.safefile.write_file`: a new file, fsync,
+        rename, fsync of the directory). Raises :class:`LedgerError` naming the file and the
+        reason (full, read-only, removed)."""
         self._need_lock()
-        final = self.record_path(rec)
-        tmp = os.path.join(self.dir, f".{rec.id}.tmp")
+        data = (json.dumps(rec.to_json(), indent=1, sort_keys=True) + "\n").encode("utf-8", "surrogateescape")
         try:
-            os.makedirs(self.dir, mode=0o700, exist_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-            try:
-                data = (json.dumps(rec.to_json(), indent=1, sort_keys=True) + "\n").encode("utf-8", "surrogateescape")
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.rename(tmp, final)
-            fsync_dir(self.dir)
-        except OSError as exc:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+            make_private_dirs(self.dir)
+            write_file(self.record_path(rec), data)
+        except (OSError, AixsmitError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) else str(exc)
             raise LedgerError(f"aixsmit: cannot record the unmount of {rec.mount_point} in the ledger "
-                              f"{self.dir}: {exc.strerror}.") from None
+                              f"{self.dir}: {why}.") from None
 
     def has(self, rec: Record) -> bool:
         return rec.legacy or os.path.exists(self.record_path(rec))
@@ -248,8 +275,7 @@ class Ledger:
     def _forget_legacy(self, rec: Record) -> None:
         path = os.path.join(self.state, LEGACY_NAME)
         try:
-            with open(path, "rb") as f:
-                data = json.loads(f.read())
+            data = json.loads(read_bounded(path, STATE_FILE_LIMIT, "unmount ledger"))
             entries = [d for d in data.get("entries", []) if d.get("path") != rec.path]
             if entries:
                 atomic_write_json(path, {"version": 1, "entries": entries})
@@ -257,7 +283,7 @@ class Ledger:
                 os.unlink(path)
         except FileNotFoundError:
             return
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, AixsmitError) as exc:
             raise LedgerError(f"aixsmit: {path}: the entry of {rec.mount_point} cannot be removed: {exc}.") from None
 
 

@@ -16,12 +16,16 @@ from ..errors import ParseError
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Mount:
-    """One mounted file system.
+    """One mounted file system: a value, never changed once made (make another with
+    ``dataclasses.replace``), hashable and compared by its fields.
 
     ``mount_point`` is as the operator sees it: relative to ``--root`` when one is given
     (``/`` is the root itself); ``path`` is always the absolute path on this host.
+
+    Not ``frozen``: a frozen dataclass sets each field through ``object.__setattr__``, and
+    making the 100,000 values of a large mount table took 7 times as long that way.
     """
 
     node: str  # remote host (AIX node column); "" for a local mount
@@ -46,19 +50,21 @@ class Mount:
 
     def __post_init__(self) -> None:
         if not self.path:
-            object.__setattr__(self, "path", self.mount_point)
+            self.path = self.mount_point
 
     @property
     def all_options(self) -> tuple[str, ...]:
         """Per-mount and file-system options, as ``findmnt -o OPTIONS`` shows them."""
-        from .ledger import merge_options
-
-        return merge_options(self.options, self.super_options)
+        key = (self.options, self.super_options)
+        merged = _MERGED.get(key)
+        if merged is None:
+            if len(_MERGED) > 4096:
+                _MERGED.clear()
+            merged = _MERGED[key] = merge_options(self.options, self.super_options)
+        return merged
 
     @property
     def natural_root(self) -> str:
-        from .ledger import natural_root
-
         return natural_root(self.vfs, self.super_options)
 
     @property
@@ -82,9 +88,30 @@ class Mount:
         return out
 
 
+# Mounts share their options: each distinct pair is merged once (see Mount.all_options).
+_MERGED: dict[tuple[tuple[str, ...], tuple[str, ...]], tuple[str, ...]] = {}
+
+
+def natural_root(vfs: str, fs_options: tuple[str, ...]) -> str:
+    """The FSROOT a plain mount of the device gets: ``/``, or a btrfs mount's ``subvol=``."""
+    if vfs == "btrfs":
+        for o in fs_options:
+            if o.startswith("subvol="):
+                return o[len("subvol="):] or "/"
+    return "/"
+
+
+def merge_options(vfs_options: tuple[str, ...], fs_options: tuple[str, ...]) -> tuple[str, ...]:
+    """Per-mount then super-block options, as ``findmnt -o OPTIONS`` shows them (libmount drops
+    the super block's own rw/ro, which the per-mount flags already say)."""
+    return tuple(o for o in vfs_options if o) + tuple(o for o in fs_options if o and o not in ("rw", "ro"))
+
+
 # --- Linux mountinfo ---------------------------------------------------------------------
 
-_OCTAL = re.compile(r"\\([0-7]{3})")
+# Patterns are compiled on first use (re's own cache), not when the module is imported: every
+# command imports this module, few read a mount table.
+_OCTAL = r"\\([0-7]{3})"
 
 
 def _unoctal(match: re.Match[str]) -> str:
@@ -95,7 +122,13 @@ def _unoctal(match: re.Match[str]) -> str:
 
 def unescape(field: str) -> str:
     """Undo the kernel's octal escapes (``\\040`` space, ``\\011`` tab, ``\\012`` newline, ``\\134``)."""
-    return _OCTAL.sub(_unoctal, field) if "\\" in field else field
+    if "\\" not in field:
+        return field
+    # The space first, by plain replacement: the escape a mount table holds most. No other
+    # escape can hide one (each backslash starts its own four characters, the backslash itself
+    # is \\134), so what is left for the pattern is exactly what it would have found.
+    field = field.replace("\\040", " ")
+    return re.sub(_OCTAL, _unoctal, field) if "\\" in field else field
 
 
 _ESCAPES = str.maketrans({" ": "\\040", "\t": "\\011", "\n": "\\012", "\\": "\\134"})
@@ -144,8 +177,53 @@ def visible(text: str, spaces: bool = False, backslash: bool = True) -> str:
     return out.replace(" ", "\\040") if spaces else out
 
 
+# A line as the kernel writes it (fs/proc_namespace.c, show_mountinfo): six fields, the optional
+# fields (none of them "-"), " - ", then type, source and super options; no field empty, none
+# holding white space (the kernel escapes space, tab, newline and backslash). Every line of
+# /proc/self/mountinfo has this shape, and the whole table is read with one search; a table
+# with any line of another shape is read field by field instead, which accepts what it can and
+# names the line it cannot.
+_LINE = r"^(\d+) (\d+) (\d+:\d+) (\S+) (/\S*) (\S+)((?: (?!- )\S+)*) - (\S+) (\S+) (\S+)$"
+
+
 def parse_mountinfo(text: str) -> list[Mount]:
-    """Parse ``/proc/PID/mountinfo`` text (decode bytes with ``os.fsdecode`` first)."""
+    """Parse ``/proc/PID/mountinfo`` text (decode bytes with ``os.fsdecode`` first).
+
+    Raises :class:`ParseError` naming the first line that does not have mountinfo's form."""
+    rows = re.findall(_LINE, text, re.M | re.A)
+    if len(rows) != text.count("\n") + (not text.endswith("\n")):
+        return _parse_mountinfo_lines(text)  # a line of another shape, or an empty one
+    mounts: list[Mount] = []
+    add = mounts.append
+    # Mounts share their option strings and optional fields: each distinct one is split once.
+    split_cache: dict[str, tuple[str, ...]] = {}
+    propagation_cache: dict[str, str] = {}
+    for mount_id, parent_id, dev, fs_root, mount_point, options, optional, vfs, source, super_opts in rows:
+        if "\\" in mount_point:
+            mount_point = unescape(mount_point)
+        if "\\" in fs_root:
+            fs_root = unescape(fs_root)
+        if "\\" in vfs:
+            vfs = unescape(vfs)
+        if "\\" in source:
+            source = unescape(source)
+        opts = split_cache.get(options)
+        if opts is None:
+            opts = split_cache[options] = tuple(options.split(","))
+        fs_opts = split_cache.get(super_opts)
+        if fs_opts is None:
+            fs_opts = split_cache[super_opts] = tuple(super_opts.split(","))
+        propagation = propagation_cache.get(optional)
+        if propagation is None:
+            propagation = propagation_cache[optional] = _propagation(optional.split(" ")[1:])
+        add(Mount("", source, mount_point, vfs, "", opts, int(mount_id), int(parent_id), dev, fs_root, fs_opts,
+                  mount_point, "", propagation))
+    return mounts
+
+
+def _parse_mountinfo_lines(text: str) -> list[Mount]:
+    """The field-by-field reading of :func:`parse_mountinfo`, for a table not all of whose lines
+    have the kernel's shape: lenient where it can be, and the error names the line."""
     mounts: list[Mount] = []
     for lineno, line in enumerate(text.split("\n"), 1):
         if not line:

@@ -7,12 +7,15 @@ from dataclasses import dataclass
 
 from .. import config as _config
 from ..errors import AixsmitError
-from .classify import REMOTE, SYSTEM, USER, VIRTUAL, classify
+from .classify import REMOTE, SYSTEM, USER, VIRTUAL, classify_all
 from .mounts import Mount, relative_to_root
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Entry:
+    """A mount and its data class: a value, never changed once made (not ``frozen``, for the
+    cost of making one per mount, as :class:`~aixsmit.fs.mounts.Mount`)."""
+
     mount: Mount
     cls: str
 
@@ -102,8 +105,7 @@ class System:
 
     def table(self, all_mounts: list[Mount] | None = None) -> list[Entry]:
         mounts = relative_to_root(all_mounts if all_mounts is not None else self.all_mounts(), self.root)
-        system = self.system_fs
-        return [Entry(m, classify(m, system)) for m in mounts]
+        return list(map(Entry, mounts, classify_all(mounts, self.system_fs)))
 
     def sysonly(self, table: list[Entry] | None = None) -> SysOnly:
         table = table if table is not None else self.table()

@@ -214,7 +214,7 @@ def _order(system: System, table: list[Entry], chosen: dict[int, str], needs: di
 def _record(system: System, table: list[Entry], i: int, at: dict, leaving: set[str]) -> Record:
     e = table[i]
     m = e.mount
-    facts = system.host.device_facts(m)
+    facts = system.host.device_facts(m)  # its identity (Identity.of) and how its loop device was set up
     below = tuple((o.mount.vfs, system.host.identity(o.mount), o.mount.fs_root)
                   for o in (table[k] for k in at[e.mount_point] if k < i) if not o.mount.host_mount)
     backing = facts.get("backing_file", "")
@@ -464,12 +464,12 @@ def _mount_again(system: System, ledger: Ledger, mount_points: list[str] | None,
             out.already.append(rec.mount_point)
             say(f"{visible(rec.mount_point)} is already mounted.")
             continue
-        if (rec.id or here) and tuple((m.vfs, system.host.identity(m), m.fs_root) for m in here) != rec.below:
+        if (rec.id or here) and not _stack_is(system, here, rec.below):
             top_m = here[-1] if here else None
             out.errors.append(f"mount: 0506-333 {visible(rec.mount_point)} is already mounted (by {visible(top_m.device if top_m else '?')}); "
                               f"{visible(rec.source)} was not mounted over it." if here else
                               f"mount: 0506-324 Cannot mount {visible(rec.source)} on {visible(rec.mount_point)}: it was stacked over "
-                              f"{visible(rec.below[-1][1] if rec.below else '?')}, which is not mounted now.")
+                              f"{visible(str(rec.below[-1][1]) if rec.below else '?')}, which is not mounted now.")
             continue
         if system.host.name == "aix" and not rec.source:
             from ..host.common import run
@@ -491,6 +491,14 @@ def _mount_again(system: System, ledger: Ledger, mount_points: list[str] | None,
     for w in out.warnings:
         say(f"WARNING: {w} It is mounted; 'aixsmit cmd mount --ledger' clears the record later.")
     return out
+
+
+def _stack_is(system: System, here: list[Mount], below: tuple) -> bool:
+    """Whether the mounts ``here`` (bottom first) are the recorded stack ``below``: the same
+    type, FSROOT and file system (the one identity, whatever the devices are called now)."""
+    return len(here) == len(below) and all(
+        m.vfs == vfs and m.fs_root == fs_root and system.host.holds(ident, m)
+        for m, (vfs, ident, fs_root) in zip(here, below))
 
 
 def settle(system: System, ledger: Ledger) -> list[Record]:

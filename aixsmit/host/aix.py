@@ -62,11 +62,17 @@ class AixHost:
     def device_facts(self, mount: Mount) -> dict:
         return {}
 
-    def identity(self, mount: Mount) -> str:
-        return mount.device
+    def identity(self, mount: Mount):
+        """AIX names a logical volume the same on every boot: its device is its identity."""
+        from ..fs.ledger import Identity
+
+        return Identity(source=mount.device)
+
+    def holds(self, ident, mount: Mount) -> bool:
+        return mount.device == ident.source
 
     def matches(self, rec, mount: Mount) -> bool:
-        return mount.device == rec.source and mount.vfs == rec.vfs
+        return mount.vfs == rec.vfs and self.holds(rec.identity, mount)
 
 
 def _process_names(pids: set[int]) -> dict[int, str]:

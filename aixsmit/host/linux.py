@@ -11,6 +11,7 @@ from .common import Result, run
 TYPE_CHECKING = False  # (typing costs start-up time)
 if TYPE_CHECKING:
     from ..fs.holders import Holder
+    from ..fs.ledger import Identity
 
 
 class LinuxHost:
@@ -55,11 +56,27 @@ class LinuxHost:
             facts["uuid"] = uuid
         return facts
 
-    def identity(self, mount: Mount) -> str:
-        """A cheap, stable name of what ``mount`` mounts: ``file@offset`` for a loop device,
-        else its source (used to compare the stack under a mount point)."""
-        loop = loop_info(mount.device) if mount.device.startswith("/dev/loop") else {}
-        return f"{loop['backing_file']}@{loop['offset']}" if loop else mount.device
+    def identity(self, mount: Mount) -> Identity:
+        """The one identity of what ``mount`` mounts (:class:`~aixsmit.fs.ledger.Identity`: its
+        UUID, and a loop device's backing file and offset), as a ledger record holds it and as
+        the stack below a record is stored."""
+        from ..fs.ledger import Identity
+
+        return Identity.of(self.device_facts(mount), mount.device)
+
+    def holds(self, ident: Identity, mount: Mount) -> bool:
+        """Whether ``mount`` mounts the file system ``ident`` names, whatever its device is called
+        now: the same loop backing file and offset when one is recorded, the same UUID when one
+        is recorded (both when both are), else the same source. The only comparison of
+        identities: a record's own mount and the stack below it are recognised alike."""
+        if ident.backing_file:
+            loop = loop_info(mount.device) if mount.device.startswith("/dev/") else {}
+            if not (loop and _same_file(loop["backing_file"], ident.backing_file) and loop["offset"] == ident.offset):
+                return False
+        if ident.uuid:
+            # The UUID, probed now: the recorded device name may hold another file system by now.
+            return mount.device.startswith("/dev/") and device_uuid(mount.device) == ident.uuid
+        return bool(ident.backing_file) or mount.device == ident.source
 
     def mount(self, rec) -> Result:
         """:meth:`_mount`, then the recorded propagation set again (a new mount takes its
@@ -204,16 +221,7 @@ class LinuxHost:
 
     def matches(self, rec, mount: Mount) -> bool:
         """Whether ``mount`` is the file system and subtree ``rec`` records."""
-        if mount.vfs != rec.vfs or mount.fs_root != rec.fs_root:
-            return False
-        if rec.backing_file:
-            loop = loop_info(mount.device) if mount.device.startswith("/dev/") else {}
-            return (bool(loop) and _same_file(loop["backing_file"], rec.backing_file) and loop["offset"] == rec.offset
-                    and (not rec.uuid or device_uuid(mount.device) == rec.uuid))
-        if rec.uuid and mount.device.startswith("/dev/"):
-            # The UUID only: the recorded device name may hold another file system by now.
-            return device_uuid(mount.device) == rec.uuid
-        return mount.device == rec.source
+        return mount.vfs == rec.vfs and mount.fs_root == rec.fs_root and self.holds(rec.identity, mount)
 
 
 def _open_no_links(root: str, path: str) -> int:

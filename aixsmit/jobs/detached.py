@@ -21,6 +21,7 @@ import uuid
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from ..safefile import open_own, write_file
 from ..state import atomic_write_json, state_dir
 from .supervise import read_state
 
@@ -184,7 +185,7 @@ def start(title: str, command: str, argv: list[str], progress: bool = False) -> 
     d = jobs_dir() / jid
     d.mkdir(mode=0o700)
     info = JobInfo(jid, title, command, list(argv), progress, start=time.time(), dir=str(d))
-    (d / "output.log").touch(mode=0o600)
+    os.close(open_own(str(d / "output.log")))
     _write(info)
     job = [str(d), "1" if progress else "0", *info.argv]
     spare = _take_spare()
@@ -203,12 +204,12 @@ def start(title: str, command: str, argv: list[str], progress: bool = False) -> 
         proc = _spawn([_BOOT, _package_parent(), *job], subprocess.DEVNULL)
     info.supervisor = proc.pid
     # Who to ask whether the job is still alive, until the supervisor has written its state.
-    (d / "spawned").write_text(str(proc.pid))
+    write_file(str(d / "spawned"), str(proc.pid).encode(), sync=False)
     return info
 
 
 def mark_seen(info: JobInfo) -> None:
-    (Path(info.dir) / "seen").touch()
+    os.close(open_own(str(Path(info.dir) / "seen")))
 
 
 def seen(info: JobInfo) -> bool:

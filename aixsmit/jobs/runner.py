@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from ..fs.mounts import visible
+from ..osutil import die_with_parent, orphan_proof  # noqa: F401  (streams imports them from here)
 from .progress import BackupProgress, outcome
 
 OK, WARN, FAILED, RUNNING = "OK", "WARN", "FAILED", "running"
@@ -189,36 +190,6 @@ class Job:
             return
         self.cancelled = True
         stop_group(proc.pid, self.grace, alive=lambda: proc.poll() is None)
-
-
-def die_with_parent() -> None:
-    """In a child: get SIGKILL if the parent dies, so no orphan goes on (PR_SET_PDEATHSIG)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
-    except (OSError, AttributeError):
-        pass
-
-
-_setpriv: str | None | bool = False  # not looked for yet
-
-
-def orphan_proof(argv: list[str]) -> tuple[list[str], object]:
-    """``(argv, preexec_fn)`` for a child that gets SIGKILL if this process dies.
-
-    util-linux's ``setpriv --pdeathsig KILL`` sets that and runs the command in the same
-    process: then Popen needs no preexec_fn and can use vfork, which starts the child in
-    0.5 ms instead of 3-7 ms (a fork of the whole interpreter, and ctypes imported in the
-    child). Without setpriv, the same is done by ``die_with_parent`` in the child."""
-    global _setpriv
-    if _setpriv is False:
-        from ..osutil import which
-
-        _setpriv = which("setpriv")
-    if _setpriv:
-        return [_setpriv, "--pdeathsig", "KILL", "--", *argv], None
-    return list(argv), die_with_parent
 
 
 def stop_group(pgid: int, grace: float = 3.0, alive=None) -> None:

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import AixsmitError
+from ..safefile import create_new
 from ..state import DEFAULT_STATE_DIR, LockBusy, atomic_write_json, mount_lock, state_dir
 from .scheduler import control_free
 
@@ -128,7 +129,43 @@ def check_dest(dest: str, what: str = "the destination") -> str:
     if not stat.S_ISDIR(st.st_mode):
         raise AixsmitError(f"schedule: {what} {dest} is not a directory (each run writes new files into a "
                            "directory).", code=2)
-    return os.path.realpath(dest)
+    real = os.path.realpath(dest)
+    why = _changeable(real)
+    if why:
+        raise AixsmitError(f"schedule: {what} {dest}: {why}: another user could put their own archives where root "
+                           "reads and restores them; refused (chmod o-w,g-w it, or chmod +t for a shared folder).",
+                           code=2)
+    return real
+
+
+def _changeable(path: str) -> str:
+    """Why another user could change what the names in folder ``path`` lead to ("" if nobody
+    can): the first folder from / down to it that is not root's, or is writable by group or
+    others without the sticky bit (safefile.trusted_folder)."""
+    import stat
+
+    from ..safefile import trusted_folder
+
+    parts = [p for p in path.split("/") if p]
+    for i in range(len(parts) + 1):
+        cur = "/" + "/".join(parts[:i])
+        if trusted_folder(cur):
+            continue
+        try:
+            st = os.lstat(cur)
+        except OSError as exc:
+            return f"{cur}: {exc.strerror}"
+        if st.st_uid not in (0, os.geteuid()):
+            import pwd
+
+            try:
+                owner = pwd.getpwuid(st.st_uid).pw_name
+            except KeyError:
+                owner = f"uid {st.st_uid}"
+            return f"{cur} belongs to {owner}"
+        who = "others" if st.st_mode & 0o002 else "its group"
+        return f"{cur} is writable by {who} without the sticky bit (mode {stat.S_IMODE(st.st_mode):04o})"
+    return ""
 
 
 def _inside(path: str, top: str) -> bool:
@@ -231,7 +268,7 @@ def last_run(sid: str) -> dict:
 def _new_log(d: Path, stamp: str):
     for name in (f"{stamp}.log", f"{stamp}-{os.getpid()}.log"):
         try:
-            fd = os.open(d / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            fd = create_new(str(d / name))
             return d / name, os.fdopen(fd, "w", errors="backslashreplace")
         except FileExistsError:
             continue
@@ -423,23 +460,28 @@ def _backup_one(s: Schedule, system, dest: Path, mp: str, level: int, stamp: str
     if old != folder and old.is_dir():
         emit(f"schedule: note: {old} holds backups of an earlier version, named so that they may belong to another "
              f"file system; this schedule's backups of {mp} are in {folder}.", "stdout")
-    folder.mkdir(mode=0o700, exist_ok=True)
-    found = chains.list_chains(folder)
-    last = found[-1] if found else None
-    base = chains.snapshot(s.id, mp, last.stamp) if last and last.full and last.path != folder else None
-    if level == 1 and (base is None or not base.exists()):
-        emit(f"schedule: no full backup of {mp} of this schedule's own is in {folder}: this run makes one "
-             "(level 0).", "stdout")
-        level = 0
-    if level == 0:
-        chain_dir = folder / stamp
-        chain_dir.mkdir(mode=0o700)
-        archive = chain_dir / f"{stamp}.L0.tar"
-        spec = Chain(None, chains.snapshot(s.id, mp, stamp))
-    else:
-        chain_dir = last.path  # type: ignore[union-attr]
-        archive = chain_dir / f"{stamp}.L1.tar"
-        spec = Chain(base, None)
+    fd = chains.open_folder(folder, create=True)  # made 0700, or checked: root's, no link, nobody else's to write
+    try:
+        found = chains.list_chains(folder)
+        last = found[-1] if found else None
+        base = chains.snapshot(s.id, mp, last.stamp) if last and last.full and last.path != folder else None
+        if level == 1 and (base is None or not base.exists()):
+            emit(f"schedule: no full backup of {mp} of this schedule's own is in {folder}: this run makes one "
+                 "(level 0).", "stdout")
+            level = 0
+        if level == 0:
+            chain_dir = folder / stamp
+            if os.path.lexists(chain_dir):
+                raise AixsmitError(f"schedule: {chain_dir} exists already; this run makes no second chain there.")
+            os.close(chains.private_folder(fd, stamp, str(chain_dir), create=True))
+            archive = chain_dir / f"{stamp}.L0.tar"
+            spec = Chain(None, chains.snapshot(s.id, mp, stamp))
+        else:
+            chain_dir = last.path  # type: ignore[union-attr]
+            archive = chain_dir / f"{stamp}.L1.tar"
+            spec = Chain(base, None)
+    finally:
+        os.close(fd)
     global _writing
     try:
         _check_stop()

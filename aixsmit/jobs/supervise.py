@@ -1,8 +1,8 @@
 """The detached job's supervisor: a small process that outlives the terminal.
 
 It is started as ``python -S`` and imports only a few built-in modules (no JSON, no regular
-expressions; of aixsmit only :mod:`aixsmit.osutil`), so the command starts a few milliseconds
-after the operator pressed Enter. Everything it needs comes on its command line::
+expressions; of aixsmit only :mod:`aixsmit.osutil` and :mod:`aixsmit.safefile`), so the
+command starts a few milliseconds after the operator pressed Enter. Everything it needs comes on its command line::
 
     python -S -m aixsmit.jobs.supervise JOBDIR PROGRESS(0|1) ARGV...
 
@@ -34,19 +34,15 @@ import sys
 import time
 
 from ..osutil import grow_pipe
+from ..safefile import open_own, write_file
 
 LOG, RUN = "output.log", "run"
 
 
 def write_state(directory: str, state: dict) -> None:
-    """``run``, replaced whole: a reader sees the old state or the new one."""
-    tmp = os.path.join(directory, f".{RUN}.{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, "".join(f"{k} {v}\n" for k, v in state.items()).encode())
-    finally:
-        os.close(fd)
-    os.replace(tmp, os.path.join(directory, RUN))
+    """``run``, replaced whole (:func:`aixsmit.safefile.write_file`, not synced: it is only
+    informative): a reader sees the old state or the new one."""
+    write_file(os.path.join(directory, RUN), "".join(f"{k} {v}\n" for k, v in state.items()).encode(), sync=False)
 
 
 def read_state(directory: str) -> dict[str, str]:
@@ -132,7 +128,7 @@ def main(directory: str, progress: bool, argv: list[str]) -> int:
     for s in (signal.SIGHUP, signal.SIGINT):
         signal.signal(s, signal.SIG_IGN)
     log_path = os.path.join(directory, LOG)
-    log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    log_fd = open_own(log_path)  # appended to: a link or another user's file in its place is refused
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     # Room for many lines between two reads, so the command does not wait when this process

@@ -18,7 +18,9 @@ def stamp() -> str:
 
 
 def _append(path: str, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    from ..safefile import open_own
+
+    fd = open_own(path)  # a link or another user's file at the name is refused, never written through
     try:
         os.write(fd, text.encode("utf-8", "surrogateescape"))
     finally:
@@ -94,7 +96,9 @@ class SmitLog:
     def output_bytes(self, data: bytes) -> None:
         """Whole lines of a command's output, as it wrote them (no decoding on the way)."""
         try:
-            fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            from ..safefile import open_own
+
+            fd = open_own(self.log_path)
             try:
                 view = memoryview(data)
                 while view:

@@ -386,13 +386,10 @@ def _store(key: str, tree: MenuTree) -> None:
     import pickle
 
     try:
-        path = _cache_path()
-        tmp = path.with_name(f".{CACHE_NAME}.{os.getpid()}")
-        with open(tmp, "wb") as f:
-            pickle.dump((key, tree), f, protocol=pickle.HIGHEST_PROTOCOL)
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except OSError:
+        from ..safefile import write_file
+
+        write_file(str(_cache_path()), pickle.dumps((key, tree), protocol=pickle.HIGHEST_PROTOCOL), sync=False)
+    except (OSError, AixsmitError):
         pass  # no state directory (not root): the menus are parsed at every start
 
 

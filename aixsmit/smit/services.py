@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..fs.classify import SYSTEM, USER
+from ..fs.mounts import visible
 from ..fs.table import System, top
 
 
@@ -37,15 +38,20 @@ def _row(*cols: str) -> str:
     return "  ".join(cols)
 
 
+def _name(text: str) -> str:
+    """A name in a list's column: through the one escaper, spaces too (a column is cut at them)."""
+    return visible(text, spaces=True)
+
+
 @service
 def mounted_user_fs(system: System) -> list[ListItem]:
-    return [ListItem(e.mount_point, _row(f"{e.mount.device:<18}", f"{e.mount_point:<24}", e.mount.vfs))
+    return [ListItem(e.mount_point, _row(f"{_name(e.mount.device):<18}", f"{_name(e.mount_point):<24}", _name(e.mount.vfs)))
             for e in top(system.table(), USER)]
 
 
 @service
 def mounted_fs(system: System) -> list[ListItem]:
-    return [ListItem(e.mount_point, _row(f"{e.mount.device:<18}", f"{e.mount_point:<24}", f"{e.mount.vfs:<8}", e.cls))
+    return [ListItem(e.mount_point, _row(f"{_name(e.mount.device):<18}", f"{_name(e.mount_point):<24}", f"{_name(e.mount.vfs):<8}", e.cls))
             for e in system.table() if e.cls in (SYSTEM, USER)]
 
 
@@ -62,12 +68,12 @@ def unmounted_fs(system: System) -> list[ListItem]:
     except Exception:  # noqa: BLE001 - an unreadable ledger must not break a list
         entries = []
     for e in entries:
-        out.append(ListItem(e.mount_point, _row(f"{e.device:<18}", f"{e.mount_point:<24}", f"{e.vfs:<8}", "(unmounted by aixsmit)")))
+        out.append(ListItem(e.mount_point, _row(f"{_name(e.device):<18}", f"{_name(e.mount_point):<24}", f"{_name(e.vfs):<8}", "(unmounted by aixsmit)")))
     have = {i.value for i in out}
     for fe in sorted(fstab.read(system.root), key=lambda fe: fe.mount_point):
         mp = fe.mount_point
         if mp not in mounted and mp not in have and mp.startswith("/") and fe.vfs not in ("swap", "none"):
-            out.append(ListItem(mp, _row(f"{fe.device:<18}", f"{mp:<24}", f"{fe.vfs:<8}", "(fstab)")))
+            out.append(ListItem(mp, _row(f"{_name(fe.device):<18}", f"{_name(mp):<24}", f"{_name(fe.vfs):<8}", "(fstab)")))
     return out
 
 
@@ -75,8 +81,8 @@ def unmounted_fs(system: System) -> list[ListItem]:
 def volume_groups(system: System) -> list[ListItem]:
     from ..fs.volume_groups import volume_groups as vgs
 
-    return [ListItem(g.name, _row(f"{g.name:<12}", "active" if g.active else "inactive",
-                                  " ".join(lv.mount_point for lv in g.lvs)))
+    return [ListItem(g.name, _row(f"{_name(g.name):<12}", "active" if g.active else "inactive",
+                                  " ".join(_name(lv.mount_point) for lv in g.lvs)))
             for g in vgs(system)]
 
 
@@ -156,14 +162,14 @@ def backup_images(system: System) -> list[ListItem]:
             st = os.stat(path)
         except OSError:
             continue
-        out.append(ListItem(path, _row(f"{path:<48}", f"{st.st_size // (1024 * 1024):>8} MB")))
+        out.append(ListItem(path, _row(f"{_name(path):<48}", f"{st.st_size // (1024 * 1024):>8} MB")))
     return out + _cut_note(cut)
 
 
 @service
 def backup_destinations(system: System) -> list[ListItem]:
     """Tape devices, and the image files already there (to be replaced)."""
-    out = [ListItem(dev, _row(f"{dev:<48}", "tape device")) for dev in sorted(glob.glob("/dev/st[0-9]*") + glob.glob("/dev/rmt*"))]
+    out = [ListItem(dev, _row(f"{_name(dev):<48}", "tape device")) for dev in sorted(glob.glob("/dev/st[0-9]*") + glob.glob("/dev/rmt*"))]
     return out + backup_images(system)
 
 
@@ -187,7 +193,7 @@ def schedule_directories(system: System) -> list[ListItem]:
     out = []
     for d in dict.fromkeys(image_dirs(system) + dests):
         if os.path.isdir(d):
-            out.append(ListItem(d, _row(f"{d:<48}", "directory")))
+            out.append(ListItem(d, _row(f"{_name(d):<48}", "directory")))
     return out
 
 
@@ -209,7 +215,7 @@ def scheduled_fs(system: System) -> list[ListItem]:
             mp = mount_point_of(os.path.basename(p))
             if mp and os.path.isdir(p):
                 seen.setdefault(mp, s.id)
-    return [ListItem(mp, _row(f"{mp:<24}", f"schedule {sid}")) for mp, sid in sorted(seen.items())]
+    return [ListItem(mp, _row(f"{_name(mp):<24}", f"schedule {sid}")) for mp, sid in sorted(seen.items())]
 
 
 @service
@@ -232,7 +238,7 @@ def level_archives(system: System) -> list[ListItem]:
             for c in chains.list_chains(Path(folder)):
                 for stamp, level, path in c.runs():
                     seen.add(str(path))
-                    out.append(ListItem(str(path), _row(f"{mp:<16}", f"level {level}", f"{chains.when(stamp):%Y-%m-%d %H:%M}",
+                    out.append(ListItem(str(path), _row(f"{_name(mp):<16}", f"level {level}", f"{chains.when(stamp):%Y-%m-%d %H:%M}",
                                                         f"schedule {s.id}")))
     found: list[str] = []
     for d in image_dirs(system):
@@ -243,7 +249,7 @@ def level_archives(system: System) -> list[ListItem]:
         if path not in seen and (system.root == "/" or not path.startswith(inside_root)):
             level = chains.archive_level(path)
             if level is not None:
-                out.append(ListItem(path, _row(f"{path:<48}", f"level {level}" if level >= 0 else "level backup")))
+                out.append(ListItem(path, _row(f"{_name(path):<48}", f"level {level}" if level >= 0 else "level backup")))
     return out
 
 
@@ -268,7 +274,7 @@ def free_devices(system: System) -> list[ListItem]:
             note = "file " + open(f"{base}/loop/backing_file").read().strip()
         except OSError:
             pass
-        out.append(ListItem(f"/dev/{name}", _row(f"/dev/{name:<12}", f"{size >> 20:>8} MB", note)))
+        out.append(ListItem(f"/dev/{name}", _row(f"/dev/{_name(name):<12}", f"{size >> 20:>8} MB", visible(note))))
     return out
 
 
@@ -301,5 +307,5 @@ def free_disks(system: System) -> list[ListItem]:
             note = "file " + open(f"/sys/class/block/{os.path.basename(path)}/loop/backing_file").read().strip()
         except OSError:
             pass
-        out.append(ListItem(path, _row(f"{path:<14}", f"{size >> 20:>8} MB", "blank", note)))
+        out.append(ListItem(path, _row(f"{_name(path):<14}", f"{size >> 20:>8} MB", "blank", visible(note))))
     return out

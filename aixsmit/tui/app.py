@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import io
+import html
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -14,12 +15,13 @@ from textual import events
 from textual.app import App
 
 from ..errors import AixsmitError
+from ..fs.mounts import visible
 from ..smit import command as cmdbuild
 from ..smit.log import SmitLog
 from ..smit.model import MenuError, MenuTree, load_tree
 from ..smit.services import SERVICES
 from .keys import esc_digits_as_keys, esc_labels_wanted
-from .popups import PRESS_RETURN, MessagePopup
+from .popups import PRESS_RETURN, MessagePopup, names
 from .screens import CommandStatusScreen, DialogScreen, MenuScreen, TooSmallScreen, warm_up
 
 esc_digits_as_keys()
@@ -56,6 +58,7 @@ class AixsmitApp(App):
         self.last_files: int | None = None  # files the last command with progress backed up
         self._esc_at = 0.0
         self._started_at = time.time()
+        self._leaving = False  # set as the app leaves (on_unmount)
         self._system = None
         self._too_small = False
 
@@ -145,6 +148,12 @@ class AixsmitApp(App):
 
             def ahead() -> None:
                 detached.prepare()
+                if self._leaving:
+                    # The app left while the spare started: let it go too. (The app's own
+                    # release came first; a spare kept would start the next app's command
+                    # with this one's environment: its state directory, in tests.)
+                    detached.release()
+                    return
                 detached.prune()
 
             threading.Thread(target=ahead, name="aixsmit-spare", daemon=True).start()
@@ -157,6 +166,7 @@ class AixsmitApp(App):
 
             ScrollBar.renderer = ScrollBarRender
 
+        self._leaving = True  # before the release: a spare started meanwhile sees it (ahead)
         detached.release()
 
     # --- the terminal going away -----------------------------------------------------------
@@ -195,8 +205,8 @@ class AixsmitApp(App):
         """Commands started earlier that still run, or ended unseen: offer to show them."""
         if self.no_exec or self.dry_run:
             return
-        if getattr(self.screen, "fastpath", "") == "walkthrough":
-            return  # not over the guide's first step: the guide picks up its own job
+        if self.start_fastpath == "walkthrough":
+            return  # not over the guide (or a pop-up over it): the guide picks up its own job
         from ..jobs import detached
 
         try:
@@ -206,7 +216,7 @@ class AixsmitApp(App):
             return
         if not jobs:
             return
-        lines = [f"  {j.status:<8} {time.strftime('%b %d %H:%M', time.localtime(j.start))}  {j.title}" for j in jobs[-5:]]
+        lines = [f"  {j.status:<8} {time.strftime('%b %d %H:%M', time.localtime(j.start))}  {visible(j.title)}" for j in jobs[-5:]]
 
         def answer(ok):
             if ok:
@@ -224,7 +234,7 @@ class AixsmitApp(App):
             left = Ledger().under(self.root)
         except AixsmitError:
             return
-        if not left or self.no_exec:
+        if not left or self.no_exec or self._mounts_in_use():
             return
         argv = ["aixsmit", "cmd", "mount"] + (["--root", self.root] if self.root != "/" else []) + ["--ledger"]
 
@@ -237,8 +247,23 @@ class AixsmitApp(App):
 
         self.push_screen(MessagePopup(
             "WARNING", "User file systems were left unmounted by an earlier aixsmit run:\n    "
-                       + " ".join(e.mount_point for e in left)
+                       + names(e.mount_point for e in left)
                        + "\n\n    Press Enter to mount them again now.\n    Press Cancel to leave them unmounted."), answer)
+
+    @staticmethod
+    def _mounts_in_use() -> bool:
+        """Whether a run holds the mount lock now (a guided backup between its unmount and its
+        mount, say): what the ledger holds is then that run's to mount again, not left over,
+        and mount --ledger would be refused until it ends."""
+        from ..state import LockBusy, mount_lock
+
+        try:
+            with mount_lock("aixsmit menus"):
+                return False
+        except LockBusy:
+            return True
+        except AixsmitError:
+            return False  # an unusable state directory: the ledger's own reading says so
 
     def open(self, fastpath: str, preset: dict[str, str] | None = None, as_fastpath: bool = False) -> None:
         try:
@@ -275,9 +300,10 @@ class AixsmitApp(App):
             self.pop_screen()
 
     def run_command(self, d, argv: list[str], next_label: str = "", on_next=None) -> None:
-        shown = cmdbuild.display(argv)
+        logged = cmdbuild.display(argv)  # the log and the script keep the command as it runs
+        shown = visible(logged)
         if self.no_exec:
-            self.smit_log.not_run(shown)
+            self.smit_log.not_run(logged)
             self.push_screen(MessagePopup("INFORMATION MESSAGE",
                                           "**** internal command was not run. (SMIT -X CommandString flag set.) ****\n\n"
                                           + shown + "\n\n" + PRESS_RETURN))
@@ -285,11 +311,11 @@ class AixsmitApp(App):
         if self.dry_run:
             # Whichever screen the dry run leads to (the guide's last menu offers savevg, the
             # crash offer runs mount): its command is shown, and nothing runs.
-            self.smit_log.not_run(shown, "dry run")
+            self.smit_log.not_run(logged, "dry run")
             self.push_screen(MessagePopup("INFORMATION MESSAGE", "(dry run) This command would run:\n\n"
                                           + shown + "\n\n" + PRESS_RETURN))
             return
-        self.smit_log.command(shown, run=not self.no_run)
+        self.smit_log.command(logged, run=not self.no_run)
         if self.no_run:
             self.push_screen(MessagePopup("INFORMATION MESSAGE",
                                           "(SMIT -x CommandString flag set)\nCommand has been logged to script file.\n\n"
@@ -319,9 +345,8 @@ class AixsmitApp(App):
                 digit = key
             if digit is not None:
                 self._esc_at = 0.0
-                fkey = f"f{int(digit) or 10}"
-                if not await self._check_bindings(fkey, priority=True):
-                    await self._check_bindings(fkey)
+                # The function key itself, pressed again: it goes where F1..F10 go.
+                self.simulate_key(f"f{int(digit) or 10}")
                 return
             if key == "escape":
                 self._esc_at = time.monotonic()
@@ -335,29 +360,26 @@ class AixsmitApp(App):
     def _check_size(self) -> None:
         small = self.size.width < 80 or self.size.height < 24
         if small and not isinstance(self.screen, TooSmallScreen):
-            self._drop_too_small(buried_only=True)
             self.push_screen(TooSmallScreen())
-        elif not small:
-            self._drop_too_small()
+        elif not small and isinstance(self.screen, TooSmallScreen):
+            self.pop_screen()
 
-    def _drop_too_small(self, buried_only: bool = False) -> None:
-        for s in list(self.screen_stack):
-            if isinstance(s, TooSmallScreen):
-                if s is self.screen:
-                    if not buried_only:
-                        self.pop_screen()
-                else:
-                    self._screen_stack.remove(s)
+    def push_screen(self, screen, callback=None, wait_for_dismiss: bool = False, **kw):
+        """Textual's, but 1800-005 (the terminal is too small) stays on top: a screen that comes
+        meanwhile (a command's end, a pop-up) goes under it, and is there when it goes."""
+        if isinstance(self.screen, TooSmallScreen) and not isinstance(screen, TooSmallScreen):
+            self.pop_screen()
+            shown = super().push_screen(screen, callback, wait_for_dismiss, **kw)
+            super().push_screen(TooSmallScreen())
+            return shown
+        return super().push_screen(screen, callback, wait_for_dismiss, **kw)
 
     def screen_text(self) -> str:
-        from rich.console import Console
-
+        """The screen as the terminal shows it: ``height`` lines of ``width`` cells, popups over
+        the screens under them (F8's image, and what tests read). Taken from Textual's own
+        screenshot (``export_screenshot``), the one public rendering of the whole screen."""
         width, height = self.size
-        console = Console(width=width, height=height, file=io.StringIO(), force_terminal=True, color_system=None,
-                          record=True, legacy_windows=False, safe_box=False)
-        console.print(self.screen._compositor.render_update(full=True, screen_stack=self._background_screens,
-                                                            simplify=True))
-        return console.export_text(styles=False)
+        return svg_text(self.export_screenshot(simplify=True), width, height)
 
     def current_fastpath(self) -> str:
         for s in reversed(self.screen_stack):
@@ -406,6 +428,39 @@ class AixsmitApp(App):
     def exit_smit(self) -> None:
         self.smit_log.exit()
         self.exit(0)
+
+
+_SVG_LINE = re.compile(r'-line-0">\s*<rect x="0" y="[^"]*" width="([0-9.e+]+)"')
+_SVG_TEXT = re.compile(r'<text class="[^"]*" x="([0-9.e+-]+)" y="[^"]*" textLength="[^"]*" '
+                       r'clip-path="url\(#[^)]*-line-(\d+)\)">(.*?)</text>', re.S)
+
+
+def svg_text(svg: str, width: int, height: int) -> str:
+    """The text of a terminal screenshot in Rich's SVG (``Console.export_svg``, which Textual's
+    ``App.export_screenshot`` returns): ``height`` lines, each ``width`` cells padded with
+    spaces. Each run of text is a ``<text>`` element on its line's clip path, at x = column x
+    cell width (the line's clip rectangle is ``width`` cells wide); a character two cells wide
+    is followed by an empty cell, as a terminal shows it."""
+    from rich.cells import cell_len
+
+    rows = [[" "] * width for _ in range(height)]
+    clip = _SVG_LINE.search(svg)
+    cell = float(clip.group(1)) / width if clip else 12.2  # Rich's default: 20 px x 0.61
+    for x, line, content in _SVG_TEXT.findall(svg):
+        y = int(line)
+        if y >= height:
+            continue
+        col = round(float(x) / cell)
+        for ch in html.unescape(content.replace("&#160;", " ")):
+            if col >= width:
+                break
+            rows[y][col] = ch
+            w = cell_len(ch)
+            for extra in range(1, w):
+                if col + extra < width:
+                    rows[y][col + extra] = ""
+            col += max(w, 1)
+    return "\n".join("".join(r) for r in rows)
 
 
 def utf8_locale(env=None) -> bool:

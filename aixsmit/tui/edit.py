@@ -6,6 +6,7 @@ Its own module: Textual's text area is imported only when F7 is first pressed, n
 from __future__ import annotations
 
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import TextArea
 
@@ -16,16 +17,14 @@ class ValueArea(TextArea):
     """A field's value in a larger window: wrapped over several lines, and Enter commits it
     instead of breaking it (a value is one line)."""
 
+    # A priority binding: checked before the text area's own handling of the key (a new line).
+    BINDINGS = [Binding("enter", "commit", "Commit", show=False, priority=True)]
+
     class Commit(Message):
         pass
 
-    async def _on_key(self, event) -> None:
-        if event.key == "enter":
-            event.stop()
-            event.prevent_default()
-            self.post_message(self.Commit())
-            return
-        await super()._on_key(event)
+    def action_commit(self) -> None:
+        self.post_message(self.Commit())
 
 
 class EditPopup(Popup):

@@ -7,6 +7,7 @@ import time
 
 from textual.app import ComposeResult
 
+from ..fs.mounts import visible
 from ..smit.model import Screen as ScreenDef
 from .screens import CommandStatusScreen, MenuList, SmitScreen
 
@@ -19,7 +20,7 @@ class JobsScreen(SmitScreen):
 
         self.jobs = list(reversed(detached.all_jobs()))
         labels = [f"{j.status:<8} {time.strftime('%b %d %H:%M', time.localtime(j.start))}  "
-                  f"{j.command.replace(chr(10), ' ')[:56]}" for j in self.jobs]
+                  f"{visible(j.command)[:56]}" for j in self.jobs]
         yield MenuList(labels or ["(No command has been started from aixsmit in the last week.)"], id="jobs")
 
     def on_mount(self) -> None:

@@ -2,16 +2,50 @@
 
 from __future__ import annotations
 
+from rich.segment import Segment
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, OptionList, Static
+from textual.strip import Strip
 from textual.widgets.option_list import Option
 
+from ..fs.mounts import visible
 from .keys import LIST_KEYS, MULTI_KEYS, POPUP_KEYS, footer_text
 
 PRESS_RETURN = "Press Enter or Cancel to return to the\napplication."
+
+
+def names(items) -> str:
+    """Names (mount points, devices) for a message, space-separated, each through the one
+    escaper: a newline, tab or ESC in one, or a space, shows as ``\\ooo`` and cannot forge a
+    line, move the cursor or run two names together."""
+    return " ".join(visible(n, spaces=True) for n in items)
+
+
+def _picture(ch: str) -> str:
+    """One cell for a character the one escaper would not show as it is: a C0 control's own
+    picture (U+2400-U+241F: ESC is U+241B), DEL's (U+2421), U+FFFD for any other."""
+    if visible(ch, backslash=False) == ch:
+        return ch
+    n = ord(ch)
+    return chr(0x2400 + n) if n < 0x20 else "\u2421" if n == 0x7F else "\ufffd"
+
+
+class FieldInput(Input):
+    """An entry field that never sends what its value holds raw to the terminal: a value can
+    come from a name (an F4 list, a mount point with a newline, a tab or ESC in it). The value
+    is kept as it is (the command gets the real name); what is drawn shows each character the
+    one escaper (``visible``) would escape as one picture character, so the cursor still moves
+    one cell a character."""
+
+    def render_line(self, y: int) -> Strip:
+        strip = super().render_line(y)
+        if all(seg.text.isascii() and seg.text.isprintable() for seg in strip):
+            return strip
+        return Strip([Segment("".join(map(_picture, seg.text)), seg.style, seg.control) for seg in strip],
+                     strip.cell_length)
 
 
 class Popup(ModalScreen):
@@ -99,7 +133,7 @@ class ListPopup(Popup):
 
     def _prompt(self, i: int) -> str:
         value, text = self.items[i]
-        return ("> " if value in self.selected else "  ") + text
+        return ("> " if value in self.selected else "  ") + visible(text, backslash=False)
 
     def _instructions(self) -> str:
         if self.building:
@@ -112,11 +146,13 @@ class ListPopup(Popup):
     def _options(self) -> list[Option]:
         if self.multi:
             return [Option(self._prompt(i), id=str(i)) for i in range(len(self.items))]
-        return [Option(text, id=str(i)) for i, (_, text) in enumerate(self.items)]
+        return [Option(visible(text, backslash=False), id=str(i)) for i, (_, text) in enumerate(self.items)]
 
     def body(self) -> ComposeResult:
         yield Static(self._instructions(), id="message")
-        yield OptionList(*self._options(), id="choices")
+        # Rows are text, not markup: a "[" in a name is a bracket. The services made the names
+        # in them visible already; a second pass (backslashes kept) catches what one missed.
+        yield OptionList(*self._options(), id="choices", markup=False)
 
     def fill(self, items: list[tuple[str, str]]) -> None:
         """The list, built: shown in place of "Building the list"."""
@@ -199,7 +235,7 @@ class PromptPopup(Popup):
         self.value = value
 
     def body(self) -> ComposeResult:
-        inp = Input(self.value, id="prompt")
+        inp = FieldInput(self.value, id="prompt")
         inp.cursor_blink = False
         yield inp
 

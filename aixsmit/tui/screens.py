@@ -18,10 +18,11 @@ from textual.widget import Widget
 from textual.widgets import Input, Static
 
 from ..errors import AixsmitError
+from ..fs.mounts import visible
 from ..smit import command as cmdbuild
 from ..smit.model import Field, Screen as ScreenDef
 from .keys import DIALOG_KEYS, MENU_KEYS, STATUS_DONE_KEYS, STATUS_RUNNING_KEYS, footer_text
-from .popups import PRESS_RETURN, ListPopup, MessagePopup, PromptPopup
+from .popups import PRESS_RETURN, FieldInput, ListPopup, MessagePopup, PromptPopup
 
 
 def _show(line: Static, text: str) -> None:
@@ -32,24 +33,6 @@ def _show(line: Static, text: str) -> None:
     if getattr(line, "_shown", None) != text:
         line._shown = text
         line.update(text, layout=False)
-
-
-def _paint_now(screen) -> None:
-    """Draw ``screen`` now, whole, not at the next frame tick.
-
-    Textual draws a changed screen at its next tick, up to a frame (17 ms at 60 frames a second)
-    later; for the end of a command that is the time between "the command has ended" and the
-    operator seeing it (measured from the command's exit to the terminal showing it: 17 ms,
-    median, at the next tick; 6-8 ms drawn at once). Textual has no public call for this: the
-    screen's own tick handler is called, as its timer would. Textual is pinned (pyproject.toml)
-    and a test checks the end is on screen at once; without the handler, the end is drawn at
-    the next tick as before."""
-    tick = getattr(screen, "_on_timer_update", None)
-    if callable(tick):
-        # The widgets' own changes reach the screen as messages, after this; a repaint of the
-        # whole screen (one frame, 3-5 ms) does not wait for them.
-        screen.refresh()
-        tick()
 
 
 def warm_up() -> None:
@@ -255,7 +238,7 @@ class FieldRow(Widget):
             yield RingValue(f, self.initial)
         else:
             yield Static("[", classes="bracket")
-            inp = Input(self.initial, id=f"in-{f.name}", select_on_focus=False)
+            inp = FieldInput(self.initial, id=f"in-{f.name}", select_on_focus=False)
             inp.cursor_blink = False  # a blinking cursor costs ~2 KB/s on the wire
             yield inp
             yield Static("]", classes="bracket")
@@ -441,7 +424,7 @@ class DialogScreen(SmitScreen):
             return
         argv = self.build()
         if argv is not None:
-            self.app.push_screen(MessagePopup("SHOW COMMAND STRING", PRESS_RETURN + "\n\n" + cmdbuild.display(argv)))
+            self.app.push_screen(MessagePopup("SHOW COMMAND STRING", PRESS_RETURN + "\n\n" + visible(cmdbuild.display(argv))))
 
     def action_cancel(self) -> None:
         if self.changed():
@@ -804,8 +787,11 @@ class CommandStatusScreen(SmitScreen):
                 log.refresh()
             self._markers()  # the pane keeps its size: its scroll range is known now
         if ended:
-            _paint_now(self)
-            self.app.command_finished(self, final)
+            # The end is drawn whole, in the frame Textual draws next: a screen that has drawn
+            # nothing for a frame (1/TEXTUAL_FPS) draws it as soon as this handler returns. The
+            # app hears of the end once that frame is drawn.
+            self.refresh()
+            self.call_after_refresh(self.app.command_finished, self, final)
 
     @property
     def running(self) -> bool:
@@ -871,7 +857,7 @@ class CommandStatusScreen(SmitScreen):
             super().action_exit()
 
     def action_show_command(self) -> None:
-        self.app.push_screen(MessagePopup("SHOW COMMAND STRING", PRESS_RETURN + "\n\n" + cmdbuild.display(self.argv)))
+        self.app.push_screen(MessagePopup("SHOW COMMAND STRING", PRESS_RETURN + "\n\n" + visible(cmdbuild.display(self.argv))))
 
     def action_find(self) -> None:
         def got(pattern):

@@ -18,10 +18,11 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Input, Static
 
 from ..errors import AixsmitError
+from ..fs.mounts import visible
 from ..smit import command as cmdbuild
 from ..smit.model import Screen as ScreenDef
 from .keys import WALK_KEYS
-from .popups import PRESS_RETURN, MessagePopup
+from .popups import PRESS_RETURN, FieldInput, MessagePopup, names
 from .screens import FKEYS, SmitScreen
 
 
@@ -57,6 +58,7 @@ STEPS = [
 SHOWN_AS = ["Step 1 of 8", "Step 2 of 8", "Steps 3-7 of 8", "Step 8 of 8"]  # the guide's numbering
 RUN, DONE = 2, 3
 JOB_TITLE = "Guided System Backup"
+RESULTS = {"OK": "OK", "WARN": "OK with warnings", "FAILED": "FAILED"}  # the job's status, as the guide says it
 
 
 def job_summary(text: str) -> list[str]:
@@ -92,7 +94,7 @@ class WalkthroughScreen(SmitScreen):
             with Horizontal(id="dest-row"):
                 yield Static("* Backup DEVICE or FILE".ljust(52), classes="label", markup=False)
                 yield Static("[", classes="bracket")
-                dest = Input("", id="dest")
+                dest = FieldInput("", id="dest")
                 dest.cursor_blink = False
                 yield dest
                 yield Static("]", classes="bracket")
@@ -102,24 +104,37 @@ class WalkthroughScreen(SmitScreen):
             yield Static("", id="next", markup=False)
 
     def on_mount(self) -> None:
-        self._find_running_job()
+        picked_up = self._find_job()
         self.show()
+        if picked_up:
+            # Shown at once, over its steps 3-7: its progress while it runs, its end after.
+            self.call_after_refresh(self.follow)
 
-    def _find_running_job(self) -> None:
-        """A guided backup started earlier that still runs (its terminal went away): the
-        walkthrough picks it up at its steps 3-7 instead of starting over."""
+    def _find_job(self) -> bool:
+        """A guided backup of this root started earlier (its terminal went away, or the guide
+        was left) that still runs, or that ended and was not seen since: the walkthrough picks
+        it up at its steps 3-7 instead of starting over, and returns True."""
         if self.app.dry_run or self.app.no_exec:
-            return
+            return False
         from ..jobs import detached
 
         try:
-            running = [j for j in detached.all_jobs() if j.title == JOB_TITLE and j.status == detached.RUNNING]
+            jobs = [j for j in detached.all_jobs() if j.title == JOB_TITLE and self._of_this_root(j.argv)]
+            jobs = [j for j in map(detached.refresh, jobs) if j.status == detached.RUNNING or not detached.seen(j)]
         except (OSError, AixsmitError):
-            return
-        if running:
-            self.job = running[-1]
-            self.dest = self.job.argv[-1]
-            self.step = RUN
+            return False
+        if not jobs:
+            return False
+        self.job = jobs[-1]
+        self.dest = self.job.argv[-1]
+        self.step = RUN
+        if self.job.status != detached.RUNNING:
+            self.result = RESULTS.get(self.job.status, self.job.status)
+        return True
+
+    def _of_this_root(self, argv: list[str]) -> bool:
+        """Whether a job's argv (as run: ``... sysbackup [--root DIR] DEST``) backs up this root."""
+        return "sysbackup" in argv and argv[argv.index("sysbackup") + 1:-1] == self.root_args()
 
     def show(self) -> None:
         st = STEPS[self.step]
@@ -139,7 +154,7 @@ class WalkthroughScreen(SmitScreen):
             facts = f"ERROR: {exc}"
         self.query_one("#facts", Static).update(facts)
         argv = self.argv()
-        self.query_one("#command", Static).update(f"Command (F6): {cmdbuild.display(argv)}" if argv else "")
+        self.query_one("#command", Static).update(f"Command (F6): {visible(cmdbuild.display(argv))}" if argv else "")
         self.query_one("#next", Static).update("\n" + self.how_to_go_on())
 
     def how_to_go_on(self) -> str:
@@ -196,7 +211,7 @@ class WalkthroughScreen(SmitScreen):
             rows = [f"  {'CLASS':<8} {'VFS':<8} {'DEVICE':<20} MOUNTED OVER"]
             for e in self.system().table():
                 if e.cls != "virtual":
-                    rows.append(f"  {e.cls:<8} {e.mount.vfs:<8} {e.mount.device[:20]:<20} {e.mount_point}")
+                    rows.append(f"  {e.cls:<8} {visible(e.mount.vfs):<8} {visible(e.mount.device)[:20]:<20} {visible(e.mount_point)}")
             virtual = sum(1 for e in self.system().table() if e.cls == "virtual")
             rows.append(f"  (and {virtual} virtual file systems: /proc, /sys, ...)")
             return "\n".join(rows)
@@ -205,13 +220,13 @@ class WalkthroughScreen(SmitScreen):
         if step == RUN:
             if self.job_running():
                 when = time.strftime("%H:%M", time.localtime(self.job.start))
-                return f"The guided backup started at {when} is running (image: {self.dest})."
+                return f"The guided backup started at {when} is running (image: {visible(self.dest)})."
             out = [f"Steps 3 to 7 ended: {self.result}."] if self.result else []
             users = self.user_mounts()
             if not users:
                 return "\n".join(out + ["No user file system is mounted: nothing to unmount."])
             out.append(("User file systems mounted: " if self.result else "User file systems to unmount: ")
-                       + " ".join(e.mount_point for e in users))
+                       + names(e.mount_point for e in users))
             holders = self.system().host.holders([e.mount for e in users], self.system().all_mounts())
             if holders:
                 from ..fs.unmount import holder_lines
@@ -255,7 +270,7 @@ class WalkthroughScreen(SmitScreen):
             lines = ["  Steps 3 to 7 were not run: no image was made."]
         still = self.ledger_entries()
         if still:
-            lines.append("LEFT UNMOUNTED: " + " ".join(e.mount_point for e in still) + " - run: aixsmit cmd mount --ledger")
+            lines.append("LEFT UNMOUNTED: " + names(e.mount_point for e in still) + " - run: aixsmit cmd mount --ledger")
         return "\n".join(lines)
 
     # --- keys ------------------------------------------------------------------------------
@@ -278,7 +293,7 @@ class WalkthroughScreen(SmitScreen):
 
     def action_show_command(self) -> None:
         argv = self.argv()
-        text = cmdbuild.display(argv) if argv else "This step runs no command."
+        text = visible(cmdbuild.display(argv)) if argv else "This step runs no command."
         self.app.push_screen(MessagePopup("SHOW COMMAND STRING", PRESS_RETURN + "\n\n" + text))
 
     def action_cancel(self) -> None:
@@ -305,7 +320,7 @@ class WalkthroughScreen(SmitScreen):
 
             self.app.push_screen(MessagePopup(
                 "CANCEL", "User file systems unmounted by aixsmit are still unmounted:\n"
-                          + " ".join(e.mount_point for e in self.ledger_entries())
+                          + names(e.mount_point for e in self.ledger_entries())
                           + "\n    Press Enter to leave them (aixsmit cmd mount --ledger mounts them).\n"
                             "    Press Cancel to return to the guide."), answer)
         else:
@@ -318,7 +333,7 @@ class WalkthroughScreen(SmitScreen):
                      "the user file systems again when they end (Running and Recent Commands).")
         elif self.ledger_entries() and not self.app.dry_run:
             state = ("User file systems are still unmounted: "
-                     + " ".join(e.mount_point for e in self.ledger_entries()) + "\n(aixsmit cmd mount --ledger mounts them).")
+                     + names(e.mount_point for e in self.ledger_entries()) + "\n(aixsmit cmd mount --ledger mounts them).")
         elif self.step == DONE or self.step == 0:
             state = ""
         else:
@@ -369,7 +384,7 @@ class WalkthroughScreen(SmitScreen):
             if self.app.dry_run:
                 self.result = "dry run"
                 self.app.push_screen(MessagePopup("INFORMATION MESSAGE", "(dry run) Steps 3 to 7 would run:\n\n"
-                                                  + cmdbuild.display(argv) + "\n\n" + PRESS_RETURN),
+                                                  + visible(cmdbuild.display(argv)) + "\n\n" + PRESS_RETURN),
                                      lambda _: self.advance())
                 return
             self.app.run_command(self.job_definition(argv), argv, next_label="Summary", on_next=self.go_on)
@@ -410,7 +425,7 @@ class WalkthroughScreen(SmitScreen):
         if info.status == detached.RUNNING:
             self.show()
             return
-        self.result = {"OK": "OK", "WARN": "OK with warnings", "FAILED": "FAILED"}.get(info.status, info.status)
+        self.result = RESULTS.get(info.status, info.status)
         if self.continued:
             self.continued = False
             self.step = DONE
