@@ -208,7 +208,7 @@ def test_clone_writes_nothing_through_a_link_out_of_the_target(system_on_loops):
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) <= 1, r.stderr
     if r.returncode != 0:
         assert "clone resolves every path inside the target" in r.stderr
-    assert not [l for l in open("/proc/self/mountinfo").read().splitlines() if str(target) in l]
+    assert not [l for l in open("/proc/self/mountinfo", errors="replace").read().splitlines() if str(target) in l]
 
 
 def test_a_stopped_clone_unmounts_what_it_mounted(system_on_loops):
@@ -230,7 +230,7 @@ def test_a_stopped_clone_unmounts_what_it_mounted(system_on_loops):
     proc = subprocess.Popen([sys.executable, "-m", "aixsmit", "cmd", "clone", "-f", str(tr.img), "--target", str(target),
                              "--no-boot", *[f"--map={mp}={d}" for mp, d in devs.items()]],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    mounted = lambda: [l for l in open("/proc/self/mountinfo").read().splitlines() if str(target) in l]  # noqa: E731
+    mounted = lambda: [l for l in open("/proc/self/mountinfo", errors="replace").read().splitlines() if str(target) in l]  # noqa: E731
     end = time.monotonic() + 60
     while len(mounted()) < 3 and time.monotonic() < end and proc.poll() is None:
         time.sleep(0.1)

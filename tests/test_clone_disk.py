@@ -120,7 +120,7 @@ def test_boot_disk_is_checked_before_writing(troot):
         with pytest.raises(AixsmitError, match="not a partition of a disk"):
             boot.check("img", grub, "", dev, False)
         efi = clone.Contents({}, {"./usr/sbin/grub-install", "./usr/lib/grub/x86_64-efi"})
-        with pytest.raises(AixsmitError, match="EFI only"):
+        with pytest.raises(AixsmitError, match="GRUB for EFI .* but no EFI system partition"):
             boot.check("img", efi, dev, f"{dev}p1", False)
         run("sfdisk", "-q", dev, input=disk.sfdisk_script(disk.layout(dev, 64 * MiB, [("/", MiB, MiB)])))
         boot.check("img", grub, dev, f"{dev}p2", False)  # a BIOS boot partition: accepted
@@ -190,3 +190,168 @@ def test_old_uuids_are_replaced_where_the_clone_names_them(tmp_path):
     assert (target / "etc/default/grub.d/local.cfg").read_text() == 'GRUB_CMDLINE_LINUX="root=UUID=new-root"\n'
     assert (target / "etc/initramfs-tools/conf.d/resume").read_text() == "RESUME=UUID=swap-not-cloned\n"
     assert sum("Rewriting" in l for l in said) == 2
+
+
+GRUB = {"./usr/sbin/grub-install", "./usr/sbin/update-grub"}
+GRUB_BIOS = {"./usr/lib/grub/i386-pc"}
+GRUB_EFI = {"./usr/lib/grub/x86_64-efi", "./usr/lib/grub/x86_64-efi/kernel.img"}
+ESP_FSTAB = "UUID=1234-ABCD /boot/efi vfat umask=0077 0 1\n"
+
+
+def test_firmware_is_read_from_the_image():
+    """BIOS when the image has GRUB's i386-pc; EFI when it has GRUB's x86_64-efi modules and an
+    ESP on /boot/efi (in image.data or only in its fstab); both when it has both."""
+    from aixsmit.backup import boot
+
+    def fw(present, recorded=(), fstab=""):
+        return boot.firmware("img", clone.Contents({}, set(present), fstab), {mp: {} for mp in recorded})
+
+    assert fw(GRUB | GRUB_BIOS) == (True, False)
+    assert fw(GRUB | GRUB_EFI, ["/", "/boot/efi"]) == (False, True)
+    assert fw(GRUB | GRUB_EFI, ["/"], ESP_FSTAB) == (False, True)
+    assert fw(GRUB | GRUB_EFI | GRUB_BIOS, ["/"], ESP_FSTAB) == (True, True)
+    assert fw(GRUB | GRUB_EFI | GRUB_BIOS, ["/"], "# /boot/efi vfat\n") == (True, False)  # no ESP: BIOS only
+    with pytest.raises(AixsmitError, match="no EFI system partition: neither its image.data nor its /etc/fstab"):
+        fw(GRUB | GRUB_EFI, ["/"])
+    with pytest.raises(AixsmitError, match="without its modules"):
+        fw(GRUB | {"./usr/lib/grub/x86_64-efi"}, ["/boot/efi"])
+    with pytest.raises(AixsmitError, match="for no platform"):
+        fw(GRUB)
+    with pytest.raises(AixsmitError, match="records /boot/efi as ext4, not FAT"):
+        boot.check("img", clone.Contents({}, GRUB | GRUB_EFI), "", "/dev/x2", True,
+                   recorded={"/": {}, "/boot/efi": {"FS_VFS": "ext4"}})
+
+
+def test_layout_with_an_efi_system_partition():
+    fss = [("/boot/efi", 5 * MiB, 100 * MiB), ("/", 500 * MiB, 900 * MiB), ("/home", 20 * MiB, 500 * MiB)]
+    efi = disk.layout("/dev/sdb", 4096 * MiB, fss, bios=False, efi=True)
+    assert [(p.number, p.mount_point, p.size // MiB, p.type) for p in efi] == [
+        (1, "/boot/efi", 100, disk.ESP), (2, "/", 900, disk.LINUX_FS), (3, "/home", 500, disk.LINUX_FS)]
+    both = disk.layout("/dev/sdb", 4096 * MiB, fss, bios=True, efi=True)
+    assert [(p.device, p.type) for p in both[:3]] == [
+        ("/dev/sdb1", disk.BIOS_BOOT), ("/dev/sdb2", disk.ESP), ("/dev/sdb3", disk.LINUX_FS)]
+    # Shrunk: the ESP keeps what FAT32 needs, however little the image holds on it.
+    small = disk.layout("/dev/sdb", 700 * MiB, fss, bios=False, efi=True)
+    assert disk.ESP_MIN <= small[0].size < 100 * MiB
+    script = disk.sfdisk_script(both).splitlines()
+    assert script[2] == f'type={disk.ESP}, size={both[1].size // 512}, name="EFI system partition"'
+    assert disk.parse_layout("/ 1G\n/home rest\n", ["/boot/efi", "/", "/home"], "l",
+                             optional={"/boot/efi": disk.ESP_DEFAULT})["/boot/efi"] == disk.ESP_DEFAULT
+
+
+def make_image(tr, present: set[str], fstab: str):
+    """A mksysb of ``tr``'s root holding the files ``present`` names (empty: what clone probes
+    for) and ``fstab``."""
+    if not (tr.images / "rootfs.img").exists():
+        tr.loop_mount("/", size_mb=32)  # / on ext4, as a system's is (troot's own is a tmpfs)
+        tr.p("/etc").mkdir()
+    for name in present:
+        path = tr.p(name[1:])
+        if name.endswith((".img", "grub-install", "update-grub")):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("")
+        else:
+            path.mkdir(parents=True, exist_ok=True)
+    tr.p("/etc/fstab").write_text("UUID=0aa1 / ext4 errors=remount-ro 0 1\n" + fstab)
+    img = tr.base / "sys.mksysb"
+    r = aixsmit("cmd", "mksysb", "-i", "--root", tr.path, img, env=tr.env())
+    assert r.returncode == 0, r.stderr
+    return img
+
+
+def blank_disk(tr, mb: int) -> str:
+    raw = tr.images / f"blank{mb}.raw"
+    with open(raw, "wb") as f:
+        f.truncate(mb * MiB)
+    dev = run("losetup", "-f", "--show", raw).stdout.strip()
+    tr.loops.append(dev)
+    return dev
+
+
+@needs_root
+def test_dry_run_of_an_efi_clone_shows_every_step(troot):
+    """An image whose system boots by EFI (GRUB's x86_64-efi, /boot/efi in its fstab): the ESP is
+    partitioned first (ESP type), made FAT32, staged, filled by grub-install for EFI without
+    NVRAM entries and at the fallback path, copied on with mtools and checked; no BIOS GRUB. With
+    GRUB for BIOS as well, both."""
+    tr = troot
+    img = make_image(tr, GRUB | GRUB_EFI, ESP_FSTAB)
+    dev = blank_disk(tr, 600)
+    r = aixsmit("cmd", "clone", "-f", img, "--disk", dev, "--target", tr.base / "t", "--dry-run", env=tr.env())
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert f"type={disk.ESP}, size={256 * MiB // 512}, name=\"EFI system partition\"" in out  # the default size
+    assert f"{dev}p1" in out and "BIOS boot" not in out and "i386-pc" not in out
+    for step in (f"mkfs.vfat -F 32 -n EFI {dev}p1", f"mount -t tmpfs -o mode=0700 -- {dev}p1 {tr.base}/t/boot/efi",
+                 "chroot {t} grub-install --target=x86_64-efi --efi-directory=/boot/efi --no-nvram\n",
+                 "chroot {t} grub-install --target=x86_64-efi --efi-directory=/boot/efi --no-nvram --removable\n",
+                 "chroot {t} update-grub", f"mcopy -s -m -Q -D o -i {dev}p1 '{tr.base}/t/boot/efi/*' ::/",
+                 f"mdir -b -i {dev}p1 ::/EFI/BOOT/BOOTX64.EFI", "The image holds no /boot/efi"):
+        assert step.replace("{t}", str(tr.base / "t")) in out, (step, out)
+    assert out.index("update-grub") > out.index("--removable")
+    assert out.index("mcopy") > out.index("update-grub")
+    assert subprocess.run(["blkid", "-p", dev], capture_output=True).returncode == 2  # nothing written
+
+    img = make_image(tr, GRUB | GRUB_EFI | GRUB_BIOS, ESP_FSTAB)
+    r = aixsmit("cmd", "clone", "-f", img, "--disk", dev, "--target", tr.base / "t", "--dry-run", env=tr.env())
+    assert r.returncode == 0, r.stderr
+    assert f"type={disk.BIOS_BOOT}" in r.stdout and f"type={disk.ESP}" in r.stdout
+    assert f"grub-install --target=i386-pc {dev}" in r.stdout and "--target=x86_64-efi" in r.stdout
+    assert f"mkfs.vfat -F 32 -n EFI {dev}p2" in r.stdout
+
+
+@needs_root
+def test_map_needs_an_esp_typed_partition_for_boot_efi(troot):
+    """With --map, the partition for /boot/efi must have the ESP type (the firmware looks for
+    boot loaders there only): refused with one line before anything is written."""
+    tr = troot
+    img = make_image(tr, GRUB | GRUB_EFI, ESP_FSTAB)
+    dev = blank_disk(tr, 200)
+    run("sfdisk", "-q", dev, input="label: gpt\nsize=80M, type=linux\ntype=linux\n")
+    run("partx", "-a", dev)
+    try:
+        args = ["cmd", "clone", "-f", img, "--map", f"/={dev}p2", "--map", f"/boot/efi={dev}p1", "--target",
+                tr.base / "t", "--dry-run"]
+        r = aixsmit(*args, env=tr.env())
+        assert r.returncode == 1 and len(r.stderr.splitlines()) == 1, r.stderr
+        assert f"{dev}p1 (for /boot/efi) is not an EFI system partition (type {disk.LINUX_FS})" in r.stderr
+        run("sfdisk", "-q", "--part-type", dev, "1", disk.ESP)
+        assert disk.partition_type(f"{dev}p1") == disk.ESP and disk.partition_type(dev) == ""
+        r = aixsmit(*args, env=tr.env())
+        assert r.returncode == 0, r.stderr
+        assert "grub-install --target=x86_64-efi" in r.stdout and f"mkfs.vfat -F 32 -n EFI {dev}p1" in r.stdout
+        assert "i386-pc" not in r.stdout  # EFI only: no BIOS boot disk is needed
+    finally:
+        subprocess.run(["partx", "-d", dev], capture_output=True)
+
+
+def test_fat_gets_the_staged_files_and_never_what_a_link_points_to(tmp_path):
+    """What is staged for a FAT file system is copied onto it with mtools; a link in the image
+    (FAT holds none, and mcopy would follow it to a file of this host) is left out, and said."""
+    fat = tmp_path / "esp.img"
+    with open(fat, "wb") as f:
+        f.truncate(disk.ESP_MIN)
+    run(*disk.fat_mkfs_argv(str(fat)))
+    staged = tmp_path / "staged"
+    (staged / "EFI/BOOT").mkdir(parents=True)
+    (staged / "EFI/BOOT/BOOTX64.EFI").write_bytes(b"MZ" + bytes(1000))
+    secret = tmp_path / "host-secret"
+    secret.write_text("host only\n")
+    (staged / "EFI/leak").symlink_to(secret)
+    (staged / "EFI/dirlink").symlink_to(tmp_path)
+    said = []
+    t = clone.Target("/boot/efi", str(fat), "vfat", 0, 0, 0, "")
+    clone.fill_fat(t, str(staged), clone.Steps(lambda line, stream: said.append((stream, line)), False), "clone",
+                   check_esp=True)
+    listing = run("mdir", "-/", "-b", "-i", fat, "::/", env=disk.MTOOLS_ENV).stdout.split()
+    assert "::/EFI/BOOT/BOOTX64.EFI" in listing and not [n for n in listing if "leak" in n or "dirlink" in n]
+    assert run("mtype", "-i", fat, "::/EFI/BOOT/BOOTX64.EFI", env=disk.MTOOLS_ENV).stdout.startswith("MZ")
+    assert [line for stream, line in said if stream == "stderr"] == [
+        "clone: /boot/efi/EFI/dirlink is left out of the FAT file system: FAT holds no links or special files.",
+        "clone: /boot/efi/EFI/leak is left out of the FAT file system: FAT holds no links or special files."]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    run(*disk.fat_mkfs_argv(str(fat)))  # a new, empty FAT: nothing to boot on it
+    with pytest.raises(AixsmitError, match="holds no EFI/BOOT/BOOTX64.EFI"):
+        clone.fill_fat(clone.Target("/boot/efi", str(fat), "vfat", 0, 0, 0, ""), str(empty),
+                       clone.Steps(lambda line, stream: None, False), "clone", check_esp=True)

@@ -174,3 +174,17 @@ def test_a_packed_image_is_refused_as_an_unpacked_one_with_nothing_written(tmp_p
         assert os.listdir(target) == [] and os.listdir(outside) == []
         said.append(r.stderr.splitlines()[-1].replace(str(img), "IMG").replace(str(target), "T"))
     assert said[0] == said[1]
+
+
+def test_a_member_after_a_link_of_the_same_name_is_refused(tmp_path):
+    # GNU tar makes a link that leads out of the target last: it would stay, and the file's
+    # data would be lost, while restore said the image was restored.
+    img = _image(tmp_path, Image("mksysb").symlink("./s", "/etc/hostname").file("./s", b"the data\n").finish())
+    target = tmp_path / "tgt"
+    target.mkdir()
+    r = _restore(img, target)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "come after a symbolic link of the same name" in r.stderr.splitlines()[-1] and "./s" in r.stderr
+    assert os.listdir(target) == []
+    v = aixsmit("cmd", "verify", "-f", img)
+    assert v.returncode != 0 and "come after a symbolic link of the same name" in v.stdout + v.stderr

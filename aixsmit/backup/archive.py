@@ -525,6 +525,7 @@ def verify(path: str, program: str = "verify") -> Verification:
     symlinks: set[str] = set()
     safe_dirs: set[str] = set()
     unsafe: list[str] = []
+    relinked: list[str] = []
     own = (info.toc_member, sums_name)
     count = 0
     with open_image(path, program, hashing=True) as tf:
@@ -535,6 +536,8 @@ def verify(path: str, program: str = "verify") -> Verification:
             starts_add(m.offset)
             ends_add(m.end)
             names_add(name)
+            if name in symlinks and m.type != tarread.SYMTYPE:
+                relinked.append(name)
             why = unsafe_member(m, symlinks, name, safe_dirs)
             if why:
                 unsafe.append(why)
@@ -591,6 +594,8 @@ def verify(path: str, program: str = "verify") -> Verification:
     if unsafe:
         result.problems.append(f"{len(unsafe)} member(s) would be restored outside the target (first: {unsafe[0]}); "
                                "restore refuses this image")
+    if relinked:
+        result.problems.append(RELINKED.format(n=len(relinked), first=relinked[0]) + "; restore refuses this image")
     if toc is None:
         result.status = "FAILED"
         result.problems.append("the table of contents (backup.toc) is missing: the image was not made by aixsmit or is incomplete")
@@ -625,6 +630,7 @@ class Survey:
     """What a restore needs to know before it writes anything, from one pass over the image."""
 
     unsafe: list[str] = field(default_factory=list)  # members that would land outside the target
+    relinked: list[str] = field(default_factory=list)  # members named as a symbolic link before them
     outside: list[str] = field(default_factory=list)  # members outside ``within`` (restvg: the group)
     names: set[str] = field(default_factory=set)
     dirs: set[str] = field(default_factory=set)
@@ -640,6 +646,13 @@ class Survey:
 
 def _under(name: str, tops: list[str]) -> bool:
     return any(top == "." or name == top or name.startswith(top + "/") for top in tops)
+
+
+# A member whose name the image gave a symbolic link before it: GNU tar makes such a link last
+# (a link that leads out of the target is held back to the end of the extraction), so the
+# link would stay and the member's data be lost while the restore said it was restored.
+RELINKED = ("{n} member(s) come after a symbolic link of the same name, which tar would keep instead "
+            "(first: {first})")
 
 
 def unsafe_member(m: tarread.Member, symlinks: set[str], norm: str = "", safe_dirs: set[str] | None = None) -> str:
@@ -706,6 +719,8 @@ def survey(path: str, program: str, within: list[str] | None = None, skip: list[
             starts(m.offset)
             ends(m.end)
             order(norm)
+            if norm in symlinks and typ != tarread.SYMTYPE:
+                out.relinked.append(norm)
             why = unsafe_member(m, symlinks, norm, safe_dirs)
             if why:
                 out.unsafe.append(why)
@@ -843,6 +858,9 @@ def _restore(path: str, target: str, tfd: int, files: list[str], verbose: bool, 
         if found.unsafe:
             raise AixsmitError(f"{program}: {path}: {len(found.unsafe)} member(s) would be restored outside {target} "
                                f"(first: {found.unsafe[0]}); nothing was restored.")
+        if found.relinked:
+            raise AixsmitError(f"{program}: {path}: " + RELINKED.format(n=len(found.relinked), first=found.relinked[0])
+                               + "; nothing was restored.")
         if found.outside:
             raise AixsmitError(f"{program}: {path}: {len(found.outside)} member(s) lie outside the volume group's file "
                                f"systems ({' '.join(within or [])}) (first: {found.outside[0]}); nothing was restored.")

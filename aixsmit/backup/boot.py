@@ -1,5 +1,11 @@
 """Make a restored system boot: its own initramfs tool and GRUB, run in a chroot of the clone.
 
+A system boots by BIOS (GRUB's i386-pc in the image), by EFI (GRUB's x86_64-efi modules and an
+EFI system partition on /boot/efi, in its image.data or its fstab), or both; the clone gets
+each boot loader the image has. GRUB for EFI is installed with ``--no-nvram`` (the firmware's
+boot entries belong to the machine that boots the clone, not to this one) and again with
+``--removable``, at the fallback path EFI/BOOT/BOOTX64.EFI that firmware boots without an entry.
+
 What was found making clones boot (a Debian source, GPT, GRUB for BIOS): ``grub-install
 --target=i386-pc DISK`` and ``update-grub``, both the clone's own, run in its chroot, are what
 make it boot - without the first the machine hangs after the BIOS, without the second GRUB looks
@@ -38,20 +44,60 @@ def _has_grub(present: set[str]) -> bool:
     return "./usr/sbin/grub-install" in present or "./sbin/grub-install" in present
 
 
-def check(image: str, contents, boot_disk: str, root_device: str, whole_disk: bool, program: str = "clone") -> None:
-    """Refuse, before anything is written, a clone that could not be made to boot."""
+HINT = "; give --no-boot to install it without a boot loader"
+
+
+def firmware(image: str, contents, recorded: dict, program: str = "clone") -> tuple[bool, bool]:
+    """(bios, efi): how the image's system boots, from what it holds (GRUB's platforms) and
+    where its ESP is (/boot/efi in image.data or in its fstab). Raises when it holds no GRUB,
+    GRUB for EFI without its modules or without an ESP, or for no platform clone installs."""
+    from .clone import fstab_mount_points
+
     present = contents.present
-    hint = "; give --no-boot to install it without a boot loader"
     if not _has_grub(present):
         raise AixsmitError(f"{program}: {image} holds no GRUB (/usr/sbin/grub-install): aixsmit makes a clone "
-                           f"boot with the image's own GRUB, so this one would not boot{hint}")
-    if "./usr/lib/grub/i386-pc" not in present:
-        kind = "EFI only (x86_64-efi)" if "./usr/lib/grub/x86_64-efi" in present else "no platform aixsmit knows"
-        raise AixsmitError(f"{program}: {image} has GRUB for {kind}; clone installs GRUB for BIOS (i386-pc), "
-                           f"which the image does not hold (its package grub-pc-bin){hint}")
+                           f"boot with the image's own GRUB, so this one would not boot{HINT}")
+    bios = "./usr/lib/grub/i386-pc" in present
+    efi_grub = "./usr/lib/grub/x86_64-efi" in present
+    esp = disks.ESP_MOUNT in recorded or disks.ESP_MOUNT in fstab_mount_points(getattr(contents, "fstab", ""))
+    if efi_grub and esp and "./usr/lib/grub/x86_64-efi/kernel.img" not in present:
+        raise AixsmitError(f"{program}: {image} has GRUB for EFI without its modules (/usr/lib/grub/x86_64-efi/"
+                           f"kernel.img, package grub-efi-amd64-bin): grub-install could not make its image{HINT}")
+    efi = efi_grub and esp
+    if not bios and not efi:
+        if efi_grub:
+            raise AixsmitError(f"{program}: {image} has GRUB for EFI (x86_64-efi) but no EFI system partition: "
+                               f"neither its image.data nor its /etc/fstab has {disks.ESP_MOUNT}{HINT}")
+        raise AixsmitError(f"{program}: {image} has GRUB for no platform clone installs (i386-pc for BIOS, "
+                           f"x86_64-efi for EFI: packages grub-pc-bin, grub-efi-amd64-bin){HINT}")
+    return bios, efi
+
+
+def check(image: str, contents, boot_disk: str, root_device: str, whole_disk: bool, program: str = "clone", *,
+          recorded: dict | None = None, mapping: dict[str, str] | None = None, bios: bool | None = None,
+          efi: bool | None = None) -> None:
+    """Refuse, before anything is written, a clone that could not be made to boot: BIOS needs a
+    disk GRUB can embed into; EFI needs /boot/efi on FAT, on a partition of the ESP type."""
+    recorded = recorded or {}
+    if bios is None or efi is None:
+        bios, efi = firmware(image, contents, recorded, program)
+    if efi:
+        vfs = recorded.get(disks.ESP_MOUNT, {}).get("FS_VFS", "vfat")
+        if vfs not in disks.FAT_VFS:
+            raise AixsmitError(f"{program}: {image} records {disks.ESP_MOUNT} as {vfs}, not FAT: firmware reads "
+                               f"an EFI system partition only as FAT{HINT}")
+        esp_dev = (mapping or {}).get(disks.ESP_MOUNT, "")
+        if not whole_disk and esp_dev:
+            ptype = disks.partition_type(esp_dev)
+            if not disks.is_esp_type(ptype):
+                raise AixsmitError(f"{program}: {esp_dev} (for {disks.ESP_MOUNT}) is not an EFI system partition "
+                                   f"(type {ptype or 'none: not a partition'}): firmware would not look for a boot "
+                                   f"loader on it; give it the type EFI System ({disks.ESP}), or use --disk{HINT}")
+    if not bios:
+        return
     if not boot_disk:
         raise AixsmitError(f"{program}: {root_device} (for /) is not a partition of a disk, so there is no disk to "
-                           f"put the boot loader on: give --boot-disk DISK{hint}")
+                           f"put the boot loader on: give --boot-disk DISK{HINT}")
     if whole_disk:
         return
     if not os.path.exists(boot_disk):
@@ -60,7 +106,7 @@ def check(image: str, contents, boot_disk: str, root_device: str, whole_disk: bo
     if busy:
         raise AixsmitError(f"{program}: the boot disk {boot_disk} holds {busy[0][0]}, mounted on {busy[0][1]}: "
                            f"clone will not replace the boot loader of a disk in use (this machine's own?); give "
-                           f"--boot-disk DISK{hint}")
+                           f"--boot-disk DISK{HINT}")
     res = subprocess.run(["sfdisk", "--json", boot_disk], capture_output=True, text=True)
     try:
         table = json.loads(res.stdout)["partitiontable"] if res.returncode == 0 else {}
@@ -71,15 +117,15 @@ def check(image: str, contents, boot_disk: str, root_device: str, whole_disk: bo
         if not any(p.get("type", "").upper() == disks.BIOS_BOOT for p in table.get("partitions", [])):
             raise AixsmitError(f"{program}: {boot_disk} has a GPT without a BIOS boot partition: grub-install would "
                                f"fail (embedding is not possible). Add a 1 MB partition of type BIOS boot "
-                               f"({disks.BIOS_BOOT}), or use --disk to let clone partition a blank disk{hint}")
+                               f"({disks.BIOS_BOOT}), or use --disk to let clone partition a blank disk{HINT}")
     elif label == "dos":
         first = min((p.get("start", 0) for p in table.get("partitions", [])), default=2048)
         if first < 2048:
             raise AixsmitError(f"{program}: the first partition of {boot_disk} starts at sector {first}: no room "
-                               f"for GRUB before it (1 MB is needed){hint}")
+                               f"for GRUB before it (1 MB is needed){HINT}")
     else:
         raise AixsmitError(f"{program}: {boot_disk} has no partition table sfdisk can read: GRUB cannot be "
-                           f"installed on it{hint}")
+                           f"installed on it{HINT}")
 
 
 def mounted_parts(disk: str) -> list[tuple[str, str]]:
@@ -218,9 +264,10 @@ def reset_identity(target: str, steps, read, write, new_ssh_keys: bool) -> list[
 
 
 def make_bootable(target: str, targets, contents, boot_disk: str, steps, *, initramfs: str = "auto",
-                  new_ssh_keys: bool = False) -> None:
-    """Reset the identity, make the initramfs when needed, install GRUB onto ``boot_disk`` and
-    write its configuration for the new root UUID, then check that it names it."""
+                  new_ssh_keys: bool = False, bios: bool = True, efi: bool = False) -> None:
+    """Reset the identity, make the initramfs when needed, install GRUB (``bios``: onto
+    ``boot_disk``; ``efi``: into the ESP mounted on /boot/efi, at its own path and at the
+    fallback path) and write its configuration for the new root UUID, then check that it names it."""
     from .clone import read_text, write_text
 
     program = steps.program
@@ -239,8 +286,18 @@ def make_bootable(target: str, targets, contents, boot_disk: str, steps, *, init
         elif tool:
             steps.say(f"The image's initramfs is kept: nothing in it depends on the old machine "
                       f"({tool[0]} not needed; --initramfs yes makes it anyway).")
-        steps.say(f"Installing the image's GRUB (BIOS, i386-pc) onto {boot_disk}.")
-        run_in(["grub-install", "--target=i386-pc", boot_disk])
+        if bios:
+            steps.say(f"Installing the image's GRUB (BIOS, i386-pc) onto {boot_disk}.")
+            run_in(["grub-install", "--target=i386-pc", boot_disk])
+        if efi:
+            esp = next(t for t in targets if t.mount_point == disks.ESP_MOUNT)
+            efi_argv = ["grub-install", "--target=x86_64-efi", f"--efi-directory={disks.ESP_MOUNT}", "--no-nvram"]
+            steps.say(f"Installing the image's GRUB (EFI, x86_64-efi) into the EFI system partition {esp.device} "
+                      f"({disks.ESP_MOUNT}), without NVRAM entries: they belong to the machine that boots it.")
+            run_in(efi_argv)
+            steps.say("Installing it again at the fallback path EFI/BOOT/BOOTX64.EFI, which firmware boots "
+                      "without an NVRAM entry.")
+            run_in(efi_argv + ["--removable"])
         steps.say(f"Writing GRUB's configuration for the new root file system (UUID {root.uuid}).")
         run_in(["update-grub"] if "./usr/sbin/update-grub" in present else ["grub-mkconfig", "-o", "/boot/grub/grub.cfg"])
         if new_ssh_keys and "./usr/bin/ssh-keygen" in present:
@@ -254,4 +311,8 @@ def make_bootable(target: str, targets, contents, boot_disk: str, steps, *, init
                                f"not boot, or would boot the source.")
     if reset:
         steps.say("Reset for the new machine: " + ", ".join(reset) + ".")
-    steps.say(f"The clone boots from {boot_disk}: GRUB for BIOS, root=UUID={root.uuid}.")
+    how = [f"GRUB for BIOS on {boot_disk}"] if bios else []
+    if efi:
+        esp = next(t for t in targets if t.mount_point == disks.ESP_MOUNT)
+        how.append(f"GRUB for EFI on {esp.device} (EFI/BOOT/BOOTX64.EFI)")
+    steps.say(f"The clone boots by {' and by '.join(how)}: root=UUID={root.uuid}.")

@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
+import stat
 import subprocess
+import tarfile
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -34,6 +37,7 @@ UUID_FILES = ("etc/crypttab", "etc/initramfs-tools/conf.d/resume", "etc/default/
 UUID_DIRS = ("etc/default/grub.d",)
 # What the image's members tell about how it boots and how its initramfs is made.
 PROBES = ("./usr/sbin/grub-install", "./sbin/grub-install", "./usr/lib/grub/i386-pc", "./usr/lib/grub/x86_64-efi",
+          "./usr/lib/grub/x86_64-efi/kernel.img",
           "./usr/sbin/update-grub", "./usr/sbin/grub-mkconfig", "./usr/sbin/update-initramfs", "./usr/bin/dracut",
           "./usr/sbin/dracut", "./usr/bin/mkinitcpio", "./usr/bin/debconf-set-selections", "./usr/bin/ssh-keygen")
 
@@ -58,6 +62,17 @@ class Contents:
     """What a pass over the image found: data per file system, and the PROBES it holds."""
     data: dict[str, int]
     present: set[str] = field(default_factory=set)
+    fstab: str = ""  # the image's /etc/fstab
+
+
+def fstab_mount_points(text: str) -> set[str]:
+    """The mount points an fstab names (comments and short lines left out)."""
+    out = set()
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and not parts[0].startswith("#") and parts[1].startswith("/"):
+            out.add(os.path.normpath(parts[1].replace("\\040", " ")))
+    return out
 
 
 def parse_map(items: list[str]) -> dict[str, str]:
@@ -76,19 +91,29 @@ def parse_map(items: list[str]) -> dict[str, str]:
 
 
 def survey(image: str, mount_points: list[str], program: str = "clone") -> Contents:
-    """Bytes of file data the image holds for each file system (its deepest mount point), and
-    which of PROBES it holds."""
+    """Bytes of file data the image holds for each file system (its deepest mount point), which
+    of PROBES it holds, and its /etc/fstab (read as the one pass over the image meets it)."""
     order = sorted(mount_points, key=len, reverse=True)
     found = Contents({mp: 0 for mp in mount_points})
-    for m in archive.members(image, program):
-        norm = archive._norm(m.name)
-        if norm in PROBES:
-            found.present.add(norm)
-        name = "/" + norm[2:]
-        for mp in order:
-            if mp == "/" or name == mp or name.startswith(mp + "/"):
-                found.data[mp] += m.size
-                break
+    damage = archive.Damage()
+    with archive.open_image(image, program) as tf:
+        for m in archive.read_members(tf, damage):
+            norm = archive._norm(m.name)
+            if norm in PROBES:
+                found.present.add(norm)
+            elif norm == "./etc/fstab" and m.isfile() and m.size < (1 << 20):
+                try:
+                    f = tf.extractfile(m)
+                    found.fstab = f.read().decode("utf-8", "surrogateescape") if f else ""
+                except (tarfile.TarError, OSError, EOFError):
+                    found.fstab = ""  # the damage is reported by the reading itself
+            name = "/" + norm[2:]
+            for mp in order:
+                if mp == "/" or name == mp or name.startswith(mp + "/"):
+                    found.data[mp] += m.size
+                    break
+    if damage:
+        raise archive.damaged(image, program, damage)
     return found
 
 
@@ -111,10 +136,11 @@ def needed_bytes(data: int) -> int:
 
 
 def plan(image: str, mapping: dict[str, str], program: str = "clone", *, sizes: dict[str, int] | None = None,
-         contents: Contents | None = None) -> list[Target]:
-    """The fitting: one Target per file system of the image, parents first. ``sizes`` gives the
-    devices' sizes where they do not exist yet (partitions still to be made)."""
-    recorded = recorded_fs(image, program)
+         contents: Contents | None = None, recorded: dict[str, dict[str, str]] | None = None) -> list[Target]:
+    """The fitting: one Target per file system of the image (``recorded``: its fs_data stanzas,
+    read from it when not given), parents first. ``sizes`` gives the devices' sizes where they do
+    not exist yet (partitions still to be made)."""
+    recorded = recorded if recorded is not None else recorded_fs(image, program)
     missing = [mp for mp in recorded if mp not in mapping]
     if missing:
         raise AixsmitError(f"{program}: no device is mapped for {', '.join(missing)} (the image holds "
@@ -123,6 +149,7 @@ def plan(image: str, mapping: dict[str, str], program: str = "clone", *, sizes: 
     if extra:
         raise AixsmitError(f"{program}: the image has no file system {extra[0]} (it holds {', '.join(recorded)})")
     data = (contents or survey(image, list(recorded), program)).data
+    data = {mp: data.get(mp, 0) for mp in recorded}
     targets = []
     for mp, fs in sorted(recorded.items(), key=lambda kv: _depth(kv[0])):
         dev = mapping[mp]
@@ -307,6 +334,34 @@ def boot_disk_of(device: str) -> str | None:
     return "/dev/" + os.path.basename(os.path.dirname(os.path.realpath(sys_dir)))
 
 
+def fill_fat(t: Target, path: str, steps: Steps, program: str, check_esp: bool = False) -> None:
+    """Copy what is staged at ``path`` onto the FAT file system on ``t.device`` (mtools), then,
+    for the ESP, check on the FAT itself that the fallback boot loader is there."""
+    steps.say(f"Copying {t.mount_point} onto the FAT file system on {t.device}.")
+    if not steps.dry_run:
+        # FAT holds files and folders only, and mcopy would follow a link: one in the image
+        # (to /etc/shadow, say) would copy this host's file into the clone. Left out, and said.
+        for top, dirs, files in os.walk(path):
+            for name in dirs + files:
+                full = os.path.join(top, name)
+                st = os.lstat(full)
+                if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+                    rel = os.path.join(t.mount_point, os.path.relpath(full, path))
+                    steps.emit(f"{program}: {rel} is left out of the FAT file system: FAT holds no links or "
+                               f"special files.", "stderr")
+                    os.unlink(full)
+            dirs[:] = [d for d in dirs if os.path.isdir(os.path.join(top, d))]
+    entries = [os.path.join(path, "*")] if steps.dry_run else \
+        [os.path.join(path, n) for n in sorted(os.listdir(path))]
+    if entries:
+        steps.run(disks.fat_copy_argv(t.device, entries), env=disks.MTOOLS_ENV)
+    if check_esp:
+        res = steps.run(["mdir", "-b", "-i", t.device, "::/EFI/BOOT/BOOTX64.EFI"], env=disks.MTOOLS_ENV, check=False)
+        if res is not None and res.returncode != 0:
+            raise AixsmitError(f"{program}: the EFI system partition {t.device} holds no EFI/BOOT/BOOTX64.EFI after "
+                               f"the copy: firmware without an NVRAM entry would not boot the clone.")
+
+
 def install(image: str, mapping: dict[str, str], target: str, emit: Emit, *, dry_run: bool = False,
             overwrite: bool = False, hostname: str = "", keep_mounted: bool = False, program: str = "clone",
             fstab_root: str | None = None, disk: str = "", layout_file: str = "", boot_disk: str = "",
@@ -320,15 +375,31 @@ def install(image: str, mapping: dict[str, str], target: str, emit: Emit, *, dry
     from . import boot as booting
 
     steps = Steps(emit, dry_run, program)
+    if disk and mapping:
+        raise AixsmitError(f"{program}: give either --disk or --map, not both", code=2)
     recorded = recorded_fs(image, program)
     contents = survey(image, list(recorded), program)
+    bios, efi = True, False
+    unbootable = None  # said after the fitting, as it always was: a size error first
+    if boot and program == "clone":
+        try:
+            bios, efi = booting.firmware(image, contents, recorded, program)
+        except AixsmitError as exc:
+            unbootable = exc
+    new_esp = efi and disks.ESP_MOUNT not in recorded
+    if new_esp:
+        # The image's fstab names an ESP it does not hold (it was not mounted for the backup):
+        # a new, empty one, which grub-install fills; its fstab line gets the new UUID.
+        recorded[disks.ESP_MOUNT] = {"FS_NAME": disks.ESP_MOUNT, "FS_VFS": "vfat", "FS_OPTIONS": "umask=0077",
+                                     "FS_SIZE_BYTES": str(disks.ESP_DEFAULT)}
+        contents.data[disks.ESP_MOUNT] = 0
     parts: list[disks.Part] = []
     if disk:
-        if mapping:
-            raise AixsmitError(f"{program}: give either --disk or --map, not both", code=2)
         if not os.path.exists(disk):
             raise AixsmitError(f"{program}: {disk} does not exist.")
         ordered = sorted(recorded, key=_depth)
+        if efi:  # the ESP first: the last partition takes the rest of the disk
+            ordered = [disks.ESP_MOUNT] + [mp for mp in ordered if mp != disks.ESP_MOUNT]
         fss = [(mp, needed_bytes(contents.data[mp]),
                 int(recorded[mp].get("FS_SIZE_BYTES") or int(recorded[mp].get("FS_SIZE", "0") or 0) * 512))
                for mp in ordered]
@@ -339,34 +410,51 @@ def install(image: str, mapping: dict[str, str], target: str, emit: Emit, *, dry
                     text = f.read(1 << 16).decode("utf-8", "replace")
             except OSError as exc:
                 raise AixsmitError(f"{program}: --layout {layout_file}: {exc.strerror}", code=2)
-            fixed = disks.parse_layout(text, ordered, layout_file)
-        parts = disks.layout(disk, device_size(disk), fss, fixed)
+            fixed = disks.parse_layout(text, ordered, layout_file,
+                                       optional={disks.ESP_MOUNT: disks.ESP_DEFAULT} if new_esp else None)
+        parts = disks.layout(disk, device_size(disk), fss, fixed, bios=bios, efi=efi)
         mapping = {p.mount_point: p.device for p in parts if p.mount_point}
         sizes = {p.mount_point: p.size for p in parts if p.mount_point}
         sizes[parts[-1].mount_point] = device_size(disk) - sum(p.size for p in parts[:-1]) - disks.START - disks.GPT_TAIL
-        targets = plan(image, mapping, program, sizes=sizes, contents=contents)
+        targets = plan(image, mapping, program, sizes=sizes, contents=contents, recorded=recorded)
     else:
-        targets = plan(image, mapping, program, contents=contents)
+        targets = plan(image, mapping, program, contents=contents, recorded=recorded)
     root = next((t for t in targets if t.mount_point == "/"), None)
+    if unbootable:
+        raise unbootable
     if boot and program == "clone":
-        if not boot_disk:
+        if not boot_disk and bios:
             boot_disk = disk or (boot_disk_of(root.device) if root else "") or ""
-        booting.check(image, contents, boot_disk, root.device if root else "", bool(disk), program)
+        booting.check(image, contents, boot_disk, root.device if root else "", bool(disk), program,
+                      recorded=recorded, mapping=mapping, bios=bios, efi=efi)
     for line in format_plan(targets):
         emit(line, "stdout")
+    if new_esp:
+        steps.say(f"The image holds no {disks.ESP_MOUNT} (it was not mounted for the backup) and its fstab names "
+                  f"one: clone makes a new EFI system partition for it, which GRUB fills.")
     if disk:
         check_device(disk, program, overwrite=overwrite)
     elif not dry_run:
         for t in targets:
             check_device(t.device, program, overwrite=overwrite)
+    for t in targets:  # every tool is there before anything is written
+        if t.vfs in disks.FAT_VFS:
+            for tool, package in (("mkfs.vfat", "dosfstools"), ("mcopy", "mtools")):
+                if shutil.which(tool) is None:
+                    raise AixsmitError(f"{program}: {tool} is not installed (package {package}): it makes and fills "
+                                       f"the FAT file system for {t.mount_point}.")
+        else:
+            mkfs_argv(t.device, t.vfs)
     if dry_run:
         for t in targets:
             t.uuid = f"(new UUID of {t.mount_point})"
     mounted: list[str] = []
+    staged: list[tuple[Target, str]] = []  # FAT file systems staged in a tmpfs, copied on at the end
     added_parts = False
     try:
         if disk:
-            steps.say(f"Partitioning {disk}: GPT, a BIOS boot partition, one partition per file system.")
+            kinds = ", ".join(k for k, on in (("a BIOS boot partition", bios), ("an EFI system partition", efi)) if on)
+            steps.say(f"Partitioning {disk}: GPT, {kinds + ', ' if kinds else ''}one partition per file system.")
             steps.run(["sfdisk", "--wipe", "always", "--wipe-partitions", "always", disk],
                       input=disks.sfdisk_script(parts))
             if disks.is_loop(disk) and not dry_run:
@@ -381,6 +469,13 @@ def install(image: str, mapping: dict[str, str], target: str, emit: Emit, *, dry
         for t in targets:
             steps.say(f"Making a {t.vfs} file system on {t.device} for {t.mount_point} ({t.fit}).")
             label = os.path.basename(t.mount_point) or "root"
+            if t.vfs in disks.FAT_VFS:
+                steps.run(disks.fat_mkfs_argv(t.device, "EFI" if t.mount_point == disks.ESP_MOUNT else label))
+                if not dry_run:
+                    from ..host.linux import device_uuid
+
+                    t.uuid = device_uuid(t.device)
+                continue
             steps.say(("Would run: " if dry_run else "Running: ") + shlex.join(mkfs_argv(t.device, t.vfs, label=label)))
             if not dry_run:
                 t.uuid = mkfs(t.device, t.vfs, label=label)
@@ -394,7 +489,13 @@ def install(image: str, mapping: dict[str, str], target: str, emit: Emit, *, dry
                                        f"{exc.strerror}")
             else:
                 path = os.path.join(target, t.mount_point.lstrip("/"))
-            steps.run(["mount", "-t", t.vfs, "--", t.device, path])
+            if t.vfs in disks.FAT_VFS:
+                steps.say(f"Staging {t.mount_point} in memory (a tmpfs named after {t.device}): its files are "
+                          f"copied onto the FAT file system with mtools at the end.")
+                steps.run(disks.fat_stage_argv(t.device, path))
+                staged.append((t, path))
+            else:
+                steps.run(["mount", "-t", t.vfs, "--", t.device, path])
             mounted.append(path)
         steps.say(f"Restoring {image} into {target}.")
         if not dry_run:
@@ -404,7 +505,9 @@ def install(image: str, mapping: dict[str, str], target: str, emit: Emit, *, dry
             set_hostname(target, hostname, steps, program)
         if boot and program == "clone":
             booting.make_bootable(target, targets, contents, boot_disk, steps, initramfs=initramfs,
-                                  new_ssh_keys=new_ssh_keys)
+                                  new_ssh_keys=new_ssh_keys, bios=bios, efi=efi)
+        for t, path in staged:
+            fill_fat(t, path, steps, program, check_esp=efi and t.mount_point == disks.ESP_MOUNT)
     finally:
         if not keep_mounted:
             for path in reversed(mounted):

@@ -1,5 +1,6 @@
-"""A blank disk made ready for a clone: a GPT with a BIOS boot partition and one partition per
-file system of the image, sized by the image's fitting (or by a layout file).
+"""A blank disk made ready for a clone: a GPT with a BIOS boot partition (GRUB for BIOS), an EFI
+system partition (GRUB for EFI: /boot/efi, FAT32) and one partition per other file system of the
+image, sized by the image's fitting (or by a layout file).
 
 The partition table is written with ``sfdisk`` (util-linux). Partition devices: a disk whose
 kernel driver reads partition tables gets them from sfdisk's re-read; a loop device attached
@@ -18,6 +19,10 @@ from ..errors import AixsmitError
 MiB = 1 << 20
 BIOS_BOOT = "21686148-6449-6E6F-744E-656564454649"  # GRUB's core image lives here on a GPT disk (i386-pc)
 LINUX_FS = "0FC63DAF-8483-4772-8E79-3D69D8477DE4"
+ESP = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"  # the EFI system partition (UEFI spec 2.10, 5.3.3)
+ESP_MOUNT = "/boot/efi"
+ESP_MIN = 40 * MiB  # FAT32 needs 65525 clusters: about 33 MiB with 512-byte clusters
+ESP_DEFAULT = 256 * MiB  # an ESP the image does not hold (not mounted when it was made)
 START = 1 * MiB  # the first partition starts at 1 MiB, as every partitioning tool does
 BIOS_SIZE = 1 * MiB
 GPT_TAIL = 1 * MiB  # the backup GPT at the end of the disk (33 sectors), rounded up
@@ -29,6 +34,7 @@ class Part:
     mount_point: str  # "" for the BIOS boot partition
     size: int  # bytes; the last partition gets what is left
     device: str
+    type: str = LINUX_FS  # GPT partition type GUID
 
 
 def part_device(disk: str, number: int) -> str:
@@ -36,11 +42,12 @@ def part_device(disk: str, number: int) -> str:
     return f"{disk}p{number}" if disk[-1:].isdigit() else f"{disk}{number}"
 
 
-def parse_layout(text: str, mount_points: list[str], origin: str) -> dict[str, int | None]:
+def parse_layout(text: str, mount_points: list[str], origin: str,
+                 optional: dict[str, int] | None = None) -> dict[str, int | None]:
     """A layout file: one ``MOUNTPOINT SIZE`` line per file system (SIZE as 512M, 2G, or ``rest``).
 
     Returns mount point -> bytes (None for ``rest``). Every file system of the image must be
-    named, once; ``rest`` at most once.
+    named, once (but those of ``optional``, which get its size); ``rest`` at most once.
     """
     sizes: dict[str, int | None] = {}
     for n, line in enumerate(text.splitlines(), 1):
@@ -59,6 +66,8 @@ def parse_layout(text: str, mount_points: list[str], origin: str) -> dict[str, i
             raise AixsmitError(f"clone: {origin} line {n}: the image has no file system {mp} "
                                f"(it holds {', '.join(mount_points)})", code=2)
         sizes[mp] = None if parts[1] == "rest" else int(m.group(1)) * (MiB if m.group(2) == "M" else 1 << 30)
+    for mp, size in (optional or {}).items():
+        sizes.setdefault(mp, size)
     missing = [mp for mp in mount_points if mp not in sizes]
     if missing:
         raise AixsmitError(f"clone: {origin} gives no size for {', '.join(missing)}", code=2)
@@ -68,19 +77,24 @@ def parse_layout(text: str, mount_points: list[str], origin: str) -> dict[str, i
 
 
 def layout(disk: str, disk_bytes: int, fss: list[tuple[str, int, int]],
-           fixed: dict[str, int | None] | None = None) -> list[Part]:
+           fixed: dict[str, int | None] | None = None, *, bios: bool = True, efi: bool = False) -> list[Part]:
     """Partitions for ``fss`` = [(mount point, bytes needed, bytes it had)] in that order.
 
-    Without ``fixed`` sizes: each file system gets the size it had when the whole disk holds
-    them all, else what it needs plus a share of the free space in proportion to what it had;
-    the last one gets the rest of the disk. Raises 0512-029 when even what they need does not fit.
+    ``bios``: a BIOS boot partition first. ``efi``: the file system on ESP_MOUNT becomes the
+    EFI system partition (put first in ``fss``: the last one takes the rest of the disk), at
+    least ESP_MIN. Without ``fixed`` sizes: each file system gets the size it had when the whole
+    disk holds them all, else what it needs plus a share of the free space in proportion to what
+    it had; the last one gets the rest of the disk. Raises 0512-029 when even what they need
+    does not fit.
     """
-    room = disk_bytes - START - BIOS_SIZE - GPT_TAIL
+    if efi:
+        fss = [(mp, max(n, ESP_MIN) if mp == ESP_MOUNT else n, h) for mp, n, h in fss]
+    room = disk_bytes - START - (BIOS_SIZE if bios else 0) - GPT_TAIL
     need = sum(n for _, n, _ in fss)
     if need > room:
         raise AixsmitError(f"0512-029 clone: There is not enough room on {disk}: the image's file systems need about "
                            f"{need // MiB + 1} MB, and {disk} has {room // MiB} MB for them.")
-    parts = [Part(1, "", BIOS_SIZE, part_device(disk, 1))]
+    parts = [Part(1, "", BIOS_SIZE, part_device(disk, 1), BIOS_BOOT)] if bios else []
     if fixed:
         rest_mp = next((mp for mp, v in fixed.items() if v is None), fss[-1][0])
         sizes = {mp: fixed[mp] or 0 for mp, _, _ in fss}
@@ -102,9 +116,10 @@ def layout(disk: str, disk_bytes: int, fss: list[tuple[str, int, int]],
             grow = sum(max(h - n, 0) for _, n, h in fss) or 1
             sizes = {mp: n + spare * max(h - n, 0) // grow for mp, n, h in fss}
         order = [mp for mp, _, _ in fss]
-    for i, mp in enumerate(order):
-        size = sizes[mp] // MiB * MiB
-        parts.append(Part(i + 2, mp, size, part_device(disk, i + 2)))
+    for mp in order:
+        n = len(parts) + 1
+        parts.append(Part(n, mp, sizes[mp] // MiB * MiB, part_device(disk, n),
+                          ESP if efi and mp == ESP_MOUNT else LINUX_FS))
     return parts
 
 
@@ -113,11 +128,65 @@ def sfdisk_script(parts: list[Part]) -> str:
     lines = ["label: gpt"]
     for i, p in enumerate(parts):
         size = "" if i == len(parts) - 1 else f", size={p.size // 512}"
-        name = "BIOS boot" if not p.mount_point else (p.mount_point if p.mount_point != "/" else "root")
+        name = {BIOS_BOOT: "BIOS boot", ESP: "EFI system partition"}.get(p.type) or \
+            (p.mount_point if p.mount_point != "/" else "root")
         start = f"start={START // 512}, " if i == 0 else ""
-        lines.append(f'{start}type={BIOS_BOOT if not p.mount_point else LINUX_FS}{size}, name="{name}"')
+        lines.append(f'{start}type={p.type}{size}, name="{name}"')
     return "\n".join(lines) + "\n"
+
+
+def partition_type(device: str) -> str:
+    """The partition type of ``device`` as its disk's table says (a GPT type GUID in upper case,
+    or an MBR type such as ``ef``); "" when it is no partition of a table sfdisk reads."""
+    import json
+    import subprocess
+
+    name = os.path.basename(os.path.realpath(device))
+    sys_dir = os.path.realpath(f"/sys/class/block/{name}")
+    if not os.path.exists(f"{sys_dir}/partition"):
+        return ""
+    disk = "/dev/" + os.path.basename(os.path.dirname(sys_dir))
+    res = subprocess.run(["sfdisk", "--json", disk], capture_output=True, text=True)
+    try:
+        table = json.loads(res.stdout)["partitiontable"] if res.returncode == 0 else {}
+    except (ValueError, KeyError):
+        return ""
+    real = os.path.realpath(device)
+    for p in table.get("partitions", []):
+        if os.path.realpath(p.get("node", "")) == real:
+            return p.get("type", "").upper()
+    return ""
+
+
+def is_esp_type(ptype: str) -> bool:
+    return ptype.upper() in (ESP, "EF")
 
 
 def is_loop(disk: str) -> bool:
     return os.path.basename(os.path.realpath(disk)).startswith("loop")
+
+
+# --- FAT file systems (the ESP) ------------------------------------------------------------------
+# A FAT file system is filled without the kernel's vfat driver (which some kernels lack): the
+# clone stages its files in a tmpfs mounted where it belongs in the target - named after the
+# FAT's device, so that GRUB (which reads mountinfo, then checks the device itself is FAT) accepts
+# it as the ESP - and they are then copied onto the FAT with mtools, which reads and writes FAT
+# in user space. FAT keeps no owners or modes: the fstab's options give them when it is mounted.
+FAT_VFS = ("vfat", "msdos", "fat")
+MTOOLS_ENV = {"MTOOLS_SKIP_CHECK": "1", "MTOOLS_NO_VFAT": "0", "LC_ALL": "C", "PATH": os.environ.get("PATH", "")}
+
+
+def fat_mkfs_argv(device: str, label: str = "EFI") -> list[str]:
+    """FAT32, as the UEFI specification asks of an ESP."""
+    return ["mkfs.vfat", "-F", "32", "-n", label[:11].upper(), device]
+
+
+def fat_stage_argv(device: str, path: str) -> list[str]:
+    """The staging tmpfs for the FAT on ``device``, mounted on ``path``."""
+    return ["mount", "-t", "tmpfs", "-o", "mode=0700", "--", device, path]
+
+
+def fat_copy_argv(device: str, entries: list[str]) -> list[str]:
+    """mcopy of staged ``entries`` (paths) into the root of the FAT on ``device``, recursively,
+    keeping times; stops at the first error."""
+    return ["mcopy", "-s", "-m", "-Q", "-D", "o", "-i", device, *entries, "::/"]

@@ -588,12 +588,15 @@ def register_clone(sub) -> None:
     p.set_defaults(func=cmd_crfs)
 
     p = sub.add_parser("clone", help="install a system image onto other disks and make it boot",
-                       description="Read image.data; partition a blank disk (--disk: GPT, a BIOS boot partition, one "
-                                   "partition per file system, sized to fit) or take prepared devices (--map); make "
+                       description="Read image.data; partition a blank disk (--disk: GPT, a BIOS boot partition and/or an "
+                                   "EFI system partition as the image boots, one partition per file system, sized to "
+                                   "fit) or take prepared devices (--map; /boot/efi on an ESP-typed partition); make "
                                    "each file system (a smaller device is fine when the data fits); mount them under "
                                    "TARGET; restore; rewrite fstab, crypttab, resume and GRUB's defaults for the new "
                                    "UUIDs; reset the machine's identity; in a chroot, make the initramfs when needed "
-                                   "and install the image's GRUB onto the disk holding / (--boot-disk overrides). "
+                                   "and install the image's GRUB: for BIOS onto the disk holding / (--boot-disk "
+                                   "overrides), for EFI into /boot/efi without NVRAM entries and at the fallback "
+                                   "path EFI/BOOT/BOOTX64.EFI. "
                                    "On AIX: alt_disk_mksysb -m IMAGE -d DISKS. Exit 0 when the clone is installed, "
                                    "1 on an error (nothing written when found before), 2 on a usage error.")
     p.add_argument("-f", required=True, metavar="IMAGE")

@@ -298,7 +298,7 @@ def free_disks(system: System) -> list[ListItem]:
 
     try:
         proc = subprocess.run(["lsblk", "--json", "--bytes", "-o", "PATH,SIZE,TYPE,FSTYPE,PTTYPE,MOUNTPOINT,MODEL"],
-                              capture_output=True, text=True, timeout=20)
+                              capture_output=True, text=True, errors="surrogateescape", timeout=20)
         devices = json.loads(proc.stdout).get("blockdevices", []) if proc.returncode == 0 else []
     except (OSError, ValueError, subprocess.TimeoutExpired):
         devices = []
