@@ -172,6 +172,17 @@ class TempRoot:
                 pass
             proc.wait()
         root = str(self.path)
+        # Loop devices whose files lie on our file systems (a test that put an image on /data and
+        # failed before detaching it) hold those file systems busy: they go first.
+        ours = set()
+        for dev in self.loops:
+            ours.add(subprocess.run(["losetup", "-n", "-O", "MAJ:MIN", dev], capture_output=True,
+                                    text=True).stdout.strip())
+        out = subprocess.run(["losetup", "-n", "-O", "NAME,BACK-MAJ:MIN"], capture_output=True, text=True).stdout
+        for line in out.splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[1] in ours - {""}:
+                subprocess.run(["losetup", "-d", parts[0]], capture_output=True)
         # Deepest first; everything below our own temporary root is ours.
         for _ in range(5):
             mps = sorted(set(_mounts_under(root)), key=lambda m: m.count("/"), reverse=True)
