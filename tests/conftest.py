@@ -193,6 +193,9 @@ class TempRoot:
         for mp in _mounts_under(root):
             subprocess.run(["umount", "-l", mp], capture_output=True)
         for dev in self.loops:
+            # Partitions added with partx outlive the detach on kernels without partition
+            # scanning, and the next disk on this loop number would show them.
+            subprocess.run(["partx", "-d", dev], capture_output=True)
             subprocess.run(["losetup", "-d", dev], capture_output=True)
         # Loop devices attached by 'mount -o loop' whose files are ours.
         out = subprocess.run(["losetup", "-n", "-O", "NAME,BACK-FILE"], capture_output=True, text=True).stdout

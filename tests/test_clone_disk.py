@@ -14,6 +14,13 @@ from conftest import aixsmit, needs_root, run
 MiB = 1 << 20
 
 
+
+def add_partitions(dev: str) -> None:
+    """The kernel's partitions of the loop disk ``dev``, as its table now says: those a reused
+    loop number still had from an earlier disk are dropped first (partx -a refuses to add over them)."""
+    subprocess.run(["partx", "-d", dev], capture_output=True)
+    run("partx", "-a", dev)
+
 def test_layout_fits_the_disk():
     fss = [("/", 500 * MiB, 900 * MiB), ("/home", 20 * MiB, 500 * MiB)]
     big = disk.layout("/dev/sdb", 4096 * MiB, fss)  # room for both as they were
@@ -111,7 +118,7 @@ def test_boot_disk_is_checked_before_writing(troot):
     dev = run("losetup", "-f", "--show", raw).stdout.strip()
     tr.loops.append(dev)
     run("sfdisk", "-q", dev, input="label: gpt\ntype=linux\n")
-    run("partx", "-a", dev)
+    add_partitions(dev)
     try:
         assert clone.boot_disk_of(f"{dev}p1") == dev and clone.boot_disk_of(dev) is None
         grub = clone.Contents({}, {"./usr/sbin/grub-install", "./usr/lib/grub/i386-pc"})
@@ -124,8 +131,7 @@ def test_boot_disk_is_checked_before_writing(troot):
             boot.check("img", efi, dev, f"{dev}p1", False)
         run("sfdisk", "-q", dev, input=disk.sfdisk_script(disk.layout(dev, 64 * MiB, [("/", MiB, MiB)])))
         boot.check("img", grub, dev, f"{dev}p2", False)  # a BIOS boot partition: accepted
-        subprocess.run(["partx", "-d", dev], capture_output=True)
-        run("partx", "-a", dev)
+        add_partitions(dev)
         run("mkfs.ext4", "-q", f"{dev}p2")
         (tr.base / "m").mkdir()
         run("mount", f"{dev}p2", tr.base / "m")
@@ -308,7 +314,7 @@ def test_map_needs_an_esp_typed_partition_for_boot_efi(troot):
     img = make_image(tr, GRUB | GRUB_EFI, ESP_FSTAB)
     dev = blank_disk(tr, 200)
     run("sfdisk", "-q", dev, input="label: gpt\nsize=80M, type=linux\ntype=linux\n")
-    run("partx", "-a", dev)
+    add_partitions(dev)
     try:
         args = ["cmd", "clone", "-f", img, "--map", f"/={dev}p2", "--map", f"/boot/efi={dev}p1", "--target",
                 tr.base / "t", "--dry-run"]
